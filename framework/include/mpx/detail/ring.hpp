@@ -1,0 +1,146 @@
+// mpx/detail/ring.hpp: the byte-level message ring under Queue, SimpleQueue
+// and JoinableQueue.
+//
+// Contract
+// - A Ring lives in one anonymous MAP_SHARED mapping made by create(); every
+//   process forked after that sees the same ring. Any thread of any of those
+//   processes may call put/get concurrently (MPMC). Messages are byte strings
+//   of any length; each put is delivered to exactly one get, in claim order.
+// - put blocks while the ring is full (all `capacity` cells taken) until the
+//   deadline; get blocks while it is empty. Both return false on timeout and
+//   never throw for a full/empty ring. Errors of the OS (mmap) throw
+//   std::system_error; a consumer callback's exception propagates after the
+//   cell is released (the message counts as consumed).
+// - Small messages (<= kInlineBytes) travel inside a 64-byte cell: one cache
+//   line, a claim CAS and a publish store on each side, no syscall unless the
+//   other side sleeps. Larger messages go through a "lane" (a byte buffer of
+//   lane_bytes, `lanes` of them) referenced by the cell: written before the
+//   cell is published when they fit, streamed through the lane while the
+//   consumer reads when they do not.
+// - Faults: every claim records the claimer's pid in the cell's state word
+//   with the same CAS that claims it. A process killed between claim and
+//   release is detected (kill(pid,0) and /proc state) by whoever waits on it
+//   after kLivenessTick, and the cell is recovered: a half-written message is
+//   skipped, a half-read one is dropped. At most the one message in the hands
+//   of the dead process is lost. pid reuse within that window is not handled.
+//
+// Layout and memory ordering are documented in ring.cpp.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/shared_mapping.hpp"
+
+namespace mpx::detail {
+
+struct RingHeader;
+struct RingCell;
+struct RingLane;
+
+// The calling process' pid, cached (refreshed in fork children): getpid() is a
+// syscall on current glibc and claims sit on the fast path.
+pid_t current_pid() noexcept;
+// True unless `pid` certainly no longer runs (no such process, or a zombie).
+bool process_alive(pid_t pid) noexcept;
+
+struct RingOptions {
+  std::size_t capacity = 1u << 16;    // cells = messages in flight
+  std::size_t lanes = 8;              // large messages in flight at once
+  std::size_t lane_bytes = 1u << 20;  // larger messages stream through a lane
+};
+
+// A callable reference that does not allocate: the consumer hands the message
+// bytes to it while the cell is still claimed.
+class ByteSink {
+ public:
+  template <class F>
+  ByteSink(F& f) : obj_(&f), call_([](void* o, std::span<const std::byte> b) { (*static_cast<F*>(o))(b); }) {}
+  void operator()(std::span<const std::byte> b) const { call_(obj_, b); }
+
+ private:
+  void* obj_;
+  void (*call_)(void*, std::span<const std::byte>);
+};
+
+class Ring {
+ public:
+  static constexpr std::size_t kInlineBytes = 48;
+
+  [[nodiscard]] static Ring create(const RingOptions& options);
+
+  Ring() = default;
+  Ring(Ring&&) noexcept = default;
+  Ring& operator=(Ring&&) noexcept = default;
+  Ring(const Ring&) = delete;
+  Ring& operator=(const Ring&) = delete;
+
+  // Blocks until the message is in the ring (a streamed one: until its last
+  // byte is in the lane), or the deadline passes (false; nothing delivered).
+  // block=false: one attempt, as put_nowait.
+  [[nodiscard]] bool put(std::span<const std::byte> message, const Deadline& deadline, bool block = true);
+  // Hands the next message to `sink` and returns true, or false on timeout.
+  [[nodiscard]] bool get(ByteSink sink, const Deadline& deadline, bool block = true);
+
+  // Messages claimed by producers and not yet claimed by consumers (exact when
+  // no put/get is in progress; otherwise a snapshot between the two).
+  [[nodiscard]] std::size_t size() const noexcept;
+  [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+
+  // JoinableQueue's shared count of unfinished tasks (lives in the header).
+  void add_unfinished() noexcept;
+  // Returns false (and changes nothing) when the count is already zero.
+  [[nodiscard]] bool task_done() noexcept;
+  [[nodiscard]] bool wait_all_done(const Deadline& deadline);
+  [[nodiscard]] std::uint64_t unfinished() const noexcept;
+
+  explicit operator bool() const { return static_cast<bool>(mapping_); }
+
+  // Test hooks: called in the claiming process between claim and
+  // publish/release (never set in production code). A test kills the process
+  // from inside the hook to simulate SIGKILL in the middle of put/get.
+  static inline void (*test_hook_after_claim_put)() = nullptr;
+  static inline void (*test_hook_after_claim_get)() = nullptr;
+  static inline void (*test_hook_mid_stream_put)() = nullptr;
+  static inline void (*test_hook_mid_stream_get)() = nullptr;
+
+ private:
+  enum class Claim { claimed, full, retry };
+
+  template <class Fill>
+  bool put_cell(Fill&& fill, const Deadline& deadline, bool block);
+  bool put_large(std::span<const std::byte> message, const Deadline& deadline, bool block);
+  // Reads the lane message referenced by a claimed cell; false if abandoned.
+  bool read_lane(RingCell& cell, std::uint64_t pos, ByteSink sink);
+  int acquire_lane(const Deadline& deadline, bool block);
+  bool lane_orphaned(RingLane& lane, std::uint64_t claim);
+  void free_lane(RingLane& lane, std::uint64_t claim);
+  void release_cell(RingCell& cell, std::uint64_t pos);
+  void notify_consumers();
+  void notify_producers();
+  void notify_lane(RingLane& lane);
+  void notify_lane_free();
+  RingCell& cell_at(std::uint64_t pos) const;
+  std::uint32_t turn_of(std::uint64_t pos) const;
+  RingLane& lane(std::size_t i) const;
+  std::byte* lane_data(std::size_t i) const;
+
+  SharedMapping mapping_;
+  RingHeader* header_ = nullptr;
+  RingCell* cells_ = nullptr;
+  std::byte* lanes_ = nullptr;
+  std::byte* lane_data_ = nullptr;
+  std::size_t capacity_ = 0;
+  std::uint64_t mask_ = 0;  // capacity-1 when a power of two, else 0
+  unsigned shift_ = 0;
+  std::size_t lane_count_ = 0;
+  std::size_t lane_bytes_ = 0;
+  std::size_t lane_stride_ = 0;
+};
+
+}  // namespace mpx::detail

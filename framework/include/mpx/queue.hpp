@@ -1,0 +1,243 @@
+// mpx/queue.hpp: Queue, SimpleQueue and JoinableQueue, as multiprocessing's.
+//
+//     mpx::Queue<std::string> q;          // unbounded; mpx::Queue<int> q(5) holds at most 5
+//     mpx::Process p([&] { q.put("hi"); });
+//     p.start();
+//     std::string s = q.get();            // "hi"
+//
+// Contract
+// - Create the queue in a parent; every process forked afterwards shares it
+//   (Python's fork semantics). A Queue object is a cheap shared handle: copies
+//   in one process share one mapping and one "closed" flag; the mapping lives
+//   as long as any process holds a handle. Any thread of any process may call
+//   put/get concurrently: many producers, many consumers.
+// - T is anything mpx::encode/decode handle (serialization.hpp). Items are
+//   delivered exactly once, in the order their puts claimed a cell (FIFO per
+//   producer, and globally by claim order).
+// - put blocks while maxsize items are queued (maxsize 0: unbounded, see
+//   below); put(x, timeout) throws Full after the timeout; put_nowait and
+//   put(x, false) throw Full at once. get blocks while the queue is empty;
+//   get(timeout) and get_nowait throw Empty. A negative timeout throws
+//   QueueError, as Python raises ValueError.
+// - Unbounded (maxsize 0) is bounded by the ring's capacity, 262144 items in
+//   flight by default (QueueOptions::capacity): past that put blocks (it never
+//   throws Full). Python behaves the same way once its pipe is full, except
+//   that its feeder thread blocks instead of put.
+// - Messages of any size: up to 48 encoded bytes travel inside a ring cell;
+//   larger ones through one of `lanes` shared buffers of `lane_bytes`; larger
+//   than a lane, they are streamed through it while the consumer reads
+//   (put then returns once the last byte is in the lane). A streamed put with
+//   a timeout throws Full if no consumer drains the lane in time.
+// - close(): this process (all its copies of the handle) will neither put nor
+//   get any more; later calls throw QueueClosed. join_thread(): there is no
+//   feeder thread, every put has reached shared memory when it returns, so it
+//   returns at once. Items put before close() or before the process exits
+//   (even by _exit or SIGKILL after put returned) are delivered.
+// - qsize(): items claimed by producers and not yet claimed by consumers;
+//   exact when no put/get is in progress, a snapshot otherwise (Python's is
+//   approximate too). empty() == (qsize() == 0); full() == (qsize() >= maxsize).
+// - Faults (docs/queues-and-pipes.md has the details): a process SIGKILLed
+//   inside put or get never blocks the others; the item it was putting (not
+//   yet published) or getting (taken, not yet returned) is lost, nothing
+//   else. Recovery happens within ~20-50 ms of someone waiting on that cell.
+//   A process killed while blocked (nothing claimed) loses nothing.
+// - JoinableQueue: put counts an unfinished task; task_done() uncounts one
+//   and throws QueueError when called more often than items were put; join()
+//   blocks until the count is zero (join(timeout) returns false on timeout).
+//   A consumer that dies between get and task_done leaves the count up (as in
+//   Python): join() would wait forever, so services use join(timeout).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/ring.hpp"
+#include "mpx/error.hpp"
+#include "mpx/serialization.hpp"
+
+namespace mpx {
+
+// put on a full queue without waiting, or after its timeout (Python's queue.Full).
+class Full : public Error {
+ public:
+  Full() : Error("mpx::Full: the queue is full") {}
+  using Error::Error;
+};
+
+// get on an empty queue without waiting, or after its timeout (Python's queue.Empty).
+class Empty : public Error {
+ public:
+  Empty() : Error("mpx::Empty: the queue is empty") {}
+  using Error::Error;
+};
+
+// Misuse of a queue: use after close(), task_done() too often, a negative timeout.
+class QueueError : public Error {
+ public:
+  using Error::Error;
+};
+
+// put or get on a queue this process has closed.
+class QueueClosed : public QueueError {
+ public:
+  QueueClosed() : QueueError("mpx::QueueClosed: the queue is closed in this process") {}
+};
+
+struct QueueOptions {
+  // Cells of the ring; 0 = maxsize when bounded, 262144 when unbounded.
+  std::size_t capacity = 0;
+  std::size_t lanes = 8;              // messages over 48 bytes in flight at once
+  std::size_t lane_bytes = 1u << 20;  // larger messages are streamed
+};
+
+namespace detail {
+
+struct QueueCore {
+  QueueCore(Ring r, std::size_t max) : ring(std::move(r)), maxsize(max) {}
+  Ring ring;
+  std::size_t maxsize;
+  std::atomic<bool> closed{false};
+  bool joinable = false;
+};
+
+inline std::shared_ptr<QueueCore> make_queue_core(std::size_t maxsize, const QueueOptions& options) {
+  RingOptions ro;
+  ro.capacity = options.capacity ? options.capacity : (maxsize ? maxsize : (std::size_t{1} << 18));
+  if (maxsize && ro.capacity > maxsize) ro.capacity = maxsize;
+  ro.lanes = options.lanes;
+  ro.lane_bytes = options.lane_bytes;
+  return std::make_shared<QueueCore>(Ring::create(ro), maxsize);
+}
+
+// One encode buffer per thread: encode_into reuses its capacity.
+inline Bytes& encode_buffer() {
+  thread_local Bytes buffer;
+  return buffer;
+}
+
+inline Deadline timeout_deadline(std::chrono::duration<double> timeout) {
+  if (timeout.count() < 0) throw QueueError("mpx queue: 'timeout' must be a non-negative duration");
+  return Deadline::after(timeout);
+}
+
+}  // namespace detail
+
+template <class T>
+class Queue {
+ public:
+  using value_type = T;
+  using Timeout = std::chrono::duration<double>;
+
+  // maxsize 0: unbounded (see the header comment). Throws QueueError for a
+  // maxsize over 2^26 and std::system_error if the mapping cannot be made.
+  explicit Queue(std::size_t maxsize = 0, const QueueOptions& options = {}) : core_(make(maxsize, options)) {}
+
+  Queue(const Queue&) = default;
+  Queue& operator=(const Queue&) = default;
+  Queue(Queue&&) noexcept = default;
+  Queue& operator=(Queue&&) noexcept = default;
+  ~Queue() = default;
+
+  void put(const T& item) { put_impl(item, Deadline::never(), true); }
+  void put(const T& item, Timeout timeout) { put_impl(item, detail::timeout_deadline(timeout), true); }
+  // Python's put(obj, block, timeout).
+  void put(const T& item, bool block, std::optional<Timeout> timeout = std::nullopt) {
+    put_impl(item, block && timeout ? detail::timeout_deadline(*timeout) : Deadline::never(), block);
+  }
+  void put_nowait(const T& item) { put_impl(item, Deadline::never(), false); }
+
+  [[nodiscard]] T get() { return get_impl(Deadline::never(), true); }
+  [[nodiscard]] T get(Timeout timeout) { return get_impl(detail::timeout_deadline(timeout), true); }
+  // Python's get(block, timeout).
+  [[nodiscard]] T get(bool block, std::optional<Timeout> timeout = std::nullopt) {
+    return get_impl(block && timeout ? detail::timeout_deadline(*timeout) : Deadline::never(), block);
+  }
+  [[nodiscard]] T get_nowait() { return get_impl(Deadline::never(), false); }
+
+  [[nodiscard]] std::size_t qsize() const { return core_->ring.size(); }
+  [[nodiscard]] bool empty() const { return qsize() == 0; }
+  [[nodiscard]] bool full() const { return core_->maxsize != 0 && qsize() >= core_->maxsize; }
+  [[nodiscard]] std::size_t maxsize() const { return core_->maxsize; }
+
+  void close() { core_->closed.store(true, std::memory_order_release); }
+  [[nodiscard]] bool is_closed() const { return core_->closed.load(std::memory_order_acquire); }
+  // Puts are in shared memory when put returns: nothing to wait for.
+  void join_thread() {}
+  void cancel_join_thread() {}
+
+ protected:
+  static std::shared_ptr<detail::QueueCore> make(std::size_t maxsize, const QueueOptions& options) {
+    if (maxsize > (std::size_t{1} << 26)) throw QueueError("mpx queue: maxsize must be at most 2^26");
+    return detail::make_queue_core(maxsize, options);
+  }
+  void check_open() const {
+    if (core_->closed.load(std::memory_order_acquire)) throw QueueClosed();
+  }
+  void put_impl(const T& item, const detail::Deadline& deadline, bool block) {
+    check_open();
+    Bytes& buffer = detail::encode_buffer();
+    encode_into(buffer, item);
+    if (core_->joinable) core_->ring.add_unfinished();
+    if (!core_->ring.put(std::span<const std::byte>(buffer.data(), buffer.size()), deadline, block)) {
+      if (core_->joinable) (void)core_->ring.task_done();
+      throw Full();
+    }
+  }
+  T get_impl(const detail::Deadline& deadline, bool block) {
+    check_open();
+    std::optional<T> out;
+    auto sink = [&](std::span<const std::byte> bytes) { out.emplace(decode<T>(bytes)); };
+    if (!core_->ring.get(detail::ByteSink(sink), deadline, block)) throw Empty();
+    return std::move(*out);
+  }
+
+  std::shared_ptr<detail::QueueCore> core_;
+};
+
+// Python's SimpleQueue: unbounded, get/put/empty/close only.
+template <class T>
+class SimpleQueue {
+ public:
+  using value_type = T;
+  explicit SimpleQueue(const QueueOptions& options = {}) : queue_(0, options) {}
+  void put(const T& item) { queue_.put(item); }
+  [[nodiscard]] T get() { return queue_.get(); }
+  [[nodiscard]] bool empty() const { return queue_.empty(); }
+  void close() { queue_.close(); }
+
+ private:
+  Queue<T> queue_;
+};
+
+template <class T>
+class JoinableQueue : public Queue<T> {
+ public:
+  explicit JoinableQueue(std::size_t maxsize = 0, const QueueOptions& options = {}) : Queue<T>(maxsize, options) {
+    this->core_->joinable = true;
+  }
+
+  // Marks one item got earlier as processed. Throws QueueError when called
+  // more times than items were put.
+  void task_done() {
+    if (!this->core_->ring.task_done())
+      throw QueueError("mpx::JoinableQueue: task_done() called more times than items were put");
+  }
+  // Blocks until every item put has been marked done.
+  void join() { (void)this->core_->ring.wait_all_done(detail::Deadline::never()); }
+  // As join(), but gives up after `timeout`: true when every item was done.
+  [[nodiscard]] bool join(std::chrono::duration<double> timeout) {
+    return this->core_->ring.wait_all_done(detail::timeout_deadline(timeout));
+  }
+  // Items put and not yet marked done (shared by all processes).
+  [[nodiscard]] std::size_t unfinished_tasks() const {
+    return static_cast<std::size_t>(this->core_->ring.unfinished());
+  }
+};
+
+}  // namespace mpx

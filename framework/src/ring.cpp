@@ -1,0 +1,650 @@
+// The shared-memory MPMC message ring (see mpx/detail/ring.hpp for the contract).
+//
+// Layout of the mapping:
+//   RingHeader                 tail, head, wake-up words, JoinableQueue count
+//   RingCell[capacity]         one 64-byte cache line per message in flight
+//   RingLane[lanes]            control block of each large-message lane
+//   lane data[lanes]           lane_bytes each, page aligned
+//
+// Cells follow Vyukov's bounded MPMC queue, with the claim made on the cell
+// itself so that it carries the claimer's pid. A cell's state word is
+//   turn (32 bits) | phase (2 bits) | pid or aux (30 bits)
+// where turn = position / capacity (the lap). For position p of lap t:
+//   FREE(t)        the producer of p may claim it (CAS -> WRITING(t, pid))
+//   WRITING(t,pid) being filled; FULL(t) publishes it (one release store)
+//   FULL(t,aux)    ready; aux = kAbandoned marks a skipped half-written cell
+//   READING(t,pid) claimed by a consumer; released as FREE(t+1)
+// tail and head are advanced by whoever sees the cell at them claimed
+// (helping), so a process killed between claiming a cell and moving the index
+// never stalls the others. An index only moves from p to p+1 after the cell
+// at p was claimed for that lap.
+//
+// Wake-ups: a side that found nothing spins briefly, then sets its
+// "sleeping" flag, re-checks, and futex-waits on a sequence word. The other
+// side, after publishing (seq_cst store), loads the flag (seq_cst) and only
+// then pays for a syscall. A waiter killed while asleep leaves the flag set:
+// the next notifier clears it and wakes nobody, once.
+//
+// Lanes: a lane's claim word is (generation << 32) | owner pid (0 = free). A
+// message that fits a lane is copied in before its cell is published, so it
+// is complete the moment a consumer can see it. A longer one is streamed:
+// cell first, then chunks; the consumer copies them out as they arrive.
+#include "mpx/detail/ring.hpp"
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <stdexcept>
+
+#include "mpx/detail/futex.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MPX_CPU_RELAX() _mm_pause()
+#else
+#define MPX_CPU_RELAX() std::atomic_signal_fence(std::memory_order_seq_cst)
+#endif
+
+namespace mpx::detail {
+
+namespace {
+
+constexpr std::uint64_t kMagic = 0x6d70782d72696e67ULL;  // "mpx-ring"
+constexpr std::uint64_t kNoPos = ~std::uint64_t{0};
+constexpr std::uint32_t kAbandoned = 1;
+constexpr std::uint32_t kKindInline = 0;
+constexpr std::uint32_t kKindLane = 1;
+// How long a waiter watches the same claimed state before it checks whether
+// the claimer still lives; also the longest single futex sleep.
+constexpr auto kLivenessTick = std::chrono::milliseconds(20);
+constexpr int kSpinPause = 200;   // busy spins (pause) before yielding
+constexpr int kSpinYield = 20;    // sched_yield rounds before sleeping
+constexpr std::size_t kStreamChunk = 256 * 1024;
+
+enum Phase : std::uint32_t { kFree = 0, kWriting = 1, kFull = 2, kReading = 3 };
+
+constexpr std::uint64_t make_state(std::uint32_t turn, Phase phase, std::uint32_t low) {
+  return (std::uint64_t{turn} << 32) | (std::uint64_t{phase} << 30) | (low & 0x3fffffffu);
+}
+constexpr std::uint32_t turn_of_state(std::uint64_t w) { return static_cast<std::uint32_t>(w >> 32); }
+constexpr Phase phase_of(std::uint64_t w) { return static_cast<Phase>((w >> 30) & 3u); }
+constexpr std::uint32_t low_of(std::uint64_t w) { return static_cast<std::uint32_t>(w & 0x3fffffffu); }
+// Signed lap distance of state w from lap t (wraps correctly at 2^32).
+constexpr std::int32_t lap_diff(std::uint64_t w, std::uint32_t t) {
+  return static_cast<std::int32_t>(turn_of_state(w) - t);
+}
+
+constexpr std::uint32_t claim_pid(std::uint64_t claim) { return static_cast<std::uint32_t>(claim); }
+constexpr std::uint32_t claim_gen(std::uint64_t claim) { return static_cast<std::uint32_t>(claim >> 32); }
+
+std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+struct LaneRef {
+  std::uint32_t index;
+  std::uint32_t unused;
+  std::uint64_t claim;
+  std::uint64_t size;
+};
+static_assert(sizeof(LaneRef) <= Ring::kInlineBytes);
+
+// Tracks how long a waiter has seen the same state word, to decide when to
+// pay for a liveness check of the process named in it.
+class StuckWatch {
+ public:
+  // True once `w` has been observed unchanged for kLivenessTick (and then
+  // again every tick).
+  bool stuck(std::uint64_t w) {
+    auto now = Deadline::Clock::now();
+    if (w != word_ || !valid_) {
+      word_ = w;
+      valid_ = true;
+      since_ = now;
+      return false;
+    }
+    if (now - since_ >= kLivenessTick) {
+      since_ = now;
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  std::uint64_t word_ = 0;
+  bool valid_ = false;
+  Deadline::Clock::time_point since_{};
+};
+
+// One round of waiting: spin a little, then sleep on `seq` until notified,
+// the deadline, or one liveness tick. `ready` re-checks the condition.
+class Waiter {
+ public:
+  template <class Ready>
+  void wait(Ready&& ready, std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& sleeping,
+            const Deadline& deadline) {
+    if (spins_ < kSpinPause) {
+      ++spins_;
+      for (int i = 0; i < 4; ++i) MPX_CPU_RELAX();
+      return;
+    }
+    if (spins_ < kSpinPause + kSpinYield) {
+      ++spins_;
+      ::sched_yield();
+      return;
+    }
+    std::uint32_t s = seq.load(std::memory_order_seq_cst);
+    sleeping.store(1, std::memory_order_seq_cst);
+    if (ready()) return;
+    auto tick = Deadline::after(kLivenessTick);
+    auto left = deadline.remaining();
+    const Deadline& until = (left && *left < kLivenessTick) ? deadline : tick;
+    futex_wait(seq, s, until);
+  }
+  void reset() { spins_ = 0; }
+  [[nodiscard]] bool spun_out() const { return spins_ >= kSpinPause; }
+
+ private:
+  int spins_ = 0;
+};
+
+void notify(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& sleeping) {
+  // The caller published with a seq_cst store; this seq_cst load pairs with
+  // the waiter's seq_cst store of the flag (Dekker): one of the two sees the other.
+  if (sleeping.load(std::memory_order_seq_cst) != 0 && sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
+    seq.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake_all(seq);
+  }
+}
+
+// Moves a ring index from pos to pos+1 unless someone already did.
+inline void advance(std::atomic<std::uint64_t>& index, std::uint64_t pos) {
+  index.compare_exchange_strong(pos, pos + 1, std::memory_order_acq_rel);
+}
+
+// A lane claim whose pid carries this bit is being freed by that pid.
+constexpr std::uint32_t kFreeingBit = 0x80000000u;
+
+std::atomic<pid_t> g_pid{0};
+void refresh_pid_in_child() { g_pid.store(::getpid(), std::memory_order_relaxed); }
+
+}  // namespace
+
+struct alignas(64) RingHeader {
+  std::uint64_t magic;
+  std::uint64_t capacity;
+  alignas(64) std::atomic<std::uint64_t> tail;
+  alignas(64) std::atomic<std::uint64_t> head;
+  alignas(64) std::atomic<std::uint32_t> not_empty_seq;
+  std::atomic<std::uint32_t> consumers_sleeping;
+  alignas(64) std::atomic<std::uint32_t> not_full_seq;
+  std::atomic<std::uint32_t> producers_sleeping;
+  alignas(64) std::atomic<std::uint32_t> lane_free_seq;
+  std::atomic<std::uint32_t> lane_waiters;
+  std::atomic<std::uint32_t> lane_hint;
+  alignas(64) std::atomic<std::uint64_t> unfinished;
+  std::atomic<std::uint32_t> unfinished_seq;
+  std::atomic<std::uint32_t> join_waiters;
+};
+
+struct alignas(64) RingCell {
+  std::atomic<std::uint64_t> state;
+  std::uint32_t len;
+  std::uint32_t kind;
+  std::byte data[Ring::kInlineBytes];
+};
+static_assert(sizeof(RingCell) == 64);
+
+struct alignas(64) RingLane {
+  std::atomic<std::uint64_t> claim;
+  std::atomic<std::uint64_t> pos;
+  std::atomic<std::uint64_t> size;
+  std::atomic<std::uint32_t> aborted;
+  alignas(64) std::atomic<std::uint64_t> written;
+  alignas(64) std::atomic<std::uint64_t> read;
+  alignas(64) std::atomic<std::uint32_t> seq;
+  std::atomic<std::uint32_t> sleeping;
+};
+
+pid_t current_pid() noexcept {
+  pid_t pid = g_pid.load(std::memory_order_relaxed);
+  if (pid != 0) return pid;
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, &refresh_pid_in_child);
+    return true;
+  }();
+  (void)registered;
+  pid = ::getpid();
+  g_pid.store(pid, std::memory_order_relaxed);
+  return pid;
+}
+
+bool process_alive(pid_t pid) noexcept {
+  if (pid <= 0) return false;
+  if (pid == current_pid()) return true;
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  // A killed child stays a zombie until its parent reaps it: dead for us.
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  std::FILE* f = std::fopen(path, "re");
+  if (!f) return errno != ENOENT;
+  char buf[512];
+  std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* paren = std::strrchr(buf, ')');
+  if (!paren || paren[1] == '\0' || paren[2] == '\0') return true;
+  char state = paren[2];
+  return state != 'Z' && state != 'X' && state != 'x';
+}
+
+Ring Ring::create(const RingOptions& options) {
+  if (options.capacity == 0 || options.capacity > (std::size_t{1} << 26))
+    throw std::invalid_argument("mpx ring: capacity must be in [1, 2^26]");
+  if (options.lanes == 0 || options.lanes > 1024) throw std::invalid_argument("mpx ring: lanes must be in [1, 1024]");
+  if (options.lane_bytes < 4096) throw std::invalid_argument("mpx ring: lane_bytes must be >= 4096");
+  Ring r;
+  r.capacity_ = options.capacity;
+  if ((r.capacity_ & (r.capacity_ - 1)) == 0) {
+    r.mask_ = r.capacity_ - 1;
+    while ((std::size_t{1} << r.shift_) < r.capacity_) ++r.shift_;
+  }
+  r.lane_count_ = options.lanes;
+  r.lane_bytes_ = options.lane_bytes;
+  r.lane_stride_ = round_up(options.lane_bytes, 4096);
+  std::size_t cells_off = round_up(sizeof(RingHeader), 64);
+  std::size_t lanes_off = cells_off + r.capacity_ * sizeof(RingCell);
+  std::size_t data_off = round_up(lanes_off + r.lane_count_ * sizeof(RingLane), 4096);
+  std::size_t total = data_off + r.lane_count_ * r.lane_stride_;
+  r.mapping_ = SharedMapping::anonymous(total);
+  auto* base = static_cast<std::byte*>(r.mapping_.data());
+  // Zero-filled memory is a valid initial state: every cell FREE(0), every
+  // lane free with generation 0. Only the constants need writing.
+  r.header_ = new (base) RingHeader{};
+  r.header_->magic = kMagic;
+  r.header_->capacity = r.capacity_;
+  r.cells_ = reinterpret_cast<RingCell*>(base + cells_off);
+  auto* lanes = reinterpret_cast<RingLane*>(base + lanes_off);
+  for (std::size_t i = 0; i < r.lane_count_; ++i) lanes[i].pos.store(kNoPos, std::memory_order_relaxed);
+  r.lanes_ = base + lanes_off;
+  r.lane_data_ = base + data_off;
+  return r;
+}
+
+RingCell& Ring::cell_at(std::uint64_t pos) const {
+  return cells_[mask_ ? (pos & mask_) : (pos % capacity_)];
+}
+std::uint32_t Ring::turn_of(std::uint64_t pos) const {
+  return static_cast<std::uint32_t>(mask_ ? (pos >> shift_) : (pos / capacity_));
+}
+RingLane& Ring::lane(std::size_t i) const { return reinterpret_cast<RingLane*>(lanes_)[i]; }
+std::byte* Ring::lane_data(std::size_t i) const { return lane_data_ + i * lane_stride_; }
+
+void Ring::notify_consumers() { notify(header_->not_empty_seq, header_->consumers_sleeping); }
+void Ring::notify_producers() { notify(header_->not_full_seq, header_->producers_sleeping); }
+void Ring::notify_lane(RingLane& l) { notify(l.seq, l.sleeping); }
+void Ring::notify_lane_free() { notify(header_->lane_free_seq, header_->lane_waiters); }
+
+void Ring::release_cell(RingCell& cell, std::uint64_t pos) {
+  cell.state.store(make_state(turn_of(pos) + 1, kFree, 0), std::memory_order_seq_cst);
+  notify_producers();
+}
+
+template <class Fill>
+bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block) {
+  RingHeader& h = *header_;
+  const auto me = static_cast<std::uint32_t>(current_pid());
+  Waiter waiter;
+  StuckWatch watch;
+  for (;;) {
+    std::uint64_t pos = h.tail.load(std::memory_order_acquire);
+    RingCell& c = cell_at(pos);
+    const std::uint32_t t = turn_of(pos);
+    std::uint64_t w = c.state.load(std::memory_order_acquire);
+    const std::int32_t diff = lap_diff(w, t);
+    if (diff == 0 && phase_of(w) == kFree) {
+      if (c.state.compare_exchange_strong(w, make_state(t, kWriting, me), std::memory_order_acq_rel)) {
+        advance(h.tail, pos);
+        if (test_hook_after_claim_put) test_hook_after_claim_put();
+        fill(c, pos);
+        c.state.store(make_state(t, kFull, 0), std::memory_order_seq_cst);
+        notify_consumers();
+        return true;
+      }
+      continue;
+    }
+    if (diff > 0 || (diff == 0 && phase_of(w) != kFree)) {
+      // Someone claimed this position (maybe and died before moving tail): help.
+      advance(h.tail, pos);
+      continue;
+    }
+    if (diff == -1) {
+      // The previous lap's message still occupies the cell: the ring is full.
+      if (!block || deadline.expired()) return false;
+      if (phase_of(w) == kReading && watch.stuck(w) && !process_alive(static_cast<pid_t>(low_of(w)))) {
+        // Its consumer died while holding it: that one message is lost.
+        // A consumer still at the old position sees a later lap and moves on.
+        if (c.state.compare_exchange_strong(w, make_state(t, kFree, 0), std::memory_order_acq_rel))
+          notify_producers();
+        continue;
+      }
+      waiter.wait(
+          [&] {
+            return c.state.load(std::memory_order_seq_cst) != w || h.tail.load(std::memory_order_relaxed) != pos;
+          },
+          h.not_full_seq, h.producers_sleeping, deadline);
+      continue;
+    }
+    // A stale tail (another producer moved it since we read it): re-read.
+  }
+}
+
+bool Ring::put(std::span<const std::byte> message, const Deadline& deadline, bool block) {
+  if (message.size() > kInlineBytes) return put_large(message, deadline, block);
+  return put_cell(
+      [&](RingCell& c, std::uint64_t) {
+        c.kind = kKindInline;
+        c.len = static_cast<std::uint32_t>(message.size());
+        if (!message.empty()) std::memcpy(c.data, message.data(), message.size());
+      },
+      deadline, block);
+}
+
+bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
+  RingHeader& h = *header_;
+  const auto me = static_cast<std::uint32_t>(current_pid());
+  Waiter waiter;
+  StuckWatch watch;
+  for (;;) {
+    std::uint64_t pos = h.head.load(std::memory_order_acquire);
+    RingCell& c = cell_at(pos);
+    const std::uint32_t t = turn_of(pos);
+    std::uint64_t w = c.state.load(std::memory_order_acquire);
+    const std::int32_t diff = lap_diff(w, t);
+    if (diff > 0 || (diff == 0 && phase_of(w) == kReading)) {
+      // Already claimed (or consumed) by another consumer: help head along.
+      advance(h.head, pos);
+      continue;
+    }
+    if (diff == 0 && phase_of(w) == kFull) {
+      if (!c.state.compare_exchange_strong(w, make_state(t, kReading, me), std::memory_order_acq_rel)) continue;
+      advance(h.head, pos);
+      if (low_of(w) == kAbandoned) {
+        release_cell(c, pos);
+        continue;
+      }
+      if (test_hook_after_claim_get) test_hook_after_claim_get();
+      struct Release {
+        Ring* ring;
+        RingCell& cell;
+        std::uint64_t pos;
+        ~Release() { ring->release_cell(cell, pos); }
+      } release{this, c, pos};
+      if (c.kind == kKindInline) {
+        sink(std::span<const std::byte>(c.data, c.len));
+        return true;
+      }
+      if (read_lane(c, pos, sink)) return true;
+      continue;  // the large message was abandoned by its producer: next one
+    }
+    if (diff == 0 && phase_of(w) == kWriting) {
+      // A producer is filling the next message. If it died there, skip it.
+      if (watch.stuck(w) && !process_alive(static_cast<pid_t>(low_of(w)))) {
+        if (c.state.compare_exchange_strong(w, make_state(t, kFull, kAbandoned), std::memory_order_acq_rel))
+          notify_consumers();
+        continue;
+      }
+      if ((!block && waiter.spun_out()) || (block && deadline.expired())) return false;
+    } else if (diff == 0 || diff == -1) {
+      // FREE(t): nothing put yet; READING(t-1): the previous lap is still
+      // being read, so nothing can be put here yet either. Empty.
+      if (!block || deadline.expired()) return false;
+    } else {
+      continue;  // stale head
+    }
+    waiter.wait(
+        [&] { return c.state.load(std::memory_order_seq_cst) != w || h.head.load(std::memory_order_relaxed) != pos; },
+        h.not_empty_seq, h.consumers_sleeping, deadline);
+  }
+}
+
+int Ring::acquire_lane(const Deadline& deadline, bool block) {
+  RingHeader& h = *header_;
+  const auto me = static_cast<std::uint32_t>(current_pid());
+  Waiter waiter;
+  bool check_orphans = false;
+  for (;;) {
+    std::uint32_t start = h.lane_hint.fetch_add(1, std::memory_order_relaxed);
+    for (std::size_t i = 0; i < lane_count_; ++i) {
+      std::size_t idx = (start + i) % lane_count_;
+      RingLane& l = lane(idx);
+      std::uint64_t claim = l.claim.load(std::memory_order_acquire);
+      if (claim_pid(claim) == 0) {
+        std::uint64_t mine = (std::uint64_t{claim_gen(claim) + 1} << 32) | me;
+        if (l.claim.compare_exchange_strong(claim, mine, std::memory_order_acq_rel)) return static_cast<int>(idx);
+      } else if (check_orphans && lane_orphaned(l, claim)) {
+        free_lane(l, claim);
+      }
+    }
+    if (!block || deadline.expired()) return -1;
+    // Every lane is busy: sleep until one is freed; after each sleep look for
+    // lanes whose holders died.
+    check_orphans = waiter.spun_out();
+    waiter.wait(
+        [&] {
+          for (std::size_t i = 0; i < lane_count_; ++i)
+            if (claim_pid(lane(i).claim.load(std::memory_order_seq_cst)) == 0) return true;
+          return false;
+        },
+        h.lane_free_seq, h.lane_waiters, deadline);
+  }
+}
+
+bool Ring::lane_orphaned(RingLane& l, std::uint64_t claim) {
+  std::uint64_t pos = l.pos.load(std::memory_order_acquire);
+  if (l.claim.load(std::memory_order_acquire) != claim) return false;
+  if (claim_pid(claim) & kFreeingBit) return !process_alive(static_cast<pid_t>(claim_pid(claim) & ~kFreeingBit));
+  if (pos == kNoPos) return !process_alive(static_cast<pid_t>(claim_pid(claim)));  // never linked to a cell
+  RingCell& c = cell_at(pos);
+  std::uint64_t w = c.state.load(std::memory_order_acquire);
+  std::int32_t diff = lap_diff(w, turn_of(pos));
+  if (diff > 0) return true;  // its cell was consumed or recycled
+  if (diff < 0) return false;
+  switch (phase_of(w)) {
+    case kFull: return low_of(w) == kAbandoned;  // skipped cells never free their lane
+    case kWriting:
+    case kReading: return !process_alive(static_cast<pid_t>(low_of(w)));
+    case kFree: return false;
+  }
+  return false;
+}
+
+void Ring::free_lane(RingLane& l, std::uint64_t claim) {
+  // Two steps so that only one of several concurrent freers resets pos, and
+  // a new claimer always finds the lane unlinked: claim -> "being freed by
+  // me" -> free.
+  const std::uint64_t gen = std::uint64_t{claim_gen(claim)} << 32;
+  const std::uint64_t freeing = gen | (static_cast<std::uint32_t>(current_pid()) | kFreeingBit);
+  if (!l.claim.compare_exchange_strong(claim, freeing, std::memory_order_acq_rel)) return;
+  l.pos.store(kNoPos, std::memory_order_release);
+  l.claim.store(gen, std::memory_order_seq_cst);
+  notify_lane_free();
+}
+
+bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadline, bool block) {
+  int idx = acquire_lane(deadline, block);
+  if (idx < 0) return false;
+  RingLane& l = lane(static_cast<std::size_t>(idx));
+  const std::uint64_t claim = l.claim.load(std::memory_order_acquire);
+  std::byte* data = lane_data(static_cast<std::size_t>(idx));
+  const std::uint64_t n = message.size();
+  const bool fits = n <= lane_bytes_;
+  l.size.store(n, std::memory_order_relaxed);
+  l.aborted.store(0, std::memory_order_relaxed);
+  l.read.store(0, std::memory_order_relaxed);
+  if (fits) {
+    std::memcpy(data, message.data(), n);
+    l.written.store(n, std::memory_order_release);
+  } else {
+    l.written.store(0, std::memory_order_release);
+  }
+  std::uint64_t pos = kNoPos;
+  bool linked = put_cell(
+      [&](RingCell& c, std::uint64_t at) {
+        pos = at;
+        l.pos.store(at, std::memory_order_release);
+        c.kind = kKindLane;
+        c.len = 0;
+        LaneRef ref{static_cast<std::uint32_t>(idx), 0, claim, n};
+        std::memcpy(c.data, &ref, sizeof ref);
+      },
+      deadline, block);
+  if (!linked) {
+    free_lane(l, claim);
+    return false;
+  }
+  if (fits) return true;
+
+  // Stream: the consumer copies chunks out while we copy them in.
+  RingCell& c = cell_at(pos);
+  const std::uint32_t t = turn_of(pos);
+  std::uint64_t w = 0;
+  Waiter waiter;
+  StuckWatch watch;
+  while (w < n) {
+    std::uint64_t r = l.read.load(std::memory_order_acquire);
+    std::uint64_t space = lane_bytes_ - (w - r);
+    if (space > 0) {
+      std::uint64_t chunk = std::min<std::uint64_t>({space, n - w, kStreamChunk});
+      std::uint64_t off = w % lane_bytes_;
+      std::uint64_t first = std::min<std::uint64_t>(chunk, lane_bytes_ - off);
+      std::memcpy(data + off, message.data() + w, first);
+      if (chunk > first) std::memcpy(data, message.data() + w + first, chunk - first);
+      w += chunk;
+      l.written.store(w, std::memory_order_seq_cst);
+      notify_lane(l);
+      waiter.reset();
+      if (test_hook_mid_stream_put && w < n) test_hook_mid_stream_put();
+      continue;
+    }
+    // Lane full: wait for the consumer. If it died holding the message, the
+    // message is lost with it; the lane is ours to free.
+    std::uint64_t cw = c.state.load(std::memory_order_acquire);
+    if (lap_diff(cw, t) == 0 && phase_of(cw) == kReading && watch.stuck(cw) &&
+        !process_alive(static_cast<pid_t>(low_of(cw)))) {
+      free_lane(l, claim);
+      return true;
+    }
+    if (lap_diff(cw, t) != 0) {  // the cell was recovered (its consumer died): drop the rest
+      free_lane(l, claim);
+      return true;
+    }
+    if (block && deadline.expired()) {
+      // Give up: the consumer (if any) drops the partial message.
+      l.aborted.store(1, std::memory_order_seq_cst);
+      notify_lane(l);
+      return false;
+    }
+    waiter.wait([&] { return l.read.load(std::memory_order_seq_cst) != r; }, l.seq, l.sleeping,
+                block ? deadline : Deadline::never());
+  }
+  return true;
+}
+
+bool Ring::read_lane(RingCell& cell, std::uint64_t /*pos*/, ByteSink sink) {
+  LaneRef ref;
+  std::memcpy(&ref, cell.data, sizeof ref);
+  if (ref.index >= lane_count_) return false;
+  RingLane& l = lane(ref.index);
+  if (l.claim.load(std::memory_order_acquire) != ref.claim) return false;  // recovered meanwhile: lost
+  struct Free {
+    Ring* ring;
+    RingLane& lane;
+    std::uint64_t claim;
+    ~Free() { ring->free_lane(lane, claim); }
+  } free_on_exit{this, l, ref.claim};
+  std::byte* data = lane_data(ref.index);
+  const std::uint64_t n = ref.size;
+  if (n <= lane_bytes_) {
+    // Written completely before the cell was published.
+    sink(std::span<const std::byte>(data, n));
+    return true;
+  }
+  thread_local std::unique_ptr<std::byte[]> buffer;
+  thread_local std::size_t buffer_size = 0;
+  if (buffer_size < n) {
+    buffer.reset(new std::byte[n]);
+    buffer_size = n;
+  }
+  std::uint64_t r = 0;
+  Waiter waiter;
+  StuckWatch watch;
+  const auto owner = static_cast<pid_t>(claim_pid(ref.claim));
+  while (r < n) {
+    std::uint64_t w = l.written.load(std::memory_order_acquire);
+    if (w > r) {
+      std::uint64_t chunk = w - r;
+      std::uint64_t off = r % lane_bytes_;
+      std::uint64_t first = std::min<std::uint64_t>(chunk, lane_bytes_ - off);
+      std::memcpy(buffer.get() + r, data + off, first);
+      if (chunk > first) std::memcpy(buffer.get() + r + first, data, chunk - first);
+      r = w;
+      l.read.store(r, std::memory_order_seq_cst);
+      notify_lane(l);
+      waiter.reset();
+      if (test_hook_mid_stream_get && r < n) test_hook_mid_stream_get();
+      continue;
+    }
+    if (l.aborted.load(std::memory_order_acquire) != 0) return false;
+    if (watch.stuck(w) && !process_alive(owner)) return false;  // producer died mid-message
+    waiter.wait(
+        [&] {
+          return l.written.load(std::memory_order_seq_cst) != w || l.aborted.load(std::memory_order_relaxed) != 0;
+        },
+        l.seq, l.sleeping, Deadline::never());
+  }
+  sink(std::span<const std::byte>(buffer.get(), n));
+  return true;
+}
+
+std::size_t Ring::size() const noexcept {
+  std::uint64_t head = header_->head.load(std::memory_order_acquire);
+  std::uint64_t tail = header_->tail.load(std::memory_order_acquire);
+  if (tail <= head) return 0;
+  return static_cast<std::size_t>(std::min<std::uint64_t>(tail - head, capacity_));
+}
+
+void Ring::add_unfinished() noexcept { header_->unfinished.fetch_add(1, std::memory_order_seq_cst); }
+
+bool Ring::task_done() noexcept {
+  auto& u = header_->unfinished;
+  std::uint64_t v = u.load(std::memory_order_acquire);
+  do {
+    if (v == 0) return false;
+  } while (!u.compare_exchange_weak(v, v - 1, std::memory_order_seq_cst));
+  if (v == 1) notify(header_->unfinished_seq, header_->join_waiters);
+  return true;
+}
+
+bool Ring::wait_all_done(const Deadline& deadline) {
+  auto& h = *header_;
+  for (;;) {
+    if (h.unfinished.load(std::memory_order_seq_cst) == 0) return true;
+    std::uint32_t s = h.unfinished_seq.load(std::memory_order_seq_cst);
+    h.join_waiters.store(1, std::memory_order_seq_cst);
+    if (h.unfinished.load(std::memory_order_seq_cst) == 0) return true;
+    if (deadline.expired()) return false;
+    futex_wait(h.unfinished_seq, s, deadline);
+  }
+}
+
+std::uint64_t Ring::unfinished() const noexcept { return header_->unfinished.load(std::memory_order_acquire); }
+
+}  // namespace mpx::detail

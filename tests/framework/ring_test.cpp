@@ -1,0 +1,282 @@
+// The byte-level ring under mpx::Queue: delivery of every size class, full
+// and empty, many processes, and recovery from processes killed mid-message.
+#include "mpx/detail/ring.hpp"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <cstring>
+#include <vector>
+
+#include "queue_test_support.hpp"
+
+using mpx::detail::ByteSink;
+using mpx::detail::Deadline;
+using mpx::detail::Ring;
+using mpx::detail::RingOptions;
+using mpx::test::ForkedChild;
+using mpx::test::Signal;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 31 + seed) & 0xff);
+  return v;
+}
+
+std::optional<std::vector<std::byte>> take(Ring& r, Deadline d = Deadline::after(5s), bool block = true) {
+  std::optional<std::vector<std::byte>> out;
+  auto sink = [&](std::span<const std::byte> b) { out.emplace(b.begin(), b.end()); };
+  if (!r.get(ByteSink(sink), d, block)) return std::nullopt;
+  return out;
+}
+
+bool give(Ring& r, const std::vector<std::byte>& m, Deadline d = Deadline::after(5s), bool block = true) {
+  return r.put(m, d, block);
+}
+
+RingOptions small_options() {
+  RingOptions o;
+  o.capacity = 16;
+  o.lanes = 2;
+  o.lane_bytes = 4096;
+  return o;
+}
+
+}  // namespace
+
+TEST(Ring, DeliversInlineAndLaneMessagesInOrder) {
+  Ring r = Ring::create(small_options());
+  auto a = pattern(0, 1), b = pattern(48, 2), c = pattern(49, 3), d = pattern(4096, 4);
+  ASSERT_TRUE(give(r, a));
+  ASSERT_TRUE(give(r, b));
+  ASSERT_TRUE(give(r, c));
+  ASSERT_TRUE(give(r, d));
+  EXPECT_EQ(r.size(), 4u);
+  EXPECT_EQ(take(r), a);
+  EXPECT_EQ(take(r), b);
+  EXPECT_EQ(take(r), c);
+  EXPECT_EQ(take(r), d);
+  EXPECT_EQ(r.size(), 0u);
+}
+
+TEST(Ring, EmptyAndFullWithoutBlocking) {
+  Ring r = Ring::create(small_options());
+  EXPECT_FALSE(take(r, Deadline::never(), false));
+  for (int i = 0; i < 16; ++i) ASSERT_TRUE(give(r, pattern(8, i), Deadline::never(), false));
+  EXPECT_FALSE(give(r, pattern(8, 99), Deadline::never(), false));
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(give(r, pattern(8, 99), Deadline::after(100ms)));
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 90ms);
+  EXPECT_EQ(take(r), pattern(8, 0));
+  EXPECT_TRUE(give(r, pattern(8, 99), Deadline::never(), false));
+}
+
+TEST(Ring, NonPowerOfTwoCapacityWrapsManyLaps) {
+  RingOptions o = small_options();
+  o.capacity = 5;
+  Ring r = Ring::create(o);
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(give(r, pattern(1 + i % 40, i)));
+    if (i % 3 == 0) {
+      ASSERT_TRUE(give(r, pattern(100, i)));
+    }
+    ASSERT_EQ(take(r), pattern(1 + i % 40, i));
+    if (i % 3 == 0) {
+      ASSERT_EQ(take(r), pattern(100, i));
+    }
+  }
+}
+
+TEST(Ring, StreamsMessagesLargerThanALaneAcrossProcesses) {
+  Ring r = Ring::create(small_options());
+  auto big = pattern(1 << 20, 7);  // 256 times the lane
+  ForkedChild producer([&] { return give(r, big, Deadline::after(20s)) && give(r, pattern(10, 1)) ? 0 : 1; });
+  EXPECT_EQ(take(r, Deadline::after(20s)), big);
+  EXPECT_EQ(take(r), pattern(10, 1));
+  EXPECT_EQ(producer.wait(), 0);
+}
+
+TEST(Ring, StreamedPutTimesOutWithoutConsumerAndLeavesNothing) {
+  Ring r = Ring::create(small_options());
+  EXPECT_FALSE(give(r, pattern(3 * 4096, 1), Deadline::after(100ms)));
+  // The aborted message is dropped by the consumer; the next one arrives.
+  ASSERT_TRUE(give(r, pattern(5, 2)));
+  EXPECT_EQ(take(r), pattern(5, 2));
+  EXPECT_FALSE(take(r, Deadline::never(), false));
+}
+
+TEST(Ring, ManyProducersManyConsumersMixedSizes) {
+  RingOptions o;
+  o.capacity = 64;
+  o.lanes = 3;
+  o.lane_bytes = 8192;
+  Ring r = Ring::create(o);
+  Ring results = Ring::create(RingOptions{});
+  constexpr int kProducers = 3, kConsumers = 3, kPer = 3000;
+  std::vector<std::unique_ptr<ForkedChild>> kids;
+  for (int p = 0; p < kProducers; ++p) {
+    kids.push_back(std::make_unique<ForkedChild>([&, p] {
+      for (int i = 0; i < kPer; ++i) {
+        std::size_t n = (i % 10 == 0) ? 20000 : (i % 3 == 0 ? 300 : 16);
+        auto m = pattern(n, static_cast<unsigned>(i));
+        std::uint32_t id = static_cast<std::uint32_t>(p * kPer + i);
+        std::memcpy(m.data(), &id, 4);
+        if (!give(r, m, Deadline::after(30s))) return 1;
+      }
+      return 0;
+    }));
+  }
+  for (int c = 0; c < kConsumers; ++c) {
+    kids.push_back(std::make_unique<ForkedChild>([&] {
+      for (;;) {
+        auto m = take(r, Deadline::after(30s));
+        if (!m) return 2;
+        if (m->size() == 1) return 0;  // poison pill
+        std::uint32_t id;
+        std::memcpy(&id, m->data(), 4);
+        int i = static_cast<int>(id % kPer);
+        std::size_t n = (i % 10 == 0) ? 20000 : (i % 3 == 0 ? 300 : 16);
+        auto expect = pattern(n, static_cast<unsigned>(i));
+        std::memcpy(expect.data(), &id, 4);
+        if (*m != expect) return 3;
+        std::vector<std::byte> idb(4);
+        std::memcpy(idb.data(), &id, 4);
+        if (!give(results, idb)) return 4;
+      }
+    }));
+  }
+  for (int p = 0; p < kProducers; ++p) ASSERT_EQ(kids[p]->wait(60s), 0);
+  for (int c = 0; c < kConsumers; ++c) ASSERT_TRUE(give(r, pattern(1, 0)));
+  for (int c = 0; c < kConsumers; ++c) ASSERT_EQ(kids[kProducers + c]->wait(60s), 0);
+  std::vector<int> seen(kProducers * kPer, 0);
+  while (auto m = take(results, Deadline::never(), false)) {
+    std::uint32_t id;
+    std::memcpy(&id, m->data(), 4);
+    ++seen[id];
+  }
+  for (int i = 0; i < kProducers * kPer; ++i) ASSERT_EQ(seen[i], 1) << "item " << i;
+}
+
+// ---- faults: a process SIGKILLed between claim and publish/release.
+
+namespace {
+Signal* g_signal = nullptr;
+void notify_and_hang() {
+  g_signal->notify();
+  for (;;) ::pause();
+}
+}  // namespace
+
+TEST(RingFaults, ProducerKilledAfterClaimIsSkipped) {
+  Ring r = Ring::create(small_options());
+  Signal claimed;
+  g_signal = &claimed;
+  ForkedChild producer([&] {
+    Ring::test_hook_after_claim_put = notify_and_hang;
+    (void)give(r, pattern(8, 1));
+    return 1;
+  });
+  ASSERT_TRUE(claimed.wait());
+  ASSERT_TRUE(give(r, pattern(8, 2)));  // queued behind the dead claim
+  producer.kill();
+  ASSERT_EQ(producer.wait(), -SIGKILL);
+  EXPECT_EQ(take(r, Deadline::after(5s)), pattern(8, 2));
+  EXPECT_FALSE(take(r, Deadline::never(), false));
+}
+
+TEST(RingFaults, ProducerKilledWhileZombieIsStillDetected) {
+  Ring r = Ring::create(small_options());
+  Signal claimed;
+  g_signal = &claimed;
+  ForkedChild producer([&] {
+    Ring::test_hook_after_claim_put = notify_and_hang;
+    (void)give(r, pattern(60, 1));  // a lane message
+    return 1;
+  });
+  ASSERT_TRUE(claimed.wait());
+  ASSERT_TRUE(give(r, pattern(60, 2)));
+  producer.kill();  // not reaped yet: a zombie while we read
+  EXPECT_EQ(take(r, Deadline::after(5s)), pattern(60, 2));
+  EXPECT_EQ(producer.wait(), -SIGKILL);
+}
+
+TEST(RingFaults, ConsumerKilledAfterClaimLosesOnlyItsItem) {
+  RingOptions o = small_options();
+  o.capacity = 2;
+  Ring r = Ring::create(o);
+  ASSERT_TRUE(give(r, pattern(8, 1)));
+  ASSERT_TRUE(give(r, pattern(8, 2)));
+  Signal claimed;
+  g_signal = &claimed;
+  ForkedChild consumer([&] {
+    Ring::test_hook_after_claim_get = notify_and_hang;
+    (void)take(r);
+    return 1;
+  });
+  ASSERT_TRUE(claimed.wait());
+  consumer.kill();
+  ASSERT_EQ(consumer.wait(), -SIGKILL);
+  // The ring is full (item 2, and item 1's cell held by the dead consumer):
+  // the next put recovers the dead consumer's cell.
+  ASSERT_TRUE(give(r, pattern(8, 3), Deadline::after(5s)));
+  EXPECT_EQ(take(r), pattern(8, 2));
+  EXPECT_EQ(take(r), pattern(8, 3));
+  EXPECT_FALSE(take(r, Deadline::never(), false));
+}
+
+TEST(RingFaults, ConsumerKilledWhileHoldingALaneFreesTheLane) {
+  RingOptions o = small_options();
+  o.lanes = 1;
+  Ring r = Ring::create(o);
+  ASSERT_TRUE(give(r, pattern(1000, 1)));
+  Signal claimed;
+  g_signal = &claimed;
+  ForkedChild consumer([&] {
+    Ring::test_hook_after_claim_get = notify_and_hang;
+    (void)take(r);
+    return 1;
+  });
+  ASSERT_TRUE(claimed.wait());
+  consumer.kill();
+  ASSERT_EQ(consumer.wait(), -SIGKILL);
+  // The only lane was held by the dead consumer; the next large put recovers it.
+  ASSERT_TRUE(give(r, pattern(1000, 2), Deadline::after(5s)));
+  EXPECT_EQ(take(r), pattern(1000, 2));
+}
+
+TEST(RingFaults, ProducerKilledMidStreamIsDropped) {
+  Ring r = Ring::create(small_options());
+  Signal mid;
+  g_signal = &mid;
+  ForkedChild producer([&] {
+    Ring::test_hook_mid_stream_put = notify_and_hang;
+    (void)give(r, pattern(5 * 4096, 1));
+    return 1;
+  });
+  ASSERT_TRUE(mid.wait());
+  ASSERT_TRUE(give(r, pattern(8, 2)));
+  producer.kill();
+  ASSERT_EQ(producer.wait(), -SIGKILL);
+  EXPECT_EQ(take(r, Deadline::after(5s)), pattern(8, 2));
+}
+
+TEST(RingFaults, ConsumerKilledMidStreamReleasesTheProducer) {
+  Ring r = Ring::create(small_options());
+  Signal mid;
+  g_signal = &mid;
+  ForkedChild consumer([&] {
+    Ring::test_hook_mid_stream_get = notify_and_hang;
+    (void)take(r, Deadline::after(20s));
+    return 1;
+  });
+  ForkedChild producer([&] { return give(r, pattern(8 * 4096, 1), Deadline::never()) ? 0 : 1; });
+  ASSERT_TRUE(mid.wait());
+  consumer.kill();
+  ASSERT_EQ(consumer.wait(), -SIGKILL);
+  EXPECT_EQ(producer.wait(10s), 0);  // returns: its message died with the consumer
+  ASSERT_TRUE(give(r, pattern(3000, 3), Deadline::after(5s)));
+  EXPECT_EQ(take(r), pattern(3000, 3));
+}
