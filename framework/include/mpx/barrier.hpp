@@ -1,0 +1,67 @@
+// mpx/barrier.hpp: Barrier across processes, as multiprocessing.Barrier.
+//
+//     mpx::Barrier barrier(4);            // before Process::start()
+//     std::size_t i = barrier.wait();     // in each of 4 processes
+//
+// wait() blocks until `parties` callers (threads of any processes sharing it)
+// have called it, then releases them all and returns each a distinct index
+// in [0, parties). The barrier is then ready for the next round. With an
+// action, the last caller to arrive runs it before the others are released
+// (if it throws, the barrier breaks and the exception propagates).
+// wait(timeout) breaks the barrier when the timeout expires. A broken barrier
+// makes every current and future wait() throw BrokenBarrierError until
+// reset(); abort() breaks it on purpose. A party that dies is not detected:
+// use a timeout. Copies share one barrier; the action is per handle (it runs
+// in the process of the last arriver). parties in [1, 65535], else SyncError.
+// Wait path: FUTEX_WAIT on one shared word holding generation and count.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/sync_handle.hpp"
+#include "mpx/sync_error.hpp"
+
+namespace mpx {
+
+class BrokenBarrierError : public SyncError {
+ public:
+  using SyncError::SyncError;
+};
+
+namespace detail {
+struct BarrierState;
+}
+
+class Barrier {
+ public:
+  explicit Barrier(std::size_t parties, std::function<void()> action = {});
+
+  Barrier(const Barrier&) = default;
+  Barrier& operator=(const Barrier&) = default;
+  Barrier(Barrier&&) noexcept = default;
+  Barrier& operator=(Barrier&&) noexcept = default;
+  ~Barrier() = default;
+
+  std::size_t wait() { return wait_until(detail::Deadline::never()); }
+  template <class Rep, class Period>
+  std::size_t wait(std::chrono::duration<Rep, Period> timeout) {
+    return wait_until(detail::Deadline::after(timeout));
+  }
+  // Back to the empty state; current waiters get BrokenBarrierError.
+  void reset();
+  // Breaks the barrier: current and future waiters get BrokenBarrierError.
+  void abort();
+  [[nodiscard]] std::size_t parties() const;
+  [[nodiscard]] std::size_t n_waiting() const;
+  [[nodiscard]] bool broken() const;
+
+ private:
+  std::size_t wait_until(const detail::Deadline& deadline);
+  std::function<void()> action_;
+  detail::SyncHandle<detail::BarrierState> handle_;
+};
+
+}  // namespace mpx

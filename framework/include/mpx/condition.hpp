@@ -1,0 +1,90 @@
+// mpx/condition.hpp: Condition across processes, as multiprocessing.Condition.
+//
+//     mpx::Condition cond;                 // owns a new RLock (Python's default)
+//     { std::unique_lock g(cond); cond.wait_for([&] { return ready(); }); }
+//     { std::lock_guard g(cond); make_ready(); cond.notify_all(); }
+//
+// The condition uses the Lock or RLock given at construction (or a new
+// RLock); acquire()/release()/lock()/unlock() act on it. wait*() and notify*()
+// must be called with it held: for an RLock by the calling thread, for a Lock
+// by anyone (Python's rule for Lock); otherwise SyncError. wait() releases
+// the lock (every recursion level), sleeps until notified, and re-acquires it
+// (without timeout, as Python does) before returning; wait(timeout) returns
+// false when the timeout expired first. Wake-ups may be spurious (notify(1)
+// can wake more than one waiter, as with std::condition_variable): loop on
+// the predicate, or use wait_for(predicate[, timeout]), which returns the
+// predicate's last value. Re-acquiring may throw OwnerDeadError (the lock is
+// then held, see mpx/lock.hpp). notify*() never block. Copies share one
+// condition. Wait path: FUTEX_WAIT on a sequence word in shared memory.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <variant>
+
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/sync_handle.hpp"
+#include "mpx/lock.hpp"
+#include "mpx/sync_error.hpp"
+
+namespace mpx {
+
+namespace detail {
+struct ConditionState;
+}
+
+class Condition {
+ public:
+  Condition();  // with a new RLock
+  explicit Condition(Lock lock);
+  explicit Condition(RLock lock);
+
+  Condition(const Condition&) = default;
+  Condition& operator=(const Condition&) = default;
+  Condition(Condition&&) noexcept = default;
+  Condition& operator=(Condition&&) noexcept = default;
+  ~Condition() = default;
+
+  void acquire();
+  template <class Rep, class Period>
+  [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return std::visit([&](auto& l) { return l.acquire(timeout); }, lock_);
+  }
+  void release();
+  void lock() { acquire(); }
+  [[nodiscard]] bool try_lock();
+  void unlock() { release(); }
+
+  // Returns true (notified, or a spurious wake-up).
+  bool wait() { return wait_until(detail::Deadline::never()); }
+  template <class Rep, class Period>
+  [[nodiscard]] bool wait(std::chrono::duration<Rep, Period> timeout) {
+    return wait_until(detail::Deadline::after(timeout));
+  }
+  template <class Predicate>
+  bool wait_for(Predicate predicate) {
+    while (!predicate()) wait();
+    return true;
+  }
+  template <class Predicate, class Rep, class Period>
+  [[nodiscard]] bool wait_for(Predicate predicate, std::chrono::duration<Rep, Period> timeout) {
+    auto deadline = detail::Deadline::after(timeout);
+    bool result = predicate();
+    while (!result) {
+      if (deadline.expired()) break;
+      wait_until(deadline);
+      result = predicate();
+    }
+    return result;
+  }
+  void notify(int n = 1);
+  void notify_all();
+
+ private:
+  bool wait_until(const detail::Deadline& deadline);
+  void check_held(const char* what) const;
+  std::variant<RLock, Lock> lock_;
+  detail::SyncHandle<detail::ConditionState> handle_;
+};
+
+}  // namespace mpx

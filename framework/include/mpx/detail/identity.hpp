@@ -1,0 +1,32 @@
+// mpx/detail/identity.hpp: who the calling thread is, cheaply, and whether
+// another thread is still alive.
+//
+// getpid()/gettid() are system calls (glibc no longer caches them), too slow
+// for a lock's fast path, so the values are cached per process / per thread
+// and refreshed in the child by a pthread_atfork handler (every fork through
+// glibc's fork() runs it). owner_gone() is the slow-path liveness probe the
+// robust lock uses on a blocked acquire.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+
+namespace mpx::detail {
+
+// This process' pid (cached).
+[[nodiscard]] pid_t current_pid() noexcept;
+// This thread's kernel tid (cached per thread); the main thread's is the pid.
+[[nodiscard]] pid_t current_tid() noexcept;
+
+// An identity that survives pid reuse: (tid << 32) | low 32 bits of the
+// thread's start time (clock ticks since boot, /proc/<tid>/stat field 22).
+// The low half is 0 when /proc is not readable.
+[[nodiscard]] std::uint64_t current_thread_ident() noexcept;
+
+// True when thread `tid` has certainly ended: it does not exist, is a zombie,
+// or (when `ident` names the same tid with a known start time) a different
+// thread now carries that number. False when it is alive or unknown.
+[[nodiscard]] bool owner_gone(pid_t tid, std::uint64_t ident) noexcept;
+
+}  // namespace mpx::detail

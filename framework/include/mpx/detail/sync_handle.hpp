@@ -1,0 +1,74 @@
+// mpx/detail/sync_handle.hpp: where a synchronisation primitive's futex words
+// live, and the cheap reference every primitive handle is.
+//
+// A primitive's state is a small struct in MAP_SHARED memory: either its own
+// anonymous mapping (inherited by fork: the Python way) or a slot in a named
+// SharedMemory (so unrelated processes can attach). A handle holds a
+// shared_ptr keeping that memory mapped, so memory cannot be unmapped under a
+// live handle; only a moved-from handle has no state, and using it throws
+// SyncError. Copies refer to the same state.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <utility>
+
+#include "mpx/sync_error.hpp"
+
+namespace mpx {
+class SharedMemory;
+}
+
+namespace mpx::detail {
+
+struct Placement {
+  std::shared_ptr<void> keep;  // keeps the memory mapped
+  void* at = nullptr;          // the state, zero-filled for a fresh anonymous block
+};
+
+// A fresh anonymous shared block of `size` bytes (rounded to a page).
+[[nodiscard]] Placement allocate_shared_block(std::size_t size);
+// `size` bytes at `offset` of an open SharedMemory, checked for bounds and
+// alignment; throws SyncError naming `what` otherwise.
+[[nodiscard]] Placement place_in(const SharedMemory& shm, std::size_t offset, std::size_t size, std::size_t align,
+                                 const char* what);
+
+[[noreturn]] void throw_no_state(const char* what);
+
+// Every primitive's state starts with this word, set last by the creator,
+// checked by attach_at().
+struct StateHeader {
+  std::uint32_t magic;
+};
+
+template <class State>
+class SyncHandle {
+ public:
+  SyncHandle() = default;
+  explicit SyncHandle(Placement p) : keep_(std::move(p.keep)), state_(static_cast<State*>(p.at)) {}
+  SyncHandle(const SyncHandle&) = default;
+  SyncHandle& operator=(const SyncHandle&) = default;
+  SyncHandle(SyncHandle&& other) noexcept
+      : keep_(std::move(other.keep_)), state_(std::exchange(other.state_, nullptr)) {}
+  SyncHandle& operator=(SyncHandle&& other) noexcept {
+    keep_ = std::move(other.keep_);
+    state_ = std::exchange(other.state_, nullptr);
+    return *this;
+  }
+  ~SyncHandle() = default;
+
+  [[nodiscard]] State& state(const char* what) const {
+    if (!state_) throw_no_state(what);
+    return *state_;
+  }
+  [[nodiscard]] bool has_state() const noexcept { return state_ != nullptr; }
+  [[nodiscard]] const std::shared_ptr<void>& keep() const noexcept { return keep_; }
+  [[nodiscard]] bool same_state(const SyncHandle& other) const noexcept { return state_ == other.state_; }
+
+ private:
+  std::shared_ptr<void> keep_;
+  State* state_ = nullptr;
+};
+
+}  // namespace mpx::detail

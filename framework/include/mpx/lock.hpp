@@ -1,0 +1,187 @@
+// mpx/lock.hpp: Lock and RLock across processes, robust against a holder's
+// death; as multiprocessing.Lock / RLock.
+//
+//     mpx::Lock lock;                       // before Process::start(): shared by fork
+//     { std::lock_guard g(lock); ... }      // Lockable, TimedLockable
+//     if (lock.acquire(100ms)) { ...; lock.release(); }
+//
+// Who may call what: any thread of any process that shares the state (a
+// handle inherited through fork, copied, or attached with attach_at() to a
+// named SharedMemory). Handles are cheap references: copies share one lock.
+//
+// Lock: not recursive; like Python's, it may be released by any thread or
+// process, not only the acquirer (release() of an unlocked Lock throws
+// SyncError). RLock: recursive, owned by one thread; only the owner may
+// release it (SyncError otherwise).
+//
+// Blocking: acquire() blocks until acquired; acquire(timeout) at most
+// `timeout` (a std::chrono duration, measured on the monotonic clock) and
+// returns false on expiry; try_acquire() never blocks. The wait path is a
+// short spin, then FUTEX_WAIT on the lock word in shared memory.
+//
+// Robustness: the lock word holds the owner's thread id; the owner's start
+// time sits next to it (against tid reuse). A blocked acquirer probes the
+// owner every 10 ms (first after 10 ms of waiting; try_acquire() probes at
+// once) and, when the owner has ended (exited, killed, zombie), takes the
+// lock over. Then acquire() throws OwnerDeadError *with the lock held by the
+// caller*: repair the state the lock guards, then release() as usual. The
+// lock stays usable. Callers that prefer a status use acquire_status(), which
+// returns LockStatus::owner_died instead of throwing. An owner thread that
+// ends while its process lives also counts as dead. Not covered: holders in
+// another pid namespace (their tids mean nothing here; never declared dead).
+//
+// Memory ordering: acquire has acquire semantics, release has release
+// semantics, as for std::mutex.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+#include "mpx/detail/deadline.hpp"
+#include "mpx/detail/sync_handle.hpp"
+#include "mpx/sync_error.hpp"
+
+namespace mpx {
+
+// The previous holder died holding the lock. The lock is now held by the
+// thread that caught this; the guarded state may be half-updated.
+class OwnerDeadError : public SyncError {
+ public:
+  OwnerDeadError(const std::string& what, pid_t dead_owner) : SyncError(what), dead_owner_(dead_owner) {}
+  [[nodiscard]] pid_t dead_owner() const noexcept { return dead_owner_; }
+
+ private:
+  pid_t dead_owner_;
+};
+
+enum class LockStatus {
+  acquired,    // the caller holds the lock
+  owner_died,  // the caller holds the lock; its previous holder died holding it
+  timed_out,   // the caller does not hold the lock
+};
+
+namespace detail {
+struct LockState;
+// Shared by Lock, RLock and Condition: waits for the lock word.
+LockStatus lock_acquire(LockState& s, const Deadline& deadline, bool block);
+void lock_release(LockState& s);
+void throw_owner_dead(const char* what, pid_t owner);
+}  // namespace detail
+
+class Lock {
+ public:
+  static constexpr std::size_t shared_size = 64;  // bytes needed by create_at()
+  static constexpr std::size_t shared_align = 64;
+
+  // A new, unlocked lock in its own anonymous shared mapping.
+  Lock();
+  // A new lock at `offset` of `shm` (alignment shared_align), for processes
+  // that attach to the segment by name; they call attach_at() with the same offset.
+  [[nodiscard]] static Lock create_at(const SharedMemory& shm, std::size_t offset);
+  [[nodiscard]] static Lock attach_at(const SharedMemory& shm, std::size_t offset);
+
+  Lock(const Lock&) = default;
+  Lock& operator=(const Lock&) = default;
+  Lock(Lock&&) noexcept = default;
+  Lock& operator=(Lock&&) noexcept = default;
+  ~Lock() = default;
+
+  // Blocks until acquired. Throws OwnerDeadError (lock held) as described above.
+  void acquire() { check(status_until(detail::Deadline::never(), true)); }
+  // Waits at most `timeout`; false when it expired. Throws OwnerDeadError (lock held).
+  template <class Rep, class Period>
+  [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return check(status_until(detail::Deadline::after(timeout), true));
+  }
+  [[nodiscard]] bool try_acquire() { return check(status_until(detail::Deadline::never(), false)); }
+  // The same, reporting a dead owner as a status instead of an exception.
+  [[nodiscard]] LockStatus acquire_status() { return status_until(detail::Deadline::never(), true); }
+  template <class Rep, class Period>
+  [[nodiscard]] LockStatus acquire_status(std::chrono::duration<Rep, Period> timeout) {
+    return status_until(detail::Deadline::after(timeout), true);
+  }
+  // Throws SyncError when the lock is not held.
+  void release();
+  // Whether some thread holds the lock right now (a snapshot).
+  [[nodiscard]] bool locked() const;
+
+  // Lockable / TimedLockable, for std::lock_guard, std::unique_lock, std::scoped_lock.
+  void lock() { acquire(); }
+  [[nodiscard]] bool try_lock() { return try_acquire(); }
+  template <class Rep, class Period>
+  [[nodiscard]] bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
+    return acquire(timeout);
+  }
+  void unlock() { release(); }
+
+  // True when both handles refer to the same shared lock.
+  [[nodiscard]] bool same_as(const Lock& other) const noexcept { return handle_.same_state(other.handle_); }
+
+ private:
+  friend class Condition;
+  explicit Lock(detail::Placement p) : handle_(std::move(p)) {}
+  LockStatus status_until(const detail::Deadline& deadline, bool block);
+  bool check(LockStatus status);
+  detail::SyncHandle<detail::LockState> handle_;
+};
+
+class RLock {
+ public:
+  static constexpr std::size_t shared_size = 64;
+  static constexpr std::size_t shared_align = 64;
+
+  RLock();
+  [[nodiscard]] static RLock create_at(const SharedMemory& shm, std::size_t offset);
+  [[nodiscard]] static RLock attach_at(const SharedMemory& shm, std::size_t offset);
+  // A new RLock whose state sits at `p` (used by Value/Array to share one mapping).
+  [[nodiscard]] static RLock create_in(detail::Placement p);
+
+  RLock(const RLock&) = default;
+  RLock& operator=(const RLock&) = default;
+  RLock(RLock&&) noexcept = default;
+  RLock& operator=(RLock&&) noexcept = default;
+  ~RLock() = default;
+
+  // As Lock; re-acquiring by the owning thread just counts up.
+  void acquire() { check(status_until(detail::Deadline::never(), true)); }
+  template <class Rep, class Period>
+  [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return check(status_until(detail::Deadline::after(timeout), true));
+  }
+  [[nodiscard]] bool try_acquire() { return check(status_until(detail::Deadline::never(), false)); }
+  [[nodiscard]] LockStatus acquire_status() { return status_until(detail::Deadline::never(), true); }
+  template <class Rep, class Period>
+  [[nodiscard]] LockStatus acquire_status(std::chrono::duration<Rep, Period> timeout) {
+    return status_until(detail::Deadline::after(timeout), true);
+  }
+  // Throws SyncError unless the calling thread owns the lock.
+  void release();
+  // Whether the calling thread owns it; how many times.
+  [[nodiscard]] bool is_owned() const;
+  [[nodiscard]] unsigned recursion_count() const;
+
+  void lock() { acquire(); }
+  [[nodiscard]] bool try_lock() { return try_acquire(); }
+  template <class Rep, class Period>
+  [[nodiscard]] bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
+    return acquire(timeout);
+  }
+  void unlock() { release(); }
+
+  [[nodiscard]] bool same_as(const RLock& other) const noexcept { return handle_.same_state(other.handle_); }
+
+ private:
+  friend class Condition;
+  explicit RLock(detail::Placement p) : handle_(std::move(p)) {}
+  LockStatus status_until(const detail::Deadline& deadline, bool block);
+  bool check(LockStatus status);
+  // Condition::wait: give up every level, and take them back.
+  unsigned release_all();
+  LockStatus reacquire(unsigned count);
+  detail::SyncHandle<detail::LockState> handle_;
+};
+
+}  // namespace mpx

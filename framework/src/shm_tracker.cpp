@@ -1,0 +1,474 @@
+// The shared-memory tracker: see mpx/detail/shm_tracker.hpp for the contract
+// and docs/shared-memory.md for the rule.
+//
+// The server half runs in a process forked from a possibly multi-threaded
+// client, so it only makes system calls (no malloc, no stdio, no locks); its
+// tables live in one anonymous mapping sized at start.
+#include "mpx/detail/shm_tracker.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "mpx/detail/identity.hpp"
+#include "mpx/shared_memory.hpp"
+
+namespace mpx::detail::shm_tracker {
+
+namespace {
+
+enum Op : std::uint32_t { op_created = 1, op_attached = 2, op_forget = 3, op_unlinked = 4, op_ping = 5 };
+
+constexpr std::size_t kNameMax = 256;
+struct Request {
+  std::uint32_t op;
+  std::uint32_t reserved;
+  std::uint64_t dev;
+  std::uint64_t ino;
+  char object[kNameMax];  // with the leading '/', NUL-terminated
+};
+struct Reply {
+  std::int32_t status;  // 0 or an errno value
+  std::int32_t pid;     // the tracker's pid
+};
+
+void socket_address(sockaddr_un& addr, socklen_t& len) {
+  std::memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  // Abstract namespace: no file to clean up, gone when the listener closes.
+  char name[64] = "mpx-shm-tracker-";
+  unsigned uid = ::getuid();
+  char digits[16];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + uid % 10);
+    uid /= 10;
+  } while (uid);
+  std::size_t at = std::strlen(name);
+  while (n) name[at++] = digits[--n];
+  name[at] = '\0';
+  std::memcpy(addr.sun_path + 1, name, at);
+  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + at);
+}
+
+// ---------------------------------------------------------------- server
+
+constexpr int kMaxClients = 1024;
+constexpr int kMaxSegments = 4096;
+constexpr int kWords = kMaxClients / 64;
+constexpr int kLingerMs = 2000;  // stay this long after the last client left
+
+struct Segment {
+  bool used;
+  bool tracked;  // created by an mpx process with Lifetime::tracked
+  std::uint64_t dev, ino;
+  std::uint64_t holders[kWords];
+  char object[kNameMax];
+};
+struct ServerState {
+  int client_fd[kMaxClients];
+  pollfd fds[kMaxClients + 1];
+  int slot_of_fd_index[kMaxClients + 1];
+  Segment segments[kMaxSegments];
+};
+
+bool holders_empty(const Segment& s) {
+  for (auto w : s.holders)
+    if (w) return false;
+  return true;
+}
+
+void unlink_segment(Segment& s) {
+  if (s.tracked) {
+    // Only unlink the object we were told about, not a namesake made since.
+    char path[kNameMax + 16] = "/dev/shm";
+    std::size_t len = std::strlen(path);
+    std::size_t name_len = ::strnlen(s.object, kNameMax - 1);
+    std::memcpy(path + len, s.object, name_len);
+    path[len + name_len] = '\0';
+    struct stat st {};
+    bool same = ::stat(path, &st) == 0 && (s.ino == 0 || (st.st_ino == s.ino && st.st_dev == s.dev));
+    if (same) ::shm_unlink(s.object);
+  }
+  s.used = false;
+}
+
+void release_holder(Segment& s, int slot) {
+  s.holders[slot / 64] &= ~(std::uint64_t{1} << (slot % 64));
+  if (holders_empty(s)) unlink_segment(s);
+}
+
+Segment* find_segment(ServerState& st, const char* object) {
+  for (auto& s : st.segments)
+    if (s.used && std::strncmp(s.object, object, kNameMax) == 0) return &s;
+  return nullptr;
+}
+
+Segment* find_or_add(ServerState& st, const char* object) {
+  if (Segment* s = find_segment(st, object)) return s;
+  for (auto& s : st.segments) {
+    if (!s.used) {
+      std::memset(&s, 0, sizeof s);
+      s.used = true;
+      std::memcpy(s.object, object, ::strnlen(object, kNameMax - 1));
+      return &s;
+    }
+  }
+  return nullptr;
+}
+
+std::int32_t handle(ServerState& st, int slot, Request& r) {
+  r.object[kNameMax - 1] = '\0';
+  switch (r.op) {
+    case op_ping: return 0;
+    case op_created:
+    case op_attached: {
+      Segment* s = find_or_add(st, r.object);
+      if (!s) return ENOSPC;
+      if (r.op == op_created) {
+        s->tracked = true;
+        s->dev = r.dev;
+        s->ino = r.ino;
+      }
+      s->holders[slot / 64] |= std::uint64_t{1} << (slot % 64);
+      return 0;
+    }
+    case op_forget:
+      if (Segment* s = find_segment(st, r.object)) release_holder(*s, slot);
+      return 0;
+    case op_unlinked:
+      if (Segment* s = find_segment(st, r.object)) s->used = false;
+      return 0;
+    default: return EINVAL;
+  }
+}
+
+void drop_client(ServerState& st, int slot) {
+  for (auto& s : st.segments)
+    if (s.used && (s.holders[slot / 64] & (std::uint64_t{1} << (slot % 64)))) release_holder(s, slot);
+  ::close(st.client_fd[slot]);
+  st.client_fd[slot] = -1;
+}
+
+[[noreturn]] void serve(int listen_fd) {
+  // Detach from everything the spawner had: terminal signals, fds, cwd.
+  struct sigaction ign {};
+  ign.sa_handler = SIG_IGN;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2}) ::sigaction(sig, &ign, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  if (listen_fd != 3) {
+    ::dup3(listen_fd, 3, O_CLOEXEC);
+    listen_fd = 3;
+  }
+  int devnull = ::open("/dev/null", O_RDWR);
+  for (int fd = 0; fd < 3; ++fd)
+    if (devnull >= 0 && devnull != fd) ::dup2(devnull, fd);
+  ::syscall(SYS_close_range, 4u, ~0u, 0u);
+  if (::chdir("/") != 0) { /* not fatal */ }
+
+  void* mem = ::mmap(nullptr, sizeof(ServerState), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) ::_exit(1);
+  auto& st = *static_cast<ServerState*>(mem);  // zero-filled: no segment used
+  for (int& fd : st.client_fd) fd = -1;
+  const uid_t uid = ::getuid();
+  const std::int32_t self = static_cast<std::int32_t>(::syscall(SYS_getpid));
+  int clients = 0;
+
+  for (;;) {
+    int n = 0;
+    st.fds[n] = {listen_fd, POLLIN, 0};
+    st.slot_of_fd_index[n++] = -1;
+    for (int slot = 0; slot < kMaxClients; ++slot) {
+      if (st.client_fd[slot] < 0) continue;
+      st.fds[n] = {st.client_fd[slot], POLLIN, 0};
+      st.slot_of_fd_index[n++] = slot;
+    }
+    int ready = ::poll(st.fds, static_cast<nfds_t>(n), clients == 0 ? kLingerMs : -1);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      ::_exit(2);
+    }
+    if (ready == 0 && clients == 0) {
+      // Nobody left: every tracked segment has been unlinked already.
+      ::close(listen_fd);
+      ::_exit(0);
+    }
+    for (int i = 1; i < n; ++i) {
+      if (!st.fds[i].revents) continue;
+      int slot = st.slot_of_fd_index[i];
+      for (;;) {
+        Request r{};
+        ssize_t got = ::recv(st.client_fd[slot], &r, sizeof r, MSG_DONTWAIT);
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {  // EOF: every process holding this connection is gone
+          drop_client(st, slot);
+          --clients;
+          break;
+        }
+        Reply reply{static_cast<std::int32_t>(got == sizeof r ? handle(st, slot, r) : EINVAL), self};
+        ::send(st.client_fd[slot], &reply, sizeof reply, MSG_NOSIGNAL | MSG_DONTWAIT);
+      }
+    }
+    if (st.fds[0].revents & POLLIN) {
+      int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd >= 0) {
+        ucred cred{};
+        socklen_t len = sizeof cred;
+        int slot = -1;
+        if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == uid) {
+          for (int s = 0; s < kMaxClients; ++s)
+            if (st.client_fd[s] < 0) {
+              slot = s;
+              break;
+            }
+        }
+        if (slot < 0) {
+          ::close(fd);  // wrong user or full: the client sees EOF and reports it
+        } else {
+          st.client_fd[slot] = fd;
+          ++clients;
+        }
+      }
+    }
+  }
+}
+
+// Starts a tracker unless one is listening already. Returns false when the
+// address is taken (someone else started one: just connect).
+void spawn_tracker() {
+  sockaddr_un addr{};
+  socklen_t len = 0;
+  socket_address(addr, len);
+  int lfd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+  if (lfd < 0) throw SharedMemoryError(std::string("shm tracker: socket: ") + std::strerror(errno));
+  if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+    int err = errno;
+    ::close(lfd);
+    if (err == EADDRINUSE) return;  // lost a race to another spawner
+    throw SharedMemoryError(std::string("shm tracker: bind: ") + std::strerror(err));
+  }
+  if (::listen(lfd, 128) != 0) {
+    int err = errno;
+    ::close(lfd);
+    throw SharedMemoryError(std::string("shm tracker: listen: ") + std::strerror(err));
+  }
+  // Double fork: the tracker is nobody's child in the user's tree (no zombie,
+  // not in its process group or session), so killing the tree spares it.
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    int err = errno;
+    ::close(lfd);
+    throw SharedMemoryError(std::string("shm tracker: fork: ") + std::strerror(err));
+  }
+  if (pid == 0) {
+    ::setsid();
+    pid_t grandchild = ::fork();
+    if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
+    serve(lfd);
+  }
+  ::close(lfd);  // the socket listens on in the tracker
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
+// ---------------------------------------------------------------- client
+
+struct Registration {
+  Request request;
+};
+
+struct Client {
+  std::mutex mu;
+  int fd = -1;
+  pid_t owner = 0;                  // the process that opened fd
+  pid_t tracker = 0;                // its pid, from the last reply
+  std::vector<Request> registered;  // this process' own registrations, replayed on reconnect
+};
+
+Client& client() {
+  static Client* c = [] {
+    auto* made = new Client;  // never destroyed: usable from atexit handlers and late destructors
+    ::pthread_atfork(nullptr, nullptr, [] {
+      // In the child: the parent's connection stays open (it keeps the
+      // parent's registrations alive while we live) but is never used here.
+      Client& me = client();
+      new (&me.mu) std::mutex;
+      me.fd = -1;
+      me.owner = 0;
+      me.tracker = 0;
+      new (&me.registered) std::vector<Request>();  // the old one may be mid-update: leak it
+    });
+    return made;
+  }();
+  return *c;
+}
+
+bool exchange(int fd, const Request& r, Reply& reply) {
+  if (::send(fd, &r, sizeof r, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof r)) return false;
+  for (;;) {
+    ssize_t got = ::recv(fd, &reply, sizeof reply, 0);
+    if (got == static_cast<ssize_t>(sizeof reply)) return true;
+    if (got < 0 && errno == EINTR) continue;
+    return false;
+  }
+}
+
+// Opens this process' connection; spawns the tracker when `spawn` and none
+// runs. Returns false when no tracker runs and `spawn` is false.
+bool connect_locked(Client& c, bool spawn) {
+  if (c.owner == current_pid() && c.fd >= 0) return true;
+  c.fd = -1;  // an inherited connection is left open on purpose (see above)
+  c.registered.clear();
+  sockaddr_un addr{};
+  socklen_t len = 0;
+  socket_address(addr, len);
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw SharedMemoryError(std::string("shm tracker: socket: ") + std::strerror(errno));
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0) {
+      Request ping{};
+      ping.op = op_ping;
+      Reply reply{};
+      if (exchange(fd, ping, reply)) {
+        c.fd = fd;
+        c.owner = current_pid();
+        c.tracker = reply.pid;
+        return true;
+      }
+      ::close(fd);  // the tracker was exiting (or refused us): try again
+      ::usleep(1000);
+      continue;
+    }
+    int err = errno;
+    ::close(fd);
+    if (err != ECONNREFUSED && err != ENOENT && err != EAGAIN)
+      throw SharedMemoryError(std::string("shm tracker: connect: ") + std::strerror(err));
+    if (!spawn) return false;
+    if (err == ECONNREFUSED || err == ENOENT) spawn_tracker();
+  }
+  throw SharedMemoryError("shm tracker: could not reach or start the tracker");
+}
+
+// Sends `r`; on a broken connection (tracker killed) reconnects, replays
+// this process' registrations and retries once.
+std::int32_t request_locked(Client& c, const Request& r, bool spawn) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (!connect_locked(c, spawn || !c.registered.empty())) return 0;
+    Reply reply{};
+    if (exchange(c.fd, r, reply)) {
+      c.tracker = reply.pid;
+      return reply.status;
+    }
+    ::close(c.fd);
+    c.fd = -1;
+    auto replay = std::move(c.registered);
+    if (!connect_locked(c, true)) return ESRCH;
+    for (auto& old : replay) {
+      if (exchange(c.fd, old, reply) && reply.status == 0) c.registered.push_back(old);
+    }
+  }
+  return EPIPE;
+}
+
+Request make_request(Op op, const std::string& object, std::uint64_t dev = 0, std::uint64_t ino = 0) {
+  Request r{};
+  r.op = op;
+  r.dev = dev;
+  r.ino = ino;
+  std::size_t n = object.size() < kNameMax - 1 ? object.size() : kNameMax - 1;
+  std::memcpy(r.object, object.data(), n);
+  return r;
+}
+
+void remove_registrations(Client& c, const std::string& object, bool attached_only) {
+  std::erase_if(c.registered, [&](const Request& r) {
+    return object == r.object && (!attached_only || r.op == op_attached);
+  });
+}
+
+}  // namespace
+
+void register_created(const std::string& object, dev_t dev, ino_t ino) {
+  Client& c = client();
+  std::lock_guard lock(c.mu);
+  Request r = make_request(op_created, object, dev, ino);
+  std::int32_t status = request_locked(c, r, true);
+  if (status != 0)
+    throw SharedMemoryError("shm tracker: cannot track '" + object + "': " + std::strerror(status));
+  c.registered.push_back(r);
+}
+
+void register_attached(const std::string& object) noexcept {
+  try {
+    Client& c = client();
+    std::lock_guard lock(c.mu);
+    Request r = make_request(op_attached, object);
+    if (request_locked(c, r, false) == 0 && c.fd >= 0) c.registered.push_back(r);
+  } catch (...) {
+    // Attaching works without a tracker; the segment is then just not protected by us.
+  }
+}
+
+void forget(const std::string& object) noexcept {
+  try {
+    Client& c = client();
+    std::lock_guard lock(c.mu);
+    if (c.owner != current_pid() || c.fd < 0) return;
+    remove_registrations(c, object, true);
+    (void)request_locked(c, make_request(op_forget, object), false);
+  } catch (...) {
+  }
+}
+
+void unlinked(const std::string& object) noexcept {
+  try {
+    Client& c = client();
+    std::lock_guard lock(c.mu);
+    remove_registrations(c, object, false);
+    if (c.owner != current_pid() || c.fd < 0) {
+      // No connection of our own: tell the tracker anyway if it runs, so it
+      // does not later unlink a namesake created after this unlink.
+      if (!connect_locked(c, false)) return;
+    }
+    (void)request_locked(c, make_request(op_unlinked, object), false);
+  } catch (...) {
+  }
+}
+
+pid_t tracker_pid() noexcept {
+  try {
+    Client& c = client();
+    std::lock_guard lock(c.mu);
+    if (!connect_locked(c, false)) return 0;
+    Reply reply{};
+    Request ping{};
+    ping.op = op_ping;
+    if (!exchange(c.fd, ping, reply)) return 0;
+    return reply.pid;
+  } catch (...) {
+    return 0;
+  }
+}
+
+}  // namespace mpx::detail::shm_tracker
