@@ -420,6 +420,7 @@ int Ring::acquire_lane(const Deadline& deadline, bool block) {
   const auto me = static_cast<std::uint32_t>(current_pid());
   Waiter waiter;
   bool check_orphans = false;
+  StuckWatch watch;  // lanes busy for a liveness tick: look for dead holders
   for (;;) {
     std::uint32_t start = h.lane_hint.fetch_add(1, std::memory_order_relaxed);
     for (std::size_t i = 0; i < lane_count_; ++i) {
@@ -436,7 +437,7 @@ int Ring::acquire_lane(const Deadline& deadline, bool block) {
     if (!block || deadline.expired()) return -1;
     // Every lane is busy: sleep until one is freed; after each sleep look for
     // lanes whose holders died.
-    check_orphans = waiter.spun_out();
+    check_orphans = watch.stuck(0);
     waiter.wait(
         [&] {
           for (std::size_t i = 0; i < lane_count_; ++i)

@@ -50,6 +50,8 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstring>
+#include <type_traits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -144,21 +146,21 @@ class Queue {
   Queue& operator=(Queue&&) noexcept = default;
   ~Queue() = default;
 
-  void put(const T& item) { put_impl(item, Deadline::never(), true); }
+  void put(const T& item) { put_impl(item, detail::Deadline::never(), true); }
   void put(const T& item, Timeout timeout) { put_impl(item, detail::timeout_deadline(timeout), true); }
   // Python's put(obj, block, timeout).
   void put(const T& item, bool block, std::optional<Timeout> timeout = std::nullopt) {
-    put_impl(item, block && timeout ? detail::timeout_deadline(*timeout) : Deadline::never(), block);
+    put_impl(item, block && timeout ? detail::timeout_deadline(*timeout) : detail::Deadline::never(), block);
   }
-  void put_nowait(const T& item) { put_impl(item, Deadline::never(), false); }
+  void put_nowait(const T& item) { put_impl(item, detail::Deadline::never(), false); }
 
-  [[nodiscard]] T get() { return get_impl(Deadline::never(), true); }
+  [[nodiscard]] T get() { return get_impl(detail::Deadline::never(), true); }
   [[nodiscard]] T get(Timeout timeout) { return get_impl(detail::timeout_deadline(timeout), true); }
   // Python's get(block, timeout).
   [[nodiscard]] T get(bool block, std::optional<Timeout> timeout = std::nullopt) {
-    return get_impl(block && timeout ? detail::timeout_deadline(*timeout) : Deadline::never(), block);
+    return get_impl(block && timeout ? detail::timeout_deadline(*timeout) : detail::Deadline::never(), block);
   }
-  [[nodiscard]] T get_nowait() { return get_impl(Deadline::never(), false); }
+  [[nodiscard]] T get_nowait() { return get_impl(detail::Deadline::never(), false); }
 
   [[nodiscard]] std::size_t qsize() const { return core_->ring.size(); }
   [[nodiscard]] bool empty() const { return qsize() == 0; }
@@ -179,12 +181,24 @@ class Queue {
   void check_open() const {
     if (core_->closed.load(std::memory_order_acquire)) throw QueueClosed();
   }
+  // Both ends of a Queue<T> are the same object in the same build, so a type
+  // the serialization layer copies as raw bytes travels without the envelope
+  // (no type tag or checksum to check: the type is fixed at compile time and
+  // shared memory does not corrupt bytes). Everything else is encode/decode.
+  static constexpr bool kRaw = raw_encoding_v<T> && std::is_default_constructible_v<T>;
+
   void put_impl(const T& item, const detail::Deadline& deadline, bool block) {
     check_open();
-    Bytes& buffer = detail::encode_buffer();
-    encode_into(buffer, item);
+    std::span<const std::byte> bytes;
+    if constexpr (kRaw) {
+      bytes = std::span<const std::byte>(reinterpret_cast<const std::byte*>(&item), sizeof(T));
+    } else {
+      Bytes& buffer = detail::encode_buffer();
+      encode_into(buffer, item);
+      bytes = std::span<const std::byte>(buffer.data(), buffer.size());
+    }
     if (core_->joinable) core_->ring.add_unfinished();
-    if (!core_->ring.put(std::span<const std::byte>(buffer.data(), buffer.size()), deadline, block)) {
+    if (!core_->ring.put(bytes, deadline, block)) {
       if (core_->joinable) (void)core_->ring.task_done();
       throw Full();
     }
@@ -192,7 +206,17 @@ class Queue {
   T get_impl(const detail::Deadline& deadline, bool block) {
     check_open();
     std::optional<T> out;
-    auto sink = [&](std::span<const std::byte> bytes) { out.emplace(decode<T>(bytes)); };
+    auto sink = [&](std::span<const std::byte> bytes) {
+      if constexpr (kRaw) {
+        if (bytes.size() != sizeof(T))
+          throw DecodeError(DecodeError::Kind::truncated, "mpx queue: raw item of " + std::to_string(bytes.size()) +
+                                                              " bytes, expected " + std::to_string(sizeof(T)));
+        out.emplace();
+        std::memcpy(static_cast<void*>(&*out), bytes.data(), sizeof(T));
+      } else {
+        out.emplace(decode<T>(bytes));
+      }
+    };
     if (!core_->ring.get(detail::ByteSink(sink), deadline, block)) throw Empty();
     return std::move(*out);
   }

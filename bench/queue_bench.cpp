@@ -1,0 +1,263 @@
+// queue_bench: mpx::Queue against Python's multiprocessing.Queue and against
+// the machine's limits, measured in one run, printed side by side.
+//
+//   queue_bench [--quick] [--no-python]
+//
+// Scenarios (names as in the table):
+//   queue_spsc_int64     Queue<int64_t>, 1 producer process -> 1 consumer process
+//   queue_spsc_1k        1 KiB std::string items, 1 -> 1
+//   queue_spsc_1m        1 MiB std::string items, 1 -> 1, in GB/s
+//   queue_mpmc_4x4       Queue<int64_t>, 4 producer processes -> 4 consumer processes
+// Limits: bare_ring_8b (a bare SPSC shared-memory ring of 8-byte slots, no
+// claims, no serialization, busy-spinning), memcpy_1m (memcpy of 1 MiB
+// buffers, one core).
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mpx/detail/shared_mapping.hpp"
+#include "mpx/queue.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Runs fn in a forked child and returns its pid; the child _exits with fn's result.
+template <class F>
+pid_t spawn(F fn) {
+  pid_t pid = ::fork();
+  if (pid == 0) ::_exit(fn());
+  return pid;
+}
+int reap(pid_t pid) {
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+struct Shared {
+  std::atomic<int> go{0};
+  std::atomic<int> ready{0};
+};
+
+// A start line shared by the processes of one measurement.
+class StartLine {
+ public:
+  StartLine() : map_(mpx::detail::SharedMapping::anonymous(4096)), s_(new (map_.data()) Shared{}) {}
+  void arrive_and_wait() {
+    s_->ready.fetch_add(1);
+    while (s_->go.load(std::memory_order_acquire) == 0) {
+    }
+  }
+  void release_when(int n) {
+    while (s_->ready.load() < n) {
+    }
+    s_->go.store(1, std::memory_order_release);
+  }
+
+ private:
+  mpx::detail::SharedMapping map_;
+  Shared* s_;
+};
+
+// ---- machine limits
+
+double bare_ring_8b(std::size_t n) {
+  constexpr std::size_t kSlots = 1 << 16;
+  struct alignas(64) Idx {
+    std::atomic<std::uint64_t> v{0};
+  };
+  auto map = mpx::detail::SharedMapping::anonymous(sizeof(Idx) * 2 + kSlots * 8);
+  auto* head = new (map.data()) Idx{};
+  auto* tail = new (static_cast<char*>(map.data()) + sizeof(Idx)) Idx{};
+  auto* slots = reinterpret_cast<std::uint64_t*>(static_cast<char*>(map.data()) + 2 * sizeof(Idx));
+  StartLine line;
+  pid_t prod = spawn([&] {
+    line.arrive_and_wait();
+    std::uint64_t cached_head = 0;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      while (i - cached_head >= kSlots) cached_head = head->v.load(std::memory_order_acquire);
+      slots[i & (kSlots - 1)] = i;
+      tail->v.store(i + 1, std::memory_order_release);
+    }
+    return 0;
+  });
+  line.release_when(1);
+  auto t0 = Clock::now();
+  std::uint64_t cached_tail = 0, sum = 0;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    while (cached_tail <= i) cached_tail = tail->v.load(std::memory_order_acquire);
+    sum += slots[i & (kSlots - 1)];
+    head->v.store(i + 1, std::memory_order_release);
+  }
+  double dt = seconds_since(t0);
+  reap(prod);
+  if (sum != n * (n - 1) / 2) std::fprintf(stderr, "bare ring checksum mismatch\n");
+  return static_cast<double>(n) / dt;
+}
+
+double memcpy_gbs(std::size_t bytes, int reps) {
+  std::vector<char> a(bytes, 1), b(bytes, 2);
+  std::memcpy(b.data(), a.data(), bytes);
+  auto t0 = Clock::now();
+  for (int i = 0; i < reps; ++i) {
+    a[static_cast<std::size_t>(i) % bytes] = static_cast<char>(i);
+    std::memcpy(b.data(), a.data(), bytes);
+    asm volatile("" : : "r"(b.data()) : "memory");
+  }
+  return static_cast<double>(bytes) * reps / seconds_since(t0) / 1e9;
+}
+
+// ---- mpx
+
+double mpx_spsc_int64(std::size_t n) {
+  mpx::Queue<std::int64_t> q;
+  StartLine line;
+  pid_t prod = spawn([&] {
+    line.arrive_and_wait();
+    for (std::size_t i = 0; i < n; ++i) q.put(static_cast<std::int64_t>(i));
+    return 0;
+  });
+  line.release_when(1);
+  auto t0 = Clock::now();
+  std::int64_t expect = 0;
+  bool ok = true;
+  for (std::size_t i = 0; i < n; ++i) ok &= (q.get() == expect++);
+  double dt = seconds_since(t0);
+  reap(prod);
+  if (!ok) std::fprintf(stderr, "spsc int64: order mismatch\n");
+  return static_cast<double>(n) / dt;
+}
+
+double mpx_spsc_string(std::size_t n, std::size_t size) {
+  mpx::Queue<std::string> q;
+  StartLine line;
+  pid_t prod = spawn([&] {
+    std::string item(size, 'x');
+    line.arrive_and_wait();
+    for (std::size_t i = 0; i < n; ++i) {
+      item[0] = static_cast<char>('a' + i % 26);
+      q.put(item);
+    }
+    return 0;
+  });
+  line.release_when(1);
+  auto t0 = Clock::now();
+  bool ok = true;
+  for (std::size_t i = 0; i < n; ++i) {
+    std::string s = q.get();
+    ok &= s.size() == size && s[0] == static_cast<char>('a' + i % 26);
+  }
+  double dt = seconds_since(t0);
+  reap(prod);
+  if (!ok) std::fprintf(stderr, "spsc string: content mismatch\n");
+  return static_cast<double>(n) / dt;
+}
+
+double mpx_mpmc_int64(std::size_t n, int producers, int consumers) {
+  mpx::Queue<std::int64_t> q;
+  mpx::Queue<std::int64_t> sums;
+  StartLine line;
+  std::vector<pid_t> kids;
+  std::size_t per = n / static_cast<std::size_t>(producers);
+  for (int p = 0; p < producers; ++p)
+    kids.push_back(spawn([&, p] {
+      line.arrive_and_wait();
+      for (std::size_t i = 0; i < per; ++i) q.put(static_cast<std::int64_t>(p * per + i));
+      return 0;
+    }));
+  std::vector<pid_t> cons;
+  for (int c = 0; c < consumers; ++c)
+    cons.push_back(spawn([&] {
+      line.arrive_and_wait();
+      std::int64_t sum = 0, count = 0;
+      for (;;) {
+        std::int64_t v = q.get();
+        if (v < 0) break;
+        sum += v;
+        ++count;
+      }
+      sums.put(count);
+      return 0;
+    }));
+  line.release_when(producers + consumers);
+  auto t0 = Clock::now();
+  for (pid_t k : kids) reap(k);
+  for (int c = 0; c < consumers; ++c) q.put(-1);
+  for (pid_t k : cons) reap(k);
+  double dt = seconds_since(t0);
+  std::int64_t total = 0;
+  for (int c = 0; c < consumers; ++c) total += sums.get();
+  if (static_cast<std::size_t>(total) != per * static_cast<std::size_t>(producers))
+    std::fprintf(stderr, "mpmc: %lld items arrived of %zu\n", static_cast<long long>(total), per * producers);
+  return static_cast<double>(per * static_cast<std::size_t>(producers)) / dt;
+}
+
+// ---- Python
+
+std::map<std::string, double> run_python(bool quick) {
+  std::map<std::string, double> r;
+  std::string cmd = std::string("python3 ") + MPX_BENCH_PYTHON_DIR + "/queue_bench.py" + (quick ? " --quick" : "");
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (!f) return r;
+  char name[128];
+  double v;
+  while (std::fscanf(f, "%127s %lf", name, &v) == 2) r[name] = v;
+  ::pclose(f);
+  return r;
+}
+
+void row(const char* name, const char* unit, double mpx, double python, double limit, const char* limit_name) {
+  std::printf("%-18s %-8s %14.4g", name, unit, mpx);
+  if (python > 0)
+    std::printf(" %14.4g %9.1fx", python, mpx / python);
+  else
+    std::printf(" %14s %10s", "-", "-");
+  if (limit > 0)
+    std::printf(" %14.4g %7.1f%% of %s", limit, 100.0 * mpx / limit, limit_name);
+  std::printf("\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false, python = true;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--quick") quick = true;
+    if (a == "--no-python") python = false;
+  }
+  const std::size_t n_int = quick ? 2'000'000 : 20'000'000;
+  const std::size_t n_1k = quick ? 200'000 : 1'000'000;
+  const std::size_t n_1m = quick ? 200 : 2000;
+  const std::size_t n_mpmc = quick ? 2'000'000 : 10'000'000;
+
+  double ring = bare_ring_8b(n_int * 2);
+  double mc = memcpy_gbs(1 << 20, quick ? 500 : 3000);
+  double spsc = mpx_spsc_int64(n_int);
+  double s1k = mpx_spsc_string(n_1k, 1024);
+  double s1m = mpx_spsc_string(n_1m, 1 << 20) * (1 << 20) / 1e9;
+  double mpmc = mpx_mpmc_int64(n_mpmc, 4, 4);
+  std::map<std::string, double> py;
+  if (python) py = run_python(quick);
+  auto p = [&](const char* k) { return py.count(k) ? py[k] : 0.0; };
+
+  std::printf("%-18s %-8s %14s %14s %10s %14s\n", "scenario", "unit", "mpx", "python", "mpx/py", "machine limit");
+  row("queue_spsc_int64", "items/s", spsc, p("queue_spsc_int64"), ring, "bare_ring_8b");
+  row("queue_spsc_1k", "items/s", s1k, p("queue_spsc_1k"), 0, "");
+  row("queue_spsc_1m", "GB/s", s1m, p("queue_spsc_1m"), mc, "memcpy_1m");
+  row("queue_mpmc_4x4", "items/s", mpmc, p("queue_mpmc_4x4"), 0, "");
+  std::printf("limits: bare_ring_8b %.4g msg/s, memcpy_1m %.3g GB/s\n", ring, mc);
+  return 0;
+}
