@@ -10,6 +10,7 @@ struct alignas(64) EventState {
   StateHeader header{};
   std::atomic<std::uint32_t> flag{0};
   std::atomic<std::uint32_t> waiters{0};
+  std::atomic<std::uint32_t> spin_ns{kSpinStartNs};
 };
 static_assert(sizeof(EventState) == Event::shared_size);
 }  // namespace detail
@@ -42,10 +43,7 @@ void Event::clear() { handle_.state("Event").flag.store(0, std::memory_order_rel
 bool Event::wait_until(const detail::Deadline& deadline) {
   auto& s = handle_.state("Event");
   if (s.flag.load(std::memory_order_acquire)) return true;
-  for (int i = 0; i < 100; ++i) {
-    detail::cpu_relax();
-    if (s.flag.load(std::memory_order_acquire)) return true;
-  }
+  if (detail::spin_until([&] { return s.flag.load(std::memory_order_acquire) != 0; }, s.spin_ns)) return true;
   s.waiters.fetch_add(1, std::memory_order_seq_cst);
   while (s.flag.load(std::memory_order_seq_cst) == 0) {
     if (detail::futex_wait(s.flag, 0, deadline) == detail::FutexWaitResult::timed_out) break;

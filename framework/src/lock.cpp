@@ -14,7 +14,6 @@ namespace {
 
 static_assert(sizeof(LockState) == Lock::shared_size && alignof(LockState) == Lock::shared_align);
 
-constexpr int kSpins = 200;
 constexpr std::chrono::milliseconds kProbeEvery{10};
 thread_local pid_t t_dead_owner = 0;  // for the OwnerDeadError of this thread's last takeover
 
@@ -46,18 +45,14 @@ LockStatus lock_acquire(LockState& s, const Deadline& deadline, bool block) {
 
   // A short spin: a holder on another core usually lets go within a few
   // hundred nanoseconds, far less than a futex sleep and wake-up.
-  for (int i = 0; i < kSpins; ++i) {
-    cpu_relax();
-    std::uint32_t w = s.word.load(std::memory_order_relaxed);
-    if (w == 0) {
-      expected = 0;
-      if (s.word.compare_exchange_weak(expected, me, std::memory_order_acquire, std::memory_order_relaxed)) {
-        note_owner(s);
-        return LockStatus::acquired;
-      }
-    } else if (w & kWaiters) {
-      break;  // others sleep already: join them
-    }
+  if (spin_until([&] {
+        std::uint32_t w = s.word.load(std::memory_order_relaxed);
+        if (w & kTidMask) return false;
+        return s.word.compare_exchange_weak(w, me | (w & kWaiters), std::memory_order_acquire,
+                                            std::memory_order_relaxed);
+      }, s.spin_ns)) {
+    note_owner(s);
+    return LockStatus::acquired;
   }
 
   auto probe_at = std::chrono::steady_clock::now() + kProbeEvery;
@@ -183,7 +178,10 @@ void RLock::release() {
   const auto me = static_cast<std::uint32_t>(detail::current_tid());
   if ((s.word.load(std::memory_order_relaxed) & detail::kTidMask) != me)
     throw SyncError("RLock: release() by a thread that does not own it");
-  if (s.count.fetch_sub(1, std::memory_order_relaxed) > 1) return;
+  // Only the owner touches count: no read-modify-write needed.
+  unsigned count = s.count.load(std::memory_order_relaxed);
+  s.count.store(count - 1, std::memory_order_relaxed);
+  if (count > 1) return;
   detail::lock_release(s);
 }
 

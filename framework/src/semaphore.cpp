@@ -14,6 +14,7 @@ struct alignas(64) SemaphoreState {
   std::atomic<std::uint32_t> value;
   std::atomic<std::uint32_t> waiters{0};
   std::uint32_t bound;  // release() may not go above it
+  std::atomic<std::uint32_t> spin_ns{kSpinStartNs};
 };
 static_assert(sizeof(SemaphoreState) == Semaphore::shared_size);
 
@@ -68,10 +69,7 @@ bool Semaphore::acquire_until(const detail::Deadline& deadline, bool block) {
   };
   if (try_take()) return true;
   if (!block) return false;
-  for (int i = 0; i < 100; ++i) {
-    detail::cpu_relax();
-    if (s.value.load(std::memory_order_relaxed) > 0 && try_take()) return true;
-  }
+  if (detail::spin_until([&] { return s.value.load(std::memory_order_relaxed) > 0 && try_take(); }, s.spin_ns)) return true;
   for (;;) {
     if (try_take()) return true;
     // Dekker with release(): waiters++ then read value, against value++ then read waiters.

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -401,6 +402,10 @@ Request make_request(Op op, const std::string& object, std::uint64_t dev = 0, st
   return r;
 }
 
+bool is_registered(const Client& c, const std::string& object) {
+  return std::any_of(c.registered.begin(), c.registered.end(), [&](const Request& r) { return object == r.object; });
+}
+
 void remove_registrations(Client& c, const std::string& object, bool attached_only) {
   std::erase_if(c.registered, [&](const Request& r) {
     return object == r.object && (!attached_only || r.op == op_attached);
@@ -424,6 +429,12 @@ void register_attached(const std::string& object) noexcept {
     Client& c = client();
     std::lock_guard lock(c.mu);
     Request r = make_request(op_attached, object);
+    // The tracker keeps one holder mark per connection: a second registration
+    // of the same object by this process is only counted here.
+    if (c.owner == current_pid() && c.fd >= 0 && is_registered(c, object)) {
+      c.registered.push_back(r);
+      return;
+    }
     if (request_locked(c, r, false) == 0 && c.fd >= 0) c.registered.push_back(r);
   } catch (...) {
     // Attaching works without a tracker; the segment is then just not protected by us.
@@ -435,8 +446,11 @@ void forget(const std::string& object) noexcept {
     Client& c = client();
     std::lock_guard lock(c.mu);
     if (c.owner != current_pid() || c.fd < 0) return;
-    remove_registrations(c, object, true);
-    (void)request_locked(c, make_request(op_forget, object), false);
+    auto it = std::find_if(c.registered.begin(), c.registered.end(),
+                           [&](const Request& r) { return object == r.object && r.op == op_attached; });
+    if (it == c.registered.end()) return;
+    c.registered.erase(it);
+    if (!is_registered(c, object)) (void)request_locked(c, make_request(op_forget, object), false);
   } catch (...) {
   }
 }

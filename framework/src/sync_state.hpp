@@ -30,6 +30,41 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+// Adaptive spinning. A handoff between two processes running on different
+// CPUs takes well under a microsecond, while a futex sleep plus wake-up
+// costs 10 us or more on a virtual machine: spinning a little first pays.
+// When the peer shares our CPU, though, spinning only delays it. So each
+// primitive keeps a spin budget in its shared state: a spin that succeeds
+// doubles it (up to kSpinMax), one that fails halves it (down to kSpinMin,
+// which keeps re-learning cheap). The budget is written only when it changes.
+constexpr std::uint32_t kSpinMinNs = 256;
+constexpr std::uint32_t kSpinMaxNs = 16384;
+constexpr std::uint32_t kSpinStartNs = 4096;
+
+// Spins with exponential backoff (fewer reads of a contended cache line)
+// until ready() or the budget is spent.
+template <class Ready>
+bool spin_until(Ready ready, std::atomic<std::uint32_t>& budget_ns) {
+  std::uint32_t budget = budget_ns.load(std::memory_order_relaxed);
+  if (budget < kSpinMinNs || budget > kSpinMaxNs) budget = kSpinStartNs;  // fresh or foreign state
+  const auto start = std::chrono::steady_clock::now();
+  const auto limit = std::chrono::nanoseconds(budget);
+  unsigned delay = 1;
+  bool ok = false;
+  for (;;) {
+    for (unsigned i = 0; i < delay; ++i) cpu_relax();
+    if (ready()) {
+      ok = true;
+      break;
+    }
+    if (delay < 32) delay *= 2;
+    if (std::chrono::steady_clock::now() - start > limit) break;
+  }
+  std::uint32_t next = ok ? (budget < kSpinMaxNs ? budget * 2 : budget) : (budget > kSpinMinNs ? budget / 2 : budget);
+  if (next != budget_ns.load(std::memory_order_relaxed)) budget_ns.store(next, std::memory_order_relaxed);
+  return ok;
+}
+
 // Publishes a freshly constructed state: the magic is written last.
 inline void publish(StateHeader& h, std::uint32_t magic) {
   std::atomic_ref<std::uint32_t>(h.magic).store(magic, std::memory_order_release);
@@ -67,6 +102,7 @@ struct alignas(64) LockState {
   std::atomic<std::uint32_t> word{0};          // 0, or owner tid | kWaiters
   std::atomic<std::uint32_t> count{0};         // RLock: recursion depth (owner only)
   std::atomic<std::uint64_t> owner_ident{0};   // identity::current_thread_ident() of the owner
+  std::atomic<std::uint32_t> spin_ns{kSpinStartNs};
 };
 
 constexpr std::uint32_t kWaiters = 0x80000000u;

@@ -1,0 +1,126 @@
+// Shared by bench/sync_bench.cpp and bench/shared_memory_bench.cpp: run the
+// Python side, fork workers, take medians, print the table.
+#pragma once
+
+#include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace mpx::bench {
+
+using Clock = std::chrono::steady_clock;
+inline double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// Runs `python3 <script> <args>` and returns "scenario -> value" from its
+// "<scenario> <value> <unit>" lines. Empty when python3 is missing or fails.
+inline std::map<std::string, double> run_python(const std::string& script, const std::string& args) {
+  std::map<std::string, double> values;
+  std::string command = "python3 " + std::string(MPX_BENCH_PYTHON_DIR) + "/" + script + " " + args;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return values;
+  char line[512];
+  while (std::fgets(line, sizeof line, pipe)) {
+    std::istringstream in(line);
+    std::string name;
+    double value = 0;
+    if (in >> name >> value) values[name] = value;
+  }
+  if (::pclose(pipe) != 0) std::fprintf(stderr, "warning: '%s' failed\n", command.c_str());
+  return values;
+}
+
+// --pin cross|same: the parent runs on CPU 0, workers on CPU 1 (cross) or
+// CPU 0 too (same); none (default) leaves placement to the scheduler.
+inline int& child_cpu() {
+  static int cpu = -1;
+  return cpu;
+}
+inline void pin_to(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  ::sched_setaffinity(0, sizeof set, &set);
+}
+// Parses --pin; returns the mode to hand to the Python side.
+inline std::string setup_pinning(int argc, char** argv) {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::string(argv[i]) != "--pin") continue;
+    std::string mode = argv[i + 1];
+    if (mode == "cross" || mode == "same") {
+      pin_to(0);
+      child_cpu() = mode == "cross" ? 1 : 0;
+      return mode;
+    }
+  }
+  return "none";
+}
+
+// A forked worker running `body`, reaped by join().
+inline pid_t spawn(const std::function<void()>& body) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (child_cpu() >= 0) pin_to(child_cpu());
+    body();
+    ::_exit(0);
+  }
+  return pid;
+}
+inline void join(pid_t pid) { ::waitpid(pid, nullptr, 0); }
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+inline double median_of(int runs, const std::function<double()>& measure) {
+  std::vector<double> v;
+  for (int i = 0; i < runs; ++i) v.push_back(measure());
+  return median(v);
+}
+
+struct Row {
+  std::string scenario, unit;
+  double mpx = 0;
+  std::optional<double> python, bare;
+  std::string ratio_label;  // "mpx/python" or "mpx/bare" ...
+  double ratio = 0;
+  std::string target;       // e.g. ">= 20"
+};
+
+inline void print_table(const std::vector<Row>& rows) {
+  std::printf("%-34s | %-6s | %12s | %12s | %12s | %-20s | %s\n", "scenario", "unit", "mpx", "python", "bare",
+              "ratio", "target");
+  std::printf("%s\n", std::string(130, '-').c_str());
+  auto cell = [](const std::optional<double>& v) {
+    char buf[32];
+    if (v)
+      std::snprintf(buf, sizeof buf, "%12.4g", *v);
+    else
+      std::snprintf(buf, sizeof buf, "%12s", "-");
+    return std::string(buf);
+  };
+  for (auto& r : rows) {
+    char ratio[64];
+    std::snprintf(ratio, sizeof ratio, "%.3g (%s)", r.ratio, r.ratio_label.c_str());
+    std::printf("%-34s | %-6s | %12.4g | %s | %s | %-20s | %s\n", r.scenario.c_str(), r.unit.c_str(), r.mpx,
+                cell(r.python).c_str(), cell(r.bare).c_str(), ratio, r.target.c_str());
+  }
+  std::fflush(stdout);
+}
+
+inline std::optional<double> lookup(const std::map<std::string, double>& m, const std::string& key) {
+  auto it = m.find(key);
+  if (it == m.end()) return std::nullopt;
+  return it->second;
+}
+
+}  // namespace mpx::bench

@@ -1,0 +1,230 @@
+// sync_bench: mpx's cross-process synchronisation side by side with Python's
+// multiprocessing (bench/python/sync_bench.py, run by this program) and with
+// the machine's bare limits, in one run.
+// Usage: sync_bench [--scale S] [--pin none|cross|same]
+//
+//   value_lock_increment_2proc   2 processes x N increments of a Value<long>
+//                                under get_lock(); bare: atomic fetch_add.
+//                                ratio mpx/python, target >= 20.
+//   event_pingpong_roundtrip     two Events, parent <-> child, round trip;
+//                                bare: futex wait/wake round trip.
+//                                ratio mpx/bare, target <= 1.5.
+//   lock_handoff_roundtrip       two Locks, each acquired on one side and
+//                                released on the other (as Python allows).
+//                                ratio mpx/bare, target <= 1.5.
+//   lock_uncontended             acquire+release, one process; bare: a
+//                                pthread mutex.
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "mpx/detail/futex.hpp"
+#include "mpx/detail/shared_mapping.hpp"
+#include "mpx/event.hpp"
+#include "mpx/lock.hpp"
+#include "mpx/sharedctypes.hpp"
+#include "shm_sync_bench_support.hpp"
+
+using namespace mpx::bench;
+
+namespace {
+
+double value_increments(long n) {
+  mpx::Value<long> v(0);
+  mpx::Event go;
+  auto body = [&] {
+    go.wait();
+    for (long i = 0; i < n; ++i) {
+      std::lock_guard g(v.get_lock());
+      ++v.get_obj();
+    }
+  };
+  pid_t a = spawn(body), b = spawn(body);
+  ::usleep(50000);
+  auto t0 = Clock::now();
+  go.set();
+  join(a);
+  join(b);
+  double dt = seconds(Clock::now() - t0);
+  if (v.value() != 2 * n) std::abort();
+  return 2.0 * static_cast<double>(n) / dt;
+}
+
+double bare_increments(long n) {
+  auto map = mpx::detail::SharedMapping::anonymous(4096);
+  auto* counter = new (map.data()) std::atomic<long>(0);
+  auto* go = new (static_cast<char*>(map.data()) + 64) std::atomic<int>(0);
+  auto body = [&] {
+    while (!go->load()) {
+    }
+    for (long i = 0; i < n; ++i) counter->fetch_add(1);
+  };
+  pid_t a = spawn(body), b = spawn(body);
+  ::usleep(50000);
+  auto t0 = Clock::now();
+  go->store(1);
+  join(a);
+  join(b);
+  return 2.0 * static_cast<double>(n) / seconds(Clock::now() - t0);
+}
+
+double event_roundtrip_us(long n) {
+  mpx::Event ping, pong;
+  pid_t child = spawn([&] {
+    for (long i = 0; i < n; ++i) {
+      ping.wait();
+      ping.clear();
+      pong.set();
+    }
+  });
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    ping.set();
+    pong.wait();
+    pong.clear();
+  }
+  double dt = seconds(Clock::now() - t0);
+  join(child);
+  return dt / static_cast<double>(n) * 1e6;
+}
+
+double lock_handoff_us(long n) {
+  mpx::Lock ping, pong;
+  ping.acquire();
+  pong.acquire();
+  pid_t child = spawn([&] {
+    for (long i = 0; i < n; ++i) {
+      ping.acquire();  // until the parent releases it
+      pong.release();  // the parent's turn
+    }
+  });
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    ping.release();
+    pong.acquire();
+  }
+  double dt = seconds(Clock::now() - t0);
+  join(child);
+  return dt / static_cast<double>(n) * 1e6;
+}
+
+// The bare limit: one futex word each way, wait/wake, nothing else.
+double futex_roundtrip_us(long n) {
+  auto map = mpx::detail::SharedMapping::anonymous(4096);
+  auto* ping = new (map.data()) std::atomic<std::uint32_t>(0);
+  auto* pong = new (static_cast<char*>(map.data()) + 64) std::atomic<std::uint32_t>(0);
+  pid_t child = spawn([&] {
+    for (long i = 0; i < n; ++i) {
+      while (ping->load(std::memory_order_acquire) == 0) mpx::detail::futex_wait(*ping, 0);
+      ping->store(0, std::memory_order_relaxed);
+      pong->store(1, std::memory_order_release);
+      mpx::detail::futex_wake(*pong, 1);
+    }
+  });
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    ping->store(1, std::memory_order_release);
+    mpx::detail::futex_wake(*ping, 1);
+    while (pong->load(std::memory_order_acquire) == 0) mpx::detail::futex_wait(*pong, 0);
+    pong->store(0, std::memory_order_relaxed);
+  }
+  double dt = seconds(Clock::now() - t0);
+  join(child);
+  return dt / static_cast<double>(n) * 1e6;
+}
+
+double lock_uncontended_ns(long n) {
+  mpx::Lock lock;
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    lock.acquire();
+    lock.release();
+  }
+  return seconds(Clock::now() - t0) / static_cast<double>(n) * 1e9;
+}
+
+double pthread_uncontended_ns(long n) {
+  pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+  auto t0 = Clock::now();
+  for (long i = 0; i < n; ++i) {
+    pthread_mutex_lock(&m);
+    asm volatile("" ::: "memory");
+    pthread_mutex_unlock(&m);
+  }
+  return seconds(Clock::now() - t0) / static_cast<double>(n) * 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  double scale = 1.0;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], "--scale") == 0) scale = std::atof(argv[i + 1]);
+  auto n = [&](double base) { return static_cast<long>(base * scale) + 1; };
+  constexpr int kRuns = 5;
+  std::string pin = setup_pinning(argc, argv);
+
+  std::printf("sync_bench: running the Python side (bench/python/sync_bench.py)...\n");
+  std::fflush(stdout);
+  auto py = run_python("sync_bench.py", "--scale " + std::to_string(scale) + " --pin " + pin);
+
+  std::vector<Row> rows;
+  {
+    Row r;
+    r.scenario = "value_lock_increment_2proc";
+    r.unit = "ops/s";
+    r.mpx = median_of(kRuns, [&] { return value_increments(n(2e6)); });
+    r.bare = median_of(kRuns, [&] { return bare_increments(n(2e6)); });
+    r.python = lookup(py, r.scenario);
+    r.ratio_label = "mpx/python";
+    r.ratio = r.python ? r.mpx / *r.python : 0;
+    r.target = ">= 20";
+    rows.push_back(r);
+  }
+  double futex_rt = median_of(kRuns, [&] { return futex_roundtrip_us(n(20000)); });
+  {
+    Row r;
+    r.scenario = "event_pingpong_roundtrip";
+    r.unit = "us";
+    r.mpx = median_of(kRuns, [&] { return event_roundtrip_us(n(20000)); });
+    r.bare = futex_rt;
+    r.python = lookup(py, r.scenario);
+    r.ratio_label = "mpx/bare";
+    r.ratio = r.mpx / futex_rt;
+    r.target = "<= 1.5";
+    rows.push_back(r);
+  }
+  {
+    Row r;
+    r.scenario = "lock_handoff_roundtrip";
+    r.unit = "us";
+    r.mpx = median_of(kRuns, [&] { return lock_handoff_us(n(20000)); });
+    r.bare = futex_rt;
+    r.python = lookup(py, r.scenario);
+    r.ratio_label = "mpx/bare";
+    r.ratio = r.mpx / futex_rt;
+    r.target = "<= 1.5";
+    rows.push_back(r);
+  }
+  {
+    Row r;
+    r.scenario = "lock_uncontended_acquire_release";
+    r.unit = "ns";
+    r.mpx = median_of(kRuns, [&] { return lock_uncontended_ns(n(5e6)); });
+    r.bare = median_of(kRuns, [&] { return pthread_uncontended_ns(n(5e6)); });
+    r.python = lookup(py, r.scenario);
+    r.ratio_label = "python/mpx";
+    r.ratio = r.python ? *r.python / r.mpx : 0;
+    r.target = "(info)";
+    rows.push_back(r);
+  }
+  std::printf("placement: %s\n", pin == "none" ? "left to the scheduler" : pin == "cross" ? "parent on CPU 0, child on CPU 1" : "parent and child on CPU 0");
+  print_table(rows);
+  std::printf("\nbare: value = atomic fetch_add by 2 processes; round trips = one futex word each way, "
+              "FUTEX_WAIT/FUTEX_WAKE, no spinning; uncontended = process-private pthread mutex.\n");
+  return 0;
+}
