@@ -263,6 +263,55 @@ inline void seal_envelope(std::byte* msg, std::uint32_t payload_size, std::uint6
 // non-std exception as is, turns every std::exception into a DecodeError.
 [[noreturn]] void rethrow_as_decode_error(std::string_view type, std::size_t offset, std::size_t payload_size);
 
+// Strings and vectors of arithmetic elements (or std::byte) at top level skip
+// cereal's archive objects (whose set-up costs more than the copy of a small
+// string) and are written directly, in the same bytes cereal would write:
+// 8-byte element count, then the elements.
+template <class T>
+struct direct_sequence : std::false_type {};
+template <class C, class Tr, class A>
+struct direct_sequence<std::basic_string<C, Tr, A>> : std::bool_constant<is_bitwise_loadable_v<C>> {
+  using element = C;
+};
+template <class E, class A>
+struct direct_sequence<std::vector<E, A>> : std::bool_constant<is_bitwise_loadable_v<E>> {
+  using element = E;
+};
+
+template <class T>
+void encode_direct(Bytes& out, const T& value) {
+  using E = typename direct_sequence<T>::element;
+  const std::size_t bytes = value.size() * sizeof(E);
+  if (bytes > max_payload_size - 8) throw_payload_too_large(8 + bytes, type_name<T>());
+  out.resize(envelope_header_size + 8);
+  const std::uint64_t count = value.size();
+  std::memcpy(out.data() + envelope_header_size, &count, 8);
+  const auto* p = reinterpret_cast<const std::byte*>(value.data());
+  out.insert(out.end(), p, p + bytes);
+  seal_envelope(out.data(), static_cast<std::uint32_t>(8 + bytes), type_tag<T>(), 0);
+}
+
+template <class T>
+T decode_direct(std::span<const std::byte> payload) {
+  using E = typename direct_sequence<T>::element;
+  constexpr std::string_view name = type_name<T>();
+  std::uint64_t count = 0;
+  if (payload.size() < 8) throw_payload_short(name, 8, 0, payload.size());
+  std::memcpy(&count, payload.data(), 8);
+  const std::size_t left = payload.size() - 8;
+  if (count > left / sizeof(E)) throw_count_too_large(name, count, sizeof(E), 8, left);
+  const auto n = static_cast<std::size_t>(count);
+  if (n * sizeof(E) != left) throw_unconsumed(8 + n * sizeof(E), payload.size(), name);
+  T value;
+  try {
+    value.resize(n);
+  } catch (...) {
+    rethrow_as_decode_error(name, 8, payload.size());
+  }
+  if (n != 0) std::memcpy(value.data(), payload.data() + 8, n * sizeof(E));
+  return value;
+}
+
 // A first guess of the encoded size, to allocate once for the common cases.
 template <class T>
 std::size_t payload_size_hint(const T&) noexcept {
@@ -290,6 +339,8 @@ void encode_into(Bytes& out, const T& value) {
     out.resize(envelope_header_size + sizeof(T));
     std::memcpy(out.data() + envelope_header_size, static_cast<const void*>(std::addressof(value)), sizeof(T));
     detail::seal_envelope(out.data(), static_cast<std::uint32_t>(sizeof(T)), tag, envelope_flag_raw);
+  } else if constexpr (detail::direct_sequence<T>::value) {
+    detail::encode_direct(out, value);
   } else {
     out.resize(envelope_header_size);
     {
@@ -334,6 +385,8 @@ template <class T>
       std::memcpy(raw.data(), payload.data(), sizeof(T));
       return std::bit_cast<T>(raw);
     }
+  } else if constexpr (detail::direct_sequence<T>::value) {
+    return detail::decode_direct<T>(payload);
   } else {
     static_assert(std::is_default_constructible_v<T>,
                   "decode<T> builds T default-constructed, then loads it: T needs a default constructor");

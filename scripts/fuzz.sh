@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Fuzzes mpx::decode with libFuzzer (clang, ASan + UBSan) for a bounded time.
+#   bash scripts/fuzz.sh            # 600 s
+#   bash scripts/fuzz.sh 60         # 60 s
+#   FUZZ_JOBS=2 bash scripts/fuzz.sh 3600
+# Builds outside CMake into build-fuzz/ (override with FUZZ_DIR), regenerates
+# the seed corpus from valid encodings, keeps the growing corpus in
+# build-fuzz/corpus and writes crashes to build-fuzz/artifacts/. Exit code:
+# 0 when nothing was found, non-zero otherwise.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_TO_RUN=${1:-600}
+FUZZ_DIR=${FUZZ_DIR:-build-fuzz}
+JOBS=${FUZZ_JOBS:-1}
+CXX=${FUZZ_CXX:-clang++}
+mkdir -p "$FUZZ_DIR"/{seeds,corpus,artifacts,obj}
+
+common=(-std=c++20 -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Iserialization/include -Ifuzz)
+sanitize=(-fsanitize=address,undefined -fno-sanitize-recover=all)
+
+# The library sources, instrumented for coverage.
+objects=()
+for src in serialization/src/*.cpp; do
+  obj="$FUZZ_DIR/obj/$(basename "${src%.cpp}").o"
+  "$CXX" "${common[@]}" "${sanitize[@]}" -fsanitize=fuzzer-no-link -c "$src" -o "$obj"
+  objects+=("$obj")
+done
+"$CXX" "${common[@]}" "${sanitize[@]}" -fsanitize=fuzzer fuzz/decode_fuzz.cpp "${objects[@]}" -o "$FUZZ_DIR/decode_fuzz"
+"$CXX" "${common[@]}" "${sanitize[@]}" fuzz/make_seed_corpus.cpp "${objects[@]}" -o "$FUZZ_DIR/make_seed_corpus"
+
+rm -f "$FUZZ_DIR"/seeds/*
+"$FUZZ_DIR/make_seed_corpus" "$FUZZ_DIR/seeds"
+
+cd "$FUZZ_DIR"
+rm -f fuzz-*.log
+set +e
+./decode_fuzz corpus seeds \
+  -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=2048 -malloc_limit_mb=2048 -max_len=8192 -timeout=10 \
+  -jobs="$JOBS" -workers="$JOBS" -artifact_prefix=artifacts/ -print_final_stats=1
+status=$?
+set -e
+for log in fuzz-*.log; do
+  [ -f "$log" ] || continue
+  echo "== $log: first and last progress lines, findings, final stats"
+  grep -E '^#[0-9]+' "$log" | head -n 1
+  grep -E '^#[0-9]+' "$log" | tail -n 1
+  grep -E 'ERROR|SUMMARY|Test unit written|deadly signal|out-of-memory|malloc\(' "$log" || echo "(no findings in $log)"
+  grep -E '^stat::' "$log"
+done
+echo "corpus: $(ls corpus | wc -l) inputs; artifacts: $(ls artifacts | wc -l)"
+ls -l artifacts
+exit $status
