@@ -46,6 +46,7 @@
 #include <stdexcept>
 
 #include "mpx/detail/futex.hpp"
+#include "mpx/detail/identity.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -172,8 +173,6 @@ inline void advance(std::atomic<std::uint64_t>& index, std::uint64_t pos) {
 // A lane claim whose pid carries this bit is being freed by that pid.
 constexpr std::uint32_t kFreeingBit = 0x80000000u;
 
-std::atomic<pid_t> g_pid{0};
-void refresh_pid_in_child() { g_pid.store(::getpid(), std::memory_order_relaxed); }
 
 }  // namespace
 
@@ -213,36 +212,10 @@ struct alignas(64) RingLane {
   std::atomic<std::uint32_t> sleeping;
 };
 
-pid_t current_pid() noexcept {
-  pid_t pid = g_pid.load(std::memory_order_relaxed);
-  if (pid != 0) return pid;
-  static const bool registered = [] {
-    ::pthread_atfork(nullptr, nullptr, &refresh_pid_in_child);
-    return true;
-  }();
-  (void)registered;
-  pid = ::getpid();
-  g_pid.store(pid, std::memory_order_relaxed);
-  return pid;
-}
-
 bool process_alive(pid_t pid) noexcept {
   if (pid <= 0) return false;
   if (pid == current_pid()) return true;
-  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
-  // A killed child stays a zombie until its parent reaps it: dead for us.
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  std::FILE* f = std::fopen(path, "re");
-  if (!f) return errno != ENOENT;
-  char buf[512];
-  std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = '\0';
-  const char* paren = std::strrchr(buf, ')');
-  if (!paren || paren[1] == '\0' || paren[2] == '\0') return true;
-  char state = paren[2];
-  return state != 'Z' && state != 'X' && state != 'x';
+  return !owner_gone(pid, 0);  // a zombie (killed, not yet reaped) counts as dead
 }
 
 Ring Ring::create(const RingOptions& options) {

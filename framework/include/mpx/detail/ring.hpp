@@ -35,6 +35,7 @@
 #include <span>
 
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/identity.hpp"
 #include "mpx/detail/shared_mapping.hpp"
 
 namespace mpx::detail {
@@ -43,10 +44,8 @@ struct RingHeader;
 struct RingCell;
 struct RingLane;
 
-// The calling process' pid, cached (refreshed in fork children): getpid() is a
-// syscall on current glibc and claims sit on the fast path.
-pid_t current_pid() noexcept;
 // True unless `pid` certainly no longer runs (no such process, or a zombie).
+// Claims record current_pid() (detail/identity.hpp: cached, refreshed by fork).
 bool process_alive(pid_t pid) noexcept;
 
 struct RingOptions {

@@ -1,0 +1,130 @@
+// mpx/connection.hpp: one end of a Pipe, as multiprocessing.connection.Connection.
+//
+//     auto [a, b] = mpx::Pipe();          // duplex
+//     a.send(std::string("hi"));          // any type mpx::encode handles
+//     auto s = b.recv<std::string>();     // "hi"
+//
+// Contract
+// - A Connection is a shared handle to one socket (AF_UNIX, SOCK_SEQPACKET,
+//   close-on-exec). Copies in one process share the socket; close() closes it
+//   for all of them; the last copy closes it on destruction. Forked children
+//   inherit it. Any thread of any process holding the end may send and recv.
+// - Messages: send_bytes/recv_bytes move raw bytes; send<T>/recv<T> move one
+//   value through mpx::encode/decode (recv<T> throws DecodeError for a message
+//   of another type). Messages up to kAtomicBytes (64 KiB - 16) are one
+//   socket record: written and read whole even with several concurrent
+//   senders or receivers on the same end. Larger ones are several records
+//   under a per-end lock in shared memory (a sender/receiver killed holding
+//   it is detected and its partial message skipped by the next receiver).
+// - Blocking: recv blocks until a message arrives; recv(timeout) returns
+//   nullopt on timeout; poll(timeout) tells whether recv would not block
+//   (true also at end of file). send blocks while the socket buffer is full.
+// - End of file: recv throws EOFError once every copy of the peer end, in
+//   every process, is closed (a process that dies closes its copies). After
+//   fork, both processes hold both ends: as in Python, close the ends you do
+//   not use, or EOF never comes. send to a closed peer throws BrokenPipeError.
+// - Direction: the ends of Pipe(false) are receive-only and send-only; the
+//   wrong call throws ConnectionError naming the direction. Any call after
+//   close() throws ConnectionError.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "mpx/error.hpp"
+#include "mpx/serialization.hpp"
+
+namespace mpx {
+
+// Misuse of a connection: wrong direction, use after close, broken framing.
+class ConnectionError : public Error {
+ public:
+  using Error::Error;
+};
+
+// recv on a connection whose peer is closed everywhere (Python's EOFError).
+class EOFError : public ConnectionError {
+ public:
+  EOFError() : ConnectionError("mpx::EOFError: the peer end of the pipe is closed") {}
+};
+
+// send to a connection whose peer is closed everywhere (Python's BrokenPipeError).
+class BrokenPipeError : public ConnectionError {
+ public:
+  BrokenPipeError() : ConnectionError("mpx::BrokenPipeError: the peer end of the pipe is closed") {}
+};
+
+namespace detail {
+struct ConnectionState;
+}
+
+class Connection {
+ public:
+  using Timeout = std::chrono::duration<double>;
+  static constexpr std::size_t kAtomicBytes = 64 * 1024 - 16;
+
+  Connection() = default;  // not connected: every call throws ConnectionError
+
+  void send_bytes(std::span<const std::byte> message);
+  void send_bytes(std::string_view message) {
+    send_bytes(std::span<const std::byte>(reinterpret_cast<const std::byte*>(message.data()), message.size()));
+  }
+  [[nodiscard]] Bytes recv_bytes();
+  [[nodiscard]] std::optional<Bytes> recv_bytes(Timeout timeout);
+
+  template <class T>
+  void send(const T& value) {
+    thread_local Bytes buffer;
+    encode_into(buffer, value);
+    send_bytes(std::span<const std::byte>(buffer.data(), buffer.size()));
+  }
+  template <class T>
+  [[nodiscard]] T recv() {
+    thread_local Bytes buffer;
+    recv_into(buffer, nullptr);
+    return decode<T>(buffer);
+  }
+  template <class T>
+  [[nodiscard]] std::optional<T> recv(Timeout timeout) {
+    thread_local Bytes buffer;
+    if (!recv_into(buffer, &timeout)) return std::nullopt;
+    return decode<T>(buffer);
+  }
+
+  // True when a message (or end of file) is waiting; waits up to `timeout`.
+  [[nodiscard]] bool poll(Timeout timeout = Timeout::zero());
+  void close();
+  [[nodiscard]] bool closed() const;
+  [[nodiscard]] bool readable() const;
+  [[nodiscard]] bool writable() const;
+  [[nodiscard]] int fileno() const;
+
+ private:
+  friend std::pair<Connection, Connection> make_pipe(bool duplex);
+  explicit Connection(std::shared_ptr<detail::ConnectionState> s) : s_(std::move(s)) {}
+  // Receives one whole message into `out`; false on timeout (timeout == nullptr: block).
+  bool recv_into(Bytes& out, const Timeout* timeout);
+  detail::ConnectionState& state(bool for_send) const;
+
+  std::shared_ptr<detail::ConnectionState> s_;
+};
+
+// A connection whose messages are all of type T.
+template <class T>
+class TypedConnection : public Connection {
+ public:
+  TypedConnection() = default;
+  explicit TypedConnection(Connection c) : Connection(std::move(c)) {}
+  void send(const T& value) { Connection::send<T>(value); }
+  [[nodiscard]] T recv() { return Connection::recv<T>(); }
+  [[nodiscard]] std::optional<T> recv(Timeout timeout) { return Connection::recv<T>(timeout); }
+};
+
+// (receive end, send end) for duplex = false; two duplex ends otherwise.
+[[nodiscard]] std::pair<Connection, Connection> make_pipe(bool duplex);
+
+}  // namespace mpx
