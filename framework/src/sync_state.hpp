@@ -32,12 +32,14 @@ inline void cpu_relax() noexcept {
 
 // Adaptive spinning. A handoff between two processes running on different
 // CPUs takes well under a microsecond, while a futex sleep plus wake-up
-// costs 10 us or more on a virtual machine: spinning a little first pays.
-// When the peer shares our CPU, though, spinning only delays it. So each
+// costs 10-60 us on a virtual machine: spinning a little first pays. When
+// the peer shares our CPU, though, spinning only delays it. So each
 // primitive keeps a spin budget in its shared state: a spin that succeeds
-// doubles it (up to kSpinMax), one that fails halves it (down to kSpinMin,
-// which keeps re-learning cheap). The budget is written only when it changes.
-constexpr std::uint32_t kSpinMinNs = 256;
+// doubles it (up to kSpinMaxNs), one that fails halves it; at the floor
+// (kSpinOffNs) waiters do not spin, except every 16th wait of a thread,
+// which probes with kSpinStartNs and re-enables spinning if that succeeds.
+// The budget is written only when it changes.
+constexpr std::uint32_t kSpinOffNs = 256;
 constexpr std::uint32_t kSpinMaxNs = 16384;
 constexpr std::uint32_t kSpinStartNs = 4096;
 
@@ -45,8 +47,16 @@ constexpr std::uint32_t kSpinStartNs = 4096;
 // until ready() or the budget is spent.
 template <class Ready>
 bool spin_until(Ready ready, std::atomic<std::uint32_t>& budget_ns) {
-  std::uint32_t budget = budget_ns.load(std::memory_order_relaxed);
-  if (budget < kSpinMinNs || budget > kSpinMaxNs) budget = kSpinStartNs;  // fresh or foreign state
+  static thread_local unsigned waits = 0;
+  const std::uint32_t stored = budget_ns.load(std::memory_order_relaxed);
+  std::uint32_t budget = stored;
+  if (budget < kSpinOffNs || budget > kSpinMaxNs) budget = kSpinStartNs;  // fresh or foreign state
+  bool probe = false;
+  if (budget == kSpinOffNs) {
+    if ((++waits & 15) != 0) return ready();
+    probe = true;
+    budget = kSpinStartNs;
+  }
   const auto start = std::chrono::steady_clock::now();
   const auto limit = std::chrono::nanoseconds(budget);
   unsigned delay = 1;
@@ -60,8 +70,12 @@ bool spin_until(Ready ready, std::atomic<std::uint32_t>& budget_ns) {
     if (delay < 32) delay *= 2;
     if (std::chrono::steady_clock::now() - start > limit) break;
   }
-  std::uint32_t next = ok ? (budget < kSpinMaxNs ? budget * 2 : budget) : (budget > kSpinMinNs ? budget / 2 : budget);
-  if (next != budget_ns.load(std::memory_order_relaxed)) budget_ns.store(next, std::memory_order_relaxed);
+  std::uint32_t next;
+  if (ok)
+    next = budget < kSpinMaxNs ? budget * 2 : budget;
+  else
+    next = probe ? kSpinOffNs : (budget / 2 > kSpinOffNs ? budget / 2 : kSpinOffNs);
+  if (next != stored) budget_ns.store(next, std::memory_order_relaxed);
   return ok;
 }
 
