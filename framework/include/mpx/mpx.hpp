@@ -2,3 +2,21 @@
 #pragma once
 
 #include "mpx/error.hpp"
+#include "mpx/serialization.hpp"
+
+#include "mpx/forkserver.hpp"
+#include "mpx/logging.hpp"
+#include "mpx/process.hpp"
+
+#include "mpx/barrier.hpp"
+#include "mpx/condition.hpp"
+#include "mpx/event.hpp"
+#include "mpx/lock.hpp"
+#include "mpx/semaphore.hpp"
+#include "mpx/shared_memory.hpp"
+#include "mpx/sharedctypes.hpp"
+#include "mpx/synchronize.hpp"
+
+#include "mpx/connection.hpp"
+#include "mpx/pipe.hpp"
+#include "mpx/queue.hpp"

@@ -1,0 +1,38 @@
+// mpx/logging.hpp: the library's logger, as multiprocessing.get_logger().
+//
+// One spdlog logger named "mpx" writes to stderr. Every line carries the
+// name and pid of the process that wrote it:
+//     [2026-11-22 10:00:00.123] [info/Process-1 4242] process started
+// Defaults to level `warn`: uncaught exceptions in children (level `error`)
+// always reach stderr; lifecycle messages (started, exiting, exit code) are
+// at `info` and appear after `log_to_stderr(spdlog::level::info)` or
+// `get_logger()->set_level(spdlog::level::info)`.
+//
+// Fork safety: each child made by mpx gets fresh sinks (the parent's may have
+// been locked by another thread at the fork), so logging in a child never
+// deadlocks on a mutex inherited in the locked state. Do not use spdlog's %t
+// flag in patterns: the thread id spdlog caches is stale after fork.
+//
+// All functions are thread-safe.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <memory>
+#include <optional>
+
+namespace mpx {
+
+// The library's logger; user code may log through it too.
+std::shared_ptr<spdlog::logger> get_logger();
+
+// Makes the logger write to stderr (it does by default) and, if given, sets
+// its level. Returns the logger.
+std::shared_ptr<spdlog::logger> log_to_stderr(std::optional<spdlog::level::level_enum> level = std::nullopt);
+
+namespace detail {
+// Called in a freshly forked child, single-threaded: replaces the sinks.
+void reset_logging_after_fork();
+}  // namespace detail
+
+}  // namespace mpx

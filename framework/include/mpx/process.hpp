@@ -1,0 +1,274 @@
+// mpx/process.hpp: processes, as multiprocessing.Process.
+//
+// A Process runs a target callable (with arguments copied at construction),
+// or the `run()` override of a subclass, in a child process:
+//
+//     mpx::Process p(worker, 12);         // fork start method (default)
+//     p.start();
+//     p.join();                           // or: bool done = p.join(1s);
+//     *p.exitcode();                      // 0
+//
+// Exit codes, as Python reports them: 0 when the target returns (its return
+// value is ignored), N for `mpx::exit(N)` or `std::exit(N)`, 1 for an
+// uncaught exception (its type and message are logged at error level), -N
+// for death by signal N. `exitcode()` is empty while the child runs.
+//
+// Start methods:
+//   fork        the caller is forked; a target may capture anything. Forking
+//               a parent whose other threads hold locks (malloc excepted,
+//               which glibc makes fork-safe) can deadlock the child.
+//   forkserver  a clean single-threaded helper, forked when
+//               `set_start_method(StartMethod::forkserver)` is called (call
+//               it early in main, before starting threads), forks the
+//               workers. Targets must be plain functions registered with
+//               MPX_REGISTER_FUNCTION, with serializable arguments.
+//
+// Lifetime guarantees:
+//   - Children are waited for through pidfds; mpx installs no signal handler
+//     (no SIGCHLD handler), so it can live in a host that owns its signals.
+//     Hosts must not set SIGCHLD to SIG_IGN (the kernel would then reap
+//     children itself and exit codes would be lost).
+//   - A child never outlives its parent: each child is started with
+//     PR_SET_PDEATHSIG = SIGKILL and re-checks its parent right after. Note
+//     the kernel ties this to the *thread* that started the child: start
+//     processes from threads that live as long as the children should.
+//   - When the parent returns from main or calls std::exit, its daemon
+//     children are terminated and the others are joined (atexit handler).
+//   - Destroying a Process object whose child still runs neither blocks nor
+//     orphans it: the child stays tracked by the library, is listed by
+//     active_children(), and is joined (daemon: terminated) at exit. A
+//     warning is logged.
+//   - In the child, the signal mask is cleared and SIGTERM's disposition
+//     reset to default, so terminate() works whatever the host did.
+//
+// Threads: a Process object may be used from several threads (join from one
+// while another calls is_alive()); start() must be called once.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <cereal/details/traits.hpp>
+
+#include "mpx/error.hpp"
+#include "mpx/forkserver.hpp"
+#include "mpx/serialization.hpp"
+
+namespace mpx {
+
+// Misuse of a process: starting twice, joining a process not started or not
+// our child, a daemon starting children, an unregistered forkserver target.
+class ProcessError : public Error {
+ public:
+  using Error::Error;
+};
+
+enum class StartMethod { fork, forkserver };
+
+// Sets the default start method of this process. `forkserver` starts the
+// fork server now if it is not running: call it before creating threads.
+void set_start_method(StartMethod method);
+[[nodiscard]] StartMethod get_start_method();
+
+// How to start a process. Chain the setters,
+//     mpx::Process p(mpx::ProcessOptions().with_name("my_service").with_daemon(), fn);
+// (designated initializers work too, but g++ 12 warns under -Wextra unless
+// every field is given).
+struct ProcessOptions {
+  std::string name;                         // empty: "Process-N" (N counts per parent)
+  bool daemon = false;                      // terminated, not joined, when the parent exits
+  std::optional<StartMethod> start_method;  // empty: get_start_method() at start()
+
+  ProcessOptions& with_name(std::string value) & {
+    name = std::move(value);
+    return *this;
+  }
+  ProcessOptions&& with_name(std::string value) && { return std::move(with_name(std::move(value))); }
+  ProcessOptions& with_daemon(bool value = true) & {
+    daemon = value;
+    return *this;
+  }
+  ProcessOptions&& with_daemon(bool value = true) && { return std::move(with_daemon(value)); }
+  ProcessOptions& with_start_method(StartMethod value) & {
+    start_method = value;
+    return *this;
+  }
+  ProcessOptions&& with_start_method(StartMethod value) && { return std::move(with_start_method(value)); }
+};
+
+// Who a process is; what current_process() and parent_process() return.
+struct ProcessInfo {
+  std::string name;  // "MainProcess" for the process that was not started by mpx
+  pid_t pid = 0;
+  bool daemon = false;
+};
+
+namespace detail {
+struct ChildState;
+struct RemoteCall {
+  std::string function;  // registered name
+  Bytes arguments;       // encoded std::tuple of the decayed parameter types
+};
+std::optional<std::string> registered_name(void (*fn)());
+template <class Tuple>
+struct AllSerializable;
+template <class... T>
+struct AllSerializable<std::tuple<T...>>
+    : std::bool_constant<(cereal::traits::is_output_serializable<T, BytesOutputArchive>::value &&
+                          ...)> {};
+template <class Tuple>
+constexpr bool all_serializable() {
+  return AllSerializable<Tuple>::value;
+}
+}  // namespace detail
+
+// A started child, seen from its parent: what active_children() returns and
+// what a Process delegates to once started. Cheap to copy; all copies refer
+// to the same child.
+class ProcessHandle {
+ public:
+  explicit ProcessHandle(std::shared_ptr<detail::ChildState> state) : state_(std::move(state)) {}
+
+  [[nodiscard]] const std::string& name() const;
+  [[nodiscard]] pid_t pid() const;
+  [[nodiscard]] bool daemon() const;
+  // Polls (and reaps) the child: false once it has ended.
+  [[nodiscard]] bool is_alive() const;
+  // Blocks until the child ends.
+  void join() const;
+  // Waits at most `timeout`; returns true if the child has ended.
+  template <class Rep, class Period>
+  bool join(std::chrono::duration<Rep, Period> timeout) const {
+    return join_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+  }
+  void terminate() const;  // SIGTERM; no-op once the child has ended
+  void kill() const;       // SIGKILL; no-op once the child has ended
+  [[nodiscard]] std::optional<int> exitcode() const;
+  // A file descriptor that becomes readable when the child ends (for poll).
+  [[nodiscard]] int sentinel() const;
+  [[nodiscard]] std::string to_string() const;
+
+ private:
+  bool join_for(std::optional<std::chrono::nanoseconds> timeout) const;
+  std::shared_ptr<detail::ChildState> state_;
+};
+
+class Process {
+ public:
+  // For subclasses overriding run().
+  Process() : Process(ProcessOptions{}) {}
+  explicit Process(ProcessOptions options);
+
+  template <class F, class... Args>
+    requires std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>
+  explicit Process(F&& target, Args&&... args)
+      : Process(ProcessOptions{}, std::forward<F>(target), std::forward<Args>(args)...) {}
+
+  template <class F, class... Args>
+    requires std::is_invocable_v<std::decay_t<F>&, std::decay_t<Args>&...>
+  Process(ProcessOptions options, F&& target, Args&&... args) : Process(std::move(options)) {
+    using Fn = std::decay_t<F>;
+    if constexpr (std::is_pointer_v<Fn> && std::is_function_v<std::remove_pointer_t<Fn>>) {
+      using Arguments = typename detail::FunctionTraits<Fn>::Arguments;
+      if constexpr (std::is_constructible_v<Arguments, std::decay_t<Args>&...> &&
+                    detail::all_serializable<Arguments>()) {
+        // Kept so that the forkserver can run the same call by name.
+        remote_call_ = [fn = target, arguments = Arguments(args...)]() -> std::optional<detail::RemoteCall> {
+          auto name = detail::registered_name(reinterpret_cast<void (*)()>(fn));
+          if (!name) return std::nullopt;
+          return detail::RemoteCall{*name, encode(arguments)};
+        };
+      }
+    }
+    target_ = [fn = std::forward<F>(target), ... arguments = std::forward<Args>(args)]() mutable {
+      std::invoke(fn, arguments...);
+    };
+  }
+
+  Process(Process&&) noexcept;
+  Process& operator=(Process&&) noexcept;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  virtual ~Process();
+
+  // Starts the child. Throws ProcessError when already started, when called
+  // from a daemon process, or when the start method cannot run this target.
+  void start();
+  // Blocks until the child ends. Throws ProcessError if not started.
+  void join();
+  template <class Rep, class Period>
+  bool join(std::chrono::duration<Rep, Period> timeout) {
+    return started().join(timeout);
+  }
+  [[nodiscard]] bool is_alive() const { return handle_ && handle_->is_alive(); }
+  void terminate() { started().terminate(); }
+  void kill() { started().kill(); }
+  // 0 before start().
+  [[nodiscard]] pid_t pid() const { return handle_ ? handle_->pid() : 0; }
+  [[nodiscard]] std::optional<int> exitcode() const {
+    return handle_ ? handle_->exitcode() : std::nullopt;
+  }
+  [[nodiscard]] int sentinel() const { return started().sentinel(); }
+
+  [[nodiscard]] const std::string& name() const { return options_.name; }
+  void set_name(std::string name);
+  [[nodiscard]] bool daemon() const { return options_.daemon; }
+  // Before start() only; throws ProcessError afterwards.
+  void set_daemon(bool daemon);
+
+  // <Process name='Process-1' pid=4242 parent=4200 started daemon>
+  [[nodiscard]] std::string to_string() const;
+
+  // The handle of the started child (throws ProcessError before start()).
+  [[nodiscard]] const ProcessHandle& handle() const { return started(); }
+
+ protected:
+  // The child's work. The default calls the target given at construction.
+  virtual void run();
+
+ private:
+  const ProcessHandle& started() const;
+
+  ProcessOptions options_;
+  std::function<void()> target_;
+  std::function<std::optional<detail::RemoteCall>()> remote_call_;
+  std::vector<int> identity_;  // Python's _identity: position in the tree of started processes
+  std::optional<ProcessHandle> handle_;
+};
+
+std::ostream& operator<<(std::ostream& out, const Process& process);
+std::ostream& operator<<(std::ostream& out, const ProcessHandle& process);
+
+// Thrown by mpx::exit inside a child to end run() with an exit code while
+// unwinding the stack (destructors run). Not derived from std::exception,
+// so `catch (const std::exception&)` in user code does not swallow it.
+struct SystemExit {
+  int code;
+};
+
+// Ends the calling process with `code`, like Python's sys.exit: inside an
+// mpx child it unwinds to the child's bootstrap (throws SystemExit), which
+// then cleans up and exits; in any other process it calls std::exit.
+[[noreturn]] void exit(int code);
+
+[[nodiscard]] ProcessInfo current_process();
+// The process that started this one; empty in the main process.
+[[nodiscard]] std::optional<ProcessInfo> parent_process();
+// Children of this process that are still running; reaps those that ended.
+[[nodiscard]] std::vector<ProcessHandle> active_children();
+// Number of online CPUs.
+[[nodiscard]] int cpu_count();
+
+}  // namespace mpx

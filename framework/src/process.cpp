@@ -1,0 +1,504 @@
+#include "mpx/process.hpp"
+
+#include <cxxabi.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <sstream>
+#include <system_error>
+
+#include "mpx/detail/deadline.hpp"
+#include "mpx/logging.hpp"
+#include "process_runtime.hpp"
+
+namespace mpx {
+
+namespace detail {
+
+namespace {
+
+Runtime* g_runtime = nullptr;
+std::atomic<bool> g_atexit_registered{false};
+
+[[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+int pidfd_send_signal(int pidfd, int sig) {
+  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+std::string identity_suffix(const std::vector<int>& identity) {
+  std::string out;
+  for (std::size_t i = 0; i < identity.size(); ++i) {
+    if (i) out += ':';
+    out += std::to_string(identity[i]);
+  }
+  return out;
+}
+
+std::string demangle(const char* mangled) {
+  int status = 0;
+  std::unique_ptr<char, decltype(&std::free)> text(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
+                                                   &std::free);
+  return status == 0 && text ? text.get() : mangled;
+}
+
+std::string current_exception_type() {
+  auto* type = abi::__cxa_current_exception_type();
+  return type ? demangle(type->name()) : "unknown";
+}
+
+// Reaps the child if it has ended, without blocking. Caller holds s.mutex.
+bool try_reap_locked(ChildState& s) {
+  if (s.exitcode) return true;
+  if (s.status_fd) {  // forkserver child: the server relays the wait status
+    pollfd p{s.status_fd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) return false;
+    int status = 0;  // an exit code
+    ssize_t n;
+    do n = ::read(s.status_fd.get(), &status, sizeof status);
+    while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(sizeof status)) {
+      s.exitcode = status;  // the server sends the exit code, already converted
+    } else {
+      // The server died before reporting; PR_SET_PDEATHSIG killed the child.
+      get_logger()->error("fork server vanished before reporting on {} (pid {}); assuming SIGKILL", s.name, s.pid);
+      s.exitcode = -SIGKILL;
+    }
+    return true;
+  }
+  siginfo_t info{};
+  int rc;
+  do rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s.pidfd.get()), &info, WEXITED | WNOHANG);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) throw_errno("waitid(P_PIDFD)");
+  if (info.si_pid == 0) return false;
+  s.exitcode = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+  return true;
+}
+
+void forget_child(const std::shared_ptr<ChildState>& state) {
+  auto& rt = runtime();
+  std::lock_guard lock(rt.mutex);
+  std::erase(rt.children, state);
+}
+
+// Reaps if ended; on reaping, logs and drops the child from the registry.
+bool poll_child(const std::shared_ptr<ChildState>& state) {
+  bool ended;
+  bool newly_reaped = false;
+  {
+    std::lock_guard lock(state->mutex);
+    bool before = state->exitcode.has_value();
+    ended = try_reap_locked(*state);
+    newly_reaped = ended && !before;
+  }
+  if (newly_reaped) {
+    get_logger()->debug("{} (pid {}) ended with exitcode {}", state->name, state->pid, *state->exitcode);
+    forget_child(state);
+  }
+  return ended;
+}
+
+void require_owner(const ChildState& s, const char* what) {
+  if (s.owner != ::getpid()) {
+    throw ProcessError(std::string("can only ") + what + " a child process ('" + s.name + "', pid " +
+                       std::to_string(s.pid) + ", was started by pid " + std::to_string(s.owner) + ")");
+  }
+}
+
+void atexit_handler() {
+  try {
+    finalize_children();
+  } catch (...) {
+    // Exiting anyway; nothing left to report to.
+  }
+}
+
+std::shared_ptr<ChildState> fork_start(const ChildIdentity& who, Process& process, void (Process::*run)()) {
+  flush_std_streams();
+  pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork");
+  if (pid == 0) {
+    become_child(who);
+    run_child_and_exit([&] { (process.*run)(); });
+  }
+  auto state = std::make_shared<ChildState>();
+  state->pidfd.reset(pidfd_open(pid));
+  if (!state->pidfd) {
+    int err = errno;
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throw std::system_error(err, std::generic_category(), "pidfd_open");
+  }
+  state->pid = pid;
+  state->owner = ::getpid();
+  return state;
+}
+
+}  // namespace
+
+ChildState::~ChildState() {
+  // A forked child inherits these descriptors but closes them itself at the
+  // fork (become_child); only the owner closes them here.
+  if (owner != ::getpid()) {
+    (void)pidfd.release();
+    (void)status_fd.release();
+  }
+}
+
+Runtime& runtime() {
+  if (!g_runtime) {
+    static Runtime main_runtime;
+    main_runtime.self = ProcessInfo{"MainProcess", ::getpid(), false};
+    g_runtime = &main_runtime;
+  }
+  return *g_runtime;
+}
+
+int exitcode_from_status(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return -1;
+}
+
+void flush_std_streams() {
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+}
+
+void become_child(const ChildIdentity& who) {
+  // Die with the parent. The parent may already have died between fork and
+  // prctl: then our parent is no longer the one that forked us.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != who.expected_ppid) ::raise(SIGKILL);
+
+  // terminate() must work whatever signal state the host left the forking thread in.
+  sigset_t none;
+  sigemptyset(&none);
+  ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
+  ::signal(SIGTERM, SIG_DFL);
+
+  // The parent's children are not ours: close their descriptors. The old
+  // runtime is abandoned, not destroyed: another thread may have held its
+  // mutex at the fork.
+  Runtime* old = g_runtime;
+  if (old && old->mutex.try_lock()) {
+    for (auto& child : old->children) {
+      child->pidfd.reset();
+      child->status_fd.reset();
+    }
+    // Never unlocked: the old runtime is never used again.
+  }
+  auto* fresh = new Runtime();
+  fresh->self = ProcessInfo{who.name, ::getpid(), who.daemon};
+  fresh->parent = who.parent;
+  fresh->identity = who.identity;
+  g_runtime = fresh;
+  close_forkserver_in_child();
+  reset_logging_after_fork();
+}
+
+void run_child_and_exit(const std::function<void()>& body) {
+  auto logger = get_logger();
+  runtime().bootstrap_thread = std::this_thread::get_id();
+  logger->info("process started (parent pid {})", runtime().parent ? runtime().parent->pid : 0);
+  int code = 0;
+  try {
+    body();
+  } catch (const SystemExit& exit) {
+    code = exit.code;
+  } catch (const std::exception& e) {
+    logger->error("process {} (pid {}) failed: uncaught exception {}: {}", runtime().self.name, ::getpid(),
+                  current_exception_type(), e.what());
+    code = 1;
+  } catch (...) {
+    logger->error("process {} (pid {}) failed: uncaught exception of type {}", runtime().self.name, ::getpid(),
+                  current_exception_type());
+    code = 1;
+  }
+  runtime().bootstrap_thread.reset();
+  try {
+    finalize_children();
+  } catch (const std::exception& e) {
+    logger->error("while joining children: {}", e.what());
+  }
+  logger->info("process exiting with exitcode {}", code);
+  flush_std_streams();
+  ::_exit(code);
+}
+
+void finalize_children() {
+  std::vector<std::shared_ptr<ChildState>> children;
+  {
+    auto& rt = runtime();
+    std::lock_guard lock(rt.mutex);
+    children = rt.children;
+  }
+  if (children.empty()) return;
+  auto logger = get_logger();
+  logger->info("process shutting down");
+  for (auto& child : children) {
+    if (child->daemon && child->owner == ::getpid() && !poll_child(child)) {
+      logger->info("calling terminate() for daemon {}", child->name);
+      ProcessHandle(child).terminate();
+    }
+  }
+  for (auto& child : children) {
+    if (child->owner != ::getpid()) continue;
+    logger->info("calling join() for process {}", child->name);
+    ProcessHandle(child).join();
+  }
+}
+
+void ensure_atexit_registered() {
+  if (g_atexit_registered.exchange(true)) return;
+  // The logger must outlive the handler: construct it before registering,
+  // so that it is destroyed after the handler has run.
+  (void)get_logger();
+  std::atexit(atexit_handler);
+}
+
+}  // namespace detail
+
+using detail::runtime;
+
+// ---- module functions --------------------------------------------------------
+
+void set_start_method(StartMethod method) {
+  if (method == StartMethod::forkserver) detail::ensure_forkserver();
+  std::lock_guard lock(runtime().mutex);
+  runtime().start_method = method;
+}
+
+StartMethod get_start_method() {
+  std::lock_guard lock(runtime().mutex);
+  return runtime().start_method;
+}
+
+void exit(int code) {
+  auto& rt = runtime();
+  if (rt.bootstrap_thread == std::this_thread::get_id()) throw SystemExit{code};
+  std::exit(code);
+}
+
+ProcessInfo current_process() {
+  auto& rt = runtime();
+  return rt.self;
+}
+
+std::optional<ProcessInfo> parent_process() { return runtime().parent; }
+
+std::vector<ProcessHandle> active_children() {
+  std::vector<std::shared_ptr<detail::ChildState>> children;
+  {
+    auto& rt = runtime();
+    std::lock_guard lock(rt.mutex);
+    children = rt.children;
+  }
+  std::vector<ProcessHandle> alive;
+  for (auto& child : children) {
+    if (child->owner == ::getpid() && !detail::poll_child(child)) alive.emplace_back(child);
+  }
+  return alive;
+}
+
+int cpu_count() {
+  long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+// ---- ProcessHandle -----------------------------------------------------------
+
+const std::string& ProcessHandle::name() const { return state_->name; }
+pid_t ProcessHandle::pid() const { return state_->pid; }
+bool ProcessHandle::daemon() const { return state_->daemon; }
+int ProcessHandle::sentinel() const { return state_->wait_fd(); }
+
+bool ProcessHandle::is_alive() const {
+  if (state_->owner != ::getpid()) {
+    std::lock_guard lock(state_->mutex);
+    if (state_->exitcode) return false;
+    detail::require_owner(*state_, "test");
+  }
+  return !detail::poll_child(state_);
+}
+
+void ProcessHandle::join() const { join_for(std::nullopt); }
+
+bool ProcessHandle::join_for(std::optional<std::chrono::nanoseconds> timeout) const {
+  detail::require_owner(*state_, "join");
+  auto deadline = detail::Deadline::from(timeout);
+  for (;;) {
+    if (detail::poll_child(state_)) return true;
+    pollfd p{state_->wait_fd(), POLLIN, 0};
+    int rc = ::poll(&p, 1, deadline.poll_timeout_ms());
+    if (rc < 0 && errno != EINTR) detail::throw_errno("poll");
+    if (rc == 0 && deadline.expired()) return detail::poll_child(state_);
+  }
+}
+
+void ProcessHandle::terminate() const {
+  std::lock_guard lock(state_->mutex);
+  if (state_->exitcode) return;
+  // Through the pidfd: never signals a recycled pid. ESRCH: already ended.
+  if (detail::pidfd_send_signal(state_->pidfd.get(), SIGTERM) < 0 && errno != ESRCH) {
+    detail::throw_errno("pidfd_send_signal(SIGTERM)");
+  }
+}
+
+void ProcessHandle::kill() const {
+  std::lock_guard lock(state_->mutex);
+  if (state_->exitcode) return;
+  if (detail::pidfd_send_signal(state_->pidfd.get(), SIGKILL) < 0 && errno != ESRCH) {
+    detail::throw_errno("pidfd_send_signal(SIGKILL)");
+  }
+}
+
+std::optional<int> ProcessHandle::exitcode() const {
+  if (state_->owner == ::getpid()) detail::poll_child(state_);
+  std::lock_guard lock(state_->mutex);
+  return state_->exitcode;
+}
+
+namespace {
+std::string describe_exitcode(int code) {
+  if (code >= 0) return std::to_string(code);
+  const char* abbrev = ::sigabbrev_np(-code);
+  return abbrev ? std::string("-SIG") + abbrev : std::to_string(code);
+}
+
+std::string describe(const std::string& name, std::optional<pid_t> pid, pid_t parent,
+                     std::optional<int> exitcode, bool started, bool daemon) {
+  std::ostringstream out;
+  out << "<Process name='" << name << "'";
+  if (pid) out << " pid=" << *pid;
+  out << " parent=" << parent;
+  if (!started) out << " initial";
+  else if (exitcode) out << " stopped exitcode=" << describe_exitcode(*exitcode);
+  else out << " started";
+  if (daemon) out << " daemon";
+  out << ">";
+  return out.str();
+}
+}  // namespace
+
+std::string ProcessHandle::to_string() const {
+  return describe(state_->name, state_->pid, state_->owner, exitcode(), true, state_->daemon);
+}
+
+// ---- Process -----------------------------------------------------------------
+
+Process::Process(ProcessOptions options) : options_(std::move(options)) {
+  auto& rt = runtime();
+  std::lock_guard lock(rt.mutex);
+  identity_ = rt.identity;
+  identity_.push_back(++rt.child_counter);
+  if (options_.name.empty()) options_.name = "Process-" + detail::identity_suffix(identity_);
+}
+
+// A moved-from Process is back in the initial state: it owns no child.
+Process::Process(Process&& other) noexcept
+    : options_(std::move(other.options_)),
+      target_(std::move(other.target_)),
+      remote_call_(std::move(other.remote_call_)),
+      identity_(std::move(other.identity_)),
+      handle_(std::exchange(other.handle_, std::nullopt)) {}
+
+Process& Process::operator=(Process&& other) noexcept {
+  if (this != &other) {
+    options_ = std::move(other.options_);
+    target_ = std::move(other.target_);
+    remote_call_ = std::move(other.remote_call_);
+    identity_ = std::move(other.identity_);
+    handle_ = std::exchange(other.handle_, std::nullopt);
+  }
+  return *this;
+}
+
+Process::~Process() {
+  if (!handle_) return;
+  try {
+    if (handle_->is_alive()) {
+      get_logger()->info(
+          "Process object of {} (pid {}) destroyed while the child runs; the child stays tracked and is "
+          "{} at exit",
+          handle_->name(), handle_->pid(), handle_->daemon() ? "terminated" : "joined");
+    }
+  } catch (...) {
+    // Not our child (a copy inherited by fork): nothing to report.
+  }
+}
+
+void Process::run() {
+  if (target_) target_();
+}
+
+const ProcessHandle& Process::started() const {
+  if (!handle_) throw ProcessError("process '" + options_.name + "' has not been started");
+  return *handle_;
+}
+
+void Process::join() { started().join(); }
+
+void Process::set_name(std::string name) { options_.name = std::move(name); }
+
+void Process::set_daemon(bool daemon) {
+  if (handle_) throw ProcessError("cannot change the daemon flag of a started process");
+  options_.daemon = daemon;
+}
+
+void Process::start() {
+  if (handle_) throw ProcessError("cannot start a process twice ('" + options_.name + "')");
+  auto& rt = runtime();
+  if (rt.self.daemon) throw ProcessError("daemonic processes are not allowed to have children");
+  detail::ensure_atexit_registered();
+
+  detail::ChildIdentity who{options_.name, options_.daemon, identity_, rt.self, ::getpid()};
+  StartMethod method = options_.start_method.value_or(get_start_method());
+  std::shared_ptr<detail::ChildState> state;
+  if (method == StartMethod::forkserver) {
+    auto call = remote_call_ ? remote_call_() : std::nullopt;
+    if (!call) {
+      throw ProcessError("cannot start '" + options_.name +
+                         "' with the forkserver start method: its target must be a function registered with "
+                         "MPX_REGISTER_FUNCTION, with serializable arguments (closures and run() overrides "
+                         "need the fork start method)");
+    }
+    state = detail::forkserver_start(who, *call);
+  } else {
+    state = detail::fork_start(who, *this, &Process::run);
+  }
+  state->name = options_.name;
+  state->daemon = options_.daemon;
+  state->owner = ::getpid();
+  {
+    std::lock_guard lock(rt.mutex);
+    rt.children.push_back(state);
+  }
+  handle_.emplace(state);
+  get_logger()->debug("started {} (pid {})", options_.name, state->pid);
+}
+
+std::string Process::to_string() const {
+  if (handle_) return handle_->to_string();
+  return describe(options_.name, std::nullopt, ::getpid(), std::nullopt, false, options_.daemon);
+}
+
+std::ostream& operator<<(std::ostream& out, const Process& process) { return out << process.to_string(); }
+std::ostream& operator<<(std::ostream& out, const ProcessHandle& process) { return out << process.to_string(); }
+
+}  // namespace mpx

@@ -1,0 +1,80 @@
+// Private to framework/src: the per-process runtime state behind Process,
+// shared by the fork and forkserver start paths.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mpx/detail/unique_fd.hpp"
+#include "mpx/process.hpp"
+
+namespace mpx::detail {
+
+// One started child, as its parent sees it.
+struct ChildState {
+  std::string name;
+  bool daemon = false;
+  pid_t pid = 0;
+  pid_t owner = 0;          // the process that started it: only it may wait
+  UniqueFd pidfd;           // signals; and, for fork children, the wait
+  UniqueFd status_fd;       // forkserver children: the server writes the wait status here
+  std::mutex mutex;         // guards exitcode and the reaping
+  std::optional<int> exitcode;
+
+  ~ChildState();
+  [[nodiscard]] int wait_fd() const { return status_fd ? status_fd.get() : pidfd.get(); }
+};
+
+// Who this process is and whom it started. One instance per process: a
+// forked child replaces it with a fresh one (the parent's copy may have been
+// locked by a thread that does not exist in the child).
+struct Runtime {
+  std::mutex mutex;  // guards children and child_counter
+  std::vector<std::shared_ptr<ChildState>> children;  // started, not reaped
+  int child_counter = 0;
+  ProcessInfo self;
+  std::optional<ProcessInfo> parent;
+  std::vector<int> identity;
+  StartMethod start_method = StartMethod::fork;
+  std::optional<std::thread::id> bootstrap_thread;  // set while an mpx child runs its target
+};
+
+Runtime& runtime();
+
+// Everything a new child needs to know about itself.
+struct ChildIdentity {
+  std::string name;
+  bool daemon = false;
+  std::vector<int> identity;
+  ProcessInfo parent;                // the process that asked for the child
+  pid_t expected_ppid = 0;           // the process that forked it (the server, under forkserver)
+};
+
+// In a freshly forked child: die with the parent, reset signals, fresh
+// runtime and logging. Single-threaded context.
+void become_child(const ChildIdentity& who);
+// Runs the child's body, reports its outcome, finalises its own children and
+// _exits with the exit code. Never returns.
+[[noreturn]] void run_child_and_exit(const std::function<void()>& body);
+
+// Terminates daemon children and joins the others (atexit and child end).
+void finalize_children();
+void ensure_atexit_registered();
+void flush_std_streams();
+
+// Fork server (forkserver.cpp).
+void ensure_forkserver();
+std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const RemoteCall& call);
+void close_forkserver_in_child();
+
+// Waiting on a process: exit code from a wait status.
+int exitcode_from_status(int status);
+
+}  // namespace mpx::detail
