@@ -34,18 +34,18 @@ rm -f "$FUZZ_DIR"/seeds/*
 cd "$FUZZ_DIR"
 rm -f fuzz-*.log
 set +e
+echo "fuzzing for ${SECONDS_TO_RUN} s with ${JOBS} job(s); progress in $FUZZ_DIR/fuzz-0.log"
 ./decode_fuzz corpus seeds \
   -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=2048 -malloc_limit_mb=2048 -max_len=8192 -timeout=10 \
-  -jobs="$JOBS" -workers="$JOBS" -artifact_prefix=artifacts/ -print_final_stats=1
+  -jobs="$JOBS" -workers="$JOBS" -artifact_prefix=artifacts/ -print_final_stats=1 >fuzz-main.log 2>&1
 status=$?
 set -e
-for log in fuzz-*.log; do
+for log in fuzz-[0-9]*.log; do
   [ -f "$log" ] || continue
   echo "== $log: first and last progress lines, findings, final stats"
-  grep -E '^#[0-9]+' "$log" | head -n 1
-  grep -E '^#[0-9]+' "$log" | tail -n 1
+  awk '/^#[0-9]+/ { if (!first) first = $0; last = $0 } END { print first; print last }' "$log"
   grep -E 'ERROR|SUMMARY|Test unit written|deadly signal|out-of-memory|malloc\(' "$log" || echo "(no findings in $log)"
-  grep -E '^stat::' "$log"
+  grep -E '^stat::' "$log" || true
 done
 echo "corpus: $(ls corpus | wc -l) inputs; artifacts: $(ls artifacts | wc -l)"
 ls -l artifacts

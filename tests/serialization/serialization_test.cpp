@@ -748,6 +748,18 @@ TEST(SerializationHostilePayload, BogusLengthsOfEveryContainerFamily) {
   EXPECT_LT(AllocationWatch::largest(), 4096u);
 }
 
+TEST(SerializationHostilePayload, UnorderedSetReservesOnlyWhatTheBytesCanFill) {
+  // 100000 one-byte keys, all equal: cereal alone would reserve 100000 buckets (800 KB).
+  PayloadBuilder b;
+  b.size(100000);
+  b.bytes.resize(b.bytes.size() + 100000, std::byte{0});
+  const Bytes m = sealed<std::unordered_set<std::uint8_t>>(b.bytes);
+  AllocationWatch watch;
+  const auto set = mpx::decode<std::unordered_set<std::uint8_t>>(m);
+  EXPECT_EQ(set.size(), 1u);
+  EXPECT_LT(AllocationWatch::largest(), 200000u);
+}
+
 TEST(SerializationHostilePayload, LengthThatFitsTheBytesButNotTheElementSizeIsRefused) {
   // 16 payload bytes after the prefix: 16 doubles would need 128.
   const Bytes m = sealed<std::vector<double>>(PayloadBuilder{}.size(16).put(1.0).put(2.0).bytes);

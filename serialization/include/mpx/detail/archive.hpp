@@ -11,7 +11,8 @@
 //    size (every element of a well-formed message takes at least one byte;
 //    only containers of empty types are limited by this). Vectors of
 //    arithmetic types and strings also check count * sizeof(element) against
-//    the bytes left; other vectors grow as their elements actually arrive.
+//    the bytes left; other vectors and unordered sets reserve no more than
+//    the bytes left could fill and grow as their elements actually arrive.
 //    A bool byte other than 0 or 1 is refused. Nesting is limited to
 //    max_nesting_depth (the decoder recurses, a hostile message must not
 //    overflow the stack); the output archive refuses the same depth so that
@@ -29,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <unordered_set>
 #include <vector>
 
 #include <cereal/cereal.hpp>
@@ -233,6 +235,29 @@ void CEREAL_LOAD_FUNCTION_NAME(SpanInputArchive& ar, std::vector<T, A>& v) {
       ar(v.back());
     }
   }
+}
+
+// cereal reserves `count` buckets up front; reserve only what the bytes left
+// could fill (at least 8 bytes per element in practice) and grow as elements arrive.
+template <class Set>
+void load_unordered_set(SpanInputArchive& ar, Set& set) {
+  cereal::size_type size = 0;
+  ar(cereal::make_size_tag(size));
+  set.clear();
+  set.reserve(std::min(static_cast<std::size_t>(size), ar.remaining() / 8));
+  for (cereal::size_type i = 0; i < size; ++i) {
+    typename Set::key_type key;
+    ar(key);
+    set.emplace(std::move(key));
+  }
+}
+template <class K, class H, class E, class A>
+void CEREAL_LOAD_FUNCTION_NAME(SpanInputArchive& ar, std::unordered_set<K, H, E, A>& set) {
+  load_unordered_set(ar, set);
+}
+template <class K, class H, class E, class A>
+void CEREAL_LOAD_FUNCTION_NAME(SpanInputArchive& ar, std::unordered_multiset<K, H, E, A>& set) {
+  load_unordered_set(ar, set);
 }
 
 // Bytes (and vectors of std::byte) as one block, as cereal does for arithmetic vectors.
