@@ -22,7 +22,9 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <mutex>
 #include <new>
 #include <string>
@@ -50,23 +52,27 @@ struct Reply {
   std::int32_t pid;     // the tracker's pid
 };
 
-void socket_address(sockaddr_un& addr, socklen_t& len) {
-  std::memset(&addr, 0, sizeof addr);
-  addr.sun_family = AF_UNIX;
+// Where this user's tracker listens, and where it keeps its table. The
+// optional MPX_SHM_TRACKER_TAG environment variable selects a separate
+// tracker (tests use it to kill "their" tracker without disturbing others).
+struct TrackerNames {
+  sockaddr_un addr{};
+  socklen_t addr_len = 0;
+  char state_path[160] = {};
+};
+
+TrackerNames tracker_names() {
+  TrackerNames n;
+  std::string base = "mpx-shm-tracker-" + std::to_string(::getuid());
+  if (const char* tag = std::getenv("MPX_SHM_TRACKER_TAG"); tag && *tag) base += std::string("-") + tag;
+  if (base.size() > 90) base.resize(90);
+  n.addr.sun_family = AF_UNIX;
   // Abstract namespace: no file to clean up, gone when the listener closes.
-  char name[64] = "mpx-shm-tracker-";
-  unsigned uid = ::getuid();
-  char digits[16];
-  int n = 0;
-  do {
-    digits[n++] = static_cast<char>('0' + uid % 10);
-    uid /= 10;
-  } while (uid);
-  std::size_t at = std::strlen(name);
-  while (n) name[at++] = digits[--n];
-  name[at] = '\0';
-  std::memcpy(addr.sun_path + 1, name, at);
-  len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + at);
+  std::memcpy(n.addr.sun_path + 1, base.data(), base.size());
+  n.addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + base.size());
+  std::string path = "/dev/shm/." + base;  // hidden: not a segment anyone lists
+  std::memcpy(n.state_path, path.data(), path.size());
+  return n;
 }
 
 // ---------------------------------------------------------------- server
@@ -75,20 +81,75 @@ constexpr int kMaxClients = 1024;
 constexpr int kMaxSegments = 4096;
 constexpr int kWords = kMaxClients / 64;
 constexpr int kLingerMs = 2000;  // stay this long after the last client left
+constexpr std::uint64_t kStateMagic = 0x31746b7274736d70;  // "pmstrkt1"
 
 struct Segment {
-  bool used;
+  bool used;     // written last when a record is filled in
   bool tracked;  // created by an mpx process with Lifetime::tracked
   std::uint64_t dev, ino;
-  std::uint64_t holders[kWords];
+  std::uint64_t holders[kWords];  // one bit per client slot
   char object[kNameMax];
 };
-struct ServerState {
-  int client_fd[kMaxClients];
-  pollfd fds[kMaxClients + 1];
-  int slot_of_fd_index[kMaxClients + 1];
+struct ClientIdentity {
+  std::int32_t pid;  // the process that connected (0: free slot)
+  std::uint32_t reserved;
+  std::uint64_t start;  // its start time in clock ticks (against pid reuse)
+};
+// Kept in a file-backed shared mapping: if the tracker is SIGKILLed, its
+// successor reads it, watches the holders still alive and unlinks the
+// segments whose holders are all gone.
+struct Persisted {
+  std::uint64_t magic;
+  ClientIdentity clients[kMaxClients];
   Segment segments[kMaxSegments];
 };
+struct Runtime {
+  int client_fd[kMaxClients];     // a connection, or a pidfd for a recovered holder
+  bool is_pidfd[kMaxClients];
+  pollfd fds[kMaxClients + 1];
+  int slot_of_fd_index[kMaxClients + 1];
+};
+struct Server {
+  Persisted* p;
+  Runtime* rt;
+  int clients;
+};
+
+// /proc/<pid>/stat: false when the process is gone or a zombie; *start gets
+// its start time. Only system calls: this runs in the tracker.
+bool process_alive(pid_t pid, std::uint64_t* start) {
+  char path[32] = "/proc/";
+  char digits[16];
+  int n = 0;
+  auto v = static_cast<unsigned>(pid);
+  do {
+    digits[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  std::size_t at = 6;
+  while (n) path[at++] = digits[--n];
+  std::memcpy(path + at, "/stat", 6);
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[1024];
+  ssize_t got = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (got <= 0) return false;
+  buf[got] = '\0';
+  char* q = std::strrchr(buf, ')');
+  if (!q || q[1] != ' ') return false;
+  q += 2;
+  if (*q == 'Z' || *q == 'X') return false;
+  for (int field = 3; field < 22; ++field) {
+    q = std::strchr(q, ' ');
+    if (!q) return false;
+    ++q;
+  }
+  std::uint64_t value = 0;
+  while (*q >= '0' && *q <= '9') value = value * 10 + static_cast<std::uint64_t>(*q++ - '0');
+  *start = value;
+  return true;
+}
 
 bool holders_empty(const Segment& s) {
   for (auto w : s.holders)
@@ -116,59 +177,124 @@ void release_holder(Segment& s, int slot) {
   if (holders_empty(s)) unlink_segment(s);
 }
 
-Segment* find_segment(ServerState& st, const char* object) {
-  for (auto& s : st.segments)
+Segment* find_segment(Server& sv, const char* object) {
+  for (auto& s : sv.p->segments)
     if (s.used && std::strncmp(s.object, object, kNameMax) == 0) return &s;
   return nullptr;
 }
 
-Segment* find_or_add(ServerState& st, const char* object) {
-  if (Segment* s = find_segment(st, object)) return s;
-  for (auto& s : st.segments) {
+Segment* find_or_add(Server& sv, const char* object) {
+  if (Segment* s = find_segment(sv, object)) return s;
+  for (auto& s : sv.p->segments) {
     if (!s.used) {
       std::memset(&s, 0, sizeof s);
-      s.used = true;
       std::memcpy(s.object, object, ::strnlen(object, kNameMax - 1));
+      std::atomic_signal_fence(std::memory_order_seq_cst);  // the record before its flag
+      s.used = true;
       return &s;
     }
   }
   return nullptr;
 }
 
-std::int32_t handle(ServerState& st, int slot, Request& r) {
+std::int32_t handle(Server& sv, int slot, Request& r) {
   r.object[kNameMax - 1] = '\0';
   switch (r.op) {
     case op_ping: return 0;
     case op_created:
     case op_attached: {
-      Segment* s = find_or_add(st, r.object);
+      Segment* s = find_or_add(sv, r.object);
       if (!s) return ENOSPC;
       if (r.op == op_created) {
-        s->tracked = true;
         s->dev = r.dev;
         s->ino = r.ino;
+        s->tracked = true;
       }
       s->holders[slot / 64] |= std::uint64_t{1} << (slot % 64);
       return 0;
     }
     case op_forget:
-      if (Segment* s = find_segment(st, r.object)) release_holder(*s, slot);
+      if (Segment* s = find_segment(sv, r.object)) release_holder(*s, slot);
       return 0;
     case op_unlinked:
-      if (Segment* s = find_segment(st, r.object)) s->used = false;
+      if (Segment* s = find_segment(sv, r.object)) s->used = false;
       return 0;
     default: return EINVAL;
   }
 }
 
-void drop_client(ServerState& st, int slot) {
-  for (auto& s : st.segments)
+// The slot's process(es) are gone: release what they held.
+void drop_slot(Server& sv, int slot) {
+  for (auto& s : sv.p->segments)
     if (s.used && (s.holders[slot / 64] & (std::uint64_t{1} << (slot % 64)))) release_holder(s, slot);
-  ::close(st.client_fd[slot]);
-  st.client_fd[slot] = -1;
+  sv.p->clients[slot] = ClientIdentity{};
+  if (sv.rt->client_fd[slot] >= 0) {
+    ::close(sv.rt->client_fd[slot]);
+    sv.rt->client_fd[slot] = -1;
+    --sv.clients;
+  }
 }
 
-[[noreturn]] void serve(int listen_fd) {
+// Opens (or creates) the table file; falls back to private memory.
+Persisted* open_table(const char* path) {
+  Persisted* table = nullptr;
+  int fd = ::open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  struct stat st {};
+  if (fd >= 0 && ::fstat(fd, &st) == 0 && st.st_uid == ::getuid()) {
+    if (static_cast<std::size_t>(st.st_size) != sizeof(Persisted)) {
+      if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, sizeof(Persisted)) != 0) {
+        ::close(fd);
+        fd = -1;
+      }
+    }
+    if (fd >= 0) {
+      void* mem = ::mmap(nullptr, sizeof(Persisted), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (mem != MAP_FAILED) table = static_cast<Persisted*>(mem);
+    }
+  }
+  if (fd >= 0) ::close(fd);
+  if (!table) {
+    void* mem = ::mmap(nullptr, sizeof(Persisted), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) ::_exit(1);
+    table = static_cast<Persisted*>(mem);
+  }
+  if (table->magic != kStateMagic) {
+    std::memset(table, 0, sizeof(Persisted));
+    table->magic = kStateMagic;
+  }
+  return table;
+}
+
+// A predecessor was killed: keep watching its holders that still live (by
+// pidfd: the connection is gone, their death is what matters), release the
+// rest, and unlink what nobody holds.
+void recover(Server& sv) {
+  for (int slot = 0; slot < kMaxClients; ++slot) {
+    ClientIdentity who = sv.p->clients[slot];
+    if (who.pid == 0) continue;
+    std::uint64_t start = 0;
+    int pidfd = -1;
+    if (process_alive(who.pid, &start) && start == who.start) {
+      pidfd = static_cast<int>(::syscall(SYS_pidfd_open, who.pid, 0));
+      // Re-check after opening: the pidfd now pins that very process.
+      if (pidfd >= 0 && !(process_alive(who.pid, &start) && start == who.start)) {
+        ::close(pidfd);
+        pidfd = -1;
+      }
+    }
+    if (pidfd >= 0) {
+      sv.rt->client_fd[slot] = pidfd;
+      sv.rt->is_pidfd[slot] = true;
+      ++sv.clients;
+    } else {
+      drop_slot(sv, slot);
+    }
+  }
+  for (auto& s : sv.p->segments)
+    if (s.used && holders_empty(s)) unlink_segment(s);
+}
+
+[[noreturn]] void serve(int listen_fd, const char* state_path) {
   // Detach from everything the spawner had: terminal signals, fds, cwd.
   struct sigaction ign {};
   ign.sa_handler = SIG_IGN;
@@ -186,51 +312,57 @@ void drop_client(ServerState& st, int slot) {
   ::syscall(SYS_close_range, 4u, ~0u, 0u);
   if (::chdir("/") != 0) { /* not fatal */ }
 
-  void* mem = ::mmap(nullptr, sizeof(ServerState), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* mem = ::mmap(nullptr, sizeof(Runtime), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) ::_exit(1);
-  auto& st = *static_cast<ServerState*>(mem);  // zero-filled: no segment used
-  for (int& fd : st.client_fd) fd = -1;
+  Server sv{open_table(state_path), static_cast<Runtime*>(mem), 0};
+  for (int& fd : sv.rt->client_fd) fd = -1;
+  recover(sv);
   const uid_t uid = ::getuid();
   const std::int32_t self = static_cast<std::int32_t>(::syscall(SYS_getpid));
-  int clients = 0;
 
   for (;;) {
     int n = 0;
-    st.fds[n] = {listen_fd, POLLIN, 0};
-    st.slot_of_fd_index[n++] = -1;
+    sv.rt->fds[n] = {listen_fd, POLLIN, 0};
+    sv.rt->slot_of_fd_index[n++] = -1;
     for (int slot = 0; slot < kMaxClients; ++slot) {
-      if (st.client_fd[slot] < 0) continue;
-      st.fds[n] = {st.client_fd[slot], POLLIN, 0};
-      st.slot_of_fd_index[n++] = slot;
+      if (sv.rt->client_fd[slot] < 0) continue;
+      sv.rt->fds[n] = {sv.rt->client_fd[slot], POLLIN, 0};
+      sv.rt->slot_of_fd_index[n++] = slot;
     }
-    int ready = ::poll(st.fds, static_cast<nfds_t>(n), clients == 0 ? kLingerMs : -1);
+    int ready = ::poll(sv.rt->fds, static_cast<nfds_t>(n), sv.clients == 0 ? kLingerMs : -1);
     if (ready < 0) {
       if (errno == EINTR) continue;
       ::_exit(2);
     }
-    if (ready == 0 && clients == 0) {
-      // Nobody left: every tracked segment has been unlinked already.
+    if (ready == 0 && sv.clients == 0) {
+      // Nobody left: every tracked segment has been unlinked already. Remove
+      // the table while still listening: no successor can have opened it.
+      ::unlink(state_path);
       ::close(listen_fd);
       ::_exit(0);
     }
     for (int i = 1; i < n; ++i) {
-      if (!st.fds[i].revents) continue;
-      int slot = st.slot_of_fd_index[i];
+      if (!sv.rt->fds[i].revents) continue;
+      int slot = sv.rt->slot_of_fd_index[i];
+      if (sv.rt->is_pidfd[slot]) {  // a recovered holder ended
+        drop_slot(sv, slot);
+        sv.rt->is_pidfd[slot] = false;
+        continue;
+      }
       for (;;) {
         Request r{};
-        ssize_t got = ::recv(st.client_fd[slot], &r, sizeof r, MSG_DONTWAIT);
+        ssize_t got = ::recv(sv.rt->client_fd[slot], &r, sizeof r, MSG_DONTWAIT);
         if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
         if (got < 0 && errno == EINTR) continue;
         if (got <= 0) {  // EOF: every process holding this connection is gone
-          drop_client(st, slot);
-          --clients;
+          drop_slot(sv, slot);
           break;
         }
-        Reply reply{static_cast<std::int32_t>(got == sizeof r ? handle(st, slot, r) : EINVAL), self};
-        ::send(st.client_fd[slot], &reply, sizeof reply, MSG_NOSIGNAL | MSG_DONTWAIT);
+        Reply reply{static_cast<std::int32_t>(got == sizeof r ? handle(sv, slot, r) : EINVAL), self};
+        ::send(sv.rt->client_fd[slot], &reply, sizeof reply, MSG_NOSIGNAL | MSG_DONTWAIT);
       }
     }
-    if (st.fds[0].revents & POLLIN) {
+    if (sv.rt->fds[0].revents & POLLIN) {
       int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd >= 0) {
         ucred cred{};
@@ -238,7 +370,7 @@ void drop_client(ServerState& st, int slot) {
         int slot = -1;
         if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == uid) {
           for (int s = 0; s < kMaxClients; ++s)
-            if (st.client_fd[s] < 0) {
+            if (sv.rt->client_fd[s] < 0) {
               slot = s;
               break;
             }
@@ -246,8 +378,11 @@ void drop_client(ServerState& st, int slot) {
         if (slot < 0) {
           ::close(fd);  // wrong user or full: the client sees EOF and reports it
         } else {
-          st.client_fd[slot] = fd;
-          ++clients;
+          std::uint64_t start = 0;
+          if (!process_alive(cred.pid, &start)) start = 0;
+          sv.p->clients[slot] = ClientIdentity{cred.pid, 0, start};
+          sv.rt->client_fd[slot] = fd;
+          ++sv.clients;
         }
       }
     }
@@ -256,13 +391,10 @@ void drop_client(ServerState& st, int slot) {
 
 // Starts a tracker unless one is listening already. Returns false when the
 // address is taken (someone else started one: just connect).
-void spawn_tracker() {
-  sockaddr_un addr{};
-  socklen_t len = 0;
-  socket_address(addr, len);
+void spawn_tracker(const TrackerNames& names) {
   int lfd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (lfd < 0) throw SharedMemoryError(std::string("shm tracker: socket: ") + std::strerror(errno));
-  if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), len) != 0) {
+  if (::bind(lfd, reinterpret_cast<const sockaddr*>(&names.addr), names.addr_len) != 0) {
     int err = errno;
     ::close(lfd);
     if (err == EADDRINUSE) return;  // lost a race to another spawner
@@ -285,7 +417,7 @@ void spawn_tracker() {
     ::setsid();
     pid_t grandchild = ::fork();
     if (grandchild != 0) ::_exit(grandchild < 0 ? 1 : 0);
-    serve(lfd);
+    serve(lfd, names.state_path);
   }
   ::close(lfd);  // the socket listens on in the tracker
   int status = 0;
@@ -341,13 +473,11 @@ bool connect_locked(Client& c, bool spawn) {
   if (c.owner == current_pid() && c.fd >= 0) return true;
   c.fd = -1;  // an inherited connection is left open on purpose (see above)
   c.registered.clear();
-  sockaddr_un addr{};
-  socklen_t len = 0;
-  socket_address(addr, len);
+  const TrackerNames names = tracker_names();
   for (int attempt = 0; attempt < 50; ++attempt) {
     int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
     if (fd < 0) throw SharedMemoryError(std::string("shm tracker: socket: ") + std::strerror(errno));
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), len) == 0) {
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&names.addr), names.addr_len) == 0) {
       Request ping{};
       ping.op = op_ping;
       Reply reply{};
@@ -366,7 +496,7 @@ bool connect_locked(Client& c, bool spawn) {
     if (err != ECONNREFUSED && err != ENOENT && err != EAGAIN)
       throw SharedMemoryError(std::string("shm tracker: connect: ") + std::strerror(err));
     if (!spawn) return false;
-    if (err == ECONNREFUSED || err == ENOENT) spawn_tracker();
+    if (err == ECONNREFUSED || err == ENOENT) spawn_tracker(names);
   }
   throw SharedMemoryError("shm tracker: could not reach or start the tracker");
 }

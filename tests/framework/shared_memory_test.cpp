@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "mpx/detail/shm_tracker.hpp"
+#include "mpx/sharedctypes.hpp"
 #include "sync_test_util.hpp"
 
 using namespace std::chrono_literals;
@@ -351,4 +352,53 @@ TEST(SharedMemoryTracker, ForkedChildrenKeepTheirParentsSegments) {
   EXPECT_TRUE(exists(name)) << "unlinked while a forked child of the creator lives";
   ::kill(grandchild_pid, SIGKILL);
   EXPECT_TRUE(mpx::test::eventually([&] { return !exists(name); }, 10s)) << name << " leaked";
+}
+
+TEST(SharedMemoryTracker, AfterTheTrackerAndTheCreatorAreKilledTheNextTrackerCleansUp) {
+  // Python leaks here. A private tracker (tag) so that killing it disturbs nobody else.
+  std::string tag = "test" + std::to_string(::getpid());
+  auto leaked = unique_name("orphan");
+  auto survivor = unique_name("survivor");
+  auto marker = unique_name("marker");
+  Cleanup c1{leaked}, c2{survivor}, c3{marker};
+  mpx::RawValue<pid_t> tracker(0);
+  Signal ready, attached;
+  Child creator([&] {
+    ::setenv("MPX_SHM_TRACKER_TAG", tag.c_str(), 1);
+    mpx::SharedMemory a(leaked, true, 64);
+    mpx::SharedMemory b(survivor, true, 64);
+    *tracker = mpx::detail::shm_tracker::tracker_pid();
+    ready.notify();
+    ::pause();
+    return 0;
+  });
+  ASSERT_EQ(ready.wait(), 'x');
+  Child user([&] {  // keeps `survivor` attached through the crash
+    ::setenv("MPX_SHM_TRACKER_TAG", tag.c_str(), 1);
+    mpx::SharedMemory b(survivor);
+    attached.notify();
+    ::pause();
+    return 0;
+  });
+  ASSERT_EQ(attached.wait(), 'x');
+  ASSERT_GT(*tracker, 0);
+  ASSERT_NE(*tracker, mpx::detail::shm_tracker::tracker_pid());  // really a private one
+  ::kill(*tracker, SIGKILL);
+  ASSERT_TRUE(mpx::test::eventually([&] { return !mpx::test::pid_exists(*tracker); }, 10s));
+  creator.kill(SIGKILL);
+  EXPECT_EQ(creator.join(), -SIGKILL);
+  EXPECT_TRUE(exists(leaked));  // nobody is watching right now
+  // The next process that uses shared memory starts a tracker, which reads
+  // its predecessor's table.
+  Child next([&] {
+    ::setenv("MPX_SHM_TRACKER_TAG", tag.c_str(), 1);
+    mpx::SharedMemory m(marker, true, 64);
+    return 0;
+  });
+  EXPECT_EQ(next.join(), 0);
+  EXPECT_TRUE(mpx::test::eventually([&] { return !exists(leaked); }, 10s)) << leaked << " leaked";
+  EXPECT_TRUE(mpx::test::eventually([&] { return !exists(marker); }, 10s));
+  EXPECT_TRUE(exists(survivor)) << "unlinked while still attached";
+  user.kill(SIGKILL);
+  EXPECT_TRUE(mpx::test::eventually([&] { return !exists(survivor); }, 10s)) << survivor << " leaked";
 }

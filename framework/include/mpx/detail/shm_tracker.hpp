@@ -10,6 +10,14 @@
 // lives. The tracker unlinks a tracked segment when its last holding
 // connection reaches EOF (all its holders exited or were killed), and exits
 // itself 2 s after its last client disconnected. Requests are synchronous.
+//
+// The tracker's table (segments, holders, and each client's pid and start
+// time) lives in a file-backed mapping, /dev/shm/.mpx-shm-tracker-<uid>, so
+// that when the tracker itself is SIGKILLed the next one (started by the next
+// process that needs it) recovers it: it watches the recorded holders that
+// still live through pidfds and unlinks the segments nobody holds any more.
+// The file is removed when the tracker exits normally. MPX_SHM_TRACKER_TAG
+// (environment) selects a separate tracker, for tests.
 #pragma once
 
 #include <sys/types.h>
