@@ -395,9 +395,8 @@ int Ring::acquire_lane(const Deadline& deadline, bool block) {
   bool check_orphans = false;
   StuckWatch watch;  // lanes busy for a liveness tick: look for dead holders
   for (;;) {
-    std::uint32_t start = h.lane_hint.fetch_add(1, std::memory_order_relaxed);
-    for (std::size_t i = 0; i < lane_count_; ++i) {
-      std::size_t idx = (start + i) % lane_count_;
+    // Lowest free lane first: the lanes in use stay few and warm in cache.
+    for (std::size_t idx = 0; idx < lane_count_; ++idx) {
       RingLane& l = lane(idx);
       std::uint64_t claim = l.claim.load(std::memory_order_acquire);
       if (claim_pid(claim) == 0) {

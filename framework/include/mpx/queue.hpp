@@ -24,10 +24,15 @@
 //   throws Full). Python behaves the same way once its pipe is full, except
 //   that its feeder thread blocks instead of put.
 // - Messages of any size: up to 48 encoded bytes travel inside a ring cell;
-//   larger ones through one of `lanes` shared buffers of `lane_bytes`; larger
-//   than a lane, they are streamed through it while the consumer reads
+//   larger ones through one of `lanes` shared buffers of `lane_bytes` (64 of
+//   1 MiB by default, address space reserved, memory touched only as used);
+//   larger than a lane, they are streamed through it while the consumer reads
 //   (put then returns once the last byte is in the lane). A streamed put with
 //   a timeout throws Full if no consumer drains the lane in time.
+//   LIMIT: at most `lanes` messages over 48 bytes can wait in the queue at
+//   once; one more put blocks (put(x, timeout): Full) until a consumer takes
+//   one, even when maxsize is 0. Raise QueueOptions::lanes where producers run
+//   far ahead of consumers with such messages.
 // - close(): this process (all its copies of the handle) will neither put nor
 //   get any more; later calls throw QueueClosed. join_thread(): there is no
 //   feeder thread, every put has reached shared memory when it returns, so it
@@ -94,7 +99,7 @@ class QueueClosed : public QueueError {
 struct QueueOptions {
   // Cells of the ring; 0 = maxsize when bounded, 262144 when unbounded.
   std::size_t capacity = 0;
-  std::size_t lanes = 8;              // messages over 48 bytes in flight at once
+  std::size_t lanes = 64;             // messages over 48 bytes in the queue at once
   std::size_t lane_bytes = 1u << 20;  // larger messages are streamed
 };
 

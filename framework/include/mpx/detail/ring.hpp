@@ -50,7 +50,7 @@ bool process_alive(pid_t pid) noexcept;
 
 struct RingOptions {
   std::size_t capacity = 1u << 16;    // cells = messages in flight
-  std::size_t lanes = 8;              // large messages in flight at once
+  std::size_t lanes = 64;             // large messages in flight at once
   std::size_t lane_bytes = 1u << 20;  // larger messages stream through a lane
 };
 
