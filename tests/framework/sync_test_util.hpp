@@ -1,4 +1,4 @@
-// Helpers for the shared-memory and synchronisation tests: a forked child
+// Helpers for the shared-memory and synchronisation tests: a child process
 // that is always killed and reaped, and a pipe to wait for a child's signal.
 // Assertions cannot cross fork: children report through their exit code.
 #pragma once
@@ -16,60 +16,44 @@
 #include <string>
 #include <thread>
 
+#include "mpx/process.hpp"
 #include "test_support.hpp"
 
 namespace mpx::test {
 
-// A child running `body` (returning its exit code); exceptions exit 99.
+// A child process (mpx::Process, fork start method) running `body`; a
+// non-zero return becomes its exit code, an exception exit code 1. Always
+// killed and reaped by the destructor.
 class Child {
  public:
-  explicit Child(std::function<int()> body) {
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      int code = 98;
-      try {
-        code = body();
-      } catch (...) {
-        code = 99;
-      }
-      ::_exit(code);
-    }
+  explicit Child(std::function<int()> body)
+      : process_([body] {
+          if (int code = body(); code != 0) mpx::exit(code);
+        }) {
+    process_.start();
   }
   Child(const Child&) = delete;
   Child& operator=(const Child&) = delete;
   ~Child() {
-    if (pid_ > 0 && !reaped_) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
+    if (!process_.exitcode()) {
+      process_.kill();
+      process_.join();
     }
   }
-  [[nodiscard]] pid_t pid() const { return pid_; }
-  void kill(int sig = SIGKILL) const { ::kill(pid_, sig); }
+  [[nodiscard]] pid_t pid() const { return process_.pid(); }
+  void kill(int sig = SIGKILL) const { ::kill(process_.pid(), sig); }
   // Exit code, -signal, or -1000 when still running after `timeout` (then killed).
   int join(std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
-    if (reaped_) return code_;
-    auto end = std::chrono::steady_clock::now() + timeout;
-    int status = 0;
-    for (;;) {
-      pid_t r = ::waitpid(pid_, &status, WNOHANG);
-      if (r == pid_) break;
-      if (std::chrono::steady_clock::now() > end) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        reaped_ = true;
-        return code_ = -1000;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (!process_.join(timeout)) {
+      process_.kill();
+      process_.join();
+      return -1000;
     }
-    reaped_ = true;
-    return code_ = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    return *process_.exitcode();
   }
 
  private:
-  pid_t pid_ = -1;
-  bool reaped_ = false;
-  int code_ = 0;
+  mpx::Process process_;
 };
 
 // One-shot signal from child to parent (or back): a pipe.
