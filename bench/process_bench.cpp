@@ -1,0 +1,357 @@
+// process_bench: start + join of an empty process, mpx side by side with the
+// machine's limit and with Python's multiprocessing, in one run.
+// Usage: process_bench [--rounds R] [--iters N] [--py-iters N] [--spawn-iters N] [--no-python] [--quick]
+//        process_bench --loop bare|mpx_fork|mpx_forkserver N   (one contender only, for strace/perf)
+//
+// Contenders (each timed iteration is one complete start + join):
+//   bare_fork_exit_waitpid  fork(); the child _exit(0)s; waitpid(). The limit.
+//   mpx_fork                mpx::Process p(empty_target); p.start(); p.join();
+//                           the Process is constructed and destroyed inside
+//                           the timed region.
+//   mpx_forkserver          the same with ProcessOptions().with_start_method(
+//                           StartMethod::forkserver); the server is started
+//                           by set_start_method(forkserver) first thing in
+//                           main, before any thread exists.
+//   python_fork/forkserver/spawn
+//                           ctx.Process(target=_empty); start(); join(), in
+//                           bench/python/process_start_join.py, kept running
+//                           as a co-process (started once, warmed up) so its
+//                           rounds interleave with ours.
+// Both mpx contenders run the same registered empty function.
+//
+// The machine is shared and noisy: the run is R rounds; in each round every
+// contender runs its iterations (in an order rotated per round) and reports
+// the median of the round; the table gives the median of the round medians.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mpx/forkserver.hpp"
+#include "mpx/process.hpp"
+
+extern char** environ;
+
+void empty_target() {}
+MPX_REGISTER_FUNCTION(empty_target);
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double us_since(Clock::time_point t0) { return std::chrono::duration<double, std::micro>(Clock::now() - t0).count(); }
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  std::size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+[[noreturn]] void fail(const char* what) {
+  std::fprintf(stderr, "process_bench: %s\n", what);
+  std::exit(2);
+}
+
+// ---- contenders: one start + join each, in microseconds
+
+double bare_fork_once() {
+  auto t0 = Clock::now();
+  pid_t pid = ::fork();
+  if (pid == 0) ::_exit(0);
+  if (pid < 0) fail("fork failed");
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  double us = us_since(t0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) fail("bare child did not exit with 0");
+  return us;
+}
+
+double mpx_fork_once() {
+  auto t0 = Clock::now();
+  std::optional<int> code;
+  {
+    mpx::Process p(empty_target);
+    p.start();
+    p.join();
+    code = p.exitcode();
+  }
+  double us = us_since(t0);
+  if (code != 0) fail("mpx fork child did not exit with 0");
+  return us;
+}
+
+double mpx_forkserver_once() {
+  auto t0 = Clock::now();
+  std::optional<int> code;
+  {
+    mpx::Process p(mpx::ProcessOptions().with_start_method(mpx::StartMethod::forkserver), empty_target);
+    p.start();
+    p.join();
+    code = p.exitcode();
+  }
+  double us = us_since(t0);
+  if (code != 0) fail("mpx forkserver child did not exit with 0");
+  return us;
+}
+
+double round_median(int iters, double (*once)()) {
+  std::vector<double> samples;
+  samples.reserve(static_cast<std::size_t>(iters));
+  for (int i = 0; i < iters; ++i) samples.push_back(once());
+  return median(std::move(samples));
+}
+
+// ---- the Python co-process (bench/python/process_start_join.py --serve)
+
+class PythonPeer {
+ public:
+  PythonPeer(const PythonPeer&) = delete;
+  PythonPeer& operator=(const PythonPeer&) = delete;
+
+  // Empty when python3 cannot be started or does not get ready.
+  static std::optional<PythonPeer> start() {
+    int to_child[2], from_child[2];
+    if (::pipe2(to_child, O_CLOEXEC) < 0) return std::nullopt;
+    if (::pipe2(from_child, O_CLOEXEC) < 0) {
+      ::close(to_child[0]);
+      ::close(to_child[1]);
+      return std::nullopt;
+    }
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, to_child[0], 0);  // dup2 clears O_CLOEXEC
+    posix_spawn_file_actions_adddup2(&actions, from_child[1], 1);
+    std::string script = std::string(MPX_BENCH_PYTHON_DIR) + "/process_start_join.py";
+    char* argv[] = {const_cast<char*>("python3"), script.data(), const_cast<char*>("--serve"), nullptr};
+    pid_t pid = 0;
+    int rc = ::posix_spawnp(&pid, "python3", &actions, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(to_child[0]);
+    ::close(from_child[1]);
+    if (rc != 0) {
+      ::close(to_child[1]);
+      ::close(from_child[0]);
+      return std::nullopt;
+    }
+    std::optional<PythonPeer> peer(std::in_place, pid, to_child[1], from_child[0]);
+    auto line = peer->read_line(std::chrono::seconds(60));
+    if (!line || *line != "ready") return std::nullopt;  // the destructor reaps it
+    return peer;
+  }
+
+  PythonPeer(pid_t pid, int in, int out) : pid_(pid), in_(in), out_(out) {}
+  PythonPeer(PythonPeer&& other) noexcept
+      : pid_(std::exchange(other.pid_, 0)),
+        in_(std::exchange(other.in_, -1)),
+        out_(std::exchange(other.out_, -1)),
+        buffer_(std::move(other.buffer_)) {}
+  PythonPeer& operator=(PythonPeer&&) = delete;
+
+  ~PythonPeer() {
+    if (in_ >= 0) ::close(in_);  // EOF: the script leaves its loop
+    if (out_ >= 0) ::close(out_);
+    if (pid_ > 0) {
+      // Bounded: a peer that does not end within 10 s is killed.
+      for (int i = 0; i < 1000; ++i) {
+        if (::waitpid(pid_, nullptr, WNOHANG) != 0) return;
+        ::usleep(10000);
+      }
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  // One round of the three Python contenders: "python_<method>" -> median us.
+  std::map<std::string, double> round(int r, int fork_iters, int forkserver_iters, int spawn_iters) {
+    std::map<std::string, double> values;
+    std::string request = "round " + std::to_string(r) + " " + std::to_string(fork_iters) + " " +
+                          std::to_string(forkserver_iters) + " " + std::to_string(spawn_iters) + "\n";
+    if (::write(in_, request.data(), request.size()) != static_cast<ssize_t>(request.size())) return values;
+    for (;;) {
+      auto line = read_line(std::chrono::seconds(300));
+      if (!line || *line == "done") break;
+      std::istringstream in(*line);
+      std::string name;
+      double value = 0;
+      if (in >> name >> value) values[name] = value;
+    }
+    return values;
+  }
+
+ private:
+  std::optional<std::string> read_line(std::chrono::milliseconds timeout) {
+    auto deadline = Clock::now() + timeout;
+    for (;;) {
+      if (auto nl = buffer_.find('\n'); nl != std::string::npos) {
+        std::string line = buffer_.substr(0, nl);
+        buffer_.erase(0, nl + 1);
+        return line;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+      if (left <= 0) return std::nullopt;
+      pollfd p{out_, POLLIN, 0};
+      int rc = ::poll(&p, 1, static_cast<int>(left));
+      if (rc < 0 && errno == EINTR) continue;
+      if (rc <= 0) return std::nullopt;
+      char chunk[4096];
+      ssize_t n = ::read(out_, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return std::nullopt;
+      buffer_.append(chunk, static_cast<std::size_t>(n));
+    }
+  }
+
+  pid_t pid_;
+  int in_;
+  int out_;
+  std::string buffer_;
+};
+
+struct Series {
+  std::string scenario;
+  std::vector<double> rounds;  // per-round medians, us
+  [[nodiscard]] double value() const { return median(rounds); }
+};
+
+int int_arg(int argc, char** argv, const char* flag, int fallback) {
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::strcmp(argv[i], flag) == 0) return std::max(1, std::atoi(argv[i + 1]));
+  return fallback;
+}
+bool has_flag(int argc, char** argv, const char* flag) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], flag) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // First, while this process has a single thread: fork the mpx fork server.
+  // The default stays fork; the forkserver contender asks for it per Process.
+  mpx::set_start_method(mpx::StartMethod::forkserver);
+  mpx::set_start_method(mpx::StartMethod::fork);
+
+  // --loop <contender> <n>: only that contender, n times, no table; for
+  // strace -f -c / perf record runs.
+  for (int i = 1; i + 2 < argc; ++i) {
+    if (std::strcmp(argv[i], "--loop") != 0) continue;
+    const std::map<std::string, double (*)()> by_name = {
+        {"bare", bare_fork_once}, {"mpx_fork", mpx_fork_once}, {"mpx_forkserver", mpx_forkserver_once}};
+    auto it = by_name.find(argv[i + 1]);
+    if (it == by_name.end()) fail("--loop takes bare, mpx_fork or mpx_forkserver");
+    std::printf("%s: median %.1f us\n", argv[i + 1], round_median(std::max(1, std::atoi(argv[i + 2])), it->second));
+    return 0;
+  }
+
+  bool quick = has_flag(argc, argv, "--quick");
+  int rounds = int_arg(argc, argv, "--rounds", quick ? 3 : 7);
+  int iters = int_arg(argc, argv, "--iters", quick ? 50 : 200);
+  int py_iters = int_arg(argc, argv, "--py-iters", quick ? 20 : 60);
+  int spawn_iters = int_arg(argc, argv, "--spawn-iters", quick ? 3 : 6);
+  bool python = !has_flag(argc, argv, "--no-python");
+
+  std::printf("process_bench: start + join of an empty process; %d rounds, %d iterations per round for "
+              "bare/mpx, %d for Python fork/forkserver, %d for Python spawn\n",
+              rounds, iters, py_iters, spawn_iters);
+  if (python) {
+    std::printf("process_bench: starting the Python side (bench/python/process_start_join.py --serve)...\n");
+    std::fflush(stdout);
+  }
+  std::optional<PythonPeer> peer = python ? PythonPeer::start() : std::nullopt;
+  if (python && !peer) std::fprintf(stderr, "warning: the Python side could not be started; Python rows are empty\n");
+
+  // Warm-up (untimed): page in the code paths, start nothing new.
+  for (int i = 0; i < 20; ++i) {
+    bare_fork_once();
+    mpx_fork_once();
+    mpx_forkserver_once();
+  }
+
+  Series bare{"bare_fork_exit_waitpid", {}}, fork{"mpx_fork", {}}, server{"mpx_forkserver", {}};
+  Series py_fork{"python_fork", {}}, py_server{"python_forkserver", {}}, py_spawn{"python_spawn", {}};
+  bool python_ok = peer.has_value();
+
+  const std::vector<std::function<void(int)>> contenders = {
+      [&](int) { bare.rounds.push_back(round_median(iters, bare_fork_once)); },
+      [&](int) { fork.rounds.push_back(round_median(iters, mpx_fork_once)); },
+      [&](int) { server.rounds.push_back(round_median(iters, mpx_forkserver_once)); },
+      [&](int r) {
+        if (!python_ok) return;
+        auto values = peer->round(r, py_iters, py_iters, spawn_iters);
+        if (!values.count("python_fork") || !values.count("python_forkserver") || !values.count("python_spawn")) {
+          std::fprintf(stderr, "warning: the Python side failed in round %d; Python rows are partial\n", r + 1);
+          python_ok = false;
+          return;
+        }
+        py_fork.rounds.push_back(values["python_fork"]);
+        py_server.rounds.push_back(values["python_forkserver"]);
+        py_spawn.rounds.push_back(values["python_spawn"]);
+      },
+  };
+  for (int r = 0; r < rounds; ++r) {
+    for (std::size_t k = 0; k < contenders.size(); ++k) contenders[(k + static_cast<std::size_t>(r)) % contenders.size()](r);
+    std::printf("round %d/%d: bare %.0f us, mpx fork %.0f us, mpx forkserver %.0f us", r + 1, rounds,
+                bare.rounds.back(), fork.rounds.back(), server.rounds.back());
+    if (static_cast<int>(py_fork.rounds.size()) == r + 1)
+      std::printf(", python fork %.0f us, forkserver %.0f us, spawn %.0f us", py_fork.rounds.back(),
+                  py_server.rounds.back(), py_spawn.rounds.back());
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+  peer.reset();
+
+  const double bare_us = bare.value();
+  const bool have_python = !py_fork.rounds.empty();
+  const double py_fork_us = have_python ? py_fork.value() : 0.0;
+
+  std::printf("\n%-24s | %24s | %18s | %26s | %s\n", "scenario", "median us per start+join", "ratio to bare fork",
+              "mpx speedup vs Python fork", "round medians min..max us");
+  std::printf("%s\n", std::string(128, '-').c_str());
+  for (const Series* s : {&bare, &fork, &server, &py_fork, &py_server, &py_spawn}) {
+    if (s->rounds.empty()) {
+      std::printf("%-24s | %24s | %18s | %26s | %s\n", s->scenario.c_str(), "-", "-", "-", "-");
+      continue;
+    }
+    double v = s->value();
+    char speedup[32] = "-";
+    if (s->scenario.rfind("mpx_", 0) == 0 && have_python) std::snprintf(speedup, sizeof speedup, "%.2fx", py_fork_us / v);
+    auto [lo, hi] = std::minmax_element(s->rounds.begin(), s->rounds.end());
+    std::printf("%-24s | %24.1f | %18.2f | %26s | %.0f..%.0f\n", s->scenario.c_str(), v, v / bare_us, speedup, *lo,
+                *hi);
+  }
+
+  std::printf("\ntargets:\n");
+  double fork_ratio = fork.value() / bare_us;
+  std::printf("  mpx fork within 2x of bare fork:         %.2fx bare  -> %s\n", fork_ratio,
+              fork_ratio <= 2.0 ? "PASS" : "MISS");
+  if (have_python) {
+    double speedup = py_fork_us / fork.value();
+    std::printf("  mpx fork at least 5x faster than Python fork: %.2fx   -> %s\n", speedup,
+                speedup >= 5.0 ? "PASS" : "MISS");
+  } else {
+    std::printf("  mpx fork at least 5x faster than Python fork: no Python figure -> MISS\n");
+  }
+  if (!py_server.rounds.empty())
+    std::printf("  (info) mpx forkserver vs Python forkserver: %.2fx faster\n", py_server.value() / server.value());
+  std::printf("\nratios are of the medians of this run; each contender's per-round medians interleave in time. "
+              "Placement left to the scheduler.\n");
+  return 0;
+}
