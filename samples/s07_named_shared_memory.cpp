@@ -21,13 +21,18 @@
 
 namespace {
 
-// Blocks until stdin reaches EOF or SIGTERM/SIGINT arrives.
-void wait_until_told_to_stop() {
+sigset_t stop_signals() {
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
-  ::sigprocmask(SIG_BLOCK, &stop, nullptr);
+  return stop;
+}
+
+// Blocks until stdin reaches EOF or SIGTERM/SIGINT arrives (they must be
+// blocked already, so that one sent right after "ready" is not lost).
+void wait_until_told_to_stop() {
+  sigset_t stop = stop_signals();
   int sfd = ::signalfd(-1, &stop, SFD_CLOEXEC);
   pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {sfd, POLLIN, 0}};
   for (;;) {
@@ -51,6 +56,8 @@ int main(int argc, char** argv) {
   const std::string name = argv[2];
   try {
     if (std::string(argv[1]) == "write") {
+      sigset_t stop = stop_signals();
+      ::sigprocmask(SIG_BLOCK, &stop, nullptr);
       mpx::SharedMemory shm(name, /*create=*/true, 256);
       shm.buf()[0] = std::byte{0xab};
       std::cout << "ready: " << shm.name() << " (" << shm.size() << " bytes, buf[0] = 0xab)" << std::endl;

@@ -156,6 +156,12 @@ RLock RLock::create_in(detail::Placement p) {
   return RLock(detail::construct<LockState>(std::move(p), detail::kRLockMagic));
 }
 
+RLock RLock::create_in_or_attach(detail::Placement p) {
+  if (!p.at || !detail::published(static_cast<LockState*>(p.at)->header, detail::kRLockMagic))
+    throw SyncError("RLock: no lock at this place");
+  return RLock(std::move(p));
+}
+
 LockStatus RLock::status_until(const detail::Deadline& deadline, bool block) {
   auto& s = handle_.state("RLock");
   const auto me = static_cast<std::uint32_t>(detail::current_tid());

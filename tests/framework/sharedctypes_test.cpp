@@ -7,8 +7,10 @@
 #include <memory>
 #include <mutex>
 #include <ranges>
+#include <string>
 #include <vector>
 
+#include "mpx/shared_memory.hpp"
 #include "sync_test_util.hpp"
 
 using namespace std::chrono_literals;
@@ -116,4 +118,33 @@ TEST(RawArray, IsSharedWithoutALock) {
   ASSERT_EQ(child.join(), 0);
   EXPECT_EQ(a[999], 1998);
   EXPECT_EQ(v.value(), 8);
+}
+
+TEST(Value, PlacedInNamedSharedMemoryIsSeenByAttachers) {
+  auto shm = mpx::SharedMemory::create(4096);
+  auto v = mpx::Value<long>::create_at(shm, 0, 41);
+  auto a = mpx::Array<int>::create_at(shm, 256, 10);
+  std::string name = shm.name();
+  Child child([&] {
+    mpx::SharedMemory mine(name);  // attached by name, as an unrelated process would
+    auto v2 = mpx::Value<long>::attach_at(mine, 0);
+    {
+      std::lock_guard g(v2.get_lock());
+      ++v2.get_obj();
+    }
+    auto a2 = mpx::Array<int>::attach_at(mine, 256);
+    if (a2.size() != 10) return 1;
+    a2.set(3, 7);
+    return 0;
+  });
+  ASSERT_EQ(child.join(), 0);
+  EXPECT_EQ(v.value(), 42);
+  EXPECT_EQ(a.get(3), 7);
+  EXPECT_EQ(mpx::Value<long>::shared_size(), 136u);
+  EXPECT_THROW((void)mpx::Value<long>::attach_at(shm, 1024), mpx::SharedMemoryError);  // nothing there
+  EXPECT_THROW((void)mpx::Value<int>::attach_at(shm, 0), mpx::SharedMemoryError);      // wrong element type
+  EXPECT_THROW((void)mpx::Array<int>::create_at(shm, 3968, 100), mpx::SharedMemoryError);  // does not fit
+  EXPECT_THROW((void)mpx::Array<int>::create_at(shm, 8, 1), mpx::SharedMemoryError);       // misaligned
+  EXPECT_THROW((void)mpx::Array<int>::create_at(shm, 512, -1), mpx::SharedMemoryError);    // negative
+  shm.unlink();
 }

@@ -138,6 +138,9 @@ class RLock {
   [[nodiscard]] static RLock attach_at(const SharedMemory& shm, std::size_t offset);
   // A new RLock whose state sits at `p` (used by Value/Array to share one mapping).
   [[nodiscard]] static RLock create_in(detail::Placement p);
+  // An RLock whose state at `p` was constructed already (by create_in, in
+  // this or another process); throws SyncError when there is none.
+  [[nodiscard]] static RLock create_in_or_attach(detail::Placement p);
 
   RLock(const RLock&) = default;
   RLock& operator=(const RLock&) = default;

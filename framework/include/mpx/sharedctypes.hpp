@@ -20,8 +20,10 @@
 // OwnerDeadError (see mpx/lock.hpp); take get_lock() yourself to repair.
 // RawValue/RawArray have no lock, for raw speed: synchronise yourself (or use
 // std::atomic_ref on get_obj()).
-// Errors: SharedMemoryError for a negative or too large size and an index
-// out of range; SyncError for a moved-from handle.
+// Value and Array can also live in a named SharedMemory (create_at() /
+// attach_at()), for processes that attach to it by name.
+// Errors: SharedMemoryError for a negative or too large size, an index out
+// of range, a bad placement; SyncError for a moved-from handle.
 #pragma once
 
 #include <cstddef>
@@ -29,6 +31,8 @@
 #include <initializer_list>
 #include <iterator>
 #include <memory>
+#include <new>
+#include <algorithm>
 #include <mutex>
 #include <ranges>
 #include <span>
@@ -58,6 +62,13 @@ struct TypedBlock {
 };
 [[nodiscard]] TypedBlock allocate_typed_block(std::int64_t count, std::size_t size, std::size_t align, bool with_lock,
                                               const char* what);
+// The same inside a named SharedMemory at `offset` (a multiple of 64):
+// [RLock state: 64 bytes][header: magic, element size, count][elements at +128].
+// create writes the RLock and the header (zero-filled elements); attach
+// checks the header against `size` and returns the recorded count.
+inline constexpr std::size_t kPlacedHeader = 128;
+[[nodiscard]] TypedBlock place_typed_block(const SharedMemory& shm, std::size_t offset, std::int64_t count,
+                                           std::size_t size, std::size_t align, bool create, const char* what);
 [[noreturn]] void throw_index(const char* what, std::size_t index, std::size_t size);
 
 // Takes `lock` for one accessor; on OwnerDeadError releases and rethrows.
@@ -120,6 +131,20 @@ class Value {
     keep_ = std::move(block.keep);
     ptr_ = ::new (block.data) T(initial);
   }
+  // In a named SharedMemory, for processes that attach to it by name:
+  // create_at() in one, attach_at() (same offset, same T) in the others.
+  // Needs shared_size() bytes at `offset`, a multiple of 64. Throws
+  // SharedMemoryError for a bad offset or when no Value<T> is there.
+  [[nodiscard]] static Value create_at(const SharedMemory& shm, std::size_t offset, const T& initial = T{}) {
+    Value v(detail::place_typed_block(shm, offset, 1, sizeof(T), alignof(T), true, "Value"));
+    ::new (v.ptr_) T(initial);
+    return v;
+  }
+  [[nodiscard]] static Value attach_at(const SharedMemory& shm, std::size_t offset) {
+    return Value(detail::place_typed_block(shm, offset, 1, sizeof(T), alignof(T), false, "Value"));
+  }
+  [[nodiscard]] static constexpr std::size_t shared_size() { return detail::kPlacedHeader + sizeof(T); }
+
   // Guarded by an existing lock (Python: Value(typecode, v, lock=rlock)).
   Value(const T& initial, RLock lock) : lock_(std::move(lock)) {
     auto block = detail::allocate_typed_block(1, sizeof(T), alignof(T), false, "Value");
@@ -141,6 +166,10 @@ class Value {
   [[nodiscard]] T& get_obj() const { return obj(); }
 
  private:
+  explicit Value(detail::TypedBlock block)
+      : lock_(RLock::create_in_or_attach(std::move(block.lock_at))),
+        keep_(std::move(block.keep)),
+        ptr_(reinterpret_cast<T*>(block.data)) {}
   T& obj() const {
     if (!ptr_) detail::throw_no_state("Value");
     return *ptr_;
@@ -196,6 +225,20 @@ class Array {
     assign(detail::to_vector_of<T>(std::forward<R>(values)));
   }
 
+  // In a named SharedMemory (see Value::create_at): `size` zero-initialised
+  // elements at `offset`; attach_at() learns the size from the segment.
+  [[nodiscard]] static Array create_at(const SharedMemory& shm, std::size_t offset, std::int64_t size) {
+    Array a(detail::place_typed_block(shm, offset, size, sizeof(T), alignof(T), true, "Array"));
+    for (std::size_t i = 0; i < a.size_; ++i) ::new (a.ptr_ + i) T();
+    return a;
+  }
+  [[nodiscard]] static Array attach_at(const SharedMemory& shm, std::size_t offset) {
+    return Array(detail::place_typed_block(shm, offset, 0, sizeof(T), alignof(T), false, "Array"));
+  }
+  [[nodiscard]] static constexpr std::size_t shared_size(std::size_t size) {
+    return detail::kPlacedHeader + size * sizeof(T);
+  }
+
   [[nodiscard]] std::size_t size() const { return size_; }
   // Locked, bounds-checked element access.
   [[nodiscard]] T get(std::size_t i) const {
@@ -218,6 +261,11 @@ class Array {
   [[nodiscard]] std::span<T> get_obj() const { return {ptr(), size_}; }
 
  private:
+  explicit Array(detail::TypedBlock block)
+      : lock_(RLock::create_in_or_attach(std::move(block.lock_at))),
+        keep_(std::move(block.keep)),
+        ptr_(reinterpret_cast<T*>(block.data)),
+        size_(block.count) {}
   void init(std::int64_t size) {
     auto block = detail::allocate_typed_block(size, sizeof(T), alignof(T), true, "Array");
     lock_ = RLock::create_in(std::move(block.lock_at));
