@@ -13,9 +13,8 @@ Two modes:
               medians, "<scenario> <value> us".
 Each timed iteration is: Process(target=_empty) constructed, start(), join().
 """
-import argparse
+# Only cheap imports at module level: a spawn child re-imports this file.
 import multiprocessing as mp
-import statistics
 import sys
 import time
 
@@ -24,6 +23,12 @@ METHODS = ("fork", "forkserver", "spawn")
 
 def _empty():
     pass
+
+
+def median(values):
+    v = sorted(values)
+    m = len(v) // 2
+    return v[m] if len(v) % 2 else (v[m - 1] + v[m]) / 2
 
 
 def start_join_us(ctx, iters):
@@ -36,7 +41,7 @@ def start_join_us(ctx, iters):
         samples.append((time.perf_counter() - t0) * 1e6)
         if p.exitcode != 0:
             raise SystemExit(f"child exited with {p.exitcode}")
-    return statistics.median(samples)
+    return median(samples)
 
 
 def one_round(contexts, r, iters):
@@ -45,6 +50,8 @@ def one_round(contexts, r, iters):
 
 
 def main():
+    import argparse
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--serve", action="store_true")
     ap.add_argument("--rounds", type=int, default=5)
@@ -75,7 +82,7 @@ def main():
         for m, v in one_round(contexts, r, iters).items():
             per_round[m].append(v)
     for m in METHODS:
-        print(f"python_{m} {statistics.median(per_round[m]):.3f} us")
+        print(f"python_{m} {median(per_round[m]):.3f} us")
 
 
 if __name__ == "__main__":
