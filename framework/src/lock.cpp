@@ -55,7 +55,8 @@ LockStatus lock_acquire(LockState& s, const Deadline& deadline, bool block) {
     return LockStatus::acquired;
   }
 
-  auto probe_at = std::chrono::steady_clock::now() + kProbeEvery;
+  auto now = std::chrono::steady_clock::now();
+  auto probe_at = now + kProbeEvery;
   for (;;) {
     std::uint32_t w = s.word.load(std::memory_order_relaxed);
     if (w == 0) {
@@ -70,13 +71,13 @@ LockStatus lock_acquire(LockState& s, const Deadline& deadline, bool block) {
       if (!s.word.compare_exchange_weak(w, w | kWaiters, std::memory_order_relaxed)) continue;
       w |= kWaiters;
     }
-    auto now = std::chrono::steady_clock::now();
     futex_wait(s.word, w, earlier(deadline, std::max(probe_at - now, std::chrono::steady_clock::duration::zero())));
-    if (std::chrono::steady_clock::now() >= probe_at) {
-      probe_at = std::chrono::steady_clock::now() + kProbeEvery;
+    now = std::chrono::steady_clock::now();
+    if (now >= probe_at) {
+      probe_at = now + kProbeEvery;
       if (try_takeover(s, s.word.load(std::memory_order_relaxed), me)) return LockStatus::owner_died;
     }
-    if (deadline.expired()) {
+    if (!deadline.is_never() && deadline.expired()) {
       expected = 0;
       if (s.word.compare_exchange_strong(expected, me | kWaiters, std::memory_order_acquire,
                                          std::memory_order_relaxed)) {
