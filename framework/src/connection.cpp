@@ -18,6 +18,7 @@
 // drops continuation records that arrive without their first record, and
 // restarts when a new first record interrupts a message (its sender died).
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -52,7 +53,7 @@ constexpr std::uint32_t kWaitersBit = 0x80000000u;
 constexpr auto kTick = std::chrono::milliseconds(20);
 // A receiver polls without sleeping this long before it blocks in the kernel:
 // a sleeping receiver costs the sender a cross-core wake-up (~10 us here).
-constexpr auto kRecvSpin = std::chrono::microseconds(50);
+constexpr auto kRecvSpin = std::chrono::microseconds(30);
 
 struct RecordHeader {
   std::uint32_t magic;
@@ -239,7 +240,8 @@ bool Connection::recv_into(Bytes& out, const Timeout* timeout) {
         detail::throw_errno("mpx::Connection recv");
       }
       if (Deadline::Clock::now() < spin_until) {
-        for (int i = 0; i < 16; ++i) MPX_CONN_RELAX();
+        // Yield rather than burn: when the peer shares our core it runs now.
+        ::sched_yield();
         continue;
       }
       if (deadline.is_never() || have_first) {

@@ -1,0 +1,160 @@
+// pipe_bench: mpx::Pipe against Python's multiprocessing.Pipe and against a
+// bare pipe(2) / socketpair(2) round trip measured in the same run.
+//
+//   pipe_bench [--quick] [--no-python]
+//
+// Scenarios:
+//   pipe_pingpong    median round trip of a small message (int64) between two
+//                    processes: send, the peer recv()s and sends it back
+//   pipe_oneway      small messages per second, one direction
+// Limits: bare_pipe_rtt (8 bytes over two pipe(2)s, blocking read/write),
+// bare_seqpacket_rtt (the same over one AF_UNIX SOCK_SEQPACKET socketpair).
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "mpx/pipe.hpp"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+template <class F>
+pid_t spawn(F fn) {
+  pid_t pid = ::fork();
+  if (pid == 0) ::_exit(fn());
+  return pid;
+}
+void reap(pid_t pid) {
+  int st;
+  ::waitpid(pid, &st, 0);
+}
+
+double median_us(std::vector<double>& v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2] * 1e6;
+}
+
+bool read_full(int fd, void* p, std::size_t n) { return ::read(fd, p, n) == static_cast<ssize_t>(n); }
+bool write_full(int fd, const void* p, std::size_t n) { return ::write(fd, p, n) == static_cast<ssize_t>(n); }
+
+// Round trip over two fds pairs: (to_child_w, to_child_r), (to_parent_w, to_parent_r).
+double bare_rtt(int n, bool seqpacket) {
+  int a[2], b[2];
+  if (seqpacket) {
+    ::socketpair(AF_UNIX, SOCK_SEQPACKET, 0, a);
+    b[0] = a[1];
+    b[1] = a[0];
+  } else {
+    ::pipe(a);
+    ::pipe(b);
+  }
+  // parent writes a[1]/reads b[0]; child reads a[0]/writes b[1]
+  int pw = a[1], pr = seqpacket ? a[1] : b[0], cr = a[0], cw = seqpacket ? a[0] : b[1];
+  pid_t child = spawn([&] {
+    std::int64_t v;
+    for (int i = 0; i < n; ++i) {
+      if (!read_full(cr, &v, 8) || !write_full(cw, &v, 8)) return 1;
+    }
+    return 0;
+  });
+  std::vector<double> samples;
+  samples.reserve(n);
+  std::int64_t v = 7;
+  for (int i = 0; i < n; ++i) {
+    auto t0 = Clock::now();
+    write_full(pw, &v, 8);
+    read_full(pr, &v, 8);
+    samples.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  reap(child);
+  ::close(a[0]);
+  ::close(a[1]);
+  if (!seqpacket) {
+    ::close(b[0]);
+    ::close(b[1]);
+  }
+  samples.erase(samples.begin(), samples.begin() + n / 10);
+  return median_us(samples);
+}
+
+double mpx_pingpong(int n) {
+  auto [a, b] = mpx::Pipe();
+  pid_t child = spawn([&, b = b]() mutable {
+    for (int i = 0; i < n; ++i) b.send(b.recv<std::int64_t>());
+    return 0;
+  });
+  std::vector<double> samples;
+  samples.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    auto t0 = Clock::now();
+    a.send(std::int64_t{i});
+    (void)a.recv<std::int64_t>();
+    samples.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  reap(child);
+  samples.erase(samples.begin(), samples.begin() + n / 10);
+  return median_us(samples);
+}
+
+double mpx_oneway(int n) {
+  auto [a, b] = mpx::Pipe();
+  pid_t child = spawn([&, b = b]() mutable {
+    for (int i = 0; i < n; ++i) (void)b.recv<std::int64_t>();
+    b.send(true);
+    return 0;
+  });
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) a.send(std::int64_t{i});
+  (void)a.recv<bool>();
+  double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+  reap(child);
+  return n / dt;
+}
+
+std::map<std::string, double> run_python(bool quick) {
+  std::map<std::string, double> r;
+  std::string cmd = std::string("python3 ") + MPX_BENCH_PYTHON_DIR + "/pipe_bench.py" + (quick ? " --quick" : "");
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (!f) return r;
+  char name[128];
+  double v;
+  while (std::fscanf(f, "%127s %lf", name, &v) == 2) r[name] = v;
+  ::pclose(f);
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false, python = true;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--quick") quick = true;
+    if (a == "--no-python") python = false;
+  }
+  const int n_rtt = quick ? 5000 : 20000;
+  const int n_one = quick ? 200000 : 1000000;
+  double pipe_rtt = bare_rtt(n_rtt, false);
+  double seq_rtt = bare_rtt(n_rtt, true);
+  double pp = mpx_pingpong(n_rtt);
+  double one = mpx_oneway(n_one);
+  std::map<std::string, double> py;
+  if (python) py = run_python(quick);
+  double py_pp = py.count("pipe_pingpong_us") ? py["pipe_pingpong_us"] : 0;
+  double py_one = py.count("pipe_oneway") ? py["pipe_oneway"] : 0;
+  std::printf("%-16s %-8s %10s %10s %12s %14s %16s\n", "scenario", "unit", "mpx", "python", "python/mpx",
+              "bare pipe", "bare seqpacket");
+  std::printf("%-16s %-8s %10.2f %10.2f %11.1fx %9.2f (%.2fx) %9.2f (%.2fx)\n", "pipe_pingpong", "us/rtt", pp, py_pp,
+              py_pp > 0 ? py_pp / pp : 0, pipe_rtt, pipe_rtt / pp, seq_rtt, seq_rtt / pp);
+  std::printf("%-16s %-8s %10.4g %10.4g %11.1fx\n", "pipe_oneway", "msg/s", one, py_one, py_one > 0 ? one / py_one : 0);
+  std::printf("(ratios > 1 mean mpx is faster: python/mpx for times, mpx/python for rates, bare/mpx for round trips)\n");
+  return 0;
+}

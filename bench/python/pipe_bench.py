@@ -1,0 +1,59 @@
+"""Python's multiprocessing.Pipe on the workloads of bench/pipe_bench.cpp.
+
+Prints "<name> <value>": pipe_pingpong_us (median round trip of a small
+message, microseconds) and pipe_oneway (small messages per second).
+Run by pipe_bench; alone: python3 bench/python/pipe_bench.py [--quick]
+"""
+import multiprocessing as mp
+import statistics
+import sys
+import time
+
+
+def echo(conn, n):
+    for _ in range(n):
+        conn.send(conn.recv())
+
+
+def pingpong(n):
+    a, b = mp.Pipe()
+    p = mp.Process(target=echo, args=(b, n))
+    p.start()
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        a.send(7)
+        a.recv()
+        samples.append(time.perf_counter() - t0)
+    p.join()
+    return statistics.median(samples[n // 10:]) * 1e6
+
+
+def sink(conn, n):
+    for _ in range(n):
+        conn.recv()
+    conn.send(True)
+
+
+def oneway(n):
+    a, b = mp.Pipe()
+    p = mp.Process(target=sink, args=(b, n))
+    p.start()
+    t0 = time.perf_counter()
+    for i in range(n):
+        a.send(i)
+    a.recv()
+    dt = time.perf_counter() - t0
+    p.join()
+    return n / dt
+
+
+def main():
+    quick = "--quick" in sys.argv
+    mp.set_start_method("fork")
+    print("pipe_pingpong_us", pingpong(5000 if quick else 20000), flush=True)
+    print("pipe_oneway", oneway(100_000 if quick else 300_000), flush=True)
+
+
+if __name__ == "__main__":
+    main()
