@@ -1,10 +1,12 @@
 #include "mpx/logging.hpp"
 
 #include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/sinks/base_sink.h>
+#include <unistd.h>
 
+#include <mutex>
+#include <new>
 #include <string>
-#include <vector>
 
 #include "mpx/process.hpp"
 
@@ -29,18 +31,50 @@ std::unique_ptr<spdlog::formatter> make_formatter() {
   return formatter;
 }
 
-spdlog::sink_ptr make_stderr_sink() {
-  auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
-  sink->set_formatter(make_formatter());
+// Writes each line with one write(2) on fd 2: no stdio buffer (a child may
+// _exit right after logging), no FILE lock (it may be inherited locked by a
+// fork), and lines of several processes do not interleave mid-line.
+class StderrSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  // In a freshly forked, single-threaded child: the mutex may have been held
+  // by a thread of the parent that does not exist here. std::mutex is a
+  // plain pthread mutex; re-creating it in place is O(1), which matters
+  // because every child pays it on its start path.
+  void reinitialize_after_fork() { new (&mutex_) std::mutex(); }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    const char* data = line.data();
+    std::size_t left = line.size();
+    while (left > 0) {
+      ssize_t n = ::write(STDERR_FILENO, data, left);
+      if (n <= 0) {
+        if (n < 0 && errno == EINTR) continue;
+        return;  // stderr is gone: nothing better to do with a log line
+      }
+      data += n;
+      left -= static_cast<std::size_t>(n);
+    }
+  }
+  void flush_() override {}
+};
+
+std::shared_ptr<StderrSink>& stderr_sink() {
+  static auto sink = [] {
+    auto s = std::make_shared<StderrSink>();
+    s->set_formatter(make_formatter());
+    return s;
+  }();
   return sink;
 }
 
 std::shared_ptr<spdlog::logger>& logger_instance() {
   // Not registered in spdlog's registry: its mutex could be inherited locked.
   static auto logger = [] {
-    auto l = std::make_shared<spdlog::logger>("mpx", make_stderr_sink());
+    auto l = std::make_shared<spdlog::logger>("mpx", stderr_sink());
     l->set_level(spdlog::level::warn);
-    l->flush_on(spdlog::level::trace);  // a child may _exit right after logging
     return l;
   }();
   return logger;
@@ -57,15 +91,7 @@ std::shared_ptr<spdlog::logger> log_to_stderr(std::optional<spdlog::level::level
 }
 
 namespace detail {
-void reset_logging_after_fork() {
-  auto& sinks = logger_instance()->sinks();
-  // The old sinks' mutexes may be held by a thread that does not exist in
-  // this child: keep them alive forever instead of destroying a locked mutex.
-  static auto* graveyard = new std::vector<spdlog::sink_ptr>();
-  graveyard->insert(graveyard->end(), sinks.begin(), sinks.end());
-  sinks.clear();
-  sinks.push_back(make_stderr_sink());
-}
+void reset_logging_after_fork() { stderr_sink()->reinitialize_after_fork(); }
 }  // namespace detail
 
 }  // namespace mpx

@@ -343,10 +343,12 @@ bool ProcessHandle::join_for(std::optional<std::chrono::nanoseconds> timeout) co
   detail::require_owner(*state_, "join");
   auto deadline = detail::Deadline::from(timeout);
   for (;;) {
-    if (detail::poll_child(state_)) return true;
+    // The wait fd stays readable once the child has ended (reaped or not),
+    // so poll first and reap once: one waitid per join on the common path.
     pollfd p{state_->wait_fd(), POLLIN, 0};
     int rc = ::poll(&p, 1, deadline.poll_timeout_ms());
     if (rc < 0 && errno != EINTR) detail::throw_errno("poll");
+    if (rc > 0 && detail::poll_child(state_)) return true;
     if (rc == 0 && deadline.expired()) return detail::poll_child(state_);
   }
 }

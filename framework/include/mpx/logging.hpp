@@ -8,10 +8,12 @@
 // at `info` and appear after `log_to_stderr(spdlog::level::info)` or
 // `get_logger()->set_level(spdlog::level::info)`.
 //
-// Fork safety: each child made by mpx gets fresh sinks (the parent's may have
-// been locked by another thread at the fork), so logging in a child never
-// deadlocks on a mutex inherited in the locked state. Do not use spdlog's %t
-// flag in patterns: the thread id spdlog caches is stale after fork.
+// Fork safety: the logger's stderr sink writes each line with one write(2)
+// (no stdio buffer, no FILE lock), and each child made by mpx re-creates the
+// sink's mutex, which another thread of the parent may have held at the fork.
+// Sinks a user adds to this logger get no such treatment: add them in the
+// child, not before forking. Do not use spdlog's %t flag in patterns: the
+// thread id spdlog caches is stale after fork.
 //
 // All functions are thread-safe.
 #pragma once
