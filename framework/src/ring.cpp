@@ -67,8 +67,8 @@ constexpr std::uint32_t kKindLane = 1;
 // How long a waiter watches the same claimed state before it checks whether
 // the claimer still lives; also the longest single futex sleep.
 constexpr auto kLivenessTick = std::chrono::milliseconds(20);
-constexpr int kSpinPause = 200;   // busy spins (pause) before yielding
-constexpr int kSpinYield = 20;    // sched_yield rounds before sleeping
+constexpr int kSpinPause = 32;    // busy spins (4 pauses each) before yielding
+constexpr int kSpinYield = 100;   // sched_yield rounds before sleeping: lets a peer on our core run
 constexpr std::size_t kStreamChunk = 256 * 1024;
 
 enum Phase : std::uint32_t { kFree = 0, kWriting = 1, kFull = 2, kReading = 3 };
@@ -585,6 +585,18 @@ bool Ring::read_lane(RingCell& cell, std::uint64_t /*pos*/, ByteSink sink) {
   }
   sink(std::span<const std::byte>(buffer.get(), n));
   return true;
+}
+
+bool Ring::wait_nonempty(const Deadline& deadline) {
+  RingHeader& h = *header_;
+  Waiter waiter;
+  for (;;) {
+    std::uint64_t tail = h.tail.load(std::memory_order_seq_cst);
+    if (tail > h.head.load(std::memory_order_acquire)) return true;
+    if (deadline.expired()) return false;
+    waiter.wait([&] { return h.tail.load(std::memory_order_seq_cst) != tail; }, h.not_empty_seq,
+                h.consumers_sleeping, deadline);
+  }
 }
 
 std::size_t Ring::size() const noexcept {

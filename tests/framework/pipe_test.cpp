@@ -74,8 +74,8 @@ TEST(Pipe, PollAndRecvTimeout) {
 
 TEST(Pipe, BytesOfEverySize) {
   auto [a, b] = mpx::Pipe();
-  for (std::size_t n : {std::size_t{0}, std::size_t{1}, mpx::Connection::kAtomicBytes,
-                        mpx::Connection::kAtomicBytes + 1, std::size_t{3} << 20}) {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{48}, std::size_t{49}, std::size_t{256 * 1024},
+                        std::size_t{256 * 1024 + 1}, std::size_t{3} << 20}) {
     mpx::Bytes m(n);
     for (std::size_t i = 0; i < n; ++i) m[i] = static_cast<std::byte>(i * 7);
     ForkedChild sender([&, m] {
@@ -94,8 +94,8 @@ TEST(Pipe, ConcurrentSendersNeverTearMessages) {
   for (int s = 0; s < kSenders; ++s)
     kids.push_back(std::make_unique<ForkedChild>([&, s] {
       for (int i = 0; i < kEach; ++i) {
-        // Small ones are single records; every 10th spans several records.
-        std::size_t n = i % 10 == 0 ? 200'000 : 1000;
+        // Small ones fit a ring cell; every 10th is streamed through a lane.
+        std::size_t n = i % 10 == 0 ? 300'000 : 1000;
         a.send(std::string(n, static_cast<char>('a' + s)));
       }
       return 0;
@@ -103,7 +103,7 @@ TEST(Pipe, ConcurrentSendersNeverTearMessages) {
   int counts[kSenders] = {};
   for (int i = 0; i < kSenders * kEach; ++i) {
     auto m = b.recv<std::string>();
-    ASSERT_TRUE(m.size() == 1000 || m.size() == 200'000);
+    ASSERT_TRUE(m.size() == 1000 || m.size() == 300'000);
     ASSERT_EQ(m.find_first_not_of(m[0]), std::string::npos) << "torn message";
     ++counts[m[0] - 'a'];
   }

@@ -5,27 +5,33 @@
 //     auto s = b.recv<std::string>();     // "hi"
 //
 // Contract
-// - A Connection is a shared handle to one socket (AF_UNIX, SOCK_SEQPACKET,
-//   close-on-exec). Copies in one process share the socket; close() closes it
-//   for all of them; the last copy closes it on destruction. Forked children
-//   inherit it. Any thread of any process holding the end may send and recv.
-// - Messages: send_bytes/recv_bytes move raw bytes; send<T>/recv<T> move one
-//   value through mpx::encode/decode (recv<T> throws DecodeError for a message
-//   of another type). Messages up to kAtomicBytes (64 KiB - 16) are one
-//   socket record: written and read whole even with several concurrent
-//   senders or receivers on the same end. Larger ones are several records
-//   under a per-end lock in shared memory (a sender/receiver killed holding
-//   it is detected and its partial message skipped by the next receiver).
-// - Blocking: recv blocks until a message arrives; recv(timeout) returns
-//   nullopt on timeout; poll(timeout) tells whether recv would not block
-//   (true also at end of file). send blocks while the socket buffer is full.
-// - End of file: recv throws EOFError once every copy of the peer end, in
-//   every process, is closed (a process that dies closes its copies). After
-//   fork, both processes hold both ends: as in Python, close the ends you do
-//   not use, or EOF never comes. send to a closed peer throws BrokenPipeError.
+// - Pipe() makes one shared-memory message ring per direction (the same MPMC
+//   ring as mpx::Queue, detail/ring.hpp) plus an AF_UNIX socketpair that only
+//   tracks who still holds each end (it carries no data). A Connection is a
+//   shared handle to one end: copies in one process share it; close() closes
+//   it for all of them; the last copy closes it on destruction. Forked
+//   children inherit it. Any thread of any process holding the end may send
+//   and recv; each message is delivered whole to exactly one receiver, in
+//   the order the sends claimed their slot.
+// - Messages: send_bytes/recv_bytes move raw bytes of any size; send<T> and
+//   recv<T> move one value through mpx::encode/decode (recv<T> throws
+//   DecodeError for a message of another type). Messages are never torn, even
+//   with several concurrent senders or receivers on one end.
+// - Blocking: recv blocks until a message arrives (spinning briefly first);
+//   recv(timeout) returns nullopt on timeout; poll(timeout) tells whether a
+//   message (or end of file) is waiting. send blocks while the direction's
+//   ring is full (4096 messages, or 16 messages over 48 bytes).
+// - End of file: recv throws EOFError once the ring is empty and every copy of
+//   the peer end, in every process, is closed (a process that dies closes its
+//   copies); detected within 1-20 ms. After fork, both processes hold both
+//   ends: as in Python, close the ends you do not use, or EOF never comes.
+//   send to a peer closed everywhere throws BrokenPipeError (checked at most
+//   once per millisecond per end while sends succeed, and while blocked).
 // - Direction: the ends of Pipe(false) are receive-only and send-only; the
 //   wrong call throws ConnectionError naming the direction. Any call after
 //   close() throws ConnectionError.
+// - fileno() is the socket: it becomes readable at end of file only, not when
+//   a message arrives (use poll()).
 #pragma once
 
 #include <chrono>
@@ -65,7 +71,6 @@ struct ConnectionState;
 class Connection {
  public:
   using Timeout = std::chrono::duration<double>;
-  static constexpr std::size_t kAtomicBytes = 64 * 1024 - 16;
 
   Connection() = default;  // not connected: every call throws ConnectionError
 

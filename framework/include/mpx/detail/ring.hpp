@@ -86,6 +86,10 @@ class Ring {
   // Hands the next message to `sink` and returns true, or false on timeout.
   [[nodiscard]] bool get(ByteSink sink, const Deadline& deadline, bool block = true);
 
+  // Blocks until size() > 0 or the deadline; true when not empty. Does not
+  // consume (another consumer may take the message first).
+  [[nodiscard]] bool wait_nonempty(const Deadline& deadline);
+
   // Messages claimed by producers and not yet claimed by consumers (exact when
   // no put/get is in progress; otherwise a snapshot between the two).
   [[nodiscard]] std::size_t size() const noexcept;
