@@ -5,8 +5,10 @@
 #   FUZZ_JOBS=2 bash scripts/fuzz.sh 3600
 # Builds outside CMake into build-fuzz/ (override with FUZZ_DIR), regenerates
 # the seed corpus from valid encodings, keeps the growing corpus in
-# build-fuzz/corpus and writes crashes to build-fuzz/artifacts/. Exit code:
-# 0 when nothing was found, non-zero otherwise.
+# build-fuzz/corpus and writes crashes to build-fuzz/artifacts/, then replays
+# the corpus with corpus_stats (which DecodeError kinds it reaches). Exit code:
+# 0 when nothing was found, non-zero otherwise. Replay a finding with
+# build-fuzz/decode_fuzz build-fuzz/artifacts/<file>.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TO_RUN=${1:-600}
@@ -27,6 +29,7 @@ for src in serialization/src/*.cpp; do
 done
 "$CXX" "${common[@]}" "${sanitize[@]}" -fsanitize=fuzzer fuzz/decode_fuzz.cpp "${objects[@]}" -o "$FUZZ_DIR/decode_fuzz"
 "$CXX" "${common[@]}" "${sanitize[@]}" fuzz/make_seed_corpus.cpp "${objects[@]}" -o "$FUZZ_DIR/make_seed_corpus"
+"$CXX" "${common[@]}" "${sanitize[@]}" fuzz/corpus_stats.cpp "${objects[@]}" -o "$FUZZ_DIR/corpus_stats"
 
 rm -f "$FUZZ_DIR"/seeds/*
 "$FUZZ_DIR/make_seed_corpus" "$FUZZ_DIR/seeds"
@@ -49,4 +52,6 @@ for log in fuzz-[0-9]*.log; do
 done
 echo "corpus: $(ls corpus | wc -l) inputs; artifacts: $(ls artifacts | wc -l)"
 ls -l artifacts
+echo "== outcomes of the corpus, per type and mode (every DecodeError kind should appear)"
+./corpus_stats corpus seeds
 exit $status

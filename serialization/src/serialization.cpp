@@ -33,7 +33,10 @@ std::string demangled(const std::type_info& type) {
 
 std::string num(std::uint64_t v) { return std::to_string(v); }
 
-std::string prefix(std::string_view type) { return "mpx::decode<" + std::string(type) + ">: "; }
+// An empty type name marks read_envelope_header, which decodes no type.
+std::string prefix(std::string_view type) {
+  return type.empty() ? std::string("mpx::read_envelope_header: ") : "mpx::decode<" + std::string(type) + ">: ";
+}
 
 [[noreturn]] void fail(DecodeError::Kind kind, std::string_view type, const std::string& message) {
   throw DecodeError(kind, prefix(type) + std::string(to_string(kind)) + ": " + message);
@@ -88,13 +91,13 @@ void set_default_max_message_size(std::size_t max_size) {
 }
 
 EnvelopeHeader read_envelope_header(std::span<const std::byte> bytes) {
-  return check_header(bytes, "?");
+  return check_header(bytes, {});
 }
 
 namespace detail {
 
 Bytes make_envelope(std::uint64_t tag, std::uint16_t flags, std::span<const std::byte> payload) {
-  if (payload.size() > max_payload_size) throw_payload_too_large(payload.size(), "?");
+  if (payload.size() > max_payload_size) throw_payload_too_large(payload.size(), "(make_envelope)");
   Bytes out(envelope_header_size + payload.size());
   if (!payload.empty()) std::memcpy(out.data() + envelope_header_size, payload.data(), payload.size());
   seal_envelope(out.data(), static_cast<std::uint32_t>(payload.size()), tag, flags);

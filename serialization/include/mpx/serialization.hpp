@@ -6,16 +6,21 @@
 //    cereal headers this header includes) into one self-describing message:
 //    a 24-byte envelope (magic, format version, flags, payload length, type
 //    tag, CRC-32C) followed by the payload. Trivially copyable, non-pointer
-//    types (int64_t, double, POD structs, std::array of them) are memcpy'd
-//    and never touch cereal; everything else is written by a cereal archive
-//    in cereal's BinaryArchive byte format. Little-endian hosts only.
+//    types without cereal functions of their own (int64_t, double, enums,
+//    POD structs without `serialize`, std::array of them; see raw_encoding)
+//    are memcpy'd and never touch cereal; strings and vectors of arithmetic
+//    elements are written directly; everything else by a cereal archive.
+//    Wherever cereal can write the type, the payload is exactly what cereal's
+//    BinaryArchive would write. Little-endian hosts only.
 //    encode_into replaces `out`'s content and reuses its capacity: it does not
 //    allocate when the message fits. Throws EncodeError for a payload of 4 GiB
 //    or more or a value nested deeper than the decoder accepts; exceptions of
 //    the value's own save functions propagate (out's content is then unspecified).
 //  - decode<T> checks the whole envelope before it reads the payload (size,
 //    magic, version, type tag, claimed length against max_size and against
-//    the bytes that arrived, checksum), then decodes with every length prefix
+//    the bytes that arrived, checksum; max_size bounds the whole message,
+//    envelope included, and a larger claim is refused before any
+//    allocation), then decodes with every length prefix
 //    bounded by the bytes left, and refuses bytes left over. Any failure,
 //    including any exception cereal or the standard library raises on the
 //    way, is thrown as DecodeError with its Kind and a message that says what
