@@ -18,13 +18,8 @@ struct Decode {
 
   template <class T>
   void operator()() const {
-    mpx::Bytes wrapped;
-    std::span<const std::byte> message = input;
-    if (wrap) {
-      wrapped = mpx::detail::make_envelope(mpx::type_tag<T>(), mpx::raw_encoding_v<T> ? mpx::envelope_flag_raw : 0,
-                                           input);
-      message = wrapped;
-    }
+    mpx::Bytes storage;
+    const std::span<const std::byte> message = fuzz::message_for<T>(input, wrap, storage);
     try {
       const T value = mpx::decode<T>(message);
       // Whatever decodes must encode, and decode again to the same encoding.

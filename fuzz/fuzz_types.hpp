@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -79,6 +80,15 @@ using OptionalList = std::optional<std::list<std::pair<std::string, std::int16_t
 
 inline constexpr unsigned kTypeCount = 10;
 inline constexpr std::uint8_t kWrapPayload = 0x80;
+
+// The message to decode as T: the input itself, or (wrap) the input as the
+// payload of a valid envelope with T's tag and checksum, kept in `storage`.
+template <class T>
+std::span<const std::byte> message_for(std::span<const std::byte> input, bool wrap, mpx::Bytes& storage) {
+  if (!wrap) return input;
+  storage = mpx::detail::make_envelope(mpx::type_tag<T>(), mpx::raw_encoding_v<T> ? mpx::envelope_flag_raw : 0, input);
+  return storage;
+}
 
 // Calls f.template operator()<T>() for the type the selector picks.
 template <class F>
