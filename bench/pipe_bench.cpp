@@ -9,6 +9,7 @@
 //   pipe_oneway      small messages per second, one direction
 // Limits: bare_pipe_rtt (8 bytes over two pipe(2)s, blocking read/write),
 // bare_seqpacket_rtt (the same over one AF_UNIX SOCK_SEQPACKET socketpair).
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,10 +27,22 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The two sides of every scenario run on different cores (parent CPU 0,
+// child CPU 1), for mpx, the bare pipes and Python alike.
+void pin(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  ::sched_setaffinity(0, sizeof set, &set);
+}
+
 template <class F>
 pid_t spawn(F fn) {
   pid_t pid = ::fork();
-  if (pid == 0) ::_exit(fn());
+  if (pid == 0) {
+    pin(1);
+    ::_exit(fn());
+  }
   return pid;
 }
 void reap(pid_t pid) {
@@ -141,11 +154,16 @@ int main(int argc, char** argv) {
     if (a == "--no-python") python = false;
   }
   const int n_rtt = quick ? 5000 : 20000;
+  pin(0);
   const int n_one = quick ? 200000 : 1000000;
   double pipe_rtt = bare_rtt(n_rtt, false);
   double seq_rtt = bare_rtt(n_rtt, true);
   double pp = mpx_pingpong(n_rtt);
   double one = mpx_oneway(n_one);
+  cpu_set_t all;
+  CPU_ZERO(&all);
+  for (int i = 0; i < CPU_SETSIZE; ++i) CPU_SET(i, &all);
+  ::sched_setaffinity(0, sizeof all, &all);  // Python pins its own processes
   std::map<std::string, double> py;
   if (python) py = run_python(quick);
   double py_pp = py.count("pipe_pingpong_us") ? py["pipe_pingpong_us"] : 0;

@@ -5,12 +5,20 @@ message, microseconds) and pipe_oneway (small messages per second).
 Run by pipe_bench; alone: python3 bench/python/pipe_bench.py [--quick]
 """
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import time
 
 
+def pin(cpu):
+    # Parent on CPU 0, child on CPU 1, as in pipe_bench.
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() > 1:
+        os.sched_setaffinity(0, {cpu})
+
+
 def echo(conn, n):
+    pin(1)
     for _ in range(n):
         conn.send(conn.recv())
 
@@ -30,6 +38,7 @@ def pingpong(n):
 
 
 def sink(conn, n):
+    pin(1)
     for _ in range(n):
         conn.recv()
     conn.send(True)
@@ -51,6 +60,7 @@ def oneway(n):
 def main():
     quick = "--quick" in sys.argv
     mp.set_start_method("fork")
+    pin(0)
     print("pipe_pingpong_us", pingpong(5000 if quick else 20000), flush=True)
     print("pipe_oneway", oneway(100_000 if quick else 300_000), flush=True)
 

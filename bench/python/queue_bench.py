@@ -4,11 +4,19 @@ Prints one line per scenario: "<name> <value>" (items/s, or GB/s for 1 MiB).
 Run by queue_bench; alone: python3 bench/python/queue_bench.py [--quick]
 """
 import multiprocessing as mp
+import os
 import sys
 import time
 
 
+def pin(cpu):
+    # The two sides of a 1 -> 1 scenario on different cores, as in queue_bench.
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() > 1:
+        os.sched_setaffinity(0, {cpu})
+
+
 def produce(q, n, item, start):
+    pin(1)
     start.wait()
     for _ in range(n):
         q.put(item)
@@ -19,12 +27,14 @@ def spsc(n, item):
     start = mp.Event()
     p = mp.Process(target=produce, args=(q, n, item, start))
     p.start()
+    pin(0)
     start.set()
     t0 = time.perf_counter()
     for _ in range(n):
         q.get()
     dt = time.perf_counter() - t0
     p.join()
+    os.sched_setaffinity(0, range(os.cpu_count()))
     return n / dt
 
 
