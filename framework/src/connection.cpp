@@ -37,6 +37,7 @@ constexpr auto kSendCheckEvery = std::chrono::milliseconds(1);
 RingOptions pipe_ring_options() {
   RingOptions o;
   o.capacity = 4096;
+  o.small_lanes = 256;
   o.lanes = 16;
   o.lane_bytes = 256 * 1024;
   return o;

@@ -221,21 +221,27 @@ bool process_alive(pid_t pid) noexcept {
 Ring Ring::create(const RingOptions& options) {
   if (options.capacity == 0 || options.capacity > (std::size_t{1} << 26))
     throw std::invalid_argument("mpx ring: capacity must be in [1, 2^26]");
-  if (options.lanes == 0 || options.lanes > 1024) throw std::invalid_argument("mpx ring: lanes must be in [1, 1024]");
+  if (options.lanes == 0 || options.lanes > 4096) throw std::invalid_argument("mpx ring: lanes must be in [1, 4096]");
+  if (options.small_lanes > 65536) throw std::invalid_argument("mpx ring: small_lanes must be at most 65536");
   if (options.lane_bytes < 4096) throw std::invalid_argument("mpx ring: lane_bytes must be >= 4096");
+  if (options.small_lanes && (options.small_lane_bytes <= kInlineBytes || options.small_lane_bytes > options.lane_bytes))
+    throw std::invalid_argument("mpx ring: small_lane_bytes must be in (48, lane_bytes]");
   Ring r;
   r.capacity_ = options.capacity;
   if ((r.capacity_ & (r.capacity_ - 1)) == 0) {
     r.mask_ = r.capacity_ - 1;
     while ((std::size_t{1} << r.shift_) < r.capacity_) ++r.shift_;
   }
-  r.lane_count_ = options.lanes;
+  r.small_count_ = options.small_lanes;
+  r.small_bytes_ = options.small_lanes ? options.small_lane_bytes : 0;
+  r.small_stride_ = round_up(r.small_bytes_, 64);
+  r.lane_count_ = options.small_lanes + options.lanes;
   r.lane_bytes_ = options.lane_bytes;
   r.lane_stride_ = round_up(options.lane_bytes, 4096);
   std::size_t cells_off = round_up(sizeof(RingHeader), 64);
   std::size_t lanes_off = cells_off + r.capacity_ * sizeof(RingCell);
   std::size_t data_off = round_up(lanes_off + r.lane_count_ * sizeof(RingLane), 4096);
-  std::size_t total = data_off + r.lane_count_ * r.lane_stride_;
+  std::size_t total = data_off + round_up(r.small_count_ * r.small_stride_, 4096) + options.lanes * r.lane_stride_;
   r.mapping_ = SharedMapping::anonymous(total);
   auto* base = static_cast<std::byte*>(r.mapping_.data());
   // Zero-filled memory is a valid initial state: every cell FREE(0), every
@@ -258,7 +264,10 @@ std::uint32_t Ring::turn_of(std::uint64_t pos) const {
   return static_cast<std::uint32_t>(mask_ ? (pos >> shift_) : (pos / capacity_));
 }
 RingLane& Ring::lane(std::size_t i) const { return reinterpret_cast<RingLane*>(lanes_)[i]; }
-std::byte* Ring::lane_data(std::size_t i) const { return lane_data_ + i * lane_stride_; }
+std::byte* Ring::lane_data(std::size_t i) const {
+  if (i < small_count_) return lane_data_ + i * small_stride_;
+  return lane_data_ + round_up(small_count_ * small_stride_, 4096) + (i - small_count_) * lane_stride_;
+}
 
 void Ring::notify_consumers() { notify(header_->not_empty_seq, header_->consumers_sleeping); }
 void Ring::notify_producers() { notify(header_->not_full_seq, header_->producers_sleeping); }
@@ -388,31 +397,49 @@ bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
   }
 }
 
-int Ring::acquire_lane(const Deadline& deadline, bool block) {
+int Ring::acquire_lane(std::size_t bytes, const Deadline& deadline, bool block) {
   RingHeader& h = *header_;
   const auto me = static_cast<std::uint32_t>(current_pid());
   Waiter waiter;
   bool check_orphans = false;
   StuckWatch watch;  // lanes busy for a liveness tick: look for dead holders
+  // A medium message tries the small lanes first (from a shared hint, so a
+  // long backlog is not rescanned on every put), then the large ones.
+  const bool medium = bytes <= small_bytes_;
+  const std::size_t first = medium ? 0 : small_count_;
+  auto try_claim = [&](std::size_t idx) {
+    RingLane& l = lane(idx);
+    std::uint64_t claim = l.claim.load(std::memory_order_acquire);
+    if (claim_pid(claim) == 0) {
+      std::uint64_t mine = (std::uint64_t{claim_gen(claim) + 1} << 32) | me;
+      return l.claim.compare_exchange_strong(claim, mine, std::memory_order_acq_rel);
+    }
+    if (check_orphans && lane_orphaned(l, claim)) free_lane(l, claim);
+    return false;
+  };
   for (;;) {
-    // Lowest free lane first: the lanes in use stay few and warm in cache.
-    for (std::size_t idx = 0; idx < lane_count_; ++idx) {
-      RingLane& l = lane(idx);
-      std::uint64_t claim = l.claim.load(std::memory_order_acquire);
-      if (claim_pid(claim) == 0) {
-        std::uint64_t mine = (std::uint64_t{claim_gen(claim) + 1} << 32) | me;
-        if (l.claim.compare_exchange_strong(claim, mine, std::memory_order_acq_rel)) return static_cast<int>(idx);
-      } else if (check_orphans && lane_orphaned(l, claim)) {
-        free_lane(l, claim);
+    if (medium) {
+      std::size_t hint = h.lane_hint.load(std::memory_order_relaxed) % small_count_;
+      for (std::size_t k = 0; k < small_count_; ++k) {
+        std::size_t idx = (hint + k) % small_count_;
+        if (try_claim(idx)) {
+          h.lane_hint.store(static_cast<std::uint32_t>(idx + 1), std::memory_order_relaxed);
+          return static_cast<int>(idx);
+        }
       }
     }
+    // Lowest free large lane first: the lanes in use stay few and warm in cache.
+    for (std::size_t idx = small_count_; idx < lane_count_; ++idx)
+      if (try_claim(idx)) return static_cast<int>(idx);
+    if (check_orphans && !medium)
+      for (std::size_t idx = 0; idx < small_count_; ++idx) (void)try_claim(idx);  // recover small ones too
     if (!block || deadline.expired()) return -1;
     // Every lane is busy: sleep until one is freed; after each sleep look for
     // lanes whose holders died.
     check_orphans = watch.stuck(0);
     waiter.wait(
         [&] {
-          for (std::size_t i = 0; i < lane_count_; ++i)
+          for (std::size_t i = first; i < lane_count_; ++i)
             if (claim_pid(lane(i).claim.load(std::memory_order_seq_cst)) == 0) return true;
           return false;
         },
@@ -452,13 +479,14 @@ void Ring::free_lane(RingLane& l, std::uint64_t claim) {
 }
 
 bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadline, bool block) {
-  int idx = acquire_lane(deadline, block);
+  int idx = acquire_lane(message.size(), deadline, block);
   if (idx < 0) return false;
   RingLane& l = lane(static_cast<std::size_t>(idx));
   const std::uint64_t claim = l.claim.load(std::memory_order_acquire);
   std::byte* data = lane_data(static_cast<std::size_t>(idx));
   const std::uint64_t n = message.size();
-  const bool fits = n <= lane_bytes_;
+  const std::uint64_t lane_bytes = lane_size(static_cast<std::size_t>(idx));
+  const bool fits = n <= lane_bytes;
   l.size.store(n, std::memory_order_relaxed);
   l.aborted.store(0, std::memory_order_relaxed);
   l.read.store(0, std::memory_order_relaxed);
@@ -493,11 +521,11 @@ bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadlin
   StuckWatch watch;
   while (w < n) {
     std::uint64_t r = l.read.load(std::memory_order_acquire);
-    std::uint64_t space = lane_bytes_ - (w - r);
+    std::uint64_t space = lane_bytes - (w - r);
     if (space > 0) {
       std::uint64_t chunk = std::min<std::uint64_t>({space, n - w, kStreamChunk});
-      std::uint64_t off = w % lane_bytes_;
-      std::uint64_t first = std::min<std::uint64_t>(chunk, lane_bytes_ - off);
+      std::uint64_t off = w % lane_bytes;
+      std::uint64_t first = std::min<std::uint64_t>(chunk, lane_bytes - off);
       std::memcpy(data + off, message.data() + w, first);
       if (chunk > first) std::memcpy(data, message.data() + w + first, chunk - first);
       w += chunk;
@@ -545,7 +573,8 @@ bool Ring::read_lane(RingCell& cell, std::uint64_t /*pos*/, ByteSink sink) {
   } free_on_exit{this, l, ref.claim};
   std::byte* data = lane_data(ref.index);
   const std::uint64_t n = ref.size;
-  if (n <= lane_bytes_) {
+  const std::uint64_t lane_bytes = lane_size(ref.index);
+  if (n <= lane_bytes) {
     // Written completely before the cell was published.
     sink(std::span<const std::byte>(data, n));
     return true;
@@ -564,8 +593,8 @@ bool Ring::read_lane(RingCell& cell, std::uint64_t /*pos*/, ByteSink sink) {
     std::uint64_t w = l.written.load(std::memory_order_acquire);
     if (w > r) {
       std::uint64_t chunk = w - r;
-      std::uint64_t off = r % lane_bytes_;
-      std::uint64_t first = std::min<std::uint64_t>(chunk, lane_bytes_ - off);
+      std::uint64_t off = r % lane_bytes;
+      std::uint64_t first = std::min<std::uint64_t>(chunk, lane_bytes - off);
       std::memcpy(buffer.get() + r, data + off, first);
       if (chunk > first) std::memcpy(buffer.get() + r + first, data, chunk - first);
       r = w;

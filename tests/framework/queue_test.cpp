@@ -114,20 +114,24 @@ TEST(Queue, ChildPutsParentGets) {
 TEST(Queue, ItemsPutJustBeforeExitAreDelivered) {
   mpx::Queue<std::string> q;
   ForkedChild child([&] {
-    for (int i = 0; i < 1000; ++i) q.put(std::to_string(i) + std::string(i % 20 == 0 ? 5000 : 10, '.'));
+    // 1000 items, 334 of them medium (small lanes) and 50 large (1 MiB lanes).
+    for (int i = 0; i < 1000; ++i)
+      q.put(std::to_string(i) + std::string(i % 20 == 0 ? 5000 : (i % 3 == 0 ? 3000 : 10), '.'));
     ::_exit(0);  // no flush, no destructors: nothing is buffered anyway
     return 0;
   });
   EXPECT_EQ(child.wait(), 0);
-  for (int i = 0; i < 1000; ++i) EXPECT_EQ(q.get(1s), std::to_string(i) + std::string(i % 20 == 0 ? 5000 : 10, '.'));
+  for (int i = 0; i < 1000; ++i)
+    EXPECT_EQ(q.get(1s), std::to_string(i) + std::string(i % 20 == 0 ? 5000 : (i % 3 == 0 ? 3000 : 10), '.'));
 }
 
 TEST(Queue, LargeMessagesWaitingAreLimitedByTheLaneCount) {
   // Documented limit: `lanes` messages over 48 bytes may wait at once.
   mpx::QueueOptions o;
-  o.lanes = 3;
+  o.small_lanes = 2;
+  o.lanes = 1;
   mpx::Queue<std::string> q(0, o);
-  for (int i = 0; i < 3; ++i) q.put(std::string(100, 'a' + i));
+  for (int i = 0; i < 3; ++i) q.put(std::string(100, 'a' + i));  // two small lanes, then the large one
   EXPECT_THROW(q.put(std::string(100, 'x'), 100ms), mpx::Full);
   q.put("small");
   EXPECT_EQ(q.get(), std::string(100, 'a'));

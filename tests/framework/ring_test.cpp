@@ -40,6 +40,7 @@ bool give(Ring& r, const std::vector<std::byte>& m, Deadline d = Deadline::after
 RingOptions small_options() {
   RingOptions o;
   o.capacity = 16;
+  o.small_lanes = 0;
   o.lanes = 2;
   o.lane_bytes = 4096;
   return o;
@@ -111,6 +112,8 @@ TEST(Ring, StreamedPutTimesOutWithoutConsumerAndLeavesNothing) {
 TEST(Ring, ManyProducersManyConsumersMixedSizes) {
   RingOptions o;
   o.capacity = 64;
+  o.small_lanes = 4;
+  o.small_lane_bytes = 512;
   o.lanes = 3;
   o.lane_bytes = 8192;
   Ring r = Ring::create(o);
@@ -245,6 +248,42 @@ TEST(RingFaults, ConsumerKilledWhileHoldingALaneFreesTheLane) {
   // The only lane was held by the dead consumer; the next large put recovers it.
   ASSERT_TRUE(give(r, pattern(1000, 2), Deadline::after(5s)));
   EXPECT_EQ(take(r), pattern(1000, 2));
+}
+
+TEST(RingFaults, ConsumerKilledWhileHoldingASmallLaneFreesIt) {
+  RingOptions o = small_options();
+  o.small_lanes = 1;
+  o.small_lane_bytes = 2048;
+  o.lanes = 1;
+  Ring r = Ring::create(o);
+  ASSERT_TRUE(give(r, pattern(1000, 1)));  // the small lane
+  Signal claimed;
+  g_signal = &claimed;
+  ForkedChild consumer([&] {
+    Ring::test_hook_after_claim_get = notify_and_hang;
+    (void)take(r);
+    return 1;
+  });
+  ASSERT_TRUE(claimed.wait());
+  consumer.kill();
+  ASSERT_EQ(consumer.wait(), -SIGKILL);
+  ASSERT_TRUE(give(r, pattern(1000, 2), Deadline::after(5s)));  // the large lane
+  ASSERT_TRUE(give(r, pattern(1000, 3), Deadline::after(5s)));  // needs the dead consumer's small lane
+  EXPECT_EQ(take(r), pattern(1000, 2));
+  EXPECT_EQ(take(r), pattern(1000, 3));
+}
+
+TEST(Ring, MediumMessagesUseTheSmallLanes) {
+  RingOptions o;
+  o.capacity = 4096;
+  o.small_lanes = 1000;
+  o.small_lane_bytes = 1024;
+  o.lanes = 1;
+  o.lane_bytes = 4096;
+  Ring r = Ring::create(o);
+  for (int i = 0; i < 1001; ++i) ASSERT_TRUE(give(r, pattern(500, i), Deadline::never(), false)) << i;
+  EXPECT_FALSE(give(r, pattern(500, 0), Deadline::never(), false));  // 1000 small + 1 large lane in use
+  for (int i = 0; i < 1001; ++i) ASSERT_EQ(take(r), pattern(500, i));
 }
 
 TEST(RingFaults, ProducerKilledMidStreamIsDropped) {

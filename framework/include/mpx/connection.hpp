@@ -20,7 +20,7 @@
 // - Blocking: recv blocks until a message arrives (spinning briefly first);
 //   recv(timeout) returns nullopt on timeout; poll(timeout) tells whether a
 //   message (or end of file) is waiting. send blocks while the direction's
-//   ring is full (4096 messages, or 16 messages over 48 bytes).
+//   ring is full (4096 messages; 256 over 48 bytes and 16 over 4 KiB).
 // - End of file: recv throws EOFError once the ring is empty and every copy of
 //   the peer end, in every process, is closed (a process that dies closes its
 //   copies); detected within 1-20 ms. After fork, both processes hold both

@@ -24,15 +24,16 @@
 //   throws Full). Python behaves the same way once its pipe is full, except
 //   that its feeder thread blocks instead of put.
 // - Messages of any size: up to 48 encoded bytes travel inside a ring cell;
-//   larger ones through one of `lanes` shared buffers of `lane_bytes` (64 of
-//   1 MiB by default, address space reserved, memory touched only as used);
-//   larger than a lane, they are streamed through it while the consumer reads
-//   (put then returns once the last byte is in the lane). A streamed put with
-//   a timeout throws Full if no consumer drains the lane in time.
-//   LIMIT: at most `lanes` messages over 48 bytes can wait in the queue at
-//   once; one more put blocks (put(x, timeout): Full) until a consumer takes
-//   one, even when maxsize is 0. Raise QueueOptions::lanes where producers run
-//   far ahead of consumers with such messages.
+//   up to 4 KiB through one of 1024 small shared buffers ("lanes"), larger
+//   ones through one of 64 lanes of 1 MiB (QueueOptions; address space is
+//   reserved, memory touched only as used); larger than 1 MiB, they are
+//   streamed through a lane while the consumer reads (put then returns once
+//   the last byte is in the lane). A streamed put with a timeout throws Full
+//   if no consumer drains the lane in time.
+//   LIMIT: at most small_lanes + lanes messages over 48 bytes (at most
+//   `lanes` over 4 KiB) can wait in the queue at once; one more put blocks
+//   (put(x, timeout): Full) until a consumer takes one, even when maxsize is
+//   0. Raise the QueueOptions where producers run far ahead of consumers.
 // - close(): this process (all its copies of the handle) will neither put nor
 //   get any more; later calls throw QueueClosed. join_thread(): there is no
 //   feeder thread, every put has reached shared memory when it returns, so it
@@ -99,8 +100,10 @@ class QueueClosed : public QueueError {
 struct QueueOptions {
   // Cells of the ring; 0 = maxsize when bounded, 262144 when unbounded.
   std::size_t capacity = 0;
-  std::size_t lanes = 64;             // messages over 48 bytes in the queue at once
-  std::size_t lane_bytes = 1u << 20;  // larger messages are streamed
+  std::size_t small_lanes = 1024;       // messages of 49..small_lane_bytes encoded bytes waiting at once
+  std::size_t small_lane_bytes = 4096;
+  std::size_t lanes = 64;               // larger messages waiting at once
+  std::size_t lane_bytes = 1u << 20;    // larger still are streamed
 };
 
 namespace detail {
@@ -117,6 +120,8 @@ inline std::shared_ptr<QueueCore> make_queue_core(std::size_t maxsize, const Que
   RingOptions ro;
   ro.capacity = options.capacity ? options.capacity : (maxsize ? maxsize : (std::size_t{1} << 18));
   if (maxsize && ro.capacity > maxsize) ro.capacity = maxsize;
+  ro.small_lanes = options.small_lanes;
+  ro.small_lane_bytes = options.small_lane_bytes;
   ro.lanes = options.lanes;
   ro.lane_bytes = options.lane_bytes;
   return std::make_shared<QueueCore>(Ring::create(ro), maxsize);

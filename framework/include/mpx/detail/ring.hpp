@@ -13,10 +13,11 @@
 //   cell is released (the message counts as consumed).
 // - Small messages (<= kInlineBytes) travel inside a 64-byte cell: one cache
 //   line, a claim CAS and a publish store on each side, no syscall unless the
-//   other side sleeps. Larger messages go through a "lane" (a byte buffer of
-//   lane_bytes, `lanes` of them) referenced by the cell: written before the
-//   cell is published when they fit, streamed through the lane while the
-//   consumer reads when they do not.
+//   other side sleeps. Larger messages go through a "lane" (a byte buffer
+//   referenced by the cell; `small_lanes` of small_lane_bytes for medium
+//   messages, `lanes` of lane_bytes for the rest): written before the cell is
+//   published when they fit, streamed through a large lane while the consumer
+//   reads when they do not.
 // - Faults: every claim records the claimer's pid in the cell's state word
 //   with the same CAS that claims it. A process killed between claim and
 //   release is detected (kill(pid,0) and /proc state) by whoever waits on it
@@ -49,9 +50,11 @@ struct RingLane;
 bool process_alive(pid_t pid) noexcept;
 
 struct RingOptions {
-  std::size_t capacity = 1u << 16;    // cells = messages in flight
-  std::size_t lanes = 64;             // large messages in flight at once
-  std::size_t lane_bytes = 1u << 20;  // larger messages stream through a lane
+  std::size_t capacity = 1u << 16;         // cells = messages in flight
+  std::size_t small_lanes = 1024;          // messages of 49..small_lane_bytes bytes in flight
+  std::size_t small_lane_bytes = 4096;
+  std::size_t lanes = 64;                  // larger messages in flight (smaller ones too when the small lanes run out)
+  std::size_t lane_bytes = 1u << 20;       // larger messages stream through a lane
 };
 
 // A callable reference that does not allocate: the consumer hands the message
@@ -120,7 +123,8 @@ class Ring {
   bool put_large(std::span<const std::byte> message, const Deadline& deadline, bool block);
   // Reads the lane message referenced by a claimed cell; false if abandoned.
   bool read_lane(RingCell& cell, std::uint64_t pos, ByteSink sink);
-  int acquire_lane(const Deadline& deadline, bool block);
+  int acquire_lane(std::size_t bytes, const Deadline& deadline, bool block);
+  std::size_t lane_size(std::size_t i) const { return i < small_count_ ? small_bytes_ : lane_bytes_; }
   bool lane_orphaned(RingLane& lane, std::uint64_t claim);
   void free_lane(RingLane& lane, std::uint64_t claim);
   void release_cell(RingCell& cell, std::uint64_t pos);
@@ -141,7 +145,10 @@ class Ring {
   std::size_t capacity_ = 0;
   std::uint64_t mask_ = 0;  // capacity-1 when a power of two, else 0
   unsigned shift_ = 0;
-  std::size_t lane_count_ = 0;
+  std::size_t lane_count_ = 0;  // small lanes first, then the large ones
+  std::size_t small_count_ = 0;
+  std::size_t small_bytes_ = 0;
+  std::size_t small_stride_ = 0;
   std::size_t lane_bytes_ = 0;
   std::size_t lane_stride_ = 0;
 };
