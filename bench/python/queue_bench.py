@@ -1,7 +1,7 @@
 """Python's multiprocessing.Queue on the workloads of bench/queue_bench.cpp.
 
 Prints one line per scenario: "<name> <value>" (items/s, or GB/s for 1 MiB).
-Run by queue_bench; alone: python3 bench/python/queue_bench.py [--quick]
+Run by queue_bench; alone: python3 bench/python/queue_bench.py [--quick] [--repeat N]
 """
 import multiprocessing as mp
 import os
@@ -85,10 +85,15 @@ def main():
     n_1k = 100_000 if quick else 300_000
     n_1m = 100 if quick else 500
     n_mpmc = 100_000 if quick else 400_000
-    print("queue_spsc_int64", spsc(n_int, 12345), flush=True)
-    print("queue_spsc_1k", spsc(n_1k, b"x" * 1024), flush=True)
-    print("queue_spsc_1m", spsc(n_1m, b"x" * (1 << 20)) * (1 << 20) / 1e9, flush=True)
-    print("queue_mpmc_4x4", mpmc(n_mpmc, 4, 4), flush=True)
+    repeat = int(sys.argv[sys.argv.index("--repeat") + 1]) if "--repeat" in sys.argv else 1
+
+    def best(f):  # best of `repeat` runs, as queue_bench does for mpx
+        return max(f() for _ in range(repeat))
+
+    print("queue_spsc_int64", best(lambda: spsc(n_int, 12345)), flush=True)
+    print("queue_spsc_1k", best(lambda: spsc(n_1k, b"x" * 1024)), flush=True)
+    print("queue_spsc_1m", best(lambda: spsc(n_1m, b"x" * (1 << 20))) * (1 << 20) / 1e9, flush=True)
+    print("queue_mpmc_4x4", best(lambda: mpmc(n_mpmc, 4, 4)), flush=True)
 
 
 if __name__ == "__main__":
