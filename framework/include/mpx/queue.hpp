@@ -103,7 +103,7 @@ struct QueueOptions {
   std::size_t small_lanes = 1024;       // messages of 49..small_lane_bytes encoded bytes waiting at once
   std::size_t small_lane_bytes = 4096;
   std::size_t lanes = 64;               // larger messages waiting at once
-  std::size_t lane_bytes = 1u << 20;    // larger still are streamed
+  std::size_t lane_bytes = (1u << 20) + 4096;  // 1 MiB payloads fit with their envelope; larger are streamed
 };
 
 namespace detail {

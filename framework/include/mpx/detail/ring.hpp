@@ -54,7 +54,7 @@ struct RingOptions {
   std::size_t small_lanes = 1024;          // messages of 49..small_lane_bytes bytes in flight
   std::size_t small_lane_bytes = 4096;
   std::size_t lanes = 64;                  // larger messages in flight (smaller ones too when the small lanes run out)
-  std::size_t lane_bytes = 1u << 20;       // larger messages stream through a lane
+  std::size_t lane_bytes = (1u << 20) + 4096;  // a 1 MiB payload and its envelope fit; larger ones stream
 };
 
 // A callable reference that does not allocate: the consumer hands the message
