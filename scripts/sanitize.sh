@@ -21,9 +21,13 @@ run() {
   (cd "build-$name" && ctest --output-on-failure -j"$JOBS" --timeout 1200 -LE install "$@")
 }
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:die_after_fork=0}
+# Options given in the environment come last and so win over these defaults.
+# Suppressions (scripts/sanitizers/*.supp) cover only code the sanitizer
+# cannot see into; docs/sanitizers.md says what and why.
+supp=$PWD/scripts/sanitizers
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export TSAN_OPTIONS="halt_on_error=1:die_after_fork=0:suppressions=$supp/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}"
 case "$which" in
   asan) run asan address,undefined "$@" ;;
   tsan) run tsan thread "$@" ;;
