@@ -17,6 +17,7 @@
 #include <iostream>
 #include <sstream>
 #include <system_error>
+#include <typeinfo>
 
 #include "mpx/detail/deadline.hpp"
 #include "mpx/logging.hpp"
@@ -409,7 +410,6 @@ Process::Process(ProcessOptions options) : options_(std::move(options)) {
   std::lock_guard lock(rt.mutex);
   identity_ = rt.identity;
   identity_.push_back(++rt.child_counter);
-  if (options_.name.empty()) options_.name = "Process-" + detail::identity_suffix(identity_);
 }
 
 // A moved-from Process is back in the initial state: it owns no child.
@@ -450,13 +450,28 @@ void Process::run() {
 }
 
 const ProcessHandle& Process::started() const {
-  if (!handle_) throw ProcessError("process '" + options_.name + "' has not been started");
+  if (!handle_) throw ProcessError("process '" + name() + "' has not been started");
   return *handle_;
 }
 
 void Process::join() { started().join(); }
 
 void Process::set_name(std::string name) { options_.name = std::move(name); }
+
+std::string Process::name() const {
+  if (!options_.name.empty()) return options_.name;
+  // Python: type(self).__name__ + "-" + identity. The dynamic type, so a
+  // subclass Consumer gives "Consumer-2"; namespaces and enclosing scopes
+  // are dropped.
+  std::string type = detail::demangle(typeid(*this).name());
+  std::size_t depth = 0, start = 0;
+  for (std::size_t i = 0; i < type.size(); ++i) {
+    if (type[i] == '<' || type[i] == '(') ++depth;
+    else if ((type[i] == '>' || type[i] == ')') && depth > 0) --depth;
+    else if (depth == 0 && type[i] == ':' && i + 1 < type.size() && type[i + 1] == ':') start = i + 2;
+  }
+  return type.substr(start) + "-" + detail::identity_suffix(identity_);
+}
 
 void Process::set_daemon(bool daemon) {
   if (handle_) throw ProcessError("cannot change the daemon flag of a started process");
@@ -465,6 +480,7 @@ void Process::set_daemon(bool daemon) {
 
 void Process::start() {
   if (handle_) throw ProcessError("cannot start a process twice ('" + options_.name + "')");
+  if (options_.name.empty()) options_.name = name();  // frozen from now on
   auto& rt = runtime();
   if (rt.self.daemon) throw ProcessError("daemonic processes are not allowed to have children");
   detail::ensure_atexit_registered();
@@ -497,7 +513,7 @@ void Process::start() {
 
 std::string Process::to_string() const {
   if (handle_) return handle_->to_string();
-  return describe(options_.name, std::nullopt, ::getpid(), std::nullopt, false, options_.daemon);
+  return describe(name(), std::nullopt, ::getpid(), std::nullopt, false, options_.daemon);
 }
 
 std::ostream& operator<<(std::ostream& out, const Process& process) { return out << process.to_string(); }

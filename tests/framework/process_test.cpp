@@ -213,6 +213,7 @@ TEST(Process, SubclassRunOverrideRunsInTheChild) {
   };
   Report report;
   Worker w(report);
+  EXPECT_TRUE(w.name().starts_with("Worker-")) << w.name();  // Python: type(self).__name__ + "-N"
   w.start();
   EXPECT_EQ(report.read_line(), "run in " + std::to_string(w.pid()));
   w.join();

@@ -118,7 +118,8 @@ TEST(Samples, S14RunOverrideRunsInTheChild) {
   auto lines = lines_of(r.out);
   ASSERT_EQ(lines.size(), 3u) << r.out;
   for (int i = 0; i < 3; ++i) {
-    EXPECT_TRUE(std::regex_match(lines[i], std::regex("In Process-" + std::to_string(i + 1) + " \\(id " +
+    // Default names come from the class, as Python's type(self).__name__.
+    EXPECT_TRUE(std::regex_match(lines[i], std::regex("In MyProcess-" + std::to_string(i + 1) + " \\(id " +
                                                       std::to_string(i) + ", pid [0-9]+\\)")))
         << lines[i];
   }
@@ -128,7 +129,7 @@ TEST(Samples, S31TargetAndSubclassBothWorkWithFork) {
   auto r = run_program({sample_path("s31_start_methods")});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(lines_of(r.out), (std::vector<std::string>{"target: hello world #1 from Process-1",
-                                                       "run(): hello from Process-2",
+                                                       "run(): hello from Greeter-2",
                                                        "start method: fork, exitcode 0"}));
 }
 

@@ -87,7 +87,7 @@ void set_start_method(StartMethod method);
 // (designated initializers work too, but g++ 12 warns under -Wextra unless
 // every field is given).
 struct ProcessOptions {
-  std::string name;                         // empty: "Process-N" (N counts per parent)
+  std::string name;                         // empty: "<Class>-N" (N counts per parent), e.g. "Process-1"
   bool daemon = false;                      // terminated, not joined, when the parent exits
   std::optional<StartMethod> start_method;  // empty: get_start_method() at start()
 
@@ -222,7 +222,9 @@ class Process {
   }
   [[nodiscard]] int sentinel() const { return started().sentinel(); }
 
-  [[nodiscard]] const std::string& name() const { return options_.name; }
+  // The given name, else "<Class>-N" as Python makes it: "Process-3" for a
+  // Process, "Consumer-3" for a subclass named Consumer.
+  [[nodiscard]] std::string name() const;
   void set_name(std::string name);
   [[nodiscard]] bool daemon() const { return options_.daemon; }
   // Before start() only; throws ProcessError afterwards.
