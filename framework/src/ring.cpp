@@ -378,12 +378,17 @@ bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
     }
     if (diff == 0 && phase_of(w) == kWriting) {
       // A producer is filling the next message. If it died there, skip it.
-      if (watch.stuck(w) && !process_alive(static_cast<pid_t>(low_of(w)))) {
+      // Checked after a liveness tick of waiting, and also right before
+      // giving up: a get_nowait (or an expiring get) must not report Empty
+      // while items wait behind a cell whose writer is dead.
+      const bool stuck = watch.stuck(w);
+      const bool giving_up = (!block && waiter.spun_out()) || (block && deadline.expired());
+      if ((stuck || giving_up) && !process_alive(static_cast<pid_t>(low_of(w)))) {
         if (c.state.compare_exchange_strong(w, make_state(t, kFull, kAbandoned), std::memory_order_acq_rel))
           notify_consumers();
         continue;
       }
-      if ((!block && waiter.spun_out()) || (block && deadline.expired())) return false;
+      if (giving_up) return false;
     } else if (diff == 0 || diff == -1) {
       // FREE(t): nothing put yet; READING(t-1): the previous lap is still
       // being read, so nothing can be put here yet either. Empty.
