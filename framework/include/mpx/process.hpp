@@ -184,12 +184,17 @@ class Process {
       using Arguments = typename detail::FunctionTraits<Fn>::Arguments;
       if constexpr (std::is_constructible_v<Arguments, std::decay_t<Args>&...> &&
                     detail::all_serializable<Arguments>()) {
-        // Kept so that the forkserver can run the same call by name.
-        remote_call_ = [fn = target, arguments = Arguments(args...)]() -> std::optional<detail::RemoteCall> {
+        // A plain function with serializable arguments: the forkserver can
+        // run the same call by name. Both closures share one copy of the
+        // arguments, converted to the parameter types.
+        auto arguments = std::make_shared<Arguments>(args...);
+        remote_call_ = [fn = target, arguments]() -> std::optional<detail::RemoteCall> {
           auto name = detail::registered_name(reinterpret_cast<void (*)()>(fn));
           if (!name) return std::nullopt;
-          return detail::RemoteCall{*name, encode(arguments)};
+          return detail::RemoteCall{*name, encode(*arguments)};
         };
+        target_ = [fn = target, arguments] { std::apply([fn](auto&... values) { fn(values...); }, *arguments); };
+        return;
       }
     }
     target_ = [fn = std::forward<F>(target), ... arguments = std::forward<Args>(args)]() mutable {
