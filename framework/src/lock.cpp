@@ -123,11 +123,6 @@ LockStatus Lock::status_until(const detail::Deadline& deadline, bool block) {
   return detail::lock_acquire(handle_.state("Lock"), deadline, block);
 }
 
-bool Lock::check(LockStatus status) {
-  if (status == LockStatus::owner_died) detail::throw_owner_dead("Lock", 0);
-  return status == LockStatus::acquired;
-}
-
 void Lock::release() {
   auto& s = handle_.state("Lock");
   if ((s.word.load(std::memory_order_relaxed) & detail::kTidMask) == 0)
@@ -173,11 +168,6 @@ LockStatus RLock::status_until(const detail::Deadline& deadline, bool block) {
   LockStatus status = detail::lock_acquire(s, deadline, block);
   if (status != LockStatus::timed_out) s.count.store(1, std::memory_order_relaxed);
   return status;
-}
-
-bool RLock::check(LockStatus status) {
-  if (status == LockStatus::owner_died) detail::throw_owner_dead("RLock", 0);
-  return status == LockStatus::acquired;
 }
 
 void RLock::release() {

@@ -68,10 +68,58 @@ struct LockState;
 // Shared by Lock, RLock and Condition: waits for the lock word.
 LockStatus lock_acquire(LockState& s, const Deadline& deadline, bool block);
 void lock_release(LockState& s);
-void throw_owner_dead(const char* what, pid_t owner);
+[[noreturn]] void throw_owner_dead(const char* what, pid_t owner);
+
+// The acquire / Lockable family of Lock and RLock, written once (CRTP).
+// Derived provides status_until(deadline, block) (the one place that waits),
+// release(), and kind_name (its name in OwnerDeadError's message); it
+// befriends this base so both may stay private.
+template <class Derived>
+class LockInterface {
+ public:
+  // Blocks until acquired. Throws OwnerDeadError (lock held) as described above.
+  void acquire() { check(self().status_until(Deadline::never(), true)); }
+  // Waits at most `timeout`; false when it expired. Throws OwnerDeadError (lock held).
+  template <class Rep, class Period>
+  [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    return check(self().status_until(Deadline::after(timeout), true));
+  }
+  [[nodiscard]] bool try_acquire() { return check(self().status_until(Deadline::never(), false)); }
+  // The same, reporting a dead owner as a status instead of an exception.
+  [[nodiscard]] LockStatus acquire_status() { return self().status_until(Deadline::never(), true); }
+  template <class Rep, class Period>
+  [[nodiscard]] LockStatus acquire_status(std::chrono::duration<Rep, Period> timeout) {
+    return self().status_until(Deadline::after(timeout), true);
+  }
+
+  // Lockable / TimedLockable, for std::lock_guard, std::unique_lock, std::scoped_lock.
+  void lock() { acquire(); }
+  [[nodiscard]] bool try_lock() { return try_acquire(); }
+  template <class Rep, class Period>
+  [[nodiscard]] bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
+    return acquire(timeout);
+  }
+  void unlock() { self().release(); }
+
+ protected:
+  // Only as the base of Lock / RLock; their handles carry the state.
+  LockInterface() = default;
+  LockInterface(const LockInterface&) = default;
+  LockInterface& operator=(const LockInterface&) = default;
+  LockInterface(LockInterface&&) noexcept = default;
+  LockInterface& operator=(LockInterface&&) noexcept = default;
+  ~LockInterface() = default;
+
+ private:
+  Derived& self() { return static_cast<Derived&>(*this); }
+  static bool check(LockStatus status) {
+    if (status == LockStatus::owner_died) throw_owner_dead(Derived::kind_name, 0);
+    return status == LockStatus::acquired;
+  }
+};
 }  // namespace detail
 
-class Lock {
+class Lock : public detail::LockInterface<Lock> {
  public:
   static constexpr std::size_t shared_size = 64;  // bytes needed by create_at()
   static constexpr std::size_t shared_align = 64;
@@ -89,46 +137,26 @@ class Lock {
   Lock& operator=(Lock&&) noexcept = default;
   ~Lock() = default;
 
-  // Blocks until acquired. Throws OwnerDeadError (lock held) as described above.
-  void acquire() { check(status_until(detail::Deadline::never(), true)); }
-  // Waits at most `timeout`; false when it expired. Throws OwnerDeadError (lock held).
-  template <class Rep, class Period>
-  [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
-    return check(status_until(detail::Deadline::after(timeout), true));
-  }
-  [[nodiscard]] bool try_acquire() { return check(status_until(detail::Deadline::never(), false)); }
-  // The same, reporting a dead owner as a status instead of an exception.
-  [[nodiscard]] LockStatus acquire_status() { return status_until(detail::Deadline::never(), true); }
-  template <class Rep, class Period>
-  [[nodiscard]] LockStatus acquire_status(std::chrono::duration<Rep, Period> timeout) {
-    return status_until(detail::Deadline::after(timeout), true);
-  }
+  // acquire(), acquire(timeout), try_acquire(), acquire_status() and the
+  // Lockable functions come from detail::LockInterface (above).
   // Throws SyncError when the lock is not held.
   void release();
   // Whether some thread holds the lock right now (a snapshot).
   [[nodiscard]] bool locked() const;
-
-  // Lockable / TimedLockable, for std::lock_guard, std::unique_lock, std::scoped_lock.
-  void lock() { acquire(); }
-  [[nodiscard]] bool try_lock() { return try_acquire(); }
-  template <class Rep, class Period>
-  [[nodiscard]] bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
-    return acquire(timeout);
-  }
-  void unlock() { release(); }
 
   // True when both handles refer to the same shared lock.
   [[nodiscard]] bool same_as(const Lock& other) const noexcept { return handle_.same_state(other.handle_); }
 
  private:
   friend class Condition;
+  friend class detail::LockInterface<Lock>;
+  static constexpr const char* kind_name = "Lock";
   explicit Lock(detail::Placement p) : handle_(std::move(p)) {}
   LockStatus status_until(const detail::Deadline& deadline, bool block);
-  bool check(LockStatus status);
   detail::SyncHandle<detail::LockState> handle_;
 };
 
-class RLock {
+class RLock : public detail::LockInterface<RLock> {
  public:
   static constexpr std::size_t shared_size = 64;
   static constexpr std::size_t shared_align = 64;
@@ -148,39 +176,22 @@ class RLock {
   RLock& operator=(RLock&&) noexcept = default;
   ~RLock() = default;
 
-  // As Lock; re-acquiring by the owning thread just counts up.
-  void acquire() { check(status_until(detail::Deadline::never(), true)); }
-  template <class Rep, class Period>
-  [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
-    return check(status_until(detail::Deadline::after(timeout), true));
-  }
-  [[nodiscard]] bool try_acquire() { return check(status_until(detail::Deadline::never(), false)); }
-  [[nodiscard]] LockStatus acquire_status() { return status_until(detail::Deadline::never(), true); }
-  template <class Rep, class Period>
-  [[nodiscard]] LockStatus acquire_status(std::chrono::duration<Rep, Period> timeout) {
-    return status_until(detail::Deadline::after(timeout), true);
-  }
+  // acquire() and the rest from detail::LockInterface, as Lock; re-acquiring
+  // by the owning thread just counts up.
   // Throws SyncError unless the calling thread owns the lock.
   void release();
   // Whether the calling thread owns it; how many times.
   [[nodiscard]] bool is_owned() const;
   [[nodiscard]] unsigned recursion_count() const;
 
-  void lock() { acquire(); }
-  [[nodiscard]] bool try_lock() { return try_acquire(); }
-  template <class Rep, class Period>
-  [[nodiscard]] bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
-    return acquire(timeout);
-  }
-  void unlock() { release(); }
-
   [[nodiscard]] bool same_as(const RLock& other) const noexcept { return handle_.same_state(other.handle_); }
 
  private:
   friend class Condition;
+  friend class detail::LockInterface<RLock>;
+  static constexpr const char* kind_name = "RLock";
   explicit RLock(detail::Placement p) : handle_(std::move(p)) {}
   LockStatus status_until(const detail::Deadline& deadline, bool block);
-  bool check(LockStatus status);
   // Condition::wait: give up every level, and take them back.
   unsigned release_all();
   LockStatus reacquire(unsigned count);
