@@ -22,26 +22,20 @@
 #include <string>
 #include <vector>
 
+#include "bench_support.hpp"
 #include "mpx/pipe.hpp"
+
+using namespace mpx::bench;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 // The two sides of every scenario run on different cores (parent CPU 0,
 // child CPU 1), for mpx, the bare pipes and Python alike.
-void pin(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  ::sched_setaffinity(0, sizeof set, &set);
-}
-
 template <class F>
 pid_t spawn(F fn) {
   pid_t pid = ::fork();
   if (pid == 0) {
-    pin(1);
+    pin_to(1);
     ::_exit(fn());
   }
   return pid;
@@ -86,7 +80,7 @@ double bare_rtt(int n, bool seqpacket) {
     auto t0 = Clock::now();
     write_full(pw, &v, 8);
     read_full(pr, &v, 8);
-    samples.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    samples.push_back(seconds_since(t0));
   }
   reap(child);
   ::close(a[0]);
@@ -111,7 +105,7 @@ double mpx_pingpong(int n) {
     auto t0 = Clock::now();
     a.send(std::int64_t{i});
     (void)a.recv<std::int64_t>();
-    samples.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+    samples.push_back(seconds_since(t0));
   }
   reap(child);
   samples.erase(samples.begin(), samples.begin() + n / 10);
@@ -128,37 +122,19 @@ double mpx_oneway(int n) {
   auto t0 = Clock::now();
   for (int i = 0; i < n; ++i) a.send(std::int64_t{i});
   (void)a.recv<bool>();
-  double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+  double dt = seconds_since(t0);
   reap(child);
   return n / dt;
-}
-
-std::map<std::string, double> run_python(bool quick, int repeat) {
-  std::map<std::string, double> r;
-  std::string cmd = std::string("python3 ") + MPX_BENCH_PYTHON_DIR + "/pipe_bench.py" + (quick ? " --quick" : "") +
-                    " --repeat " + std::to_string(repeat);
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (!f) return r;
-  char name[128];
-  double v;
-  while (std::fscanf(f, "%127s %lf", name, &v) == 2) r[name] = v;
-  ::pclose(f);
-  return r;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, python = true;
-  int repeat = 3;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--quick") quick = true;
-    if (a == "--no-python") python = false;
-    if (a == "--repeat" && i + 1 < argc) repeat = std::max(1, std::atoi(argv[++i]));
-  }
+  const Options opt = parse_options(argc, argv);
+  const bool quick = opt.quick;
+  const int repeat = opt.repeat;
   const int n_rtt = quick ? 5000 : 20000;
-  pin(0);
+  pin_to(0);
   const int n_one = quick ? 200000 : 1000000;
   // Best of `repeat` runs (lowest round trip, highest rate), for every contender.
   auto lowest = [&](auto f) {
@@ -170,12 +146,9 @@ int main(int argc, char** argv) {
   double seq_rtt = lowest([&] { return bare_rtt(n_rtt, true); });
   double pp = lowest([&] { return mpx_pingpong(n_rtt); });
   double one = -lowest([&] { return -mpx_oneway(n_one); });
-  cpu_set_t all;
-  CPU_ZERO(&all);
-  for (int i = 0; i < CPU_SETSIZE; ++i) CPU_SET(i, &all);
-  ::sched_setaffinity(0, sizeof all, &all);  // Python pins its own processes
+  unpin();  // Python pins its own processes
   std::map<std::string, double> py;
-  if (python) py = run_python(quick, repeat);
+  if (opt.python) py = run_python("pipe_bench.py", python_args(opt));
   double py_pp = py.count("pipe_pingpong_us") ? py["pipe_pingpong_us"] : 0;
   double py_one = py.count("pipe_oneway") ? py["pipe_oneway"] : 0;
   std::printf("%-16s %-8s %10s %10s %12s %14s %16s\n", "scenario", "unit", "mpx", "python", "python/mpx",

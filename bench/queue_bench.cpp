@@ -31,27 +31,15 @@
 #include <vector>
 
 #include "mpx/detail/shared_mapping.hpp"
+#include "bench_support.hpp"
 #include "mpx/queue.hpp"
+
+using namespace mpx::bench;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// Pins the calling process to one CPU (the two sides of a 1 -> 1 scenario run
-// on different cores, for mpx, the bare ring and Python alike).
-void pin(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  ::sched_setaffinity(0, sizeof set, &set);
-}
-void unpin() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  for (int i = 0; i < CPU_SETSIZE; ++i) CPU_SET(i, &set);
-  ::sched_setaffinity(0, sizeof set, &set);
-}
+// The two sides of a 1 -> 1 scenario run on different cores (pin_to), for
+// mpx, the bare ring and Python alike.
 
 // Runs fn in a forked child and returns its pid; the child _exits with fn's result.
 template <class F>
@@ -112,7 +100,7 @@ double bare_ring(std::size_t n) {
   auto* slots = reinterpret_cast<Slot*>(static_cast<char*>(map.data()) + 2 * sizeof(Idx));
   StartLine line;
   pid_t prod = spawn([&] {
-    pin(1);
+    pin_to(1);
     line.arrive_and_wait();
     std::uint64_t cached_head = 0;
     for (std::uint64_t i = 0; i < n; ++i) {
@@ -122,7 +110,7 @@ double bare_ring(std::size_t n) {
     }
     return 0;
   });
-  pin(0);
+  pin_to(0);
   line.release_when(1);
   auto t0 = Clock::now();
   std::uint64_t cached_tail = 0, sum = 0;
@@ -170,12 +158,12 @@ double mpx_spsc_int64(std::size_t n) {
   mpx::Queue<std::int64_t> q;
   StartLine line;
   pid_t prod = spawn([&] {
-    pin(1);
+    pin_to(1);
     line.arrive_and_wait();
     for (std::size_t i = 0; i < n; ++i) q.put(static_cast<std::int64_t>(i));
     return 0;
   });
-  pin(0);
+  pin_to(0);
   line.release_when(1);
   auto t0 = Clock::now();
   std::int64_t expect = 0;
@@ -193,7 +181,7 @@ double mpx_spsc_string(std::size_t n, std::size_t size) {
   StartLine line;
   pid_t prod = spawn([&] {
     std::string item(size, 'x');
-    pin(1);
+    pin_to(1);
     line.arrive_and_wait();
     for (std::size_t i = 0; i < n; ++i) {
       item[0] = static_cast<char>('a' + i % 26);
@@ -201,7 +189,7 @@ double mpx_spsc_string(std::size_t n, std::size_t size) {
     }
     return 0;
   });
-  pin(0);
+  pin_to(0);
   line.release_when(1);
   auto t0 = Clock::now();
   bool ok = true;
@@ -257,19 +245,6 @@ double mpx_mpmc_int64(std::size_t n, int producers, int consumers) {
 
 // ---- Python
 
-std::map<std::string, double> run_python(bool quick, int repeat) {
-  std::map<std::string, double> r;
-  std::string cmd = std::string("python3 ") + MPX_BENCH_PYTHON_DIR + "/queue_bench.py" + (quick ? " --quick" : "") +
-                    " --repeat " + std::to_string(repeat);
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (!f) return r;
-  char name[128];
-  double v;
-  while (std::fscanf(f, "%127s %lf", name, &v) == 2) r[name] = v;
-  ::pclose(f);
-  return r;
-}
-
 void row(const char* name, const char* unit, double mpx, double python, double limit, const char* limit_name) {
   std::printf("%-18s %-8s %14.4g", name, unit, mpx);
   if (python > 0)
@@ -284,14 +259,9 @@ void row(const char* name, const char* unit, double mpx, double python, double l
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, python = true;
-  int repeat = 3;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--quick") quick = true;
-    if (a == "--no-python") python = false;
-    if (a == "--repeat" && i + 1 < argc) repeat = std::max(1, std::atoi(argv[++i]));
-  }
+  const Options opt = parse_options(argc, argv);
+  const bool quick = opt.quick;
+  const int repeat = opt.repeat;
   const std::size_t n_int = quick ? 2'000'000 : 20'000'000;
   const std::size_t n_1k = quick ? 200'000 : 1'000'000;
   const std::size_t n_1m = quick ? 200 : 2000;
@@ -312,7 +282,7 @@ int main(int argc, char** argv) {
   double s1m = best([&] { return mpx_spsc_string(n_1m, 1 << 20) * (1 << 20) / 1e9; });
   double mpmc = best([&] { return mpx_mpmc_int64(n_mpmc, 4, 4); });
   std::map<std::string, double> py;
-  if (python) py = run_python(quick, repeat);
+  if (opt.python) py = run_python("queue_bench.py", python_args(opt));
   auto p = [&](const char* k) { return py.count(k) ? py[k] : 0.0; };
 
   std::printf("%-18s %-8s %14s %14s %10s %14s\n", "scenario", "unit", "mpx", "python", "mpx/py", "machine limit");

@@ -27,11 +27,12 @@
 #include <string>
 #include <vector>
 
+#include "bench_support.hpp"
 #include "mpx/serialization.hpp"
 
-namespace {
+using mpx::bench::Clock;
 
-using Clock = std::chrono::steady_clock;
+namespace {
 
 template <class T>
 inline void keep(T&& value) {
@@ -109,19 +110,6 @@ double cereal_sstream_round_trip(std::size_t n, const T& value) {
   });
 }
 
-std::map<std::string, double> run_python(bool quick) {
-  std::map<std::string, double> result;
-  const std::string cmd = std::string("python3 ") + MPX_BENCH_PYTHON_DIR + "/serialization_bench.py" +
-                          (quick ? " --quick" : "") + " 2>/dev/null";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return result;
-  char name[128];
-  double ns = 0;
-  while (std::fscanf(p, "%127s %lf", name, &ns) == 2) result[name] = ns;
-  ::pclose(p);
-  return result;
-}
-
 struct Row {
   std::string scenario;
   double mpx_ns;
@@ -132,13 +120,13 @@ struct Row {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, python = true;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
-    if (std::strcmp(argv[i], "--no-python") == 0) python = false;
-  }
+  const mpx::bench::Options opt = mpx::bench::parse_options(argc, argv);
+  const bool quick = opt.quick;
   const std::size_t n = quick ? 200'000 : 2'000'000;
-  const std::map<std::string, double> py = python ? run_python(quick) : std::map<std::string, double>{};
+  // Its stderr is dropped, as before; it takes no --repeat.
+  const std::map<std::string, double> py =
+      opt.python ? mpx::bench::run_python("serialization_bench.py", quick ? "--quick 2>/dev/null" : "2>/dev/null")
+                 : std::map<std::string, double>{};
   auto py_ns = [&](const std::string& k) { return py.count(k) ? py.at(k) : 0.0; };
 
   const std::string kib(1024, 'k');

@@ -1,55 +1,27 @@
-// Shared by bench/sync_bench.cpp and bench/shared_memory_bench.cpp: run the
-// Python side, fork workers, take medians, print the table.
+// Shared by bench/sync_bench.cpp and bench/shared_memory_bench.cpp, on top of
+// bench_support.hpp: fork pinned workers, take medians, print the table.
 #pragma once
 
-#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <functional>
 #include <map>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "bench_support.hpp"
+
 namespace mpx::bench {
-
-using Clock = std::chrono::steady_clock;
-inline double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-// Runs `python3 <script> <args>` and returns "scenario -> value" from its
-// "<scenario> <value> <unit>" lines. Empty when python3 is missing or fails.
-inline std::map<std::string, double> run_python(const std::string& script, const std::string& args) {
-  std::map<std::string, double> values;
-  std::string command = "python3 " + std::string(MPX_BENCH_PYTHON_DIR) + "/" + script + " " + args;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (!pipe) return values;
-  char line[512];
-  while (std::fgets(line, sizeof line, pipe)) {
-    std::istringstream in(line);
-    std::string name;
-    double value = 0;
-    if (in >> name >> value) values[name] = value;
-  }
-  if (::pclose(pipe) != 0) std::fprintf(stderr, "warning: '%s' failed\n", command.c_str());
-  return values;
-}
 
 // --pin cross|same: the parent runs on CPU 0, workers on CPU 1 (cross) or
 // CPU 0 too (same); none (default) leaves placement to the scheduler.
 inline int& child_cpu() {
   static int cpu = -1;
   return cpu;
-}
-inline void pin_to(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  ::sched_setaffinity(0, sizeof set, &set);
 }
 // Parses --pin; returns the mode to hand to the Python side.
 inline std::string setup_pinning(int argc, char** argv) {

@@ -172,56 +172,47 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   auto py = run_python("sync_bench.py", "--scale " + std::to_string(scale) + " --pin " + pin);
 
+  // How a row's ratio is formed, so that it reads against the row's target.
+  enum class Ratio { mpx_per_python, mpx_per_bare, python_per_mpx };
   std::vector<Row> rows;
-  {
+  // The Python value is the script's line named like the scenario.
+  auto add = [&](const char* scenario, const char* unit, double mpx, double bare, Ratio ratio, const char* target) {
     Row r;
-    r.scenario = "value_lock_increment_2proc";
-    r.unit = "ops/s";
-    r.mpx = median_of(kRuns, [&] { return value_increments(n(2e6)); });
-    r.bare = median_of(kRuns, [&] { return bare_increments(n(2e6)); });
-    r.python = lookup(py, r.scenario);
-    r.ratio_label = "mpx/python";
-    r.ratio = r.python ? r.mpx / *r.python : 0;
-    r.target = ">= 20";
+    r.scenario = scenario;
+    r.unit = unit;
+    r.mpx = mpx;
+    r.bare = bare;
+    r.python = lookup(py, scenario);
+    switch (ratio) {
+      case Ratio::mpx_per_python:
+        r.ratio_label = "mpx/python";
+        r.ratio = r.python ? mpx / *r.python : 0;
+        break;
+      case Ratio::mpx_per_bare:
+        r.ratio_label = "mpx/bare";
+        r.ratio = mpx / bare;
+        break;
+      case Ratio::python_per_mpx:
+        r.ratio_label = "python/mpx";
+        r.ratio = r.python ? *r.python / mpx : 0;
+        break;
+    }
+    r.target = target;
     rows.push_back(r);
-  }
+  };
+  // Measured one after the other in this order (not inside one call's
+  // arguments, whose order of evaluation C++ leaves open).
+  double value_mpx = median_of(kRuns, [&] { return value_increments(n(2e6)); });
+  double value_bare = median_of(kRuns, [&] { return bare_increments(n(2e6)); });
+  add("value_lock_increment_2proc", "ops/s", value_mpx, value_bare, Ratio::mpx_per_python, ">= 20");
   double futex_rt = median_of(kRuns, [&] { return futex_roundtrip_us(n(20000)); });
-  {
-    Row r;
-    r.scenario = "event_pingpong_roundtrip";
-    r.unit = "us";
-    r.mpx = median_of(kRuns, [&] { return event_roundtrip_us(n(20000)); });
-    r.bare = futex_rt;
-    r.python = lookup(py, r.scenario);
-    r.ratio_label = "mpx/bare";
-    r.ratio = r.mpx / futex_rt;
-    r.target = "<= 1.5";
-    rows.push_back(r);
-  }
-  {
-    Row r;
-    r.scenario = "lock_handoff_roundtrip";
-    r.unit = "us";
-    r.mpx = median_of(kRuns, [&] { return lock_handoff_us(n(20000)); });
-    r.bare = futex_rt;
-    r.python = lookup(py, r.scenario);
-    r.ratio_label = "mpx/bare";
-    r.ratio = r.mpx / futex_rt;
-    r.target = "<= 1.5";
-    rows.push_back(r);
-  }
-  {
-    Row r;
-    r.scenario = "lock_uncontended_acquire_release";
-    r.unit = "ns";
-    r.mpx = median_of(kRuns, [&] { return lock_uncontended_ns(n(5e6)); });
-    r.bare = median_of(kRuns, [&] { return pthread_uncontended_ns(n(5e6)); });
-    r.python = lookup(py, r.scenario);
-    r.ratio_label = "python/mpx";
-    r.ratio = r.python ? *r.python / r.mpx : 0;
-    r.target = "(info)";
-    rows.push_back(r);
-  }
+  double event_rt = median_of(kRuns, [&] { return event_roundtrip_us(n(20000)); });
+  add("event_pingpong_roundtrip", "us", event_rt, futex_rt, Ratio::mpx_per_bare, "<= 1.5");
+  double lock_rt = median_of(kRuns, [&] { return lock_handoff_us(n(20000)); });
+  add("lock_handoff_roundtrip", "us", lock_rt, futex_rt, Ratio::mpx_per_bare, "<= 1.5");
+  double lock_ns = median_of(kRuns, [&] { return lock_uncontended_ns(n(5e6)); });
+  double pthread_ns = median_of(kRuns, [&] { return pthread_uncontended_ns(n(5e6)); });
+  add("lock_uncontended_acquire_release", "ns", lock_ns, pthread_ns, Ratio::python_per_mpx, "(info)");
   std::printf("placement: %s\n", pin == "none" ? "left to the scheduler" : pin == "cross" ? "parent on CPU 0, child on CPU 1" : "parent and child on CPU 0");
   print_table(rows);
   std::printf("\nbare: value = atomic fetch_add by 2 processes; round trips = one futex word each way, "
