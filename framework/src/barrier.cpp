@@ -29,8 +29,8 @@ using namespace detail;
 Barrier::Barrier(std::size_t parties, std::function<void()> action) : action_(std::move(action)) {
   if (parties < 1 || parties > 0xffff)
     throw SyncError("Barrier: parties must be in [1, 65535], got " + std::to_string(parties));
-  handle_ = SyncHandle<BarrierState>(construct<BarrierState>(allocate_shared_block(sizeof(BarrierState)),
-                                                             kBarrierMagic, static_cast<std::uint32_t>(parties)));
+  handle_ =
+      SyncHandle<BarrierState>(construct_anonymous<BarrierState>(kBarrierMagic, static_cast<std::uint32_t>(parties)));
 }
 
 std::size_t Barrier::wait_until(const Deadline& deadline) {

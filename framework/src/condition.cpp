@@ -20,8 +20,7 @@ using detail::ConditionState;
 
 namespace {
 detail::Placement new_condition_state() {
-  return detail::construct<ConditionState>(detail::allocate_shared_block(sizeof(ConditionState)),
-                                           detail::kConditionMagic);
+  return detail::construct_anonymous<ConditionState>(detail::kConditionMagic);
 }
 }  // namespace
 

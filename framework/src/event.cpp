@@ -18,11 +18,10 @@ static_assert(sizeof(EventState) == Event::shared_size);
 using detail::EventState;
 
 Event::Event()
-    : handle_(detail::construct<EventState>(detail::allocate_shared_block(sizeof(EventState)), detail::kEventMagic)) {}
+    : handle_(detail::construct_anonymous<EventState>(detail::kEventMagic)) {}
 
 Event Event::create_at(const SharedMemory& shm, std::size_t offset) {
-  return Event(detail::construct<EventState>(
-      detail::place_in(shm, offset, sizeof(EventState), alignof(EventState), "Event"), detail::kEventMagic));
+  return Event(detail::construct_at<EventState>(shm, offset, detail::kEventMagic, "Event"));
 }
 
 Event Event::attach_at(const SharedMemory& shm, std::size_t offset) {

@@ -107,12 +107,10 @@ using detail::LockState;
 
 // ------------------------------------------------------------------ Lock
 
-Lock::Lock()
-    : handle_(detail::construct<LockState>(detail::allocate_shared_block(sizeof(LockState)), detail::kLockMagic)) {}
+Lock::Lock() : handle_(detail::construct_anonymous<LockState>(detail::kLockMagic)) {}
 
 Lock Lock::create_at(const SharedMemory& shm, std::size_t offset) {
-  return Lock(detail::construct<LockState>(detail::place_in(shm, offset, sizeof(LockState), alignof(LockState), "Lock"),
-                                           detail::kLockMagic));
+  return Lock(detail::construct_at<LockState>(shm, offset, detail::kLockMagic, "Lock"));
 }
 
 Lock Lock::attach_at(const SharedMemory& shm, std::size_t offset) {
@@ -136,12 +134,10 @@ bool Lock::locked() const {
 
 // ----------------------------------------------------------------- RLock
 
-RLock::RLock()
-    : handle_(detail::construct<LockState>(detail::allocate_shared_block(sizeof(LockState)), detail::kRLockMagic)) {}
+RLock::RLock() : handle_(detail::construct_anonymous<LockState>(detail::kRLockMagic)) {}
 
 RLock RLock::create_at(const SharedMemory& shm, std::size_t offset) {
-  return RLock(detail::construct<LockState>(
-      detail::place_in(shm, offset, sizeof(LockState), alignof(LockState), "RLock"), detail::kRLockMagic));
+  return RLock(detail::construct_at<LockState>(shm, offset, detail::kRLockMagic, "RLock"));
 }
 
 RLock RLock::attach_at(const SharedMemory& shm, std::size_t offset) {

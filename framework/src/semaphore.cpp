@@ -33,15 +33,14 @@ Semaphore::Semaphore(std::uint32_t value) : Semaphore(value, max_value) {}
 
 Semaphore::Semaphore(std::uint32_t value, std::uint32_t bound) {
   detail::check_value(value);
-  handle_ = detail::SyncHandle<SemaphoreState>(detail::construct<SemaphoreState>(
-      detail::allocate_shared_block(sizeof(SemaphoreState)), detail::kSemaphoreMagic, value, bound));
+  handle_ = detail::SyncHandle<SemaphoreState>(
+      detail::construct_anonymous<SemaphoreState>(detail::kSemaphoreMagic, value, bound));
 }
 
 Semaphore Semaphore::create_at(const SharedMemory& shm, std::size_t offset, std::uint32_t value) {
   detail::check_value(value);
-  return Semaphore(detail::construct<SemaphoreState>(
-      detail::place_in(shm, offset, sizeof(SemaphoreState), alignof(SemaphoreState), "Semaphore"),
-      detail::kSemaphoreMagic, value, max_value));
+  return Semaphore(detail::construct_at<SemaphoreState>(shm, offset, detail::kSemaphoreMagic, "Semaphore", value,
+                                                        max_value));
 }
 
 Semaphore Semaphore::attach_at(const SharedMemory& shm, std::size_t offset) {
@@ -49,10 +48,9 @@ Semaphore Semaphore::attach_at(const SharedMemory& shm, std::size_t offset) {
 }
 
 BoundedSemaphore BoundedSemaphore::create_at(const SharedMemory& shm, std::size_t offset, std::uint32_t value) {
-  detail::check_value(value);
-  return BoundedSemaphore(detail::construct<SemaphoreState>(
-      detail::place_in(shm, offset, sizeof(SemaphoreState), alignof(SemaphoreState), "BoundedSemaphore"),
-      detail::kSemaphoreMagic, value, value));
+  detail::check_value(value);  // the bound is the initial value
+  return BoundedSemaphore(
+      detail::construct_at<SemaphoreState>(shm, offset, detail::kSemaphoreMagic, "BoundedSemaphore", value, value));
 }
 
 BoundedSemaphore BoundedSemaphore::attach_at(const SharedMemory& shm, std::size_t offset) {

@@ -95,6 +95,20 @@ Placement construct(Placement p, std::uint32_t magic, Args&&... args) {
   return p;
 }
 
+// A new State in its own anonymous shared block (shared with children by fork).
+template <class State, class... Args>
+Placement construct_anonymous(std::uint32_t magic, Args&&... args) {
+  return construct<State>(allocate_shared_block(sizeof(State)), magic, std::forward<Args>(args)...);
+}
+
+// A new State at `offset` of `shm`, for create_at(); attach() finds it there.
+template <class State, class... Args>
+Placement construct_at(const SharedMemory& shm, std::size_t offset, std::uint32_t magic, const char* what,
+                       Args&&... args) {
+  return construct<State>(place_in(shm, offset, sizeof(State), alignof(State), what), magic,
+                          std::forward<Args>(args)...);
+}
+
 template <class State>
 Placement attach(const SharedMemory& shm, std::size_t offset, std::uint32_t magic, const char* what) {
   Placement p = place_in(shm, offset, sizeof(State), alignof(State), what);
