@@ -8,8 +8,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 
 namespace mpx::detail {
@@ -33,18 +31,28 @@ void register_atfork() noexcept {
   if (done.compare_exchange_strong(expected, true)) ::pthread_atfork(nullptr, nullptr, &refresh_after_fork);
 }
 
-// Reads state letter and start time (field 22) of /proc/<tid>/stat.
-// Returns false when the file cannot be read or parsed.
-bool read_stat(pid_t tid, char& state, std::uint64_t& start) noexcept {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(tid));
+}  // namespace
+
+bool read_proc_stat(pid_t tid, char& state, std::uint64_t& start) noexcept {
+  // The path by hand, not snprintf: only system calls and string functions.
+  char path[32] = "/proc/";
+  char digits[16];
+  int n = 0;
+  auto v = static_cast<unsigned>(tid);
+  do {
+    digits[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v);
+  std::size_t at = 6;
+  while (n) path[at++] = digits[--n];
+  std::memcpy(path + at, "/stat", 6);
   int fd = ::open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
   char buf[1024];
-  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ssize_t got = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
-  if (n <= 0) return false;
-  buf[n] = '\0';
+  if (got <= 0) return false;
+  buf[got] = '\0';
   // The command name may contain spaces and parentheses: parse after the last ')'.
   char* p = std::strrchr(buf, ')');
   if (!p || p[1] != ' ') return false;
@@ -56,11 +64,11 @@ bool read_stat(pid_t tid, char& state, std::uint64_t& start) noexcept {
     if (!p) return false;
     ++p;
   }
-  start = std::strtoull(p, nullptr, 10);
+  std::uint64_t value = 0;
+  while (*p >= '0' && *p <= '9') value = value * 10 + static_cast<std::uint64_t>(*p++ - '0');
+  start = value;
   return true;
 }
-
-}  // namespace
 
 pid_t current_pid() noexcept {
   pid_t pid = g_pid.load(std::memory_order_relaxed);
@@ -85,7 +93,7 @@ std::uint64_t current_thread_ident() noexcept {
     pid_t tid = current_tid();
     char state = 0;
     std::uint64_t start = 0;
-    if (!read_stat(tid, state, start)) start = 0;
+    if (!read_proc_stat(tid, state, start)) start = 0;
     t_ident = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(tid)) << 32) |
               static_cast<std::uint32_t>(start);
   }
@@ -96,7 +104,7 @@ bool owner_gone(pid_t tid, std::uint64_t ident) noexcept {
   if (tid <= 0) return false;
   char state = 0;
   std::uint64_t start = 0;
-  if (!read_stat(tid, state, start)) {
+  if (!read_proc_stat(tid, state, start)) {
     // No /proc entry: either gone, or /proc is not mounted; ask the kernel.
     return ::kill(tid, 0) != 0 && errno == ESRCH;
   }

@@ -118,36 +118,10 @@ struct Server {
 // /proc/<pid>/stat: false when the process is gone or a zombie; *start gets
 // its start time. Only system calls: this runs in the tracker.
 bool process_alive(pid_t pid, std::uint64_t* start) {
-  char path[32] = "/proc/";
-  char digits[16];
-  int n = 0;
-  auto v = static_cast<unsigned>(pid);
-  do {
-    digits[n++] = static_cast<char>('0' + v % 10);
-    v /= 10;
-  } while (v);
-  std::size_t at = 6;
-  while (n) path[at++] = digits[--n];
-  std::memcpy(path + at, "/stat", 6);
-  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  char buf[1024];
-  ssize_t got = ::read(fd, buf, sizeof buf - 1);
-  ::close(fd);
-  if (got <= 0) return false;
-  buf[got] = '\0';
-  char* q = std::strrchr(buf, ')');
-  if (!q || q[1] != ' ') return false;
-  q += 2;
-  if (*q == 'Z' || *q == 'X') return false;
-  for (int field = 3; field < 22; ++field) {
-    q = std::strchr(q, ' ');
-    if (!q) return false;
-    ++q;
-  }
-  std::uint64_t value = 0;
-  while (*q >= '0' && *q <= '9') value = value * 10 + static_cast<std::uint64_t>(*q++ - '0');
-  *start = value;
+  char state = 0;
+  std::uint64_t started = 0;
+  if (!read_proc_stat(pid, state, started) || state == 'Z' || state == 'X') return false;
+  *start = started;
   return true;
 }
 

@@ -24,6 +24,12 @@ namespace mpx::detail {
 // The low half is 0 when /proc is not readable.
 [[nodiscard]] std::uint64_t current_thread_ident() noexcept;
 
+// Reads /proc/<tid>/stat (a pid is a tid too): the state letter (field 3) and
+// the start time (field 22). False when it cannot be read or parsed (gone, or
+// /proc not mounted). Only system calls and string functions, no allocation:
+// safe in the shm tracker and in a child of fork().
+[[nodiscard]] bool read_proc_stat(pid_t tid, char& state, std::uint64_t& start) noexcept;
+
 // True when thread `tid` has certainly ended: it does not exist, is a zombie,
 // or (when `ident` names the same tid with a known start time) a different
 // thread now carries that number. False when it is alive or unknown.
