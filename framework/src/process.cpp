@@ -29,7 +29,9 @@ namespace detail {
 
 namespace {
 
-Runtime* g_runtime = nullptr;
+// This process' runtime once it is a child made by mpx; null in the main
+// process. Written only by become_child, single-threaded after fork.
+std::atomic<Runtime*> g_child_runtime{nullptr};
 std::atomic<bool> g_atexit_registered{false};
 
 [[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
@@ -161,12 +163,13 @@ ChildState::~ChildState() {
 }
 
 Runtime& runtime() {
-  if (!g_runtime) {
-    static Runtime main_runtime;
-    main_runtime.self = ProcessInfo{"MainProcess", ::getpid(), false};
-    g_runtime = &main_runtime;
-  }
-  return *g_runtime;
+  if (Runtime* child = g_child_runtime.load(std::memory_order_acquire)) return *child;
+  static Runtime* main_runtime = [] {  // thread-safe first use
+    auto* r = new Runtime();           // never destroyed: the atexit handler uses it
+    r->self = ProcessInfo{"MainProcess", ::getpid(), false};
+    return r;
+  }();
+  return *main_runtime;
 }
 
 int exitcode_from_status(int status) {
@@ -196,7 +199,7 @@ void become_child(const ChildIdentity& who) {
   // The parent's children are not ours: close their descriptors. The old
   // runtime is abandoned, not destroyed: another thread may have held its
   // mutex at the fork.
-  Runtime* old = g_runtime;
+  Runtime* old = &runtime();
   if (old && old->mutex.try_lock()) {
     for (auto& child : old->children) {
       child->pidfd.reset();
@@ -208,7 +211,7 @@ void become_child(const ChildIdentity& who) {
   fresh->self = ProcessInfo{who.name, ::getpid(), who.daemon};
   fresh->parent = who.parent;
   fresh->identity = who.identity;
-  g_runtime = fresh;
+  g_child_runtime.store(fresh, std::memory_order_release);
   close_forkserver_in_child();
   reset_logging_after_fork();
 }
