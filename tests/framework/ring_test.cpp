@@ -3,6 +3,9 @@
 #include "mpx/detail/ring.hpp"
 
 #include <gtest/gtest.h>
+
+#include <functional>
+#include <memory>
 #include <signal.h>
 
 #include <cstring>
@@ -171,39 +174,49 @@ void notify_and_hang() {
   g_signal->notify();
   for (;;) ::pause();
 }
+
+// Starts a child that sets `hook` and runs `action`, and returns once the
+// child has reached the hook and hangs there (nullptr if it never did), so
+// the test can kill it at exactly that point.
+std::unique_ptr<ForkedChild> stopped_at(void (*&hook)(), const std::function<void()>& action) {
+  Signal reached;
+  g_signal = &reached;
+  auto child = std::make_unique<ForkedChild>([&] {
+    hook = notify_and_hang;
+    action();
+    return 1;
+  });
+  if (!reached.wait()) return nullptr;
+  return child;
+}
+
+::testing::AssertionResult killed(ForkedChild& child) {
+  child.kill();
+  auto code = child.wait();
+  if (code == -SIGKILL) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "child ended with " << (code ? std::to_string(*code) : "nothing");
+}
 }  // namespace
 
 TEST(RingFaults, ProducerKilledAfterClaimIsSkipped) {
   Ring r = Ring::create(small_options());
-  Signal claimed;
-  g_signal = &claimed;
-  ForkedChild producer([&] {
-    Ring::test_hook_after_claim_put = notify_and_hang;
-    (void)give(r, pattern(8, 1));
-    return 1;
-  });
-  ASSERT_TRUE(claimed.wait());
+  auto producer = stopped_at(Ring::test_hook_after_claim_put, [&] { (void)give(r, pattern(8, 1)); });
+  ASSERT_TRUE(producer);
   ASSERT_TRUE(give(r, pattern(8, 2)));  // queued behind the dead claim
-  producer.kill();
-  ASSERT_EQ(producer.wait(), -SIGKILL);
+  ASSERT_TRUE(killed(*producer));
   EXPECT_EQ(take(r, Deadline::after(5s)), pattern(8, 2));
   EXPECT_FALSE(take(r, Deadline::never(), false));
 }
 
 TEST(RingFaults, ProducerKilledWhileZombieIsStillDetected) {
   Ring r = Ring::create(small_options());
-  Signal claimed;
-  g_signal = &claimed;
-  ForkedChild producer([&] {
-    Ring::test_hook_after_claim_put = notify_and_hang;
-    (void)give(r, pattern(60, 1));  // a lane message
-    return 1;
-  });
-  ASSERT_TRUE(claimed.wait());
+  // A lane message.
+  auto producer = stopped_at(Ring::test_hook_after_claim_put, [&] { (void)give(r, pattern(60, 1)); });
+  ASSERT_TRUE(producer);
   ASSERT_TRUE(give(r, pattern(60, 2)));
-  producer.kill();  // not reaped yet: a zombie while we read
+  producer->kill();  // not reaped yet: a zombie while we read
   EXPECT_EQ(take(r, Deadline::after(5s)), pattern(60, 2));
-  EXPECT_EQ(producer.wait(), -SIGKILL);
+  EXPECT_EQ(producer->wait(), -SIGKILL);
 }
 
 TEST(RingFaults, ConsumerKilledAfterClaimLosesOnlyItsItem) {
@@ -212,16 +225,9 @@ TEST(RingFaults, ConsumerKilledAfterClaimLosesOnlyItsItem) {
   Ring r = Ring::create(o);
   ASSERT_TRUE(give(r, pattern(8, 1)));
   ASSERT_TRUE(give(r, pattern(8, 2)));
-  Signal claimed;
-  g_signal = &claimed;
-  ForkedChild consumer([&] {
-    Ring::test_hook_after_claim_get = notify_and_hang;
-    (void)take(r);
-    return 1;
-  });
-  ASSERT_TRUE(claimed.wait());
-  consumer.kill();
-  ASSERT_EQ(consumer.wait(), -SIGKILL);
+  auto consumer = stopped_at(Ring::test_hook_after_claim_get, [&] { (void)take(r); });
+  ASSERT_TRUE(consumer);
+  ASSERT_TRUE(killed(*consumer));
   // The ring is full (item 2, and item 1's cell held by the dead consumer):
   // the next put recovers the dead consumer's cell.
   ASSERT_TRUE(give(r, pattern(8, 3), Deadline::after(5s)));
@@ -235,16 +241,9 @@ TEST(RingFaults, ConsumerKilledWhileHoldingALaneFreesTheLane) {
   o.lanes = 1;
   Ring r = Ring::create(o);
   ASSERT_TRUE(give(r, pattern(1000, 1)));
-  Signal claimed;
-  g_signal = &claimed;
-  ForkedChild consumer([&] {
-    Ring::test_hook_after_claim_get = notify_and_hang;
-    (void)take(r);
-    return 1;
-  });
-  ASSERT_TRUE(claimed.wait());
-  consumer.kill();
-  ASSERT_EQ(consumer.wait(), -SIGKILL);
+  auto consumer = stopped_at(Ring::test_hook_after_claim_get, [&] { (void)take(r); });
+  ASSERT_TRUE(consumer);
+  ASSERT_TRUE(killed(*consumer));
   // The only lane was held by the dead consumer; the next large put recovers it.
   ASSERT_TRUE(give(r, pattern(1000, 2), Deadline::after(5s)));
   EXPECT_EQ(take(r), pattern(1000, 2));
@@ -257,16 +256,9 @@ TEST(RingFaults, ConsumerKilledWhileHoldingASmallLaneFreesIt) {
   o.lanes = 1;
   Ring r = Ring::create(o);
   ASSERT_TRUE(give(r, pattern(1000, 1)));  // the small lane
-  Signal claimed;
-  g_signal = &claimed;
-  ForkedChild consumer([&] {
-    Ring::test_hook_after_claim_get = notify_and_hang;
-    (void)take(r);
-    return 1;
-  });
-  ASSERT_TRUE(claimed.wait());
-  consumer.kill();
-  ASSERT_EQ(consumer.wait(), -SIGKILL);
+  auto consumer = stopped_at(Ring::test_hook_after_claim_get, [&] { (void)take(r); });
+  ASSERT_TRUE(consumer);
+  ASSERT_TRUE(killed(*consumer));
   ASSERT_TRUE(give(r, pattern(1000, 2), Deadline::after(5s)));  // the large lane
   ASSERT_TRUE(give(r, pattern(1000, 3), Deadline::after(5s)));  // needs the dead consumer's small lane
   EXPECT_EQ(take(r), pattern(1000, 2));
@@ -288,22 +280,17 @@ TEST(Ring, MediumMessagesUseTheSmallLanes) {
 
 TEST(RingFaults, ProducerKilledMidStreamIsDropped) {
   Ring r = Ring::create(small_options());
-  Signal mid;
-  g_signal = &mid;
-  ForkedChild producer([&] {
-    Ring::test_hook_mid_stream_put = notify_and_hang;
-    (void)give(r, pattern(5 * 4096, 1));
-    return 1;
-  });
-  ASSERT_TRUE(mid.wait());
+  auto producer = stopped_at(Ring::test_hook_mid_stream_put, [&] { (void)give(r, pattern(5 * 4096, 1)); });
+  ASSERT_TRUE(producer);
   ASSERT_TRUE(give(r, pattern(8, 2)));
-  producer.kill();
-  ASSERT_EQ(producer.wait(), -SIGKILL);
+  ASSERT_TRUE(killed(*producer));
   EXPECT_EQ(take(r, Deadline::after(5s)), pattern(8, 2));
 }
 
 TEST(RingFaults, ConsumerKilledMidStreamReleasesTheProducer) {
   Ring r = Ring::create(small_options());
+  // The consumer reaches mid-stream only once the producer streams: start
+  // both before waiting, so stopped_at() does not fit here.
   Signal mid;
   g_signal = &mid;
   ForkedChild consumer([&] {
@@ -313,8 +300,7 @@ TEST(RingFaults, ConsumerKilledMidStreamReleasesTheProducer) {
   });
   ForkedChild producer([&] { return give(r, pattern(8 * 4096, 1), Deadline::never()) ? 0 : 1; });
   ASSERT_TRUE(mid.wait());
-  consumer.kill();
-  ASSERT_EQ(consumer.wait(), -SIGKILL);
+  ASSERT_TRUE(killed(consumer));
   EXPECT_EQ(producer.wait(10s), 0);  // returns: its message died with the consumer
   ASSERT_TRUE(give(r, pattern(3000, 3), Deadline::after(5s)));
   EXPECT_EQ(take(r), pattern(3000, 3));
