@@ -1,4 +1,5 @@
 #include "mpx/process.hpp"
+#include "mpx/detail/demangle.hpp"
 
 #include <cxxabi.h>
 #include <poll.h>
@@ -51,17 +52,7 @@ std::string identity_suffix(const std::vector<int>& identity) {
   return out;
 }
 
-std::string demangle(const char* mangled) {
-  int status = 0;
-  std::unique_ptr<char, decltype(&std::free)> text(abi::__cxa_demangle(mangled, nullptr, nullptr, &status),
-                                                   &std::free);
-  return status == 0 && text ? text.get() : mangled;
-}
 
-std::string current_exception_type() {
-  auto* type = abi::__cxa_current_exception_type();
-  return type ? demangle(type->name()) : "unknown";
-}
 
 // Reaps the child if it has ended, without blocking. Caller holds s.mutex.
 bool try_reap_locked(ChildState& s) {

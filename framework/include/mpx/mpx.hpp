@@ -20,3 +20,8 @@
 #include "mpx/connection.hpp"
 #include "mpx/pipe.hpp"
 #include "mpx/queue.hpp"
+
+// The actor layer sits above the framework; include it when it is there.
+#if __has_include("mpx/actors.hpp")
+#include "mpx/actors.hpp"
+#endif

@@ -1,0 +1,128 @@
+// mpx/actors/detail/mailbox.hpp: a host's crash-safe mailbox, a log of
+// variable-sized records in a named shared-memory segment.
+//
+// Contract
+// - Many producers (any thread of any process that opened the segment by
+//   name), one consumer: the gateway thread of the host process currently
+//   attached (attach_consumer). The segment is created by the host's parent
+//   and outlives the host, so a host that dies loses nothing it had not
+//   finished: records go READY -> TAKEN (handed to an actor's queue) ->
+//   HANDLING (its handler runs) -> DONE, and attach_consumer() of the next
+//   incarnation turns every TAKEN record back to READY and every HANDLING
+//   one to READY flagged `redelivered`, in log order.
+// - Producers serialise on a small robust lock in the segment only to reserve
+//   space and write the record header; the payload is copied outside it. A
+//   producer killed while holding the lock is detected by the next one
+//   (liveness of the pid in the lock word) and the lock is taken over: the
+//   reservation is only published by its last store. A producer killed while
+//   copying leaves a WRITING record that the consumer skips once the pid is
+//   gone: that message is lost (it was never sent).
+// - put blocks (until the deadline) while `capacity` messages wait or the
+//   log bytes are exhausted; the policy in the header decides (see
+//   mailbox_options.hpp). It returns false for "full"; it throws
+//   MessageTooLarge for a record over bytes / 2.
+// - take() hands out a view of the payload in shared memory, valid until the
+//   record is completed. mark_handling/complete may be called from any thread
+//   of the consumer process.
+// - Ordering: records are taken in reservation order; one producer's puts
+//   are reserved in the order it made them.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+
+#include "mpx/actors/errors.hpp"
+#include "mpx/actors/mailbox_options.hpp"
+#include "mpx/detail/deadline.hpp"
+#include "mpx/shared_memory.hpp"
+
+namespace mpx::actors::detail {
+
+struct MailboxHeader;
+struct RecordHeader;
+
+// What the host process attached to a mailbox is doing, as its parent and
+// its peers see it.
+enum class HostState : std::uint32_t { never_started = 0, running = 1, stopped = 2, died = 3 };
+
+class Mailbox {
+ public:
+  using Deadline = mpx::detail::Deadline;
+
+  // A new segment named `name` (SharedMemory naming, unlinked when no holder
+  // of it lives). Throws ActorError for bad options, SharedMemoryError.
+  static std::shared_ptr<Mailbox> create(const std::string& name, const MailboxOptions& options);
+  // Attaches to an existing segment; throws FileNotFoundError when none.
+  static std::shared_ptr<Mailbox> open(const std::string& name);
+
+  // Producer side. `parts` are concatenated into one record. False when full
+  // (policy fail, block=false, or the deadline passed).
+  [[nodiscard]] bool put(std::span<const std::byte> head, std::span<const std::byte> body, const Deadline& deadline,
+                         bool block = true);
+
+  struct Taken {
+    std::uint64_t pos;
+    std::span<const std::byte> bytes;
+    bool redelivered;
+  };
+  // Consumer side: the next record, or nullopt at the deadline or after
+  // interrupt_consumer().
+  [[nodiscard]] std::optional<Taken> take(const Deadline& deadline);
+  void mark_handling(std::uint64_t pos);
+  void complete(std::uint64_t pos);
+  // Wakes a consumer blocked in take() (which then returns nullopt once).
+  void interrupt_consumer();
+
+  struct Recovery {
+    std::uint64_t requeued = 0;     // TAKEN by a dead consumer, not yet handled
+    std::uint64_t redelivered = 0;  // HANDLING when the consumer died
+  };
+  // Makes the calling process the consumer (incarnation + 1) and requeues
+  // what the previous consumer held. Call before take().
+  Recovery attach_consumer();
+  // The consumer says it has stopped (state stopped/died) with an exit code.
+  void set_host_state(HostState state, std::optional<int> exit_code = std::nullopt);
+
+  [[nodiscard]] std::size_t depth() const noexcept;        // messages waiting, not yet taken
+  [[nodiscard]] std::uint64_t dropped() const noexcept;    // by drop_oldest
+  [[nodiscard]] std::uint64_t in_flight() const noexcept;  // taken, not yet completed (records)
+  [[nodiscard]] pid_t consumer_pid() const noexcept;
+  [[nodiscard]] std::uint32_t incarnation() const noexcept;
+  [[nodiscard]] HostState host_state() const noexcept;
+  [[nodiscard]] std::optional<int> exit_code() const noexcept;
+  [[nodiscard]] MailboxPolicy policy() const noexcept;
+  [[nodiscard]] std::size_t capacity() const noexcept;
+  [[nodiscard]] std::size_t max_message_bytes() const noexcept;
+  [[nodiscard]] const std::string& name() const noexcept { return shm_.name(); }
+  // Marks the segment as retired (its host was shut down for good) so that
+  // cached views in other processes reopen the name.
+  void retire() noexcept;
+  [[nodiscard]] bool retired() const noexcept;
+  void unlink() noexcept;
+
+ private:
+  explicit Mailbox(SharedMemory shm);
+  RecordHeader& record_at(std::uint64_t pos) const;
+  void lock_producers();
+  void unlock_producers();
+  bool drop_oldest_locked();
+  void reclaim();
+  void notify_producers();
+  void notify_consumer();
+  void wait_producers(const Deadline& deadline);
+
+  SharedMemory shm_;
+  MailboxHeader* header_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::mutex reclaim_mutex_;  // free_pos moves under it (threads of the consumer process)
+};
+
+}  // namespace mpx::actors::detail

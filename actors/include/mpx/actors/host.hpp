@@ -1,0 +1,160 @@
+// mpx/actors/host.hpp: a worker process hosting actors.
+//
+//     mpx::actors::Host worker("worker-1");                  // starts the process
+//     auto a = worker.spawn("adder", "adder-1");              // by registered type name
+//     int sum = a.request<int>(Add{1, 2}).get(1s);
+//     worker.shutdown();                                      // poison pills, wait, exit 0
+//
+// Contract
+// - A Host is a cheap shared handle made in the parent: it creates the
+//   host's mailbox (shared memory named after the tree and the host name,
+//   owned by this process) and starts the child (an mpx::Process, with the
+//   start method of HostOptions or the process default; under forkserver a
+//   multi-threaded program can start hosts). The child runs a fresh CAF
+//   actor system and a gateway thread that takes messages from the mailbox.
+//   Names are [A-Za-z0-9_.-]{1,64} and unique in the tree while the host lives.
+// - spawn(type, name, args...) builds an actor in the host and returns its
+//   ref once it exists (blocks up to HostOptions::spawn_timeout; throws
+//   UnknownActorType / ActorError at once for a bad type or argument types,
+//   ActorDown when the host is not running, TimeoutError). Actors spawned
+//   here with a name are spawned again by restart().
+// - shutdown(timeout): sends every actor of the host a poison pill after
+//   what is already queued, waits for them and for the process to exit 0; past
+//   the timeout it terminates, then kills the process. Idempotent. The
+//   mailbox is then retired (refs to this host fail with ActorDown).
+//   Destroying the last Host handle shuts the host down; a daemon host is
+//   also terminated when its parent exits.
+// - restart(): after the process died (or was killed), starts a new one on
+//   the same mailbox: messages queued meanwhile are kept, what the dead one
+//   had taken but not handled is handled now, and the message each actor
+//   was handling is delivered again flagged redelivered (docs/actors.md).
+//   Throws ActorError while the process is still alive.
+// - Methods may be called from any thread of the parent; the process calls
+//   (join, terminate, kill, exitcode) are Process's.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include "mpx/actors/actor_ref.hpp"
+#include "mpx/actors/detail/spawn_args.hpp"
+#include "mpx/actors/mailbox_options.hpp"
+#include "mpx/process.hpp"
+
+namespace mpx::actors {
+
+struct HostOptions {
+  bool daemon = false;
+  std::optional<StartMethod> start_method;           // empty: mpx::get_start_method()
+  MailboxOptions mailbox;
+  unsigned threads = 0;                              // CAF scheduler threads; 0: min(cpu_count(), 4)
+  std::chrono::milliseconds shutdown_timeout{5000};  // poison pill -> exit; then SIGTERM, then SIGKILL
+  std::chrono::milliseconds spawn_timeout{10000};
+
+  HostOptions& with_daemon(bool value = true) & {
+    daemon = value;
+    return *this;
+  }
+  HostOptions&& with_daemon(bool value = true) && { return std::move(with_daemon(value)); }
+  HostOptions& with_start_method(StartMethod value) & {
+    start_method = value;
+    return *this;
+  }
+  HostOptions&& with_start_method(StartMethod value) && { return std::move(with_start_method(value)); }
+  HostOptions& with_mailbox(MailboxOptions value) & {
+    mailbox = value;
+    return *this;
+  }
+  HostOptions&& with_mailbox(MailboxOptions value) && { return std::move(with_mailbox(value)); }
+  HostOptions& with_threads(unsigned value) & {
+    threads = value;
+    return *this;
+  }
+  HostOptions&& with_threads(unsigned value) && { return std::move(with_threads(value)); }
+  HostOptions& with_shutdown_timeout(std::chrono::milliseconds value) & {
+    shutdown_timeout = value;
+    return *this;
+  }
+  HostOptions&& with_shutdown_timeout(std::chrono::milliseconds value) && {
+    return std::move(with_shutdown_timeout(value));
+  }
+};
+
+namespace detail {
+struct HostControl;
+}
+
+class Host {
+ public:
+  explicit Host(std::string name, HostOptions options = {});
+  Host(const Host&) = default;
+  Host& operator=(const Host&) = default;
+  Host(Host&&) noexcept = default;
+  Host& operator=(Host&&) noexcept = default;
+  ~Host() = default;  // the last handle's control block shuts the host down
+
+  template <class... Args>
+  ActorRef spawn(const std::string& type, const std::string& name = "", const Args&... args) {
+    return spawn_encoded(type, name, detail::encode_spawn_args(args...));
+  }
+  // A ref to the actor registered under `name` in this host (no round trip).
+  [[nodiscard]] ActorRef actor(const std::string& name) const;
+
+  void shutdown();
+  void shutdown(std::chrono::milliseconds timeout);
+  void restart();
+
+  [[nodiscard]] const std::string& name() const;
+  [[nodiscard]] pid_t pid() const;
+  [[nodiscard]] bool is_alive() const;
+  void join() const;
+  template <class Rep, class Period>
+  bool join(std::chrono::duration<Rep, Period> timeout) const {
+    return process().join(timeout);
+  }
+  void terminate() const { process().terminate(); }
+  void kill() const { process().kill(); }
+  [[nodiscard]] std::optional<int> exitcode() const { return process().exitcode(); }
+  // The current process (changes at restart()).
+  [[nodiscard]] const ProcessHandle& process() const;
+  // How many times restart() started a new process.
+  [[nodiscard]] unsigned restarts() const;
+
+  // Mailbox figures: messages waiting, dropped by drop_oldest, taken and
+  // being handled.
+  [[nodiscard]] std::size_t mailbox_depth() const;
+  [[nodiscard]] std::uint64_t dropped() const;
+  [[nodiscard]] std::uint64_t in_flight() const;
+
+  // <Host worker-1 pid 4242 running>
+  [[nodiscard]] std::string to_string() const;
+
+ private:
+  ActorRef spawn_encoded(const std::string& type, const std::string& name, const detail::SpawnArgs& args);
+  std::shared_ptr<detail::HostControl> control_;
+};
+
+std::ostream& operator<<(std::ostream& out, const Host& host);
+
+// Spawns an actor in the calling process (its "local host", named
+// "p<pid>"; a host process spawns into itself). The process gets a CAF actor
+// system and a gateway thread on first use.
+template <class... Args>
+ActorRef spawn(const std::string& type, const std::string& name = "", const Args&... args);
+
+namespace detail {
+ActorRef spawn_here(const std::string& type, const std::string& name, const detail::SpawnArgs& args);
+}
+
+template <class... Args>
+ActorRef spawn(const std::string& type, const std::string& name, const Args&... args) {
+  return detail::spawn_here(type, name, detail::encode_spawn_args(args...));
+}
+
+}  // namespace mpx::actors

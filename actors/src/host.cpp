@@ -1,0 +1,265 @@
+// Host: a worker process hosting actors (see mpx/actors/host.hpp).
+#include "mpx/actors/host.hpp"
+
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "mpx/forkserver.hpp"
+#include "mpx/logging.hpp"
+#include "runtime.hpp"
+
+namespace mpx::actors::detail {
+
+struct HostConfig {
+  std::uint32_t threads = 0;
+  std::int64_t shutdown_ms = 5000;
+  template <class A>
+  void serialize(A& ar) {
+    ar(threads, shutdown_ms);
+  }
+};
+
+// The body of a host process (registered: hosts start under forkserver too).
+void host_main(std::string name, std::int32_t tree, HostConfig config, std::vector<SpawnRequest> specs) {
+  set_tree_root(static_cast<pid_t>(tree));
+  auto mailbox = Mailbox::open(mailbox_name(name));
+  Endpoint& endpoint = Endpoint::make_host(name, mailbox, config.threads);
+  const auto recovery = mailbox->attach_consumer();
+  auto logger = get_logger();
+  if (recovery.requeued || recovery.redelivered)
+    logger->info("mpx actors: host {} (incarnation {}) resumes its mailbox: {} taken messages requeued, {} in hand "
+                 "redelivered",
+                 name, mailbox->incarnation(), recovery.requeued, recovery.redelivered);
+  for (const auto& spec : specs) {
+    try {
+      endpoint.spawn_local(spec.type, spec.name, spec.args_tag, spec.args);
+    } catch (const std::exception& e) {
+      logger->error("mpx actors: host {} could not spawn '{}' ({}) again: {}", name, spec.name, spec.type, e.what());
+    }
+  }
+  endpoint.run_gateway();
+  endpoint.stop_all_actors(std::chrono::milliseconds(config.shutdown_ms));
+  mailbox->set_host_state(HostState::stopped, 0);
+}
+
+}  // namespace mpx::actors::detail
+
+MPX_REGISTER_FUNCTION(mpx::actors::detail::host_main);
+
+namespace mpx::actors {
+
+namespace detail {
+
+struct HostControl {
+  std::string name;
+  HostOptions options;
+  std::shared_ptr<Mailbox> mailbox;
+  mutable std::mutex mutex;
+  std::optional<Process> process;
+  std::optional<ProcessHandle> handle;
+  std::vector<SpawnRequest> specs;  // named spawns, replayed by restart()
+  unsigned restarts = 0;
+  bool shut_down = false;
+
+  ~HostControl();
+  void start();  // caller holds mutex
+  void shutdown(std::chrono::milliseconds timeout);
+};
+
+namespace {
+std::mutex g_hosts_mutex;
+std::map<std::string, std::weak_ptr<HostControl>> g_hosts;  // hosts this process started
+}  // namespace
+
+std::optional<int> child_host_exit_code(const std::string& host, pid_t pid) {
+  std::shared_ptr<HostControl> control;
+  {
+    std::lock_guard lock(g_hosts_mutex);
+    auto it = g_hosts.find(host);
+    if (it != g_hosts.end()) control = it->second.lock();
+  }
+  if (!control) return std::nullopt;
+  std::optional<ProcessHandle> handle;
+  {
+    std::lock_guard lock(control->mutex);
+    handle = control->handle;
+  }
+  if (!handle || handle->pid() != pid) return std::nullopt;
+  (void)handle->join(std::chrono::milliseconds(50));  // a dead child is a zombie: reaped at once
+  return handle->exitcode();
+}
+
+void HostControl::start() {
+  const std::uint32_t expected = mailbox->incarnation() + 1;
+  HostConfig config{options.threads, options.shutdown_timeout.count()};
+  ProcessOptions process_options;
+  process_options.name = name;
+  process_options.daemon = options.daemon;
+  process_options.start_method = options.start_method;
+  process.emplace(process_options, &host_main, name, static_cast<std::int32_t>(tree_root()), config, specs);
+  process->start();
+  handle = process->handle();
+  auto deadline = mpx::detail::Deadline::after(options.spawn_timeout);
+  while (mailbox->incarnation() != expected || mailbox->host_state() != HostState::running) {
+    if (!handle->is_alive())
+      throw ActorError("mpx actors: host '" + name + "' exited while starting" +
+                       (handle->exitcode() ? " (exit code " + std::to_string(*handle->exitcode()) + ")" : ""));
+    if (deadline.expired()) {
+      handle->kill();
+      handle->join();
+      throw ActorError("mpx actors: host '" + name + "' did not start within the spawn timeout");
+    }
+    (void)handle->join(std::chrono::milliseconds(1));  // waits on the pidfd: returns early if it dies
+  }
+}
+
+void HostControl::shutdown(std::chrono::milliseconds timeout) {
+  std::lock_guard lock(mutex);
+  if (shut_down || !mailbox) return;
+  shut_down = true;
+  if (handle && handle->is_alive()) {
+    try {
+      post_packet(name, PacketKind::shutdown, 0, "", 0, current_sender(), 0, Value{}, mpx::detail::Deadline::after(timeout),
+                  true);
+    } catch (const std::exception& e) {
+      get_logger()->warn("mpx actors: host {}: shutdown request not delivered: {}", name, e.what());
+    }
+    if (!handle->join(timeout)) {
+      get_logger()->warn("mpx actors: host {} did not stop within {} ms: terminating it", name, timeout.count());
+      handle->terminate();
+      if (!handle->join(std::chrono::seconds(1))) {
+        handle->kill();
+        handle->join();
+      }
+    }
+  }
+  if (handle) mailbox->set_host_state(HostState::stopped, handle->exitcode());
+  mailbox->retire();
+  mailbox->unlink();
+  std::lock_guard hosts(g_hosts_mutex);
+  auto it = g_hosts.find(name);
+  if (it != g_hosts.end() && it->second.expired()) g_hosts.erase(it);
+}
+
+HostControl::~HostControl() {
+  try {
+    shutdown(options.shutdown_timeout);
+  } catch (const std::exception& e) {
+    get_logger()->error("mpx actors: host {}: shutdown failed: {}", name, e.what());
+  }
+  std::lock_guard hosts(g_hosts_mutex);
+  auto it = g_hosts.find(name);
+  if (it != g_hosts.end() && it->second.expired()) g_hosts.erase(it);
+}
+
+}  // namespace detail
+
+Host::Host(std::string name, HostOptions options) {
+  detail::check_name(name, "host name");
+  auto control = std::make_shared<detail::HostControl>();
+  control->name = name;
+  control->options = options;
+  try {
+    control->mailbox = detail::Mailbox::create(detail::mailbox_name(name), options.mailbox);
+  } catch (const FileExistsError&) {
+    throw ActorError("mpx actors: a host named '" + name + "' already exists in this process tree");
+  }
+  detail::remember_mailbox(name, control->mailbox);
+  {
+    std::lock_guard lock(detail::g_hosts_mutex);
+    detail::g_hosts[name] = control;
+  }
+  {
+    std::lock_guard lock(control->mutex);
+    try {
+      control->start();
+    } catch (...) {
+      control->shut_down = true;
+      control->mailbox->retire();
+      control->mailbox->unlink();
+      throw;
+    }
+  }
+  control_ = std::move(control);
+}
+
+ActorRef Host::spawn_encoded(const std::string& type, const std::string& name, const detail::SpawnArgs& args) {
+  detail::check_spawn(type, args.tag, args.type_name);
+  if (!name.empty()) detail::check_name(name, "actor name");
+  auto& endpoint = detail::Endpoint::instance();
+  auto pending = endpoint.new_pending(nullptr);
+  auto& mailbox = control_->mailbox;
+  pending->target_host = control_->name;
+  pending->target_mailbox = mailbox;
+  pending->target_incarnation = mailbox->incarnation();
+  pending->target_pid = mailbox->consumer_pid();
+  if (detail::host_gone(*mailbox, pending->target_incarnation, pending->target_pid)) {
+    endpoint.forget_pending(pending->id);
+    std::string why = detail::describe_dead_host(*mailbox, control_->name, pending->target_pid);
+    throw ActorDown("mpx actors: spawn in " + why, why);
+  }
+  detail::SpawnRequest request{type, name, args.tag, args.bytes};
+  try {
+    detail::post_packet(control_->name, detail::PacketKind::spawn, 0, "", 0, detail::current_sender(), pending->id,
+                        detail::borrow_value(request), mpx::detail::Deadline::after(control_->options.spawn_timeout),
+                        true);
+  } catch (...) {
+    endpoint.forget_pending(pending->id);
+    throw;
+  }
+  if (!detail::wait_pending(*pending, mpx::detail::Deadline::after(control_->options.spawn_timeout))) {
+    endpoint.forget_pending(pending->id);
+    throw mpx::TimeoutError("mpx actors: spawn of '" + type + "' in host '" + control_->name + "' timed out");
+  }
+  ActorRef ref = detail::extract_reply<ActorRef>(*pending);
+  if (!name.empty()) {
+    std::lock_guard lock(control_->mutex);
+    control_->specs.push_back(std::move(request));
+  }
+  return ref;
+}
+
+ActorRef Host::actor(const std::string& name) const { return ActorRef(control_->name, name, 0, pid()); }
+
+void Host::shutdown() { control_->shutdown(control_->options.shutdown_timeout); }
+void Host::shutdown(std::chrono::milliseconds timeout) { control_->shutdown(timeout); }
+
+void Host::restart() {
+  std::lock_guard lock(control_->mutex);
+  if (control_->shut_down) throw ActorError("mpx actors: host '" + control_->name + "' was shut down");
+  if (control_->handle && control_->handle->is_alive())
+    throw ActorError("mpx actors: host '" + control_->name + "' is still running; restart() needs a dead process");
+  if (control_->handle) control_->mailbox->set_host_state(detail::HostState::died, control_->handle->exitcode());
+  ++control_->restarts;
+  control_->start();
+}
+
+const std::string& Host::name() const { return control_->name; }
+pid_t Host::pid() const { return process().pid(); }
+bool Host::is_alive() const { return process().is_alive(); }
+void Host::join() const { process().join(); }
+const ProcessHandle& Host::process() const {
+  std::lock_guard lock(control_->mutex);
+  return *control_->handle;
+}
+unsigned Host::restarts() const {
+  std::lock_guard lock(control_->mutex);
+  return control_->restarts;
+}
+std::size_t Host::mailbox_depth() const { return control_->mailbox->depth(); }
+std::uint64_t Host::dropped() const { return control_->mailbox->dropped(); }
+std::uint64_t Host::in_flight() const { return control_->mailbox->in_flight(); }
+
+std::string Host::to_string() const {
+  std::string state = is_alive() ? "running" : "stopped";
+  auto code = exitcode();
+  if (code) state += " exitcode=" + std::to_string(*code);
+  return "<Host " + control_->name + " pid " + std::to_string(pid()) + " " + state + ">";
+}
+
+std::ostream& operator<<(std::ostream& out, const Host& host) { return out << host.to_string(); }
+
+}  // namespace mpx::actors

@@ -1,0 +1,444 @@
+// The host mailbox log (see mpx/actors/detail/mailbox.hpp for the contract).
+//
+// Layout of the segment:
+//   MailboxHeader          bounds, positions, wake-up words, host state
+//   data[data_bytes]       records, each 64-byte aligned:
+//                          RecordHeader (32 bytes) + payload + padding
+// Positions are byte offsets that only grow; a record at position p lives at
+// data[p % data_bytes] and never wraps: a producer that would cross the end
+// first fills the tail with a SKIP record. Invariant:
+//   free_pos <= read_pos <= write_pos <= free_pos + data_bytes
+// [free_pos, read_pos) are records taken and not all completed (or skipped),
+// [read_pos, write_pos) records not taken yet. Only producers holding the
+// lock move write_pos (a record's header is complete before write_pos
+// passes it); only the consumer process moves read_pos and free_pos.
+#include "mpx/actors/detail/mailbox.hpp"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <new>
+
+#include "mpx/detail/futex.hpp"
+#include "mpx/detail/identity.hpp"
+#include "mpx/detail/ring.hpp"  // process_alive
+
+namespace mpx::actors::detail {
+
+namespace {
+
+using mpx::detail::current_pid;
+using mpx::detail::futex_wait;
+using mpx::detail::futex_wake_all;
+using mpx::detail::process_alive;
+
+constexpr std::uint64_t kMagic = 0x786f626c69616d78ULL;  // "xmailbox"
+constexpr std::uint64_t kAlign = 64;
+constexpr auto kLivenessTick = std::chrono::milliseconds(20);
+
+enum Phase : std::uint32_t { kWriting = 1, kReady = 2, kTaken = 3, kHandling = 4, kDone = 5, kSkip = 6 };
+constexpr std::uint32_t kFlagRedelivered = 1;
+constexpr std::int64_t kNoExitCode = std::int64_t{1} << 40;
+
+constexpr std::uint64_t round_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) / to * to; }
+
+}  // namespace
+
+struct alignas(64) MailboxHeader {
+  std::uint64_t magic;
+  std::uint64_t data_bytes;
+  std::uint64_t capacity;
+  std::uint32_t policy;
+  std::atomic<std::uint32_t> retired;
+  alignas(64) std::atomic<std::uint32_t> lock;  // pid of the producer reserving, 0 when free
+  std::atomic<std::uint32_t> lock_waiters;
+  std::atomic<std::uint64_t> write_pos;
+  alignas(64) std::atomic<std::uint64_t> read_pos;
+  std::atomic<std::uint64_t> free_pos;
+  alignas(64) std::atomic<std::int64_t> depth;
+  std::atomic<std::uint64_t> dropped;
+  alignas(64) std::atomic<std::uint32_t> not_empty_seq;
+  std::atomic<std::uint32_t> consumer_sleeping;
+  alignas(64) std::atomic<std::uint32_t> not_full_seq;
+  std::atomic<std::uint32_t> producers_sleeping;
+  alignas(64) std::atomic<std::uint32_t> consumer_pid;
+  std::atomic<std::uint32_t> incarnation;
+  std::atomic<std::uint32_t> host_state;
+  std::atomic<std::int64_t> exit_code;
+};
+
+struct RecordHeader {
+  std::atomic<std::uint32_t> phase;
+  std::uint32_t writer_pid;
+  std::uint64_t pos;
+  std::uint64_t total;
+  std::uint32_t length;
+  std::atomic<std::uint32_t> flags;
+};
+static_assert(sizeof(RecordHeader) == 32);
+static_assert(std::atomic<std::int64_t>::is_always_lock_free && std::atomic<std::uint64_t>::is_always_lock_free);
+
+namespace {
+constexpr std::uint64_t kDataOffset = round_up(sizeof(MailboxHeader), 4096);
+}
+
+Mailbox::Mailbox(SharedMemory shm) : shm_(std::move(shm)) {
+  auto bytes = shm_.buf();
+  header_ = reinterpret_cast<MailboxHeader*>(bytes.data());
+  data_ = bytes.data() + kDataOffset;
+}
+
+std::shared_ptr<Mailbox> Mailbox::create(const std::string& name, const MailboxOptions& options) {
+  if (options.capacity == 0) throw ActorError("mpx actors: MailboxOptions::capacity must be at least 1");
+  if (options.bytes < (64u << 10) || options.bytes > (std::size_t{1} << 40))
+    throw ActorError("mpx actors: MailboxOptions::bytes must be in [64 KiB, 1 TiB]");
+  const std::uint64_t data_bytes = round_up(options.bytes, 4096);
+  SharedMemory shm(name, true, static_cast<std::int64_t>(kDataOffset + data_bytes));
+  auto* header = new (shm.buf().data()) MailboxHeader{};
+  header->data_bytes = data_bytes;
+  header->capacity = options.capacity;
+  header->policy = static_cast<std::uint32_t>(options.policy);
+  header->exit_code.store(kNoExitCode, std::memory_order_relaxed);
+  header->magic = kMagic;
+  return std::shared_ptr<Mailbox>(new Mailbox(std::move(shm)));
+}
+
+std::shared_ptr<Mailbox> Mailbox::open(const std::string& name) {
+  SharedMemory shm(name, false);
+  if (shm.size() < kDataOffset) throw ActorError("mpx actors: segment '" + name + "' is not a mailbox");
+  auto* header = reinterpret_cast<MailboxHeader*>(shm.buf().data());
+  if (header->magic != kMagic || shm.size() < kDataOffset + header->data_bytes)
+    throw ActorError("mpx actors: segment '" + name + "' is not a mailbox");
+  return std::shared_ptr<Mailbox>(new Mailbox(std::move(shm)));
+}
+
+RecordHeader& Mailbox::record_at(std::uint64_t pos) const {
+  return *std::launder(reinterpret_cast<RecordHeader*>(data_ + pos % header_->data_bytes));
+}
+
+// ---- the producers' robust lock
+
+void Mailbox::lock_producers() {
+  const auto me = static_cast<std::uint32_t>(current_pid());
+  auto& word = header_->lock;
+  for (int spin = 0;; ++spin) {
+    std::uint32_t expected = 0;
+    if (word.compare_exchange_weak(expected, me, std::memory_order_acquire)) return;
+    if (spin < 64) {
+      sched_yield();
+      continue;
+    }
+    header_->lock_waiters.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t holder = word.load(std::memory_order_seq_cst);
+    if (holder != 0) {
+      auto result = futex_wait(word, holder, Deadline::after(kLivenessTick));
+      if (result == mpx::detail::FutexWaitResult::timed_out && word.load() == holder &&
+          !process_alive(static_cast<pid_t>(holder))) {
+        // The holder died inside its reservation, which it publishes with
+        // its last store: take the lock over.
+        std::uint32_t dead = holder;
+        if (word.compare_exchange_strong(dead, me, std::memory_order_acquire)) {
+          header_->lock_waiters.fetch_sub(1, std::memory_order_relaxed);
+          return;
+        }
+      }
+    }
+    header_->lock_waiters.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+void Mailbox::unlock_producers() {
+  header_->lock.store(0, std::memory_order_seq_cst);
+  if (header_->lock_waiters.load(std::memory_order_seq_cst) != 0) futex_wake_all(header_->lock);
+}
+
+// ---- wake-ups
+
+void Mailbox::notify_producers() {
+  auto& h = *header_;
+  if (h.producers_sleeping.load(std::memory_order_seq_cst) != 0 &&
+      h.producers_sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
+    h.not_full_seq.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake_all(h.not_full_seq);
+  }
+}
+
+void Mailbox::notify_consumer() {
+  auto& h = *header_;
+  if (h.consumer_sleeping.load(std::memory_order_seq_cst) != 0 &&
+      h.consumer_sleeping.exchange(0, std::memory_order_seq_cst) != 0) {
+    h.not_empty_seq.fetch_add(1, std::memory_order_seq_cst);
+    futex_wake_all(h.not_empty_seq);
+  }
+}
+
+void Mailbox::interrupt_consumer() {
+  header_->not_empty_seq.fetch_add(1, std::memory_order_seq_cst);
+  futex_wake_all(header_->not_empty_seq);
+}
+
+// Sleeps until a consumer frees something, a liveness tick, or the deadline.
+// The caller re-checks its condition after the seq was sampled.
+void Mailbox::wait_producers(const Deadline& deadline) {
+  auto& h = *header_;
+  const std::uint32_t seq = h.not_full_seq.load(std::memory_order_seq_cst);
+  h.producers_sleeping.store(1, std::memory_order_seq_cst);
+  auto tick = Deadline::after(kLivenessTick);
+  auto left = deadline.remaining();
+  futex_wait(h.not_full_seq, seq, (left && *left < kLivenessTick) ? deadline : tick);
+}
+
+// ---- producers
+
+bool Mailbox::drop_oldest_locked() {
+  auto& h = *header_;
+  const std::uint64_t end = h.write_pos.load(std::memory_order_acquire);
+  for (std::uint64_t pos = h.read_pos.load(std::memory_order_acquire); pos < end;) {
+    RecordHeader& r = record_at(pos);
+    std::uint32_t phase = kReady;
+    if (r.phase.compare_exchange_strong(phase, kSkip, std::memory_order_acq_rel)) {
+      h.depth.fetch_sub(1, std::memory_order_seq_cst);
+      h.dropped.fetch_add(1, std::memory_order_relaxed);
+      return true;
+    }
+    pos += r.total;
+  }
+  return false;
+}
+
+bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> body, const Deadline& deadline,
+                  bool block) {
+  auto& h = *header_;
+  const std::uint64_t length = head.size() + body.size();
+  const std::uint64_t total = round_up(sizeof(RecordHeader) + length, kAlign);
+  if (total > h.data_bytes / 2)
+    throw MessageTooLarge("mpx actors: a message of " + std::to_string(length) + " bytes does not fit mailbox '" +
+                          name() + "' (at most " + std::to_string(max_message_bytes()) + " bytes)");
+  const auto policy = static_cast<MailboxPolicy>(h.policy);
+  const auto me = static_cast<std::uint32_t>(current_pid());
+  std::uint64_t at = 0;
+  lock_producers();
+  for (;;) {
+    bool room = true;
+    if (h.depth.load(std::memory_order_seq_cst) >= static_cast<std::int64_t>(h.capacity)) {
+      if (policy == MailboxPolicy::fail) {
+        unlock_producers();
+        return false;
+      }
+      room = policy == MailboxPolicy::drop_oldest && drop_oldest_locked();
+    }
+    if (room) {
+      const std::uint64_t w = h.write_pos.load(std::memory_order_relaxed);
+      const std::uint64_t f = h.free_pos.load(std::memory_order_acquire);
+      const std::uint64_t offset = w % h.data_bytes;
+      if (offset + total > h.data_bytes) {
+        const std::uint64_t pad = h.data_bytes - offset;
+        if (w + pad - f <= h.data_bytes) {
+          RecordHeader& r = record_at(w);
+          r.writer_pid = me;
+          r.pos = w;
+          r.total = pad;
+          r.length = 0;
+          r.flags.store(0, std::memory_order_relaxed);
+          r.phase.store(kSkip, std::memory_order_relaxed);
+          h.write_pos.store(w + pad, std::memory_order_release);
+          notify_consumer();
+          continue;
+        }
+      } else if (w + total - f <= h.data_bytes) {
+        RecordHeader& r = record_at(w);
+        r.writer_pid = me;
+        r.pos = w;
+        r.total = total;
+        r.length = static_cast<std::uint32_t>(length);
+        r.flags.store(0, std::memory_order_relaxed);
+        r.phase.store(kWriting, std::memory_order_relaxed);
+        h.depth.fetch_add(1, std::memory_order_seq_cst);
+        h.write_pos.store(w + total, std::memory_order_release);
+        at = w;
+        break;
+      }
+    }
+    if (!block || deadline.expired() || policy == MailboxPolicy::fail) {
+      unlock_producers();
+      return false;
+    }
+    unlock_producers();
+    wait_producers(deadline);
+    lock_producers();
+  }
+  unlock_producers();
+  RecordHeader& r = record_at(at);
+  auto* payload = reinterpret_cast<std::byte*>(&r) + sizeof(RecordHeader);
+  if (!head.empty()) std::memcpy(payload, head.data(), head.size());
+  if (!body.empty()) std::memcpy(payload + head.size(), body.data(), body.size());
+  r.phase.store(kReady, std::memory_order_seq_cst);
+  notify_consumer();
+  return true;
+}
+
+// ---- the consumer
+
+std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline) {
+  auto& h = *header_;
+  int idle = 0;
+  std::uint32_t watched_pid = 0;
+  auto watched_since = Deadline::Clock::now();
+  for (;;) {
+    const std::uint64_t r = h.read_pos.load(std::memory_order_relaxed);
+    const std::uint64_t w = h.write_pos.load(std::memory_order_acquire);
+    if (r != w) {
+      RecordHeader& rec = record_at(r);
+      std::uint32_t phase = rec.phase.load(std::memory_order_acquire);
+      if (phase == kReady) {
+        if (rec.phase.compare_exchange_strong(phase, kTaken, std::memory_order_acq_rel)) {
+          h.depth.fetch_sub(1, std::memory_order_seq_cst);
+          h.read_pos.store(r + rec.total, std::memory_order_release);
+          notify_producers();
+          const auto* payload = reinterpret_cast<const std::byte*>(&rec) + sizeof(RecordHeader);
+          return Taken{r, {payload, rec.length}, (rec.flags.load(std::memory_order_relaxed) & kFlagRedelivered) != 0};
+        }
+        continue;  // dropped meanwhile
+      }
+      if (phase == kSkip || phase == kDone) {
+        h.read_pos.store(r + rec.total, std::memory_order_release);
+        reclaim();
+        continue;
+      }
+      if (phase == kWriting) {
+        // A producer is copying; if it died there, the record is skipped.
+        if (watched_pid != rec.writer_pid) {
+          watched_pid = rec.writer_pid;
+          watched_since = Deadline::Clock::now();
+        } else if (Deadline::Clock::now() - watched_since >= kLivenessTick &&
+                   !process_alive(static_cast<pid_t>(rec.writer_pid))) {
+          std::uint32_t writing = kWriting;
+          if (rec.phase.compare_exchange_strong(writing, kSkip, std::memory_order_acq_rel))
+            h.depth.fetch_sub(1, std::memory_order_seq_cst);
+          continue;
+        }
+      }
+    }
+    if (deadline.expired()) return std::nullopt;
+    if (++idle < 64) {
+      sched_yield();
+      continue;
+    }
+    const std::uint32_t seq = h.not_empty_seq.load(std::memory_order_seq_cst);
+    h.consumer_sleeping.store(1, std::memory_order_seq_cst);
+    if (h.read_pos.load(std::memory_order_relaxed) != h.write_pos.load(std::memory_order_seq_cst) &&
+        record_at(h.read_pos.load(std::memory_order_relaxed)).phase.load(std::memory_order_seq_cst) != kWriting)
+      continue;
+    auto tick = Deadline::after(kLivenessTick);
+    auto left = deadline.remaining();
+    auto result = futex_wait(h.not_empty_seq, seq, (left && *left < kLivenessTick) ? deadline : tick);
+    if (result == mpx::detail::FutexWaitResult::woken && h.read_pos.load() == h.write_pos.load()) return std::nullopt;
+  }
+}
+
+void Mailbox::mark_handling(std::uint64_t pos) { record_at(pos).phase.store(kHandling, std::memory_order_release); }
+
+void Mailbox::complete(std::uint64_t pos) {
+  record_at(pos).phase.store(kDone, std::memory_order_release);
+  reclaim();
+}
+
+void Mailbox::reclaim() {
+  std::unique_lock lock(reclaim_mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) return;  // the holder sweeps; a record it misses is swept by the next call
+  auto& h = *header_;
+  const std::uint64_t start = h.free_pos.load(std::memory_order_relaxed);
+  std::uint64_t f = start;
+  const std::uint64_t r = h.read_pos.load(std::memory_order_acquire);
+  while (f < r) {
+    RecordHeader& rec = record_at(f);
+    const std::uint32_t phase = rec.phase.load(std::memory_order_acquire);
+    if (phase != kDone && phase != kSkip) break;
+    f += rec.total;
+  }
+  if (f != start) {
+    h.free_pos.store(f, std::memory_order_release);
+    notify_producers();
+  }
+}
+
+Mailbox::Recovery Mailbox::attach_consumer() {
+  auto& h = *header_;
+  Recovery recovery;
+  lock_producers();
+  const std::uint64_t end = h.write_pos.load(std::memory_order_acquire);
+  const std::uint64_t start = h.free_pos.load(std::memory_order_acquire);
+  for (std::uint64_t pos = start; pos < end;) {
+    RecordHeader& r = record_at(pos);
+    const std::uint32_t phase = r.phase.load(std::memory_order_acquire);
+    if (phase == kTaken || phase == kHandling) {
+      if (phase == kHandling) {
+        r.flags.fetch_or(kFlagRedelivered, std::memory_order_relaxed);
+        ++recovery.redelivered;
+      } else {
+        ++recovery.requeued;
+      }
+      h.depth.fetch_add(1, std::memory_order_seq_cst);
+      r.phase.store(kReady, std::memory_order_release);
+    }
+    pos += r.total;
+  }
+  h.read_pos.store(start, std::memory_order_release);
+  h.consumer_pid.store(static_cast<std::uint32_t>(current_pid()), std::memory_order_release);
+  h.incarnation.fetch_add(1, std::memory_order_acq_rel);
+  h.exit_code.store(kNoExitCode, std::memory_order_relaxed);
+  h.host_state.store(static_cast<std::uint32_t>(HostState::running), std::memory_order_release);
+  unlock_producers();
+  return recovery;
+}
+
+void Mailbox::set_host_state(HostState state, std::optional<int> code) {
+  header_->exit_code.store(code ? *code : kNoExitCode, std::memory_order_relaxed);
+  header_->host_state.store(static_cast<std::uint32_t>(state), std::memory_order_release);
+}
+
+std::size_t Mailbox::depth() const noexcept {
+  auto d = header_->depth.load(std::memory_order_relaxed);
+  return d > 0 ? static_cast<std::size_t>(d) : 0;
+}
+std::uint64_t Mailbox::dropped() const noexcept { return header_->dropped.load(std::memory_order_relaxed); }
+std::uint64_t Mailbox::in_flight() const noexcept {
+  std::uint64_t n = 0;
+  const std::uint64_t r = header_->read_pos.load(std::memory_order_acquire);
+  for (std::uint64_t f = header_->free_pos.load(std::memory_order_acquire); f < r;) {
+    RecordHeader& rec = record_at(f);
+    auto phase = rec.phase.load(std::memory_order_acquire);
+    if (phase == kTaken || phase == kHandling) ++n;
+    f += rec.total;
+  }
+  return n;
+}
+pid_t Mailbox::consumer_pid() const noexcept {
+  return static_cast<pid_t>(header_->consumer_pid.load(std::memory_order_acquire));
+}
+std::uint32_t Mailbox::incarnation() const noexcept { return header_->incarnation.load(std::memory_order_acquire); }
+HostState Mailbox::host_state() const noexcept {
+  return static_cast<HostState>(header_->host_state.load(std::memory_order_acquire));
+}
+std::optional<int> Mailbox::exit_code() const noexcept {
+  auto code = header_->exit_code.load(std::memory_order_relaxed);
+  if (code == kNoExitCode) return std::nullopt;
+  return static_cast<int>(code);
+}
+MailboxPolicy Mailbox::policy() const noexcept { return static_cast<MailboxPolicy>(header_->policy); }
+std::size_t Mailbox::capacity() const noexcept { return header_->capacity; }
+std::size_t Mailbox::max_message_bytes() const noexcept {
+  return static_cast<std::size_t>(header_->data_bytes / 2 - sizeof(RecordHeader));
+}
+void Mailbox::retire() noexcept { header_->retired.store(1, std::memory_order_release); }
+bool Mailbox::retired() const noexcept { return header_->retired.load(std::memory_order_acquire) != 0; }
+void Mailbox::unlink() noexcept {
+  try {
+    shm_.unlink();
+  } catch (const Error&) {
+  }
+}
+
+}  // namespace mpx::actors::detail

@@ -1,0 +1,1033 @@
+// The per-process actor runtime (see runtime.hpp).
+#include "runtime.hpp"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <set>
+
+#include "mpx/detail/demangle.hpp"
+#include "mpx/detail/ring.hpp"  // process_alive
+#include "mpx/logging.hpp"
+#include "mpx/process.hpp"
+
+namespace mpx::actors::detail {
+
+namespace {
+
+using mpx::detail::Deadline;
+constexpr auto kSweepInterval = std::chrono::milliseconds(10);
+
+// ---- process globals, replaced (leaked) in a forked child: another thread
+// of the parent may have held their mutexes at the fork.
+struct Globals {
+  std::mutex mutex;
+  std::unordered_map<std::string, std::shared_ptr<Mailbox>> mailboxes;
+  std::atomic<Endpoint*> endpoint{nullptr};
+};
+// The process that made the tree: every mailbox name carries its pid, so two
+// programs running at once never share a host name.
+pid_t g_tree_root = ::getpid();
+std::atomic<Globals*> g_globals{new Globals};
+
+Globals& globals() { return *g_globals.load(std::memory_order_acquire); }
+
+[[maybe_unused]] const bool g_atfork_registered = [] {
+  ::pthread_atfork(nullptr, nullptr, [] { g_globals.store(new Globals, std::memory_order_release); });
+  return true;
+}();
+
+thread_local ActorCell* t_current_cell = nullptr;
+
+std::uint64_t envelope_tag(std::span<const std::byte> bytes) {
+  if (bytes.size() < sizeof(EnvelopeHeader)) return 0;
+  EnvelopeHeader header;
+  std::memcpy(&header, bytes.data(), sizeof header);
+  return header.magic == envelope_magic ? header.type_tag : 0;
+}
+
+// Encodes head + strings into `out`.
+void write_head(Bytes& out, PacketKind kind, std::uint8_t flags, std::string_view target_name,
+                std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id) {
+  PacketHead head{};
+  head.magic = kPacketMagic;
+  head.kind = kind;
+  head.flags = flags;
+  head.target_name_len = static_cast<std::uint16_t>(target_name.size());
+  head.sender_host_len = static_cast<std::uint16_t>(sender.host().size());
+  head.sender_name_len = static_cast<std::uint16_t>(sender.name().size());
+  head.sender_pid = static_cast<std::uint32_t>(sender.pid());
+  head.target_id = target_id;
+  head.sender_id = sender.id();
+  head.request_id = request_id;
+  out.resize(sizeof head + target_name.size() + sender.host().size() + sender.name().size());
+  std::byte* p = out.data();
+  std::memcpy(p, &head, sizeof head);
+  p += sizeof head;
+  std::memcpy(p, target_name.data(), target_name.size());
+  p += target_name.size();
+  std::memcpy(p, sender.host().data(), sender.host().size());
+  p += sender.host().size();
+  std::memcpy(p, sender.name().data(), sender.name().size());
+}
+
+std::string exception_type(const std::exception& e) { return mpx::detail::demangle(typeid(e).name()); }
+
+}  // namespace
+
+// ---- names and routing
+
+void check_name(const std::string& name, const char* what) {
+  bool ok = !name.empty() && name.size() <= 64;
+  for (char c : name)
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+                c == '.');
+  if (!ok)
+    throw ActorError(std::string("mpx actors: ") + what + " '" + name + "' must be 1-64 characters of [A-Za-z0-9_.-]");
+}
+
+std::string mailbox_name(const std::string& host) { return "mpx." + std::to_string(g_tree_root) + "." + host; }
+
+void set_tree_root(pid_t root) { g_tree_root = root; }
+pid_t tree_root() { return g_tree_root; }
+
+std::shared_ptr<Mailbox> find_mailbox(const std::string& host) {
+  Globals& g = globals();
+  {
+    std::lock_guard lock(g.mutex);
+    auto it = g.mailboxes.find(host);
+    if (it != g.mailboxes.end() && !it->second->retired()) return it->second;
+  }
+  std::shared_ptr<Mailbox> opened;
+  try {
+    opened = Mailbox::open(mailbox_name(host));
+  } catch (const FileNotFoundError&) {
+    std::lock_guard lock(g.mutex);
+    g.mailboxes.erase(host);
+    return nullptr;
+  }
+  if (opened->retired()) return nullptr;
+  std::lock_guard lock(g.mutex);
+  g.mailboxes[host] = opened;
+  return opened;
+}
+
+void remember_mailbox(const std::string& host, std::shared_ptr<Mailbox> mailbox) {
+  Globals& g = globals();
+  std::lock_guard lock(g.mutex);
+  g.mailboxes[host] = std::move(mailbox);
+}
+
+void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, std::string_view target_name,
+                 std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id, const Value& payload,
+                 const Deadline& deadline, bool block) {
+  auto mailbox = find_mailbox(host);
+  if (!mailbox) throw ActorDown("mpx actors: there is no host named '" + host + "'", "noproc");
+  thread_local Bytes head;
+  thread_local Bytes body;
+  write_head(head, kind, flags, target_name, target_id, sender, request_id);
+  if (payload.object) {
+    payload.encode(payload.object, body);
+  } else {
+    body.clear();
+  }
+  if (!mailbox->put(head, body, deadline, block)) {
+    const char* policy = mailbox->policy() == MailboxPolicy::fail ? "fail" : "block";
+    throw MailboxFull("mpx actors: the mailbox of host '" + host + "' is full (" + std::to_string(mailbox->depth()) +
+                      " messages waiting, capacity " + std::to_string(mailbox->capacity()) + ", policy " + policy +
+                      ")");
+  }
+}
+
+Packet parse_packet(std::span<const std::byte> bytes) {
+  PacketHead head;
+  if (bytes.size() < sizeof head) throw ActorError("mpx actors: a mailbox record too short for a packet");
+  std::memcpy(&head, bytes.data(), sizeof head);
+  const std::size_t strings = std::size_t{head.target_name_len} + head.sender_host_len + head.sender_name_len;
+  if (head.magic != kPacketMagic || bytes.size() < sizeof head + strings)
+    throw ActorError("mpx actors: a mailbox record that is not a packet");
+  const char* p = reinterpret_cast<const char*>(bytes.data()) + sizeof head;
+  Packet packet;
+  packet.kind = head.kind;
+  packet.flags = head.flags;
+  packet.target_name = std::string_view(p, head.target_name_len);
+  p += head.target_name_len;
+  std::string host(p, head.sender_host_len);
+  p += head.sender_host_len;
+  std::string name(p, head.sender_name_len);
+  packet.target_id = head.target_id;
+  packet.sender = ActorRef(std::move(host), std::move(name), head.sender_id, static_cast<pid_t>(head.sender_pid));
+  packet.request_id = head.request_id;
+  packet.payload = bytes.subspan(sizeof head + strings);
+  return packet;
+}
+
+ActorCell* current_cell() noexcept { return t_current_cell; }
+
+ActorRef current_sender() {
+  if (t_current_cell) return t_current_cell->ref;
+  Endpoint* endpoint = Endpoint::existing();
+  std::string name = endpoint ? endpoint->name() : "p" + std::to_string(::getpid());
+  return ActorRef(std::move(name), "", 0, ::getpid());
+}
+
+bool host_gone(const Mailbox& mailbox, std::uint32_t incarnation, pid_t pid) {
+  return mailbox.retired() || mailbox.host_state() != HostState::running || mailbox.incarnation() != incarnation ||
+         !mpx::detail::process_alive(pid);
+}
+
+std::string describe_host_gone(const Mailbox& mailbox, const std::string& host) {
+  if (mailbox.retired()) return "host '" + host + "' was shut down";
+  switch (mailbox.host_state()) {
+    case HostState::never_started: return "host '" + host + "' is not running (never started)";
+    case HostState::stopped: return "host '" + host + "' is not running (stopped)";
+    default: break;
+  }
+  auto code = mailbox.exit_code();
+  return "host '" + host + "' died" + (code ? " (exit code " + std::to_string(*code) + ")" : std::string());
+}
+
+[[noreturn]] void throw_error_info(const ErrorInfo& info) {
+  if (info.kind == "down") throw ActorDown(info.message, info.reason);
+  if (info.kind == "remote") throw RemoteError(info.type, info.message);
+  if (info.kind == "unhandled") throw Unhandled(info.message);
+  throw ActorError(info.message);
+}
+
+[[noreturn]] void throw_reply_type_mismatch(std::string_view expected, std::string_view got) {
+  throw ActorError("mpx actors: the reply is a " + std::string(got) + ", the request expected " +
+                   std::string(expected));
+}
+
+// ---- requests
+
+void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes encoded, std::optional<ErrorInfo> error) {
+  std::shared_ptr<ActorCell> owner;
+  std::function<void()> continuation;
+  {
+    std::lock_guard lock(pending->mutex);
+    if (pending->done) return;
+    pending->local = std::move(local);
+    pending->encoded = std::move(encoded);
+    pending->error = std::move(error);
+    pending->done = true;
+    if (pending->owner && pending->continuation && !pending->continuation_posted) {
+      pending->continuation_posted = true;
+      owner = pending->owner;
+      continuation = pending->continuation;
+    }
+  }
+  pending->cv.notify_all();
+  if (Endpoint* endpoint = Endpoint::existing()) endpoint->forget_pending(pending->id);
+  if (owner) {
+    auto delivery = std::make_shared<Delivery>();
+    delivery->kind = Delivery::Kind::continuation;
+    delivery->run = std::move(continuation);
+    (void)Endpoint::instance().enqueue(owner, std::move(delivery));
+  }
+}
+
+bool wait_pending(PendingRequest& pending, const Deadline& deadline) {
+  std::unique_lock lock(pending.mutex);
+  while (!pending.done) {
+    auto left = deadline.remaining();
+    if (!left) {
+      pending.cv.wait(lock);
+    } else {
+      if (left->count() == 0) return false;
+      pending.cv.wait_for(lock, *left);
+    }
+  }
+  return true;
+}
+
+ReplyView pending_result(PendingRequest& pending) {
+  std::lock_guard lock(pending.mutex);
+  if (pending.error) throw_error_info(*pending.error);
+  ReplyView view;
+  if (pending.local.object) {
+    view.local = &pending.local;
+  } else {
+    view.encoded = pending.encoded;
+  }
+  return view;
+}
+
+void set_continuation(PendingRequest& pending, std::function<void()> continuation) {
+  std::shared_ptr<ActorCell> owner;
+  {
+    std::lock_guard lock(pending.mutex);
+    if (!pending.owner) throw ActorError("mpx actors: Response::then() is for code running inside an actor");
+    pending.continuation = std::move(continuation);
+    if (!pending.done || pending.continuation_posted) return;
+    pending.continuation_posted = true;
+    owner = pending.owner;
+  }
+  auto delivery = std::make_shared<Delivery>();
+  delivery->kind = Delivery::Kind::continuation;
+  delivery->run = pending.continuation;
+  (void)Endpoint::instance().enqueue(owner, std::move(delivery));
+}
+
+void deliver_reply(const std::shared_ptr<ReplyTarget>& target, const Value& reply) {
+  static const Unit unit;
+  const Value value = reply.object ? reply : borrow_value(unit);
+  if (target->local) {
+    fulfil(target->local, value.owned(), {}, std::nullopt);
+    return;
+  }
+  try {
+    post_packet(target->endpoint, PacketKind::reply, 0, "", 0, current_sender(), target->request_id, value,
+                Deadline::never(), true);
+  } catch (const ActorError& e) {
+    get_logger()->debug("mpx actors: reply to {} dropped: {}", target->endpoint, e.what());
+  }
+}
+
+void deliver_error(const std::shared_ptr<ReplyTarget>& target, const std::string& kind, const std::string& type,
+                   const std::string& message) {
+  ErrorInfo info{kind, type, message, kind == "down" ? message : std::string()};
+  if (target->local) {
+    fulfil(target->local, {}, {}, std::move(info));
+    return;
+  }
+  try {
+    post_packet(target->endpoint, PacketKind::error, 0, "", 0, current_sender(), target->request_id,
+                borrow_value(info), Deadline::never(), true);
+  } catch (const ActorError& e) {
+    get_logger()->debug("mpx actors: error reply to {} dropped: {}", target->endpoint, e.what());
+  }
+}
+
+namespace {
+void deliver_down_error(const std::shared_ptr<ReplyTarget>& target, const std::string& message,
+                        const std::string& reason) {
+  ErrorInfo info{"down", "", message, reason};
+  if (target->local) {
+    fulfil(target->local, {}, {}, std::move(info));
+    return;
+  }
+  try {
+    post_packet(target->endpoint, PacketKind::error, 0, "", 0, current_sender(), target->request_id,
+                borrow_value(info), Deadline::never(), true);
+  } catch (const ActorError& e) {
+    get_logger()->debug("mpx actors: error reply to {} dropped: {}", target->endpoint, e.what());
+  }
+}
+
+}  // namespace
+
+// Registers `monitor` as a watcher of its target, wherever the target lives.
+void watch(Endpoint& endpoint, const std::shared_ptr<MonitorState>& monitor, std::uint8_t flags) {
+  const ActorRef& target = monitor->target;
+  if (target.host() == endpoint.name()) {
+    endpoint.add_watcher(target, Watcher{endpoint.name(), monitor->id, monitor->link, monitor});
+    return;
+  }
+  auto mailbox = find_mailbox(target.host());
+  if (!mailbox) {
+    endpoint.fire_monitor(monitor, Down{target, DownKind::noproc, "noproc: there is no host named '" + target.host() + "'", {}});
+    return;
+  }
+  monitor->target_mailbox = mailbox;
+  monitor->target_incarnation = mailbox->incarnation();
+  monitor->target_pid = mailbox->consumer_pid();
+  if (host_gone(*mailbox, monitor->target_incarnation, monitor->target_pid)) {
+    endpoint.fire_monitor(monitor, Down{target, DownKind::host_died, describe_host_gone(*mailbox, target.host()),
+                                        mailbox->exit_code()});
+    return;
+  }
+  ActorRef watcher(endpoint.name(), "", 0, ::getpid());
+  post_packet(target.host(), PacketKind::monitor, flags, target.name(), target.id(), watcher, monitor->id, Value{},
+              Deadline::never(), true);
+}
+
+// ---- public entry points of actor_ref.hpp / monitor.hpp / context.hpp
+
+void send_value(const ActorRef& to, const Value& message, const Deadline& deadline, bool block) {
+  if (!to.valid()) throw ActorError("mpx actors: send to an empty ActorRef");
+  Endpoint* endpoint = Endpoint::existing();
+  if (endpoint && to.host() == endpoint->name()) {
+    auto cell = endpoint->find_local(to.name(), to.id());
+    if (!cell) {
+      get_logger()->debug("mpx actors: message to {} dropped: no such actor", to.to_string());
+      return;
+    }
+    auto delivery = std::make_shared<Delivery>();
+    delivery->value = message.owned();
+    delivery->sender = current_sender();
+    (void)endpoint->enqueue(cell, std::move(delivery));
+    return;
+  }
+  post_packet(to.host(), PacketKind::message, 0, to.name(), to.id(), current_sender(), 0, message, deadline, block);
+}
+
+std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& message) {
+  if (!to.valid()) throw ActorError("mpx actors: request to an empty ActorRef");
+  Endpoint& endpoint = Endpoint::instance();
+  std::shared_ptr<ActorCell> owner = t_current_cell ? t_current_cell->shared_from_this() : nullptr;
+  auto pending = endpoint.new_pending(owner);
+  pending->target_host = to.host();
+  auto target = std::make_shared<ReplyTarget>(ReplyTarget{endpoint.name(), pending->id, pending});
+  if (to.host() == endpoint.name()) {
+    auto cell = endpoint.find_local(to.name(), to.id());
+    auto delivery = std::make_shared<Delivery>();
+    delivery->value = message.owned();
+    delivery->sender = current_sender();
+    delivery->reply = target;
+    if (!cell || !endpoint.enqueue(cell, std::move(delivery)))
+      deliver_down_error(target, "mpx actors: " + to.to_string() + " is not running (noproc)", "noproc");
+    return pending;
+  }
+  auto mailbox = find_mailbox(to.host());
+  if (!mailbox) {
+    deliver_down_error(target, "mpx actors: there is no host named '" + to.host() + "'", "noproc");
+    return pending;
+  }
+  pending->target_mailbox = mailbox;
+  pending->target_incarnation = mailbox->incarnation();
+  pending->target_pid = mailbox->consumer_pid();
+  if (host_gone(*mailbox, pending->target_incarnation, pending->target_pid)) {
+    std::string why = describe_host_gone(*mailbox, to.host());
+    deliver_down_error(target, "mpx actors: request to " + to.to_string() + " failed: " + why, why);
+    return pending;
+  }
+  try {
+    post_packet(to.host(), PacketKind::message, 0, to.name(), to.id(), current_sender(), pending->id, message,
+                Deadline::never(), true);
+  } catch (...) {
+    endpoint.forget_pending(pending->id);
+    throw;
+  }
+  return pending;
+}
+
+void kill_actor(const ActorRef& target) {
+  if (!target.valid()) throw ActorError("mpx actors: kill of an empty ActorRef");
+  Endpoint* endpoint = Endpoint::existing();
+  if (endpoint && target.host() == endpoint->name()) {
+    if (auto cell = endpoint->find_local(target.name(), target.id()))
+      caf::anon_send_exit(cell->actor, caf::exit_reason::kill);
+    return;
+  }
+  post_packet(target.host(), PacketKind::kill, 0, target.name(), target.id(), current_sender(), 0, Value{},
+              Deadline::never(), true);
+}
+
+std::optional<Down> wait_monitor(MonitorState& state, const Deadline& deadline) {
+  std::unique_lock lock(state.mutex);
+  while (!state.down) {
+    auto left = deadline.remaining();
+    if (!left) {
+      state.cv.wait(lock);
+    } else {
+      if (left->count() == 0) return std::nullopt;
+      state.cv.wait_for(lock, *left);
+    }
+  }
+  return state.down;
+}
+
+std::shared_ptr<ReplyTarget> take_reply_target(ActorCell& cell) { return std::exchange(cell.current_reply, nullptr); }
+
+// ---- Endpoint
+
+Endpoint* Endpoint::existing() noexcept { return globals().endpoint.load(std::memory_order_acquire); }
+
+Endpoint& Endpoint::instance() {
+  Globals& g = globals();
+  if (Endpoint* e = g.endpoint.load(std::memory_order_acquire)) return *e;
+  std::lock_guard lock(g.mutex);
+  if (Endpoint* e = g.endpoint.load(std::memory_order_acquire)) return *e;
+  std::string name = "p" + std::to_string(::getpid());
+  auto mailbox = Mailbox::create(mailbox_name(name), MailboxOptions{});
+  mailbox->attach_consumer();
+  g.mailboxes[name] = mailbox;
+  // Never destroyed: the gateway is stopped at exit, the object leaks, so
+  // nothing runs after main's statics are gone.
+  auto* endpoint = new Endpoint(name, mailbox, 0);
+  g.endpoint.store(endpoint, std::memory_order_release);
+  endpoint->gateway_ = std::thread([endpoint] { endpoint->run_gateway(); });
+  std::atexit([] {
+    if (Endpoint* e = Endpoint::existing()) {
+      e->stop_gateway();
+      if (e->system_) e->stop_all_actors(std::chrono::milliseconds(2000));
+    }
+  });
+  return *endpoint;
+}
+
+Endpoint& Endpoint::make_host(const std::string& name, std::shared_ptr<Mailbox> mailbox, unsigned threads) {
+  Globals& g = globals();
+  std::lock_guard lock(g.mutex);
+  g.mailboxes[name] = mailbox;
+  auto* endpoint = new Endpoint(name, std::move(mailbox), threads);
+  g.endpoint.store(endpoint, std::memory_order_release);
+  return *endpoint;
+}
+
+Endpoint::Endpoint(std::string name, std::shared_ptr<Mailbox> mailbox, unsigned threads)
+    : name_(std::move(name)), mailbox_(std::move(mailbox)), threads_(threads) {}
+
+caf::actor_system& Endpoint::system() {
+  std::call_once(system_once_, [this] {
+    config_ = std::make_unique<caf::actor_system_config>();
+    unsigned threads = threads_ ? threads_ : std::min(4u, static_cast<unsigned>(std::max(1, mpx::cpu_count())));
+    config_->set("scheduler.max-threads", threads);
+    system_ = std::make_unique<caf::actor_system>(*config_);
+  });
+  return *system_;
+}
+
+namespace {
+
+void finish_record(const Delivery& d) {
+  if (d.mailbox) d.mailbox->complete(d.record_pos);
+}
+
+void stop_cell(caf::event_based_actor* self, ActorCell& cell, DownKind kind, std::string reason,
+               caf::exit_reason how) {
+  {
+    std::lock_guard lock(cell.mutex);
+    cell.stop_kind = kind;
+    cell.stop_reason = std::move(reason);
+  }
+  self->quit(how);
+}
+
+void handle_message(caf::event_based_actor* self, ActorCell& cell, Delivery& d) {
+  auto logger = get_logger();
+  if (d.mailbox) d.mailbox->mark_handling(d.record_pos);
+  const std::uint64_t tag = d.value.object ? d.value.tag : envelope_tag(d.bytes);
+  if (tag == mpx::type_tag<PoisonPill>()) {
+    if (d.reply) deliver_reply(d.reply, Value{});
+    finish_record(d);
+    stop_cell(self, cell, DownKind::normal, "normal", caf::exit_reason::normal);
+    return;
+  }
+  const Handler* handler = cell.instance.behavior.find(tag);
+  if (!handler) {
+    std::string type = d.value.object ? std::string(d.value.type_name) : "tag " + std::to_string(tag);
+    logger->warn("mpx actors: {} has no handler for a message of type {}; dropped", cell.ref.to_string(), type);
+    if (d.reply)
+      deliver_error(d.reply, "unhandled", type, "mpx actors: " + cell.ref.to_string() + " has no handler for " + type);
+    finish_record(d);
+    return;
+  }
+  Value decoded;
+  const void* object = d.value.object;
+  if (!object) {
+    try {
+      decoded = handler->decode(d.bytes);
+      object = decoded.object;
+    } catch (const mpx::Error& e) {
+      logger->error("mpx actors: {} got a message it cannot decode: {}", cell.ref.to_string(), e.what());
+      if (d.reply) deliver_error(d.reply, "error", "mpx::DecodeError", e.what());
+      finish_record(d);
+      return;
+    }
+  }
+  t_current_cell = &cell;
+  cell.current = &d;
+  cell.current_reply = d.reply;
+  bool crashed = false;
+  std::string crash_reason;
+  try {
+    Outcome outcome = handler->call(object);
+    if (cell.current_reply && !outcome.deferred) deliver_reply(cell.current_reply, outcome.reply);
+  } catch (const std::exception& e) {
+    crashed = true;
+    const std::string type = exception_type(e);
+    crash_reason = "exception: " + type + ": " + e.what();
+    if (cell.current_reply) deliver_error(cell.current_reply, "remote", type, e.what());
+  } catch (...) {
+    crashed = true;
+    crash_reason = "exception: " + mpx::detail::current_exception_type();
+    if (cell.current_reply) deliver_error(cell.current_reply, "remote", mpx::detail::current_exception_type(), "");
+  }
+  t_current_cell = nullptr;
+  cell.current = nullptr;
+  cell.current_reply = nullptr;
+  finish_record(d);
+  if (crashed) {
+    logger->error("mpx actors: {} stopped: {}", cell.ref.to_string(), crash_reason);
+    stop_cell(self, cell, DownKind::exception, crash_reason, caf::exit_reason::unhandled_exception);
+  } else if (cell.stop_requested) {
+    stop_cell(self, cell, DownKind::normal, "normal", caf::exit_reason::normal);
+  }
+}
+
+caf::behavior cell_actor(caf::event_based_actor* self, std::shared_ptr<ActorCell> cell) {
+  self->set_default_handler(caf::drop);
+  self->attach_functor([cell](const caf::error& reason) {
+    DownKind kind;
+    std::string text;
+    {
+      std::lock_guard lock(cell->mutex);
+      kind = cell->stop_kind;
+      text = cell->stop_reason;
+    }
+    if (reason == caf::exit_reason::kill) {
+      kind = DownKind::killed;
+      text = "killed";
+    } else if (text.empty()) {
+      text = "normal";
+    }
+    if (Endpoint* endpoint = Endpoint::existing()) endpoint->on_cell_stopped(cell, kind, std::move(text));
+  });
+  return {[self, cell](const DeliveryPtr& ptr) {
+    Delivery& d = *ptr.delivery;
+    {
+      std::lock_guard lock(cell->mutex);
+      cell->queued.erase(d.serial);
+    }
+    switch (d.kind) {
+      case Delivery::Kind::continuation:
+        t_current_cell = cell.get();
+        try {
+          d.run();
+        } catch (const std::exception& e) {
+          t_current_cell = nullptr;
+          std::string why = "exception: " + exception_type(e) + ": " + e.what();
+          get_logger()->error("mpx actors: {} stopped: {}", cell->ref.to_string(), why);
+          stop_cell(self, *cell, DownKind::exception, why, caf::exit_reason::unhandled_exception);
+          return;
+        }
+        t_current_cell = nullptr;
+        if (cell->stop_requested) stop_cell(self, *cell, DownKind::normal, "normal", caf::exit_reason::normal);
+        return;
+      case Delivery::Kind::down:
+        stop_cell(self, *cell, DownKind::linked, "linked: " + d.monitor->down->reason,
+                  caf::exit_reason::user_shutdown);
+        return;
+      case Delivery::Kind::message:
+        handle_message(self, *cell, d);
+        return;
+    }
+  }};
+}
+
+}  // namespace
+
+ActorRef Endpoint::spawn_local(const std::string& type, const std::string& name, std::uint64_t args_tag,
+                               std::span<const std::byte> args) {
+  const ActorType& actor_type = check_spawn(type, args_tag, "");
+  if (!name.empty()) {
+    check_name(name, "actor name");
+    std::lock_guard lock(mutex_);
+    if (by_name_.count(name))
+      throw ActorError("mpx actors: an actor named '" + name + "' already runs in host '" + name_ + "'");
+  }
+  auto cell = std::make_shared<ActorCell>();
+  std::uint64_t id;
+  {
+    std::lock_guard lock(mutex_);
+    id = (std::uint64_t{mailbox_->incarnation()} << 32) | next_id_++;
+  }
+  cell->ref = ActorRef(name_, name, name.empty() ? id : 0, ::getpid());
+  cell->type = type;
+  cell->context = std::make_unique<Context>(*cell);
+  try {
+    cell->instance = actor_type.make(*cell->context, args);
+  } catch (const std::exception& e) {
+    throw ActorError("mpx actors: building actor '" + type + "' failed: " + exception_type(e) + ": " + e.what());
+  }
+  cell->actor = system().spawn(cell_actor, cell);
+  {
+    std::lock_guard lock(mutex_);
+    if (!name.empty()) {
+      if (by_name_.count(name)) {
+        caf::anon_send_exit(cell->actor, caf::exit_reason::kill);
+        throw ActorError("mpx actors: an actor named '" + name + "' already runs in host '" + name_ + "'");
+      }
+      by_name_[name] = cell;
+    }
+    by_id_[id] = cell;
+  }
+  get_logger()->debug("mpx actors: spawned {} ({})", cell->ref.to_string(), type);
+  return cell->ref;
+}
+
+std::shared_ptr<ActorCell> Endpoint::find_local(std::string_view name, std::uint64_t id) {
+  std::lock_guard lock(mutex_);
+  if (!name.empty()) {
+    auto it = by_name_.find(std::string(name));
+    return it == by_name_.end() ? nullptr : it->second;
+  }
+  auto it = by_id_.find(id);
+  return it == by_id_.end() ? nullptr : it->second;
+}
+
+std::vector<std::shared_ptr<ActorCell>> Endpoint::cells() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::shared_ptr<ActorCell>> out;
+  for (auto& [id, cell] : by_id_) out.push_back(cell);
+  return out;
+}
+
+bool Endpoint::enqueue(const std::shared_ptr<ActorCell>& cell, std::shared_ptr<Delivery> delivery) {
+  {
+    std::lock_guard lock(cell->mutex);
+    if (cell->stopped) return false;
+    delivery->serial = cell->next_serial++;
+    if (delivery->kind == Delivery::Kind::message) cell->queued[delivery->serial] = delivery;
+  }
+  caf::anon_send(cell->actor, DeliveryPtr{std::move(delivery)});
+  return true;
+}
+
+void Endpoint::add_watcher(const ActorRef& target, Watcher watcher) {
+  auto cell = find_local(target.name(), target.id());
+  if (cell) {
+    std::lock_guard lock(cell->mutex);
+    if (!cell->stopped) {
+      cell->watchers.push_back(std::move(watcher));
+      return;
+    }
+  }
+  Down down{target, DownKind::noproc, "noproc: " + target.to_string() + " is not running", {}};
+  if (watcher.local) {
+    fire_monitor(watcher.local, std::move(down));
+    return;
+  }
+  try {
+    post_packet(watcher.endpoint, PacketKind::down, 0, "", 0, ActorRef(name_, "", 0, ::getpid()),
+                watcher.monitor_id, borrow_value(down), Deadline::never(), true);
+  } catch (const ActorError& e) {
+    get_logger()->debug("mpx actors: down to {} dropped: {}", watcher.endpoint, e.what());
+  }
+}
+
+void Endpoint::on_cell_stopped(const std::shared_ptr<ActorCell>& cell, DownKind kind, std::string reason) {
+  std::map<std::uint64_t, std::shared_ptr<Delivery>> queued;
+  std::vector<Watcher> watchers;
+  {
+    std::lock_guard lock(cell->mutex);
+    cell->stopped = true;
+    cell->stop_kind = kind;
+    cell->stop_reason = reason;
+    queued.swap(cell->queued);
+    watchers.swap(cell->watchers);
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (!cell->ref.name().empty()) {
+      auto it = by_name_.find(cell->ref.name());
+      if (it != by_name_.end() && it->second == cell) by_name_.erase(it);
+    }
+    for (auto it = by_id_.begin(); it != by_id_.end(); ++it)
+      if (it->second == cell) {
+        by_id_.erase(it);
+        break;
+      }
+  }
+  cells_changed_.notify_all();
+  get_logger()->debug("mpx actors: {} stopped: {}", cell->ref.to_string(), reason);
+  for (auto& [serial, delivery] : queued) {
+    finish_record(*delivery);
+    if (delivery->reply)
+      deliver_down_error(delivery->reply, "mpx actors: " + cell->ref.to_string() + " stopped: " + reason, reason);
+  }
+  Down down{cell->ref, kind, reason, {}};
+  for (auto& watcher : watchers) {
+    if (watcher.local) {
+      fire_monitor(watcher.local, down);
+      continue;
+    }
+    try {
+      post_packet(watcher.endpoint, PacketKind::down, 0, "", 0, cell->ref, watcher.monitor_id, borrow_value(down),
+                  Deadline::never(), true);
+    } catch (const ActorError& e) {
+      get_logger()->debug("mpx actors: down to {} dropped: {}", watcher.endpoint, e.what());
+    }
+  }
+  // The cell's state (its behaviour and object) goes with the last reference.
+}
+
+std::shared_ptr<PendingRequest> Endpoint::new_pending(const std::shared_ptr<ActorCell>& owner) {
+  auto pending = std::make_shared<PendingRequest>();
+  pending->owner = owner;
+  std::lock_guard lock(mutex_);
+  pending->id = next_id_++;
+  pending_[pending->id] = pending;
+  return pending;
+}
+
+void Endpoint::forget_pending(std::uint64_t id) {
+  std::lock_guard lock(mutex_);
+  pending_.erase(id);
+}
+
+std::shared_ptr<PendingRequest> Endpoint::take_pending(std::uint64_t id) {
+  std::lock_guard lock(mutex_);
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return nullptr;
+  auto pending = std::move(it->second);
+  pending_.erase(it);
+  return pending;
+}
+
+std::shared_ptr<MonitorState> Endpoint::new_monitor(const ActorRef& target, const std::shared_ptr<ActorCell>& owner,
+                                                     bool link) {
+  auto monitor = std::make_shared<MonitorState>();
+  monitor->target = target;
+  monitor->owner = owner;
+  monitor->link = link;
+  std::lock_guard lock(mutex_);
+  monitor->id = next_id_++;
+  monitors_[monitor->id] = monitor;
+  return monitor;
+}
+
+std::shared_ptr<MonitorState> Endpoint::take_monitor(std::uint64_t id) {
+  std::lock_guard lock(mutex_);
+  auto it = monitors_.find(id);
+  if (it == monitors_.end()) return nullptr;
+  auto monitor = std::move(it->second);
+  monitors_.erase(it);
+  return monitor;
+}
+
+void Endpoint::fire_monitor(const std::shared_ptr<MonitorState>& monitor, Down down) {
+  {
+    std::lock_guard lock(monitor->mutex);
+    if (monitor->down) return;
+    monitor->down = std::move(down);
+  }
+  {
+    std::lock_guard lock(mutex_);
+    monitors_.erase(monitor->id);
+  }
+  monitor->cv.notify_all();
+  const Down& d = *monitor->down;
+  if (monitor->callback) {
+    try {
+      monitor->callback(d);
+    } catch (const std::exception& e) {
+      get_logger()->error("mpx actors: a monitor callback threw {}: {}", exception_type(e), e.what());
+    }
+  }
+  if (!monitor->owner) return;
+  auto delivery = std::make_shared<Delivery>();
+  if (monitor->link) {
+    if (d.kind == DownKind::normal) return;
+    if (!monitor->owner->trap_exit) {
+      delivery->kind = Delivery::Kind::down;
+      delivery->monitor = monitor;
+    } else {
+      delivery->value = own_value(ExitSignal{d.actor, d.kind, d.reason});
+      delivery->sender = d.actor;
+    }
+  } else {
+    delivery->value = own_value(d);
+    delivery->sender = d.actor;
+  }
+  (void)enqueue(monitor->owner, std::move(delivery));
+}
+
+void Endpoint::dispatch(const Mailbox::Taken& taken) {
+  Packet packet = parse_packet(taken.bytes);
+  auto done = [&] { mailbox_->complete(taken.pos); };
+  switch (packet.kind) {
+    case PacketKind::message: {
+      std::shared_ptr<ReplyTarget> reply;
+      if (packet.request_id)
+        reply = std::make_shared<ReplyTarget>(ReplyTarget{packet.sender.host(), packet.request_id, nullptr});
+      auto cell = find_local(packet.target_name, packet.target_id);
+      auto delivery = std::make_shared<Delivery>();
+      delivery->bytes = packet.payload;
+      delivery->mailbox = mailbox_;
+      delivery->record_pos = taken.pos;
+      delivery->redelivered = taken.redelivered;
+      delivery->sender = packet.sender;
+      delivery->reply = reply;
+      if (!cell || !enqueue(cell, std::move(delivery))) {
+        std::string who = packet.target_name.empty() ? "#" + std::to_string(packet.target_id)
+                                                     : std::string(packet.target_name);
+        get_logger()->debug("mpx actors: message to actor {} in host {} dropped: no such actor", who, name_);
+        if (reply)
+          deliver_down_error(reply, "mpx actors: actor " + who + " is not running in host '" + name_ + "' (noproc)",
+                             "noproc");
+        done();
+      }
+      return;
+    }
+    case PacketKind::reply:
+    case PacketKind::error: {
+      auto pending = take_pending(packet.request_id);
+      if (pending) {
+        if (packet.kind == PacketKind::reply) {
+          fulfil(pending, {}, Bytes(packet.payload.begin(), packet.payload.end()), std::nullopt);
+        } else {
+          std::optional<ErrorInfo> info;
+          try {
+            info = mpx::decode<ErrorInfo>(packet.payload);
+          } catch (const mpx::Error& e) {
+            info = ErrorInfo{"error", "", std::string("mpx actors: undecodable error reply: ") + e.what(), ""};
+          }
+          fulfil(pending, {}, {}, std::move(info));
+        }
+      }
+      done();
+      return;
+    }
+    case PacketKind::spawn: {
+      auto reply = std::make_shared<ReplyTarget>(ReplyTarget{packet.sender.host(), packet.request_id, nullptr});
+      try {
+        auto request = mpx::decode<SpawnRequest>(packet.payload);
+        ActorRef ref = spawn_local(request.type, request.name, request.args_tag, request.args);
+        deliver_reply(reply, borrow_value(ref));
+      } catch (const UnknownActorType& e) {
+        deliver_error(reply, "error", "mpx::actors::UnknownActorType", e.what());
+      } catch (const mpx::Error& e) {
+        deliver_error(reply, "error", exception_type(e), e.what());
+      }
+      done();
+      return;
+    }
+    case PacketKind::monitor: {
+      add_watcher(ActorRef(name_, std::string(packet.target_name), packet.target_id, ::getpid()),
+                  Watcher{packet.sender.host(), packet.request_id, (packet.flags & kPacketLink) != 0, nullptr});
+      done();
+      return;
+    }
+    case PacketKind::down: {
+      Down down;
+      try {
+        down = mpx::decode<Down>(packet.payload);
+      } catch (const mpx::Error& e) {
+        get_logger()->error("mpx actors: undecodable Down: {}", e.what());
+        done();
+        return;
+      }
+      if (auto monitor = take_monitor(packet.request_id)) fire_monitor(monitor, std::move(down));
+      done();
+      return;
+    }
+    case PacketKind::link: {
+      // packet.sender links to our actor: watch it on behalf of our actor.
+      auto cell = find_local(packet.target_name, packet.target_id);
+      done();
+      if (!cell) return;  // the sender's own link monitor reports noproc
+      auto monitor = new_monitor(packet.sender, cell, true);
+      watch(*this, monitor, kPacketLink);
+      return;
+    }
+    case PacketKind::kill: {
+      if (auto cell = find_local(packet.target_name, packet.target_id))
+        caf::anon_send_exit(cell->actor, caf::exit_reason::kill);
+      done();
+      return;
+    }
+    case PacketKind::shutdown:
+      shutdown_.store(true);
+      done();
+      return;
+  }
+  get_logger()->error("mpx actors: host {} got a packet of unknown kind {}", name_, static_cast<int>(packet.kind));
+  done();
+}
+
+void Endpoint::sweep_watches() {
+  std::vector<std::shared_ptr<PendingRequest>> pending;
+  std::vector<std::shared_ptr<MonitorState>> monitors;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [id, p] : pending_)
+      if (p->target_mailbox) pending.push_back(p);
+    for (auto& [id, m] : monitors_)
+      if (m->target_mailbox) monitors.push_back(m);
+  }
+  // One liveness probe per (mailbox, incarnation, pid).
+  std::map<std::tuple<const Mailbox*, std::uint32_t, pid_t>, bool> gone;
+  auto is_gone = [&](const std::shared_ptr<Mailbox>& mb, std::uint32_t inc, pid_t pid) {
+    auto key = std::make_tuple(mb.get(), inc, pid);
+    auto it = gone.find(key);
+    if (it != gone.end()) return it->second;
+    bool g = host_gone(*mb, inc, pid);
+    gone[key] = g;
+    return g;
+  };
+  for (auto& p : pending) {
+    if (!is_gone(p->target_mailbox, p->target_incarnation, p->target_pid)) continue;
+    std::string why = describe_dead_host(*p->target_mailbox, p->target_host, p->target_pid);
+    fulfil(p, {}, {}, ErrorInfo{"down", "", "mpx actors: request to host '" + p->target_host + "' failed: " + why, why});
+  }
+  for (auto& m : monitors) {
+    if (!is_gone(m->target_mailbox, m->target_incarnation, m->target_pid)) continue;
+    auto code = host_exit_code(m->target.host(), m->target_pid, *m->target_mailbox);
+    std::string why = describe_dead_host(*m->target_mailbox, m->target.host(), m->target_pid);
+    fire_monitor(m, Down{m->target, DownKind::host_died, why, code});
+  }
+}
+
+void Endpoint::run_gateway() {
+  auto next_sweep = std::chrono::steady_clock::now() + kSweepInterval;
+  while (!stop_.load(std::memory_order_acquire) && !shutdown_.load(std::memory_order_acquire)) {
+    std::optional<Mailbox::Taken> taken;
+    try {
+      taken = mailbox_->take(Deadline::after(kSweepInterval));
+    } catch (const std::exception& e) {
+      get_logger()->error("mpx actors: gateway of {}: {}", name_, e.what());
+    }
+    if (taken) {
+      try {
+        dispatch(*taken);
+      } catch (const std::exception& e) {
+        get_logger()->error("mpx actors: gateway of {} dropped a record: {}", name_, e.what());
+        mailbox_->complete(taken->pos);
+      }
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (now >= next_sweep) {
+      next_sweep = now + kSweepInterval;
+      try {
+        sweep_watches();
+      } catch (const std::exception& e) {
+        get_logger()->error("mpx actors: gateway of {}: {}", name_, e.what());
+      }
+    }
+  }
+}
+
+void Endpoint::stop_gateway() {
+  stop_.store(true, std::memory_order_release);
+  mailbox_->interrupt_consumer();
+  if (gateway_.joinable()) gateway_.join();
+}
+
+void Endpoint::stop_all_actors(std::chrono::milliseconds timeout) {
+  if (!system_) return;
+  static const PoisonPill pill;
+  for (auto& cell : cells()) {
+    auto delivery = std::make_shared<Delivery>();
+    delivery->value = borrow_value(pill).owned();
+    (void)enqueue(cell, std::move(delivery));
+  }
+  std::unique_lock lock(mutex_);
+  if (!cells_changed_.wait_for(lock, timeout, [this] { return by_id_.empty(); }))
+    get_logger()->warn("mpx actors: host {}: {} actors still running after the shutdown timeout", name_,
+                       by_id_.size());
+}
+
+}  // namespace mpx::actors::detail
+
+namespace mpx::actors::detail {
+
+std::optional<int> host_exit_code(const std::string& host, pid_t pid, const Mailbox& mailbox) {
+  if (auto code = child_host_exit_code(host, pid)) return code;
+  return mailbox.exit_code();
+}
+
+std::string describe_dead_host(const Mailbox& mailbox, const std::string& host, pid_t pid) {
+  if (mailbox.retired()) return "host '" + host + "' was shut down";
+  if (mailbox.host_state() == HostState::stopped) return "host '" + host + "' stopped";
+  auto code = host_exit_code(host, pid, mailbox);
+  return "host '" + host + "' (pid " + std::to_string(pid) + ") died" +
+         (code ? ": exit code " + std::to_string(*code) : std::string());
+}
+
+}  // namespace mpx::actors::detail

@@ -1,0 +1,300 @@
+// Internal: the per-process actor runtime ("endpoint") and what travels
+// between endpoints. Not installed.
+//
+// Every process that hosts actors, or waits for replies and monitors, has
+// one Endpoint: its mailbox (a host's is created by its parent and named
+// after the host; a plain process makes its own, "p<pid>"), one gateway
+// thread that takes records from it and dispatches them, and (once an actor
+// lives here) a CAF actor system. Actors of one endpoint talk through CAF
+// directly; across endpoints a packet (PacketHead, three strings, an mpx
+// envelope) goes into the target's mailbox.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "mpx/actors/actor_ref.hpp"
+#include "mpx/actors/behavior.hpp"
+#include "mpx/actors/context.hpp"
+#include "mpx/actors/detail/mailbox.hpp"
+#include "mpx/actors/detail/value.hpp"
+#include "mpx/actors/messages.hpp"
+#include "mpx/actors/registry.hpp"
+
+namespace mpx::actors::detail {
+
+// ---- the wire
+
+enum class PacketKind : std::uint8_t {
+  message = 1,   // to an actor; request_id != 0 makes it a request
+  reply = 2,     // payload: the reply value (Unit for void)
+  error = 3,     // payload: ErrorInfo
+  spawn = 4,     // payload: SpawnRequest; replied with an ActorRef
+  monitor = 5,   // request_id: the monitor id at the sender; flags: kLink
+  down = 6,      // request_id: the monitor id; payload: Down
+  kill = 7,      // stop the target at once
+  shutdown = 8,  // stop every actor, then the host
+  link = 9,      // the sender links to the target: the target's host watches the sender for it
+};
+constexpr std::uint8_t kPacketLink = 1;
+
+struct PacketHead {
+  std::uint32_t magic;
+  PacketKind kind;
+  std::uint8_t flags;
+  std::uint16_t target_name_len;
+  std::uint16_t sender_host_len;
+  std::uint16_t sender_name_len;
+  std::uint32_t sender_pid;
+  std::uint64_t target_id;
+  std::uint64_t sender_id;
+  std::uint64_t request_id;
+};
+constexpr std::uint32_t kPacketMagic = 0x4b504d58;  // "XMPK"
+
+struct Packet {
+  PacketKind kind;
+  std::uint8_t flags;
+  std::string_view target_name;
+  std::uint64_t target_id;
+  ActorRef sender;
+  std::uint64_t request_id;
+  std::span<const std::byte> payload;
+};
+// Throws ActorError for a malformed packet.
+Packet parse_packet(std::span<const std::byte> bytes);
+
+struct ErrorInfo {
+  std::string kind;  // "down", "remote", "unhandled", "error"
+  std::string type;
+  std::string message;
+  std::string reason;
+  template <class A>
+  void serialize(A& ar) {
+    ar(kind, type, message, reason);
+  }
+};
+[[noreturn]] void throw_error_info(const ErrorInfo& info);
+
+struct SpawnRequest {
+  std::string type;
+  std::string name;
+  std::uint64_t args_tag = 0;
+  Bytes args;
+  template <class A>
+  void serialize(A& ar) {
+    ar(type, name, args_tag, args);
+  }
+};
+
+// ---- requests and replies
+
+struct ActorCell;
+
+struct PendingRequest {
+  std::uint64_t id = 0;
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool done = false;
+  Value local;                 // a reply from this process
+  Bytes encoded;               // a reply from another process
+  std::optional<ErrorInfo> error;
+  // then(): the requesting actor runs the continuation once done.
+  std::shared_ptr<ActorCell> owner;
+  std::function<void()> continuation;
+  bool continuation_posted = false;
+  // Fail-fast: the host that must answer (none for a local target).
+  std::shared_ptr<Mailbox> target_mailbox;
+  std::uint32_t target_incarnation = 0;
+  pid_t target_pid = 0;
+  std::string target_host;
+};
+void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes encoded, std::optional<ErrorInfo> error);
+
+struct ReplyTarget {
+  std::string endpoint;  // the requester's endpoint name
+  std::uint64_t request_id = 0;
+  std::shared_ptr<PendingRequest> local;  // requester in this process
+};
+
+// ---- monitors
+
+struct MonitorState {
+  std::uint64_t id = 0;
+  ActorRef target;
+  std::mutex mutex;
+  std::condition_variable cv;
+  std::optional<Down> down;
+  std::function<void(const Down&)> callback;
+  std::shared_ptr<ActorCell> owner;  // an actor watching: Down is delivered to it
+  bool link = false;
+  std::shared_ptr<Mailbox> target_mailbox;
+  std::uint32_t target_incarnation = 0;
+  pid_t target_pid = 0;
+};
+
+struct Watcher {
+  std::string endpoint;
+  std::uint64_t monitor_id = 0;
+  bool link = false;
+  std::shared_ptr<MonitorState> local;  // the watcher is in this process
+};
+
+// ---- actors of this process
+
+// What the CAF actor of a cell receives.
+struct Delivery {
+  enum class Kind : std::uint8_t { message, continuation, down };
+  Kind kind = Kind::message;
+  std::uint64_t serial = 0;
+  Value value;                            // owned object (same process)
+  std::span<const std::byte> bytes;       // encoded message in a mailbox record
+  std::shared_ptr<Mailbox> mailbox;       // set when bytes live in a record
+  std::uint64_t record_pos = 0;
+  bool redelivered = false;
+  ActorRef sender;
+  std::shared_ptr<ReplyTarget> reply;     // a request
+  std::function<void()> run;              // continuation
+  std::shared_ptr<MonitorState> monitor;  // down
+};
+struct DeliveryPtr {
+  std::shared_ptr<Delivery> delivery;
+};
+
+struct ActorCell : std::enable_shared_from_this<ActorCell> {
+  ActorRef ref;
+  std::string type;
+  std::unique_ptr<Context> context;
+  Instance instance;
+  caf::actor actor;
+  // Touched only by the actor's own thread while it runs a handler.
+  const Delivery* current = nullptr;
+  std::shared_ptr<ReplyTarget> current_reply;
+  bool stop_requested = false;
+  bool trap_exit = false;
+  // Shared with the gateway and other actors: under `mutex`.
+  std::mutex mutex;
+  bool stopped = false;
+  DownKind stop_kind = DownKind::normal;
+  std::string stop_reason;
+  std::uint64_t next_serial = 1;
+  std::map<std::uint64_t, std::shared_ptr<Delivery>> queued;  // sent to CAF, not yet handled
+  std::vector<Watcher> watchers;
+};
+
+class Endpoint {
+ public:
+  // This process' endpoint; a plain process gets one ("p<pid>") on first use.
+  static Endpoint& instance();
+  // nullptr when this process has none yet.
+  static Endpoint* existing() noexcept;
+  // In a host process: makes the endpoint on the host's mailbox.
+  static Endpoint& make_host(const std::string& name, std::shared_ptr<Mailbox> mailbox, unsigned threads);
+
+  [[nodiscard]] const std::string& name() const { return name_; }
+  [[nodiscard]] const std::shared_ptr<Mailbox>& mailbox() const { return mailbox_; }
+
+  // -- local actors
+  ActorRef spawn_local(const std::string& type, const std::string& name, std::uint64_t args_tag,
+                       std::span<const std::byte> args);
+  std::shared_ptr<ActorCell> find_local(std::string_view name, std::uint64_t id);
+  // Hands a delivery to a cell; false when the cell has stopped.
+  bool enqueue(const std::shared_ptr<ActorCell>& cell, std::shared_ptr<Delivery> delivery);
+  void add_watcher(const ActorRef& target, Watcher watcher);
+  void on_cell_stopped(const std::shared_ptr<ActorCell>& cell, DownKind kind, std::string reason);
+  [[nodiscard]] std::vector<std::shared_ptr<ActorCell>> cells();
+
+  // -- requests and monitors started here
+  std::shared_ptr<PendingRequest> new_pending(const std::shared_ptr<ActorCell>& owner);
+  void forget_pending(std::uint64_t id);
+  std::shared_ptr<MonitorState> new_monitor(const ActorRef& target, const std::shared_ptr<ActorCell>& owner, bool link);
+  void fire_monitor(const std::shared_ptr<MonitorState>& monitor, Down down);
+
+  // -- the gateway: runs until stop() (plain process) or a shutdown packet (host).
+  void run_gateway();
+  void stop_gateway();
+  // Host: poison pill to every actor, wait up to `timeout` for them.
+  void stop_all_actors(std::chrono::milliseconds timeout);
+  [[nodiscard]] bool shutdown_requested() const noexcept { return shutdown_.load(); }
+
+  caf::actor_system& system();
+
+ private:
+  Endpoint(std::string name, std::shared_ptr<Mailbox> mailbox, unsigned threads);
+  void dispatch(const Mailbox::Taken& taken);
+  void sweep_watches();
+  std::shared_ptr<PendingRequest> take_pending(std::uint64_t id);
+  std::shared_ptr<MonitorState> take_monitor(std::uint64_t id);
+
+  std::string name_;
+  std::shared_ptr<Mailbox> mailbox_;
+  unsigned threads_;
+  std::once_flag system_once_;
+  std::unique_ptr<caf::actor_system_config> config_;
+  std::unique_ptr<caf::actor_system> system_;
+
+  std::mutex mutex_;
+  std::uint64_t next_id_ = 1;
+  std::unordered_map<std::string, std::shared_ptr<ActorCell>> by_name_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<ActorCell>> by_id_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<PendingRequest>> pending_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<MonitorState>> monitors_;
+  std::condition_variable cells_changed_;
+
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> shutdown_{false};
+  std::thread gateway_;
+};
+
+// ---- routing helpers shared by the sources
+
+// The tree's shm name for a host's mailbox.
+std::string mailbox_name(const std::string& host);
+// The mailbox of `host`, opened once per process (reopened when retired);
+// nullptr when it does not exist.
+std::shared_ptr<Mailbox> find_mailbox(const std::string& host);
+// Writes a packet into `host`'s mailbox. Throws ActorDown when there is no
+// such mailbox, MailboxFull when full (block=false or the deadline).
+void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, std::string_view target_name,
+                 std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id, const Value& payload,
+                 const mpx::detail::Deadline& deadline, bool block);
+// Registers `monitor` as a watcher of its target, wherever it lives (fires
+// at once when the target's host is gone).
+void watch(Endpoint& endpoint, const std::shared_ptr<MonitorState>& monitor, std::uint8_t flags);
+// The ref that names the caller: the running actor, else this process.
+ActorRef current_sender();
+// True when `mailbox`'s host is not serving (never started, stopped, died,
+// another incarnation than `incarnation`, or pid dead).
+bool host_gone(const Mailbox& mailbox, std::uint32_t incarnation, pid_t pid);
+std::string describe_host_gone(const Mailbox& mailbox, const std::string& host);
+// "host 'w' (pid 42) died: exit code -9"; the exit code is known when this
+// process is the host's parent (or the parent recorded it in the mailbox).
+std::string describe_dead_host(const Mailbox& mailbox, const std::string& host, pid_t pid);
+std::optional<int> host_exit_code(const std::string& host, pid_t pid, const Mailbox& mailbox);
+// Defined in host.cpp: the exit code of a host process this process started.
+std::optional<int> child_host_exit_code(const std::string& host, pid_t pid);
+void remember_mailbox(const std::string& host, std::shared_ptr<Mailbox> mailbox);
+void set_tree_root(pid_t root);
+pid_t tree_root();
+// Checks a host/actor name: [A-Za-z0-9_.-]{1,64}.
+void check_name(const std::string& name, const char* what);
+// The actor whose handler runs on this thread, or nullptr.
+ActorCell* current_cell() noexcept;
+
+}  // namespace mpx::actors::detail
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(mpx::actors::detail::DeliveryPtr)
