@@ -40,6 +40,8 @@ constexpr auto kLivenessTick = std::chrono::milliseconds(20);
 
 enum Phase : std::uint32_t { kWriting = 1, kReady = 2, kTaken = 3, kHandling = 4, kDone = 5, kSkip = 6 };
 constexpr std::uint32_t kFlagRedelivered = 1;
+constexpr std::uint32_t kFlagNoDrop = 2;   // requests and control records
+constexpr std::uint32_t kFlagControl = 4;  // not counted in depth
 constexpr std::int64_t kNoExitCode = std::int64_t{1} << 40;
 
 constexpr std::uint64_t round_up(std::uint64_t n, std::uint64_t to) { return (n + to - 1) / to * to; }
@@ -50,6 +52,7 @@ struct alignas(64) MailboxHeader {
   std::uint64_t magic;
   std::uint64_t data_bytes;
   std::uint64_t capacity;
+  std::uint64_t in_flight_limit;
   std::uint32_t policy;
   std::atomic<std::uint32_t> retired;
   alignas(64) std::atomic<std::uint32_t> lock;  // pid of the producer reserving, 0 when free
@@ -92,6 +95,7 @@ Mailbox::Mailbox(SharedMemory shm) : shm_(std::move(shm)) {
 
 std::shared_ptr<Mailbox> Mailbox::create(const std::string& name, const MailboxOptions& options) {
   if (options.capacity == 0) throw ActorError("mpx actors: MailboxOptions::capacity must be at least 1");
+  if (options.in_flight == 0) throw ActorError("mpx actors: MailboxOptions::in_flight must be at least 1");
   if (options.bytes < (64u << 10) || options.bytes > (std::size_t{1} << 40))
     throw ActorError("mpx actors: MailboxOptions::bytes must be in [64 KiB, 1 TiB]");
   const std::uint64_t data_bytes = round_up(options.bytes, 4096);
@@ -99,6 +103,7 @@ std::shared_ptr<Mailbox> Mailbox::create(const std::string& name, const MailboxO
   auto* header = new (shm.buf().data()) MailboxHeader{};
   header->data_bytes = data_bytes;
   header->capacity = options.capacity;
+  header->in_flight_limit = options.in_flight;
   header->policy = static_cast<std::uint32_t>(options.policy);
   header->exit_code.store(kNoExitCode, std::memory_order_relaxed);
   header->magic = kMagic;
@@ -198,7 +203,8 @@ bool Mailbox::drop_oldest_locked() {
   for (std::uint64_t pos = h.read_pos.load(std::memory_order_acquire); pos < end;) {
     RecordHeader& r = record_at(pos);
     std::uint32_t phase = kReady;
-    if (r.phase.compare_exchange_strong(phase, kSkip, std::memory_order_acq_rel)) {
+    if ((r.flags.load(std::memory_order_relaxed) & kFlagNoDrop) == 0 &&
+        r.phase.compare_exchange_strong(phase, kSkip, std::memory_order_acq_rel)) {
       h.depth.fetch_sub(1, std::memory_order_seq_cst);
       h.dropped.fetch_add(1, std::memory_order_relaxed);
       return true;
@@ -209,8 +215,12 @@ bool Mailbox::drop_oldest_locked() {
 }
 
 bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> body, const Deadline& deadline,
-                  bool block) {
+                  bool block, RecordClass record_class) {
   auto& h = *header_;
+  const bool control = record_class == RecordClass::control;
+  const std::uint32_t flags = control                                  ? (kFlagControl | kFlagNoDrop)
+                              : record_class == RecordClass::request ? kFlagNoDrop
+                                                                     : 0u;
   const std::uint64_t length = head.size() + body.size();
   const std::uint64_t total = round_up(sizeof(RecordHeader) + length, kAlign);
   if (total > h.data_bytes / 2)
@@ -222,7 +232,7 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
   lock_producers();
   for (;;) {
     bool room = true;
-    if (h.depth.load(std::memory_order_seq_cst) >= static_cast<std::int64_t>(h.capacity)) {
+    if (!control && h.depth.load(std::memory_order_seq_cst) >= static_cast<std::int64_t>(h.capacity)) {
       if (policy == MailboxPolicy::fail) {
         unlock_producers();
         return false;
@@ -253,15 +263,15 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
         r.pos = w;
         r.total = total;
         r.length = static_cast<std::uint32_t>(length);
-        r.flags.store(0, std::memory_order_relaxed);
+        r.flags.store(flags, std::memory_order_relaxed);
         r.phase.store(kWriting, std::memory_order_relaxed);
-        h.depth.fetch_add(1, std::memory_order_seq_cst);
+        if (!control) h.depth.fetch_add(1, std::memory_order_seq_cst);
         h.write_pos.store(w + total, std::memory_order_release);
         at = w;
         break;
       }
     }
-    if (!block || deadline.expired() || policy == MailboxPolicy::fail) {
+    if (!block || deadline.expired()) {  // a full log blocks under every policy
       unlock_producers();
       return false;
     }
@@ -294,7 +304,8 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline) {
       std::uint32_t phase = rec.phase.load(std::memory_order_acquire);
       if (phase == kReady) {
         if (rec.phase.compare_exchange_strong(phase, kTaken, std::memory_order_acq_rel)) {
-          h.depth.fetch_sub(1, std::memory_order_seq_cst);
+          if ((rec.flags.load(std::memory_order_relaxed) & kFlagControl) == 0)
+            h.depth.fetch_sub(1, std::memory_order_seq_cst);
           h.read_pos.store(r + rec.total, std::memory_order_release);
           notify_producers();
           const auto* payload = reinterpret_cast<const std::byte*>(&rec) + sizeof(RecordHeader);
@@ -315,7 +326,8 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline) {
         } else if (Deadline::Clock::now() - watched_since >= kLivenessTick &&
                    !process_alive(static_cast<pid_t>(rec.writer_pid))) {
           std::uint32_t writing = kWriting;
-          if (rec.phase.compare_exchange_strong(writing, kSkip, std::memory_order_acq_rel))
+          if (rec.phase.compare_exchange_strong(writing, kSkip, std::memory_order_acq_rel) &&
+              (rec.flags.load(std::memory_order_relaxed) & kFlagControl) == 0)
             h.depth.fetch_sub(1, std::memory_order_seq_cst);
           continue;
         }
@@ -380,7 +392,7 @@ Mailbox::Recovery Mailbox::attach_consumer() {
       } else {
         ++recovery.requeued;
       }
-      h.depth.fetch_add(1, std::memory_order_seq_cst);
+      if ((r.flags.load(std::memory_order_relaxed) & kFlagControl) == 0) h.depth.fetch_add(1, std::memory_order_seq_cst);
       r.phase.store(kReady, std::memory_order_release);
     }
     pos += r.total;
@@ -429,6 +441,7 @@ std::optional<int> Mailbox::exit_code() const noexcept {
 }
 MailboxPolicy Mailbox::policy() const noexcept { return static_cast<MailboxPolicy>(header_->policy); }
 std::size_t Mailbox::capacity() const noexcept { return header_->capacity; }
+std::size_t Mailbox::in_flight_limit() const noexcept { return header_->in_flight_limit; }
 std::size_t Mailbox::max_message_bytes() const noexcept {
   return static_cast<std::size_t>(header_->data_bytes / 2 - sizeof(RecordHeader));
 }

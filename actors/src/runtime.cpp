@@ -134,7 +134,10 @@ void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, s
   } else {
     body.clear();
   }
-  if (!mailbox->put(head, body, deadline, block)) {
+  const RecordClass record_class = kind != PacketKind::message ? RecordClass::control
+                                   : request_id != 0           ? RecordClass::request
+                                                               : RecordClass::message;
+  if (!mailbox->put(head, body, deadline, block, record_class)) {
     const char* policy = mailbox->policy() == MailboxPolicy::fail ? "fail" : "block";
     throw MailboxFull("mpx actors: the mailbox of host '" + host + "' is full (" + std::to_string(mailbox->depth()) +
                       " messages waiting, capacity " + std::to_string(mailbox->capacity()) + ", policy " + policy +
@@ -485,7 +488,9 @@ caf::actor_system& Endpoint::system() {
 namespace {
 
 void finish_record(const Delivery& d) {
-  if (d.mailbox) d.mailbox->complete(d.record_pos);
+  if (!d.mailbox) return;
+  d.mailbox->complete(d.record_pos);
+  if (Endpoint* endpoint = Endpoint::existing()) endpoint->record_finished();
 }
 
 void stop_cell(caf::event_based_actor* self, ActorCell& cell, DownKind kind, std::string reason,
@@ -844,7 +849,9 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
       delivery->redelivered = taken.redelivered;
       delivery->sender = packet.sender;
       delivery->reply = reply;
+      in_flight_.fetch_add(1, std::memory_order_acq_rel);
       if (!cell || !enqueue(cell, std::move(delivery))) {
+        in_flight_.fetch_sub(1, std::memory_order_acq_rel);
         std::string who = packet.target_name.empty() ? "#" + std::to_string(packet.target_id)
                                                      : std::string(packet.target_name);
         get_logger()->debug("mpx actors: message to actor {} in host {} dropped: no such actor", who, name_);
@@ -964,14 +971,28 @@ void Endpoint::sweep_watches() {
   }
 }
 
+void Endpoint::record_finished() {
+  if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == mailbox_->in_flight_limit()) {
+    std::lock_guard lock(flight_mutex_);
+    flight_cv_.notify_one();
+  }
+}
+
 void Endpoint::run_gateway() {
   auto next_sweep = std::chrono::steady_clock::now() + kSweepInterval;
+  const std::size_t limit = mailbox_->in_flight_limit();
   while (!stop_.load(std::memory_order_acquire) && !shutdown_.load(std::memory_order_acquire)) {
     std::optional<Mailbox::Taken> taken;
-    try {
-      taken = mailbox_->take(Deadline::after(kSweepInterval));
-    } catch (const std::exception& e) {
-      get_logger()->error("mpx actors: gateway of {}: {}", name_, e.what());
+    if (in_flight_.load(std::memory_order_acquire) >= limit) {
+      // The actors are behind: leave the messages in the mailbox.
+      std::unique_lock lock(flight_mutex_);
+      flight_cv_.wait_for(lock, kSweepInterval, [&] { return in_flight_.load() < limit || stop_.load(); });
+    } else {
+      try {
+        taken = mailbox_->take(Deadline::after(kSweepInterval));
+      } catch (const std::exception& e) {
+        get_logger()->error("mpx actors: gateway of {}: {}", name_, e.what());
+      }
     }
     if (taken) {
       try {

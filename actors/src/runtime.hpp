@@ -230,6 +230,8 @@ class Endpoint {
   // Host: poison pill to every actor, wait up to `timeout` for them.
   void stop_all_actors(std::chrono::milliseconds timeout);
   [[nodiscard]] bool shutdown_requested() const noexcept { return shutdown_.load(); }
+  // A message record handed to an actor was completed.
+  void record_finished();
 
   caf::actor_system& system();
 
@@ -255,6 +257,9 @@ class Endpoint {
   std::unordered_map<std::uint64_t, std::shared_ptr<MonitorState>> monitors_;
   std::condition_variable cells_changed_;
 
+  std::atomic<std::size_t> in_flight_{0};  // message records handed to actors, not yet completed
+  std::mutex flight_mutex_;
+  std::condition_variable flight_cv_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> shutdown_{false};
   std::thread gateway_;

@@ -11,7 +11,16 @@
 //                timeout, a send_nowait at once. The default.
 //   fail         every send throws MailboxFull at once.
 //   drop_oldest  the oldest message not yet taken by the host is dropped
-//                (counted in Host::dropped()) and the send goes in.
+//                (counted in Host::dropped()) and the send goes in. Only
+//                plain sends are dropped: a request is never dropped (its
+//                requester waits for it), so a bound full of requests blocks.
+// Replies, spawns, monitors and other control packets are not counted against
+// `capacity` and never dropped; only the log's bytes bound them.
+// `in_flight` bounds how far the host's gateway runs ahead of its actors:
+// messages taken from the log and not yet handled (queued in an actor or in
+// its hands). At that bound the gateway stops taking, so messages wait in the
+// mailbox, where `capacity` and the policy apply (backpressure reaches the
+// senders), and a crash of the host has at most that many to hand over.
 // A log whose bytes are exhausted blocks (or fails a timed send) under every
 // policy: dropped messages free their bytes only once the host passes them.
 #pragma once
@@ -27,6 +36,13 @@ struct MailboxOptions {
   std::size_t capacity = 65536;           // messages waiting (sent, not yet taken by the host)
   std::size_t bytes = std::size_t{64} << 20;  // the log; address space is reserved, pages touched as used
   MailboxPolicy policy = MailboxPolicy::block;
+  std::size_t in_flight = 1024;           // taken by the host, not yet handled
+
+  MailboxOptions& with_in_flight(std::size_t value) & {
+    in_flight = value;
+    return *this;
+  }
+  MailboxOptions&& with_in_flight(std::size_t value) && { return std::move(with_in_flight(value)); }
 
   MailboxOptions& with_capacity(std::size_t value) & {
     capacity = value;

@@ -53,6 +53,13 @@ struct RecordHeader;
 // its peers see it.
 enum class HostState : std::uint32_t { never_started = 0, running = 1, stopped = 2, died = 3 };
 
+// How a record counts against the mailbox's bounds.
+enum class RecordClass : std::uint32_t {
+  message = 0,   // counts against `capacity`; drop_oldest may drop it
+  request = 1,   // counts against `capacity`; never dropped (its requester waits for it)
+  control = 2,   // replies and control packets: only the log's bytes bound them; never dropped
+};
+
 class Mailbox {
  public:
   using Deadline = mpx::detail::Deadline;
@@ -63,10 +70,10 @@ class Mailbox {
   // Attaches to an existing segment; throws FileNotFoundError when none.
   static std::shared_ptr<Mailbox> open(const std::string& name);
 
-  // Producer side. `parts` are concatenated into one record. False when full
-  // (policy fail, block=false, or the deadline passed).
+  // Producer side. `head` and `body` are concatenated into one record.
+  // False when full (policy fail, block=false, or the deadline passed).
   [[nodiscard]] bool put(std::span<const std::byte> head, std::span<const std::byte> body, const Deadline& deadline,
-                         bool block = true);
+                         bool block = true, RecordClass record_class = RecordClass::message);
 
   struct Taken {
     std::uint64_t pos;
@@ -100,6 +107,7 @@ class Mailbox {
   [[nodiscard]] std::optional<int> exit_code() const noexcept;
   [[nodiscard]] MailboxPolicy policy() const noexcept;
   [[nodiscard]] std::size_t capacity() const noexcept;
+  [[nodiscard]] std::size_t in_flight_limit() const noexcept;
   [[nodiscard]] std::size_t max_message_bytes() const noexcept;
   [[nodiscard]] const std::string& name() const noexcept { return shm_.name(); }
   // Marks the segment as retired (its host was shut down for good) so that

@@ -1,0 +1,329 @@
+// The host mailbox: the shared-memory log itself (detail::Mailbox) and what a
+// host makes of it: bounds and policies, and a crash that loses nothing.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "child_process.hpp"
+#include "mpx/actors.hpp"
+#include "mpx/actors/detail/mailbox.hpp"
+#include "mpx/event.hpp"
+
+using namespace std::chrono_literals;
+namespace ma = mpx::actors;
+using ma::detail::Mailbox;
+using mpx::detail::Deadline;
+
+namespace {
+
+std::span<const std::byte> bytes_of(const std::string& s) { return {reinterpret_cast<const std::byte*>(s.data()), s.size()}; }
+std::string text_of(std::span<const std::byte> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
+std::string unique_name(const char* what) { return std::string("mpx-test-") + what + "-" + std::to_string(::getpid()); }
+
+}  // namespace
+
+TEST(MailboxLog, RecordsComeOutInOrderAndSpaceIsReusedAcrossTheWrap) {
+  auto mb = Mailbox::create(unique_name("wrap"), ma::MailboxOptions().with_bytes(64 << 10).with_capacity(1000));
+  // 64 KiB of log, records of ~1 KiB: 20 laps.
+  for (int i = 0; i < 1200; ++i) {
+    std::string payload(900 + i % 200, static_cast<char>('a' + i % 26));
+    payload += std::to_string(i);
+    ASSERT_TRUE(mb->put(bytes_of(payload), {}, Deadline::never()));
+    auto taken = mb->take(Deadline::after(1s));
+    ASSERT_TRUE(taken);
+    EXPECT_EQ(text_of(taken->bytes), payload);
+    EXPECT_FALSE(taken->redelivered);
+    mb->complete(taken->pos);
+  }
+  EXPECT_EQ(mb->depth(), 0u);
+  mb->unlink();
+}
+
+TEST(MailboxLog, TooLargeIsATypedError) {
+  auto mb = Mailbox::create(unique_name("large"), ma::MailboxOptions().with_bytes(64 << 10));
+  std::string big(40 << 10, 'x');
+  EXPECT_THROW((void)mb->put(bytes_of(big), {}, Deadline::never()), ma::MessageTooLarge);
+  mb->unlink();
+}
+
+TEST(MailboxLog, FullLogBlocksUntilTheDeadlineThenFreesAfterComplete) {
+  auto mb = Mailbox::create(unique_name("full"), ma::MailboxOptions().with_bytes(64 << 10).with_capacity(3));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(mb->put(bytes_of("m" + std::to_string(i)), {}, Deadline::never()));
+  EXPECT_FALSE(mb->put(bytes_of("m3"), {}, Deadline::after(50ms)));  // block policy: waits, then full
+  EXPECT_FALSE(mb->put(bytes_of("m3"), {}, Deadline::never(), false));
+  auto t = mb->take(Deadline::after(1s));
+  ASSERT_TRUE(t);
+  EXPECT_TRUE(mb->put(bytes_of("m3"), {}, Deadline::after(1s)));  // one taken: room for one
+  mb->unlink();
+}
+
+TEST(MailboxLog, DropOldestDropsTheOldestWaitingMessage) {
+  auto mb = Mailbox::create(unique_name("drop"),
+                            ma::MailboxOptions().with_capacity(3).with_policy(ma::MailboxPolicy::drop_oldest));
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(mb->put(bytes_of("m" + std::to_string(i)), {}, Deadline::never()));
+  EXPECT_EQ(mb->dropped(), 2u);
+  EXPECT_EQ(mb->depth(), 3u);
+  for (int i = 2; i < 5; ++i) {
+    auto t = mb->take(Deadline::after(1s));
+    ASSERT_TRUE(t);
+    EXPECT_EQ(text_of(t->bytes), "m" + std::to_string(i));
+    mb->complete(t->pos);
+  }
+  mb->unlink();
+}
+
+TEST(MailboxLog, FailPolicyRefusesAtOnce) {
+  auto mb = Mailbox::create(unique_name("fail"), ma::MailboxOptions().with_capacity(2).with_policy(ma::MailboxPolicy::fail));
+  EXPECT_TRUE(mb->put(bytes_of("a"), {}, Deadline::never()));
+  EXPECT_TRUE(mb->put(bytes_of("b"), {}, Deadline::never()));
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(mb->put(bytes_of("c"), {}, Deadline::never()));  // no wait under `fail`
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  mb->unlink();
+}
+
+TEST(MailboxLog, ADeadConsumersTakenAndInHandRecordsAreHandedToTheNextOne) {
+  const std::string name = unique_name("recover");
+  auto mb = Mailbox::create(name, ma::MailboxOptions());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(mb->put(bytes_of("m" + std::to_string(i)), {}, Deadline::never()));
+  {
+    // A consumer process: completes m0, m1; holds m2 in hand; has taken m3, m4; dies.
+    mpx::test::Child consumer([name] {
+      auto view = Mailbox::open(name);
+      view->attach_consumer();
+      for (int i = 0; i < 5; ++i) {
+        auto t = view->take(Deadline::after(5s));
+        if (!t) return 1;
+        if (i < 2) view->complete(t->pos);
+        if (i == 2) view->mark_handling(t->pos);
+      }
+      ::kill(::getpid(), SIGKILL);
+      return 2;
+    });
+    EXPECT_EQ(consumer.join(), -SIGKILL);
+  }
+  auto recovery = mb->attach_consumer();
+  EXPECT_EQ(recovery.redelivered, 1u);
+  EXPECT_EQ(recovery.requeued, 2u);
+  EXPECT_EQ(mb->depth(), 8u);
+  for (int i = 2; i < 10; ++i) {
+    auto t = mb->take(Deadline::after(1s));
+    ASSERT_TRUE(t);
+    EXPECT_EQ(text_of(t->bytes), "m" + std::to_string(i));
+    EXPECT_EQ(t->redelivered, i == 2) << i;
+    mb->complete(t->pos);
+  }
+  EXPECT_FALSE(mb->take(Deadline::after(20ms)));
+  mb->unlink();
+}
+
+// ---- through a host
+
+namespace {
+
+struct Hold {  // the handler blocks until `release` is set
+  template <class A>
+  void serialize(A&) {}
+};
+struct Item {
+  int value = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(value);
+  }
+};
+struct Seen {
+  template <class A>
+  void serialize(A&) {}
+};
+
+// Made before the hosts are forked, so parent and hosts share them.
+mpx::Event& started() {
+  static mpx::Event event;
+  return event;
+}
+mpx::Event& release() {
+  static mpx::Event event;
+  return event;
+}
+
+ma::Behavior holder(ma::Context&) {
+  auto seen = std::make_shared<std::vector<int>>();
+  return {
+      [](const Hold&) {
+        started().set();
+        (void)release().wait(60s);
+      },
+      [seen](const Item& item) { seen->push_back(item.value); },
+      [seen](const Seen&) { return *seen; },
+  };
+}
+MPX_REGISTER_ACTOR(holder);
+
+// A host whose one actor is stuck in a handler and whose gateway takes
+// nothing more (in_flight 1): every later message waits in the mailbox.
+ma::Host blocked_host(const std::string& name, ma::MailboxPolicy policy, ma::ActorRef& actor) {
+  (void)started();
+  (void)release();
+  started().clear();
+  release().clear();
+  ma::Host host(name, ma::HostOptions().with_mailbox(ma::MailboxOptions().with_capacity(4).with_in_flight(1).with_policy(policy)));
+  actor = host.spawn("holder", "h");
+  actor.send(Hold{});
+  EXPECT_TRUE(started().wait(30s));
+  return host;
+}
+
+}  // namespace
+
+TEST(HostMailbox, BlockPolicyAppliesBackpressureAndTimedSendThrowsMailboxFull) {
+  ma::ActorRef actor;
+  auto host = blocked_host("mb-block", ma::MailboxPolicy::block, actor);
+  for (int i = 0; i < 4; ++i) actor.send(Item{i});
+  EXPECT_EQ(host.mailbox_depth(), 4u);
+  EXPECT_THROW(actor.send(Item{4}, 50ms), ma::MailboxFull);
+  EXPECT_THROW(actor.send_nowait(Item{4}), ma::MailboxFull);
+  std::atomic<bool> sent{false};
+  std::thread sender([&] {
+    actor.send(Item{4});  // blocks until the host takes one
+    sent = true;
+  });
+  release().set();
+  sender.join();
+  EXPECT_TRUE(sent);
+  EXPECT_EQ(actor.request<std::vector<int>>(Seen{}).get(30s), (std::vector<int>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(host.dropped(), 0u);
+}
+
+namespace {
+// Waits (bounded) until the host has taken every message waiting.
+bool drained(const ma::Host& host) {
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (host.mailbox_depth() != 0) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(1ms);
+  }
+  return true;
+}
+}  // namespace
+
+TEST(HostMailbox, FailPolicyThrowsMailboxFullAtOnce) {
+  ma::ActorRef actor;
+  auto host = blocked_host("mb-fail", ma::MailboxPolicy::fail, actor);
+  for (int i = 0; i < 4; ++i) actor.send(Item{i});
+  EXPECT_THROW(actor.send(Item{4}), ma::MailboxFull);  // even the blocking send
+  EXPECT_THROW((void)actor.request<std::vector<int>>(Seen{}), ma::MailboxFull);
+  release().set();
+  ASSERT_TRUE(drained(host));
+  EXPECT_EQ(actor.request<std::vector<int>>(Seen{}).get(30s), (std::vector<int>{0, 1, 2, 3}));
+}
+
+TEST(HostMailbox, DropOldestCountsTheDrops) {
+  ma::ActorRef actor;
+  auto host = blocked_host("mb-drop", ma::MailboxPolicy::drop_oldest, actor);
+  for (int i = 0; i < 7; ++i) actor.send(Item{i});
+  EXPECT_EQ(host.dropped(), 3u);
+  EXPECT_EQ(host.mailbox_depth(), 4u);
+  // A request is never dropped: with the bound full of sends, it drops one more send.
+  auto seen = actor.request<std::vector<int>>(Seen{});
+  EXPECT_EQ(host.dropped(), 4u);
+  release().set();
+  EXPECT_EQ(seen.get(30s), (std::vector<int>{4, 5, 6}));
+}
+
+// ---- a crash loses nothing but the message in hand
+
+namespace {
+
+constexpr int kMessages = 100000;
+
+struct Numbered {
+  std::uint32_t seq = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(seq);
+  }
+};
+struct Flush {
+  template <class A>
+  void serialize(A&) {}
+};
+
+// Per sequence number: how often it was handled, and whether a handling was
+// flagged redelivered. Shared with the hosts (anonymous MAP_SHARED, made before they fork).
+struct Ledger {
+  std::atomic<std::uint8_t> handled[kMessages];
+  std::atomic<std::uint8_t> flagged[kMessages];
+};
+Ledger* ledger() {
+  static Ledger* l = [] {
+    void* p = ::mmap(nullptr, sizeof(Ledger), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
+    return static_cast<Ledger*>(p);
+  }();
+  return l;
+}
+
+ma::Behavior ledger_keeper(ma::Context& self) {
+  return {
+      [&self](const Numbered& m) {
+        if (self.redelivered()) ledger()->flagged[m.seq].store(1);
+        ledger()->handled[m.seq].fetch_add(1);
+      },
+      [](const Flush&) { return true; },
+  };
+}
+MPX_REGISTER_ACTOR(ledger_keeper);
+
+}  // namespace
+
+TEST(HostMailbox, SigkilledThreeTimesEveryMessageHandledOnlyInHandOnesTwice) {
+  Ledger* l = ledger();
+  std::memset(static_cast<void*>(l), 0, sizeof(Ledger));
+  ma::Host host("mb-crash", ma::HostOptions().with_mailbox(ma::MailboxOptions().with_capacity(2 * kMessages)));
+  auto keeper = host.spawn("ledger_keeper", "keeper");
+  std::mt19937 rng(std::random_device{}());
+  std::vector<int> kill_at;
+  for (int k = 0; k < 3; ++k) kill_at.push_back(std::uniform_int_distribution<int>(1000, kMessages - 1000)(rng));
+  std::sort(kill_at.begin(), kill_at.end());
+  std::size_t next_kill = 0;
+  int kills = 0;
+  for (int i = 0; i < kMessages; ++i) {
+    keeper.send(Numbered{static_cast<std::uint32_t>(i)});
+    while (next_kill < kill_at.size() && i == kill_at[next_kill]) {
+      ++next_kill;
+      ::kill(host.pid(), SIGKILL);
+      host.join();
+      EXPECT_EQ(host.exitcode(), -SIGKILL);
+      host.restart();
+      ++kills;
+    }
+  }
+  EXPECT_TRUE(keeper.request<bool>(Flush{}).get(120s));  // after every message before it
+  EXPECT_EQ(kills, 3);
+  EXPECT_EQ(host.restarts(), 3u);
+  int missing = 0, twice = 0, twice_unflagged = 0, more = 0;
+  for (int i = 0; i < kMessages; ++i) {
+    int n = l->handled[i].load();
+    if (n == 0) ++missing;
+    if (n == 2) {
+      ++twice;
+      if (!l->flagged[i].load()) ++twice_unflagged;
+    }
+    if (n > 2) ++more;
+  }
+  EXPECT_EQ(missing, 0);
+  EXPECT_EQ(more, 0);
+  EXPECT_LE(twice, 3);            // at most the one in hand at each kill
+  EXPECT_EQ(twice_unflagged, 0);  // and each of those was flagged redelivered
+  host.shutdown();
+  EXPECT_EQ(host.exitcode(), 0);
+}
