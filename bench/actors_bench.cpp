@@ -1,7 +1,7 @@
 // actors_bench: mpx::actors against CAF's own middleman (TCP on 127.0.0.1),
 // plain CAF in one process and Python's multiprocessing, in the same run.
 //
-//   actors_bench [--quick] [--no-python] [--repeat N] [--json FILE]
+//   actors_bench [--quick] [--no-python] [--repeat N] [--json FILE] [--no-pin]
 //
 // Scenarios (best of N runs, default 3, for every contender and figure):
 //   actor_request_roundtrip    request/response, requester (plain code) in this
@@ -30,7 +30,10 @@
 // The cross-process scenarios pin this process to CPU 0 and the other process
 // to CPU 1 (every thread of it: the affinity is set before the fork), for mpx,
 // CAF and Python alike, as pipe_bench does; the in-process scenario runs
-// unpinned. Both CAF systems and the mpx hosts use 2 scheduler threads.
+// unpinned (--no-pin: nothing is pinned, Python's processes neither). Every
+// CAF system (the mpx hosts', the middleman peer's, plain CAF's) has 2
+// scheduler threads and CAF's default polling; CAF requests have no timeout
+// (a timeout costs CAF a timer-thread round per request), mpx ones get(60 s).
 // --json FILE writes one record per scenario: name, unit, better, mpx, peers,
 // ratios (the headline figure, the median for latencies) and, for latencies,
 // p99 / p99_ratios.
@@ -339,13 +342,14 @@ std::string json_object(const Row& r, std::optional<double> mine, F value_of, bo
   return out + "}";
 }
 
-std::string to_json(const Row& r, const Options& opt) {
+std::string to_json(const Row& r, const Options& opt, bool pinned) {
   auto value = [](const Peer& p) { return p.value; };
   auto p99 = [](const Peer& p) { return p.p99; };
   std::string out = "{\"name\": \"" + r.name + "\", \"unit\": \"" + r.unit + "\", \"better\": \"" +
                     (r.lower_is_better ? "lower" : "higher") + "\"";
   if (r.mpx_p99) out += ", \"statistic\": \"median\"";
-  out += ", \"repeat\": " + std::to_string(opt.repeat) + ", \"quick\": " + (opt.quick ? "true" : "false");
+  out += ", \"repeat\": " + std::to_string(opt.repeat) + ", \"quick\": " + (opt.quick ? "true" : "false") +
+         ", \"pinned\": " + (pinned ? "true" : "false");
   out += ", \"mpx\": " + json_number(r.mpx);
   out += ", \"peers\": " + json_object(r, std::nullopt, value, false);
   out += ", \"ratios\": " + json_object(r, r.mpx, value, true);
@@ -466,7 +470,7 @@ int main(int argc, char** argv) {
     }
 
     std::map<std::string, double> py;
-    if (opt.python) py = run_python("actors_bench.py", python_args(opt));
+    if (opt.python) py = run_python("actors_bench.py", python_args(opt) + (pin ? "" : " --no-pin"));
     auto py_value = [&](const char* key) -> std::optional<double> {
       auto it = py.find(key);
       if (it == py.end()) return std::nullopt;
@@ -496,7 +500,7 @@ int main(int argc, char** argv) {
     }
     std::fprintf(f, "[\n");
     for (std::size_t i = 0; i < rows.size(); ++i)
-      std::fprintf(f, "  %s%s\n", to_json(rows[i], opt).c_str(), i + 1 < rows.size() ? "," : "");
+      std::fprintf(f, "  %s%s\n", to_json(rows[i], opt, pin).c_str(), i + 1 < rows.size() ? "," : "");
     std::fprintf(f, "]\n");
     std::fclose(f);
   }

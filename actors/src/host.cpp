@@ -54,6 +54,7 @@ namespace mpx::actors {
 namespace detail {
 
 struct HostControl {
+  pid_t owner = ::getpid();  // the parent; a forked copy of this object in a child does nothing
   std::string name;
   HostOptions options;
   std::shared_ptr<Mailbox> mailbox;
@@ -81,7 +82,7 @@ std::optional<int> child_host_exit_code(const std::string& host, pid_t pid) {
     auto it = g_hosts.find(host);
     if (it != g_hosts.end()) control = it->second.lock();
   }
-  if (!control) return std::nullopt;
+  if (!control || control->owner != ::getpid()) return std::nullopt;
   std::optional<ProcessHandle> handle;
   {
     std::lock_guard lock(control->mutex);
@@ -118,7 +119,7 @@ void HostControl::start() {
 
 void HostControl::shutdown(std::chrono::milliseconds timeout) {
   std::lock_guard lock(mutex);
-  if (shut_down || !mailbox) return;
+  if (shut_down || !mailbox || owner != ::getpid()) return;
   shut_down = true;
   if (handle && handle->is_alive()) {
     try {
@@ -229,6 +230,8 @@ void Host::shutdown(std::chrono::milliseconds timeout) { control_->shutdown(time
 
 void Host::restart() {
   std::lock_guard lock(control_->mutex);
+  if (control_->owner != ::getpid())
+    throw ActorError("mpx actors: host '" + control_->name + "' can only be restarted by the process that started it");
   if (control_->shut_down) throw ActorError("mpx actors: host '" + control_->name + "' was shut down");
   if (control_->handle && control_->handle->is_alive())
     throw ActorError("mpx actors: host '" + control_->name + "' is still running; restart() needs a dead process");

@@ -8,7 +8,7 @@ Prints "<name> <value>":
   actor_oneway_throughput         small messages per second through a Queue to
                                   a child that counts them; a final request
                                   returns the count, so the time covers handling
-Run by actors_bench; alone: python3 bench/python/actors_bench.py [--quick] [--repeat N]
+Run by actors_bench; alone: python3 bench/python/actors_bench.py [--quick] [--repeat N] [--no-pin]
 """
 import multiprocessing as mp
 import os
@@ -16,9 +16,12 @@ import sys
 import time
 
 
+PIN = "--no-pin" not in sys.argv
+
+
 def pin(cpu):
-    # Parent on CPU 0, child on CPU 1, as in actors_bench.
-    if hasattr(os, "sched_setaffinity") and os.cpu_count() > 1:
+    # Parent on CPU 0, child on CPU 1, as in actors_bench (unless --no-pin).
+    if PIN and hasattr(os, "sched_setaffinity") and os.cpu_count() > 1:
         os.sched_setaffinity(0, {cpu})
 
 
