@@ -244,7 +244,7 @@ const std::string& Host::name() const { return control_->name; }
 pid_t Host::pid() const { return process().pid(); }
 bool Host::is_alive() const { return process().is_alive(); }
 void Host::join() const { process().join(); }
-const ProcessHandle& Host::process() const {
+ProcessHandle Host::process() const {
   std::lock_guard lock(control_->mutex);
   return *control_->handle;
 }

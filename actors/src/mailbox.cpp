@@ -382,6 +382,7 @@ Mailbox::Recovery Mailbox::attach_consumer() {
   lock_producers();
   const std::uint64_t end = h.write_pos.load(std::memory_order_acquire);
   const std::uint64_t start = h.free_pos.load(std::memory_order_acquire);
+  std::uint64_t waiting = 0;
   for (std::uint64_t pos = start; pos < end;) {
     RecordHeader& r = record_at(pos);
     const std::uint32_t phase = r.phase.load(std::memory_order_acquire);
@@ -392,11 +393,15 @@ Mailbox::Recovery Mailbox::attach_consumer() {
       } else {
         ++recovery.requeued;
       }
-      if ((r.flags.load(std::memory_order_relaxed) & kFlagControl) == 0) h.depth.fetch_add(1, std::memory_order_seq_cst);
       r.phase.store(kReady, std::memory_order_release);
     }
+    const std::uint32_t now = r.phase.load(std::memory_order_acquire);
+    if ((now == kReady || now == kWriting) && (r.flags.load(std::memory_order_relaxed) & kFlagControl) == 0) ++waiting;
     pos += r.total;
   }
+  // Recounted, not adjusted: a consumer killed between taking a record and
+  // decrementing the count cannot leave it off by one.
+  h.depth.store(static_cast<std::int64_t>(waiting), std::memory_order_seq_cst);
   h.read_pos.store(start, std::memory_order_release);
   h.consumer_pid.store(static_cast<std::uint32_t>(current_pid()), std::memory_order_release);
   h.incarnation.fetch_add(1, std::memory_order_acq_rel);
@@ -415,6 +420,8 @@ std::size_t Mailbox::depth() const noexcept {
   auto d = header_->depth.load(std::memory_order_relaxed);
   return d > 0 ? static_cast<std::size_t>(d) : 0;
 }
+std::uint64_t Mailbox::write_position() const noexcept { return header_->write_pos.load(std::memory_order_seq_cst); }
+std::uint64_t Mailbox::read_position() const noexcept { return header_->read_pos.load(std::memory_order_seq_cst); }
 std::uint64_t Mailbox::dropped() const noexcept { return header_->dropped.load(std::memory_order_relaxed); }
 std::uint64_t Mailbox::in_flight() const noexcept {
   std::uint64_t n = 0;

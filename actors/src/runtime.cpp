@@ -948,7 +948,11 @@ void Endpoint::sweep_watches() {
     for (auto& [id, m] : monitors_)
       if (m->target_mailbox) monitors.push_back(m);
   }
-  // One liveness probe per (mailbox, incarnation, pid).
+  // One liveness probe per (mailbox, incarnation, pid). Our write position
+  // is read first: a host found dead now had published everything it sent
+  // us before that position.
+  const std::uint64_t written = mailbox_->write_position();
+  const std::uint64_t read = mailbox_->read_position();
   std::map<std::tuple<const Mailbox*, std::uint32_t, pid_t>, bool> gone;
   auto is_gone = [&](const std::shared_ptr<Mailbox>& mb, std::uint32_t inc, pid_t pid) {
     auto key = std::make_tuple(mb.get(), inc, pid);
@@ -958,13 +962,32 @@ void Endpoint::sweep_watches() {
     gone[key] = g;
     return g;
   };
+  // True once the death was seen and every record that arrived before it was taken.
+  auto settled = [&](std::optional<std::uint64_t>& gone_at, const std::shared_ptr<Mailbox>& mb, std::uint32_t inc,
+                     pid_t pid) {
+    if (!gone_at) {
+      if (!is_gone(mb, inc, pid)) return false;
+      gone_at = written;
+    }
+    return read >= *gone_at;
+  };
   for (auto& p : pending) {
-    if (!is_gone(p->target_mailbox, p->target_incarnation, p->target_pid)) continue;
+    bool fire;
+    {
+      std::lock_guard lock(p->mutex);
+      fire = !p->done && settled(p->gone_at, p->target_mailbox, p->target_incarnation, p->target_pid);
+    }
+    if (!fire) continue;
     std::string why = describe_dead_host(*p->target_mailbox, p->target_host, p->target_pid);
     fulfil(p, {}, {}, ErrorInfo{"down", "", "mpx actors: request to host '" + p->target_host + "' failed: " + why, why});
   }
   for (auto& m : monitors) {
-    if (!is_gone(m->target_mailbox, m->target_incarnation, m->target_pid)) continue;
+    bool fire;
+    {
+      std::lock_guard lock(m->mutex);
+      fire = !m->down && settled(m->gone_at, m->target_mailbox, m->target_incarnation, m->target_pid);
+    }
+    if (!fire) continue;
     auto code = host_exit_code(m->target.host(), m->target_pid, *m->target_mailbox);
     std::string why = describe_dead_host(*m->target_mailbox, m->target.host(), m->target_pid);
     fire_monitor(m, Down{m->target, DownKind::host_died, why, code});

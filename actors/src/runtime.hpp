@@ -122,6 +122,9 @@ struct PendingRequest {
   std::uint32_t target_incarnation = 0;
   pid_t target_pid = 0;
   std::string target_host;
+  // Death seen at this position of our own mailbox: fail once every record
+  // before it was taken (a reply the host sent before dying wins).
+  std::optional<std::uint64_t> gone_at;
 };
 void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes encoded, std::optional<ErrorInfo> error);
 
@@ -145,6 +148,7 @@ struct MonitorState {
   std::shared_ptr<Mailbox> target_mailbox;
   std::uint32_t target_incarnation = 0;
   pid_t target_pid = 0;
+  std::optional<std::uint64_t> gone_at;  // as PendingRequest::gone_at (a Down sent before dying wins)
 };
 
 struct Watcher {

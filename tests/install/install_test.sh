@@ -11,4 +11,4 @@ cmake -S "$source_dir/tests/install/consumer" -B "$work/build" -DCMAKE_PREFIX_PA
 cmake --build "$work/build" >/dev/null
 output=$("$work/build/consumer")
 echo "$output"
-[ "$output" = "consumer: child exitcode 7, installed" ]
+[ "$output" = "consumer: child exitcode 7, installed, actor sum 3" ]

@@ -5,7 +5,9 @@
 // - A Context lives as long as its actor. Call its members only from the
 //   actor's own handlers (and its factory/constructor); they do not block.
 // - sender(), redelivered() and make_response_promise() refer to the message
-//   being handled.
+//   being handled. A then() continuation runs outside any message: there
+//   sender() is empty, redelivered() false and a promise made there answers
+//   nothing. Make the promise in the handler and capture it (behavior.hpp).
 // - Down (monitor) and ExitSignal (links with trap_exit) arrive as messages:
 //   give the behaviour a handler for them.
 #pragma once

@@ -121,8 +121,8 @@ class Host {
   void terminate() const { process().terminate(); }
   void kill() const { process().kill(); }
   [[nodiscard]] std::optional<int> exitcode() const { return process().exitcode(); }
-  // The current process (changes at restart()).
-  [[nodiscard]] const ProcessHandle& process() const;
+  // The current process (a copy: restart() replaces it).
+  [[nodiscard]] ProcessHandle process() const;
   // How many times restart() started a new process.
   [[nodiscard]] unsigned restarts() const;
 

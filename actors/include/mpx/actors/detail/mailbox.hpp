@@ -99,6 +99,10 @@ class Mailbox {
   void set_host_state(HostState state, std::optional<int> exit_code = std::nullopt);
 
   [[nodiscard]] std::size_t depth() const noexcept;        // messages waiting, not yet taken
+  // Log positions: every record reserved before write_position() was read
+  // has been taken once read_position() reaches it.
+  [[nodiscard]] std::uint64_t write_position() const noexcept;
+  [[nodiscard]] std::uint64_t read_position() const noexcept;
   [[nodiscard]] std::uint64_t dropped() const noexcept;    // by drop_oldest
   [[nodiscard]] std::uint64_t in_flight() const noexcept;  // taken, not yet completed (records)
   [[nodiscard]] pid_t consumer_pid() const noexcept;
