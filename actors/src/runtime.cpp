@@ -480,6 +480,10 @@ caf::actor_system& Endpoint::system() {
     config_ = std::make_unique<caf::actor_system_config>();
     unsigned threads = threads_ ? threads_ : std::min(4u, static_cast<unsigned>(std::max(1, mpx::cpu_count())));
     config_->set("scheduler.max-threads", threads);
+    // CAF 0.17's default work-stealing workers poll with sleeps once idle
+    // (10 ms in relaxed mode): a message from the gateway could wait that
+    // long. The sharing policy wakes a worker through a condition variable.
+    config_->set("scheduler.policy", caf::atom("sharing"));
     system_ = std::make_unique<caf::actor_system>(*config_);
   });
   return *system_;
