@@ -1,6 +1,10 @@
 // Hosts, spawning, send and request, errors, shutdown: real worker processes.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
 
 #include <atomic>
 #include <chrono>
@@ -223,4 +227,33 @@ TEST(Host, LocalActorsInTheMainProcess) {
   a.send(ma::PoisonPill{});
   auto down = ma::monitor(a).wait(10s);
   ASSERT_TRUE(down);
+}
+
+TEST(Host, NothingIsWrittenToStdout) {
+  // Everything below runs with fd 1 on a file; hosts forked meanwhile inherit it.
+  std::fflush(stdout);
+  char path[] = "/tmp/mpx-stdout-XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  int saved = ::dup(1);
+  ::dup2(fd, 1);
+  {
+    ma::Host worker("host-stdout");
+    auto a = worker.spawn("adder", "a");
+    a.send(Unknown{1});                                               // unexpected in another process
+    EXPECT_THROW((void)a.request<int>(Unknown{2}).get(10s), ma::Unhandled);
+    auto local = ma::spawn("adder", "stdout-local");
+    local.send(Unknown{3});                                           // unexpected in this process
+    EXPECT_THROW((void)local.request<int>(Fail{"x"}).get(10s), ma::RemoteError);
+    EXPECT_EQ(a.request<int>(Add{1, 1}).get(10s), 2);
+    worker.shutdown();
+  }
+  std::fflush(stdout);
+  ::dup2(saved, 1);
+  ::close(saved);
+  struct stat st {};
+  ::fstat(fd, &st);
+  ::close(fd);
+  ::unlink(path);
+  EXPECT_EQ(st.st_size, 0);
 }
