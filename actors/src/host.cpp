@@ -193,13 +193,18 @@ ActorRef Host::spawn_encoded(const std::string& type, const std::string& name, c
   auto& endpoint = detail::Endpoint::instance();
   auto pending = endpoint.new_pending(nullptr);
   auto& mailbox = control_->mailbox;
-  pending->target_host = control_->name;
-  pending->target_mailbox = mailbox;
-  pending->target_incarnation = mailbox->incarnation();
-  pending->target_pid = mailbox->consumer_pid();
-  if (detail::host_gone(*mailbox, pending->target_incarnation, pending->target_pid)) {
+  const std::uint32_t incarnation = mailbox->incarnation();
+  const pid_t pid = mailbox->consumer_pid();
+  {
+    std::lock_guard lock(pending->mutex);
+    pending->target_host = control_->name;
+    pending->target_mailbox = mailbox;
+    pending->target_incarnation = incarnation;
+    pending->target_pid = pid;
+  }
+  if (detail::host_gone(*mailbox, incarnation, pid)) {
     endpoint.forget_pending(pending->id);
-    std::string why = detail::describe_dead_host(*mailbox, control_->name, pending->target_pid);
+    std::string why = detail::describe_dead_host(*mailbox, control_->name, pid);
     throw ActorDown("mpx actors: spawn in " + why, why);
   }
   detail::SpawnRequest request{type, name, args.tag, args.bytes};

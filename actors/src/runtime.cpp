@@ -335,10 +335,15 @@ void watch(Endpoint& endpoint, const std::shared_ptr<MonitorState>& monitor, std
     endpoint.fire_monitor(monitor, Down{target, DownKind::noproc, "noproc: there is no host named '" + target.host() + "'", {}});
     return;
   }
-  monitor->target_mailbox = mailbox;
-  monitor->target_incarnation = mailbox->incarnation();
-  monitor->target_pid = mailbox->consumer_pid();
-  if (host_gone(*mailbox, monitor->target_incarnation, monitor->target_pid)) {
+  std::uint32_t incarnation = mailbox->incarnation();
+  pid_t pid = mailbox->consumer_pid();
+  {
+    std::lock_guard lock(monitor->mutex);
+    monitor->target_mailbox = mailbox;
+    monitor->target_incarnation = incarnation;
+    monitor->target_pid = pid;
+  }
+  if (host_gone(*mailbox, incarnation, pid)) {
     endpoint.fire_monitor(monitor, Down{target, DownKind::host_died, describe_host_gone(*mailbox, target.host()),
                                         mailbox->exit_code()});
     return;
@@ -390,10 +395,15 @@ std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& m
     deliver_down_error(target, "mpx actors: there is no host named '" + to.host() + "'", "noproc");
     return pending;
   }
-  pending->target_mailbox = mailbox;
-  pending->target_incarnation = mailbox->incarnation();
-  pending->target_pid = mailbox->consumer_pid();
-  if (host_gone(*mailbox, pending->target_incarnation, pending->target_pid)) {
+  const std::uint32_t incarnation = mailbox->incarnation();
+  const pid_t pid = mailbox->consumer_pid();
+  {
+    std::lock_guard lock(pending->mutex);
+    pending->target_mailbox = mailbox;
+    pending->target_incarnation = incarnation;
+    pending->target_pid = pid;
+  }
+  if (host_gone(*mailbox, incarnation, pid)) {
     std::string why = describe_host_gone(*mailbox, to.host());
     deliver_down_error(target, "mpx actors: request to " + to.to_string() + " failed: " + why, why);
     return pending;
@@ -947,10 +957,8 @@ void Endpoint::sweep_watches() {
   std::vector<std::shared_ptr<MonitorState>> monitors;
   {
     std::lock_guard lock(mutex_);
-    for (auto& [id, p] : pending_)
-      if (p->target_mailbox) pending.push_back(p);
-    for (auto& [id, m] : monitors_)
-      if (m->target_mailbox) monitors.push_back(m);
+    for (auto& [id, p] : pending_) pending.push_back(p);
+    for (auto& [id, m] : monitors_) monitors.push_back(m);
   }
   // One liveness probe per (mailbox, incarnation, pid). Our write position
   // is read first: a host found dead now had published everything it sent
@@ -979,7 +987,8 @@ void Endpoint::sweep_watches() {
     bool fire;
     {
       std::lock_guard lock(p->mutex);
-      fire = !p->done && settled(p->gone_at, p->target_mailbox, p->target_incarnation, p->target_pid);
+      fire = !p->done && p->target_mailbox &&
+             settled(p->gone_at, p->target_mailbox, p->target_incarnation, p->target_pid);
     }
     if (!fire) continue;
     std::string why = describe_dead_host(*p->target_mailbox, p->target_host, p->target_pid);
@@ -989,7 +998,8 @@ void Endpoint::sweep_watches() {
     bool fire;
     {
       std::lock_guard lock(m->mutex);
-      fire = !m->down && settled(m->gone_at, m->target_mailbox, m->target_incarnation, m->target_pid);
+      fire = !m->down && m->target_mailbox &&
+             settled(m->gone_at, m->target_mailbox, m->target_incarnation, m->target_pid);
     }
     if (!fire) continue;
     auto code = host_exit_code(m->target.host(), m->target_pid, *m->target_mailbox);

@@ -117,7 +117,8 @@ struct PendingRequest {
   std::shared_ptr<ActorCell> owner;
   std::function<void()> continuation;
   bool continuation_posted = false;
-  // Fail-fast: the host that must answer (none for a local target).
+  // Fail-fast: the host that must answer (none for a local target). Set
+  // under `mutex` (the gateway's sweep reads them).
   std::shared_ptr<Mailbox> target_mailbox;
   std::uint32_t target_incarnation = 0;
   pid_t target_pid = 0;
@@ -145,6 +146,7 @@ struct MonitorState {
   std::function<void(const Down&)> callback;
   std::shared_ptr<ActorCell> owner;  // an actor watching: Down is delivered to it
   bool link = false;
+  // The host to watch for death, set under `mutex` (the sweep reads them).
   std::shared_ptr<Mailbox> target_mailbox;
   std::uint32_t target_incarnation = 0;
   pid_t target_pid = 0;
@@ -189,7 +191,7 @@ struct ActorCell : std::enable_shared_from_this<ActorCell> {
   const Delivery* current = nullptr;
   std::shared_ptr<ReplyTarget> current_reply;
   bool stop_requested = false;
-  bool trap_exit = false;
+  std::atomic<bool> trap_exit{false};  // read by the gateway when a linked actor stops
   // Shared with the gateway and other actors: under `mutex`.
   std::mutex mutex;
   bool stopped = false;
