@@ -10,6 +10,7 @@
 #include <set>
 
 #include "mpx/detail/demangle.hpp"
+#include "mpx/detail/identity.hpp"
 #include "mpx/detail/ring.hpp"  // process_alive
 #include "mpx/logging.hpp"
 #include "mpx/process.hpp"
@@ -172,9 +173,18 @@ ActorCell* current_cell() noexcept { return t_current_cell; }
 
 ActorRef current_sender() {
   if (t_current_cell) return t_current_cell->ref;
+  // This process as a sender: built once per thread and process (the pid
+  // changes in a forked child; the endpoint appears on first use).
+  thread_local ActorRef cached;
+  thread_local const Endpoint* cached_for = nullptr;
+  const pid_t pid = mpx::detail::current_pid();
   Endpoint* endpoint = Endpoint::existing();
-  std::string name = endpoint ? endpoint->name() : "p" + std::to_string(::getpid());
-  return ActorRef(std::move(name), "", 0, ::getpid());
+  if (cached.pid() != pid || cached_for != endpoint) {
+    std::string name = endpoint ? endpoint->name() : "p" + std::to_string(pid);
+    cached = ActorRef(std::move(name), "", 0, pid);
+    cached_for = endpoint;
+  }
+  return cached;
 }
 
 bool host_gone(const Mailbox& mailbox, std::uint32_t incarnation, pid_t pid) {
