@@ -560,6 +560,7 @@ void handle_message(caf::event_based_actor* self, ActorCell& cell, Delivery& d) 
     }
   }
   t_current_cell = &cell;
+  set_thread_log_label(&cell.log_label);
   cell.current = &d;
   cell.current_reply = d.reply;
   bool crashed = false;
@@ -578,6 +579,7 @@ void handle_message(caf::event_based_actor* self, ActorCell& cell, Delivery& d) 
     if (cell.current_reply) deliver_error(cell.current_reply, "remote", mpx::detail::current_exception_type(), "");
   }
   t_current_cell = nullptr;
+  set_thread_log_label(nullptr);
   cell.current = nullptr;
   cell.current_reply = nullptr;
   finish_record(d);
@@ -616,16 +618,19 @@ caf::behavior cell_actor(caf::event_based_actor* self, std::shared_ptr<ActorCell
     switch (d.kind) {
       case Delivery::Kind::continuation:
         t_current_cell = cell.get();
+        set_thread_log_label(&cell->log_label);
         try {
           d.run();
         } catch (const std::exception& e) {
           t_current_cell = nullptr;
+          set_thread_log_label(nullptr);
           std::string why = "exception: " + exception_type(e) + ": " + e.what();
           get_logger()->error("mpx actors: {} stopped: {}", cell->ref.to_string(), why);
           stop_cell(self, *cell, DownKind::exception, why, caf::exit_reason::unhandled_exception);
           return;
         }
         t_current_cell = nullptr;
+        set_thread_log_label(nullptr);
         if (cell->stop_requested) stop_cell(self, *cell, DownKind::normal, "normal", caf::exit_reason::normal);
         return;
       case Delivery::Kind::down:
@@ -657,6 +662,7 @@ ActorRef Endpoint::spawn_local(const std::string& type, const std::string& name,
     id = (std::uint64_t{mailbox_->incarnation()} << 32) | next_id_++;
   }
   cell->ref = ActorRef(name_, name, name.empty() ? id : 0, ::getpid());
+  cell->log_label = name.empty() ? "#" + std::to_string(id & 0xffffffffu) : name;
   cell->type = type;
   cell->context = std::make_unique<Context>(*cell);
   try {

@@ -184,6 +184,7 @@ struct DeliveryPtr {
 struct ActorCell : std::enable_shared_from_this<ActorCell> {
   ActorRef ref;
   std::string type;
+  std::string log_label;  // what its handlers' log lines carry
   std::unique_ptr<Context> context;
   Instance instance;
   caf::actor actor;

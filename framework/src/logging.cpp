@@ -14,12 +14,16 @@ namespace mpx {
 
 namespace {
 
-// %* in the pattern: "<process name> <pid>" of the process writing the line.
+thread_local const std::string* t_log_label = nullptr;
+
+// %* in the pattern: "<process name> <pid>" of the process writing the line,
+// and the thread's label if it has one.
 class ProcessFlag final : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg&, const std::tm&, spdlog::memory_buf_t& dest) override {
     auto self = current_process();
     std::string text = self.name + " " + std::to_string(self.pid);
+    if (t_log_label && !t_log_label->empty()) text += " " + *t_log_label;
     dest.append(text.data(), text.data() + text.size());
   }
   std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<ProcessFlag>(); }
@@ -83,6 +87,8 @@ std::shared_ptr<spdlog::logger>& logger_instance() {
 }  // namespace
 
 std::shared_ptr<spdlog::logger> get_logger() { return logger_instance(); }
+
+void set_thread_log_label(const std::string* label) noexcept { t_log_label = label; }
 
 std::shared_ptr<spdlog::logger> log_to_stderr(std::optional<spdlog::level::level_enum> level) {
   auto logger = logger_instance();

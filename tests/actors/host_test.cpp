@@ -13,6 +13,7 @@
 #include <string>
 
 #include "mpx/actors.hpp"
+#include "mpx/logging.hpp"
 #include "mpx/sharedctypes.hpp"
 #include "test_support.hpp"
 
@@ -65,8 +66,20 @@ struct Sleep {
   }
 };
 
+struct Say {
+  std::string text;
+  template <class A>
+  void serialize(A& ar) {
+    ar(text);
+  }
+};
+
 ma::Behavior adder(ma::Context&) {
   return {
+      [](const Say& m) {
+        mpx::get_logger()->warn("{}", m.text);
+        return true;
+      },
       [](const Add& m) { return m.a + m.b; },
       [](const Fail& m) -> int { throw std::invalid_argument(m.why); },
       [](const Sleep& m) {
@@ -256,4 +269,27 @@ TEST(Host, NothingIsWrittenToStdout) {
   ::close(fd);
   ::unlink(path);
   EXPECT_EQ(st.st_size, 0);
+}
+
+TEST(Host, LogLinesOfAHandlerCarryHostPidAndActorName) {
+  char path[] = "/tmp/mpx-stderr-XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  int saved = ::dup(2);
+  ::dup2(fd, 2);  // the host inherits it
+  pid_t pid = 0;
+  {
+    ma::Host worker("host-log");
+    pid = worker.pid();
+    EXPECT_TRUE(worker.spawn("adder", "talker").request<bool>(Say{"hello from a handler"}).get(10s));
+  }
+  ::dup2(saved, 2);
+  ::close(saved);
+  std::string text(4096, '\0');
+  ssize_t n = ::pread(fd, text.data(), text.size(), 0);
+  ::close(fd);
+  ::unlink(path);
+  text.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+  EXPECT_NE(text.find("[warning/host-log " + std::to_string(pid) + " talker] hello from a handler"), std::string::npos)
+      << text;
 }
