@@ -1,7 +1,7 @@
 // actors_bench: mpx::actors against CAF's own middleman (TCP on 127.0.0.1),
 // plain CAF in one process and Python's multiprocessing, in the same run.
 //
-//   actors_bench [--quick] [--no-python] [--repeat N] [--json FILE] [--no-pin]
+//   actors_bench [--quick] [--no-python] [--repeat N] [--json FILE] [--pin]
 //
 // Scenarios (best of N runs, default 3, for every contender and figure):
 //   actor_request_roundtrip    request/response, requester (plain code) in this
@@ -27,13 +27,17 @@
 //                              request). Ratio mpx/CAF: mpx's overhead on the
 //                              CAF it runs on (> 1: mpx slower).
 //
-// The cross-process scenarios pin this process to CPU 0 and the other process
-// to CPU 1 (every thread of it: the affinity is set before the fork), for mpx,
-// CAF and Python alike, as pipe_bench does; the in-process scenario runs
-// unpinned (--no-pin: nothing is pinned, Python's processes neither). Every
-// CAF system (the mpx hosts', the middleman peer's, plain CAF's) has 2
-// scheduler threads and CAF's default polling; CAF requests have no timeout
-// (a timeout costs CAF a timer-thread round per request), mpx ones get(60 s).
+// Nothing is pinned by default: every contender runs several threads per
+// process (gateway, CAF workers, middleman multiplexer), and pinning a whole
+// process to one CPU serializes them (it cost the CAF middleman 2x and Python
+// 2x under a concurrent build here, mpx less). --pin pins the cross-process
+// scenarios as pipe_bench does: this process to CPU 0, the other process to
+// CPU 1 (every thread of it: the affinity is set before the fork), Python's
+// too; the in-process scenario always runs unpinned. Every
+// CAF system (the mpx host's, the middleman peer's, plain CAF's) has 2
+// scheduler threads and the sharing policy, as mpx's endpoints do (hosts get
+// HostOptions::threads = 2). CAF requests have no timeout (a timeout costs CAF
+// a timer-thread round per request), mpx ones get(60 s).
 // --json FILE writes one record per scenario: name, unit, better, mpx, peers,
 // ratios (the headline figure, the median for latencies) and, for latencies,
 // p99 / p99_ratios.
@@ -202,7 +206,15 @@ double caf_oneway(caf::actor_system& system, const caf::actor& actor, int n) {
   return n / dt;
 }
 
-void configure_caf(caf::actor_system_config& cfg) { cfg.set("scheduler.max-threads", 2); }
+// Every CAF system here runs the scheduler mpx's endpoints run
+// (actors/src/runtime.cpp, Endpoint::system()): 2 threads, the sharing policy
+// (workers wait on a condition variable; CAF's default work-stealing workers
+// poll with sleeps once idle). The peers then differ from mpx in transport
+// and layer, not in scheduler.
+void configure_caf(caf::actor_system_config& cfg) {
+  cfg.set("scheduler.max-threads", 2);
+  cfg.set("scheduler.policy", caf::atom("sharing"));
+}
 
 // The CAF middleman peer: a forked child (CPU 1 when pinning) publishing
 // caf_bench_actor on 127.0.0.1 at a port the OS picks, which it writes into a
@@ -406,10 +418,10 @@ void print_table(const std::vector<Row>& rows) {
 int main(int argc, char** argv) {
   const Options opt = parse_options(argc, argv);
   std::string json_path;
-  bool pin = true;
+  bool pin = false;
   for (int i = 1; i < argc; ++i) {
     if (std::string(argv[i]) == "--json" && i + 1 < argc) json_path = argv[i + 1];
-    if (std::string(argv[i]) == "--no-pin") pin = false;
+    if (std::string(argv[i]) == "--pin") pin = true;
   }
   const int n_rtt = opt.quick ? 2000 : 10000;
   const int n_one = opt.quick ? 50000 : 200000;
@@ -418,11 +430,11 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   try {
     // Children first, while this process has no thread: the CAF middleman
-    // child, then the mpx host (made with this process on CPU 1 so that every
-    // thread of the host inherits CPU 1).
+    // child, then the mpx host (with --pin made while this process is on
+    // CPU 1, so that every thread of the host inherits CPU 1).
     CafServer caf_server(pin);
     if (pin) pin_to(1);
-    ma::Host host("actors-bench");
+    ma::Host host("actors-bench", ma::HostOptions().with_threads(2));
     if (pin) pin_to(0);
     ma::ActorRef remote = host.spawn("BenchActor", "bench");
 
@@ -452,7 +464,7 @@ int main(int argc, char** argv) {
     caf_server.stop();
     host.shutdown();
 
-    unpin();
+    if (pin) unpin();
     {
       ma::ActorRef local = ma::spawn("BenchActor", "bench-local");
       caf::actor_system_config cfg;
@@ -470,7 +482,7 @@ int main(int argc, char** argv) {
     }
 
     std::map<std::string, double> py;
-    if (opt.python) py = run_python("actors_bench.py", python_args(opt) + (pin ? "" : " --no-pin"));
+    if (opt.python) py = run_python("actors_bench.py", python_args(opt) + (pin ? " --pin" : ""));
     auto py_value = [&](const char* key) -> std::optional<double> {
       auto it = py.find(key);
       if (it == py.end()) return std::nullopt;

@@ -292,6 +292,8 @@ ActorRef current_sender();
 // True when `mailbox`'s host is not serving (never started, stopped, died,
 // another incarnation than `incarnation`, or pid dead).
 bool host_gone(const Mailbox& mailbox, std::uint32_t incarnation, pid_t pid);
+// host_gone without the liveness probe of the pid (no system call).
+bool host_not_serving(const Mailbox& mailbox, std::uint32_t incarnation);
 std::string describe_host_gone(const Mailbox& mailbox, const std::string& host);
 // "host 'w' (pid 42) died: exit code -9"; the exit code is known when this
 // process is the host's parent (or the parent recorded it in the mailbox).

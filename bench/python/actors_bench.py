@@ -8,7 +8,7 @@ Prints "<name> <value>":
   actor_oneway_throughput         small messages per second through a Queue to
                                   a child that counts them; a final request
                                   returns the count, so the time covers handling
-Run by actors_bench; alone: python3 bench/python/actors_bench.py [--quick] [--repeat N] [--no-pin]
+Run by actors_bench; alone: python3 bench/python/actors_bench.py [--quick] [--repeat N] [--pin]
 """
 import multiprocessing as mp
 import os
@@ -16,11 +16,11 @@ import sys
 import time
 
 
-PIN = "--no-pin" not in sys.argv
+PIN = "--pin" in sys.argv
 
 
 def pin(cpu):
-    # Parent on CPU 0, child on CPU 1, as in actors_bench (unless --no-pin).
+    # With --pin: parent on CPU 0, child on CPU 1, as actors_bench --pin does.
     if PIN and hasattr(os, "sched_setaffinity") and os.cpu_count() > 1:
         os.sched_setaffinity(0, {cpu})
 
