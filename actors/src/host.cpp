@@ -67,6 +67,8 @@ struct HostControl {
 
   ~HostControl();
   void start();  // caller holds mutex
+  // Poison pills, wait, SIGTERM, SIGKILL; the mailbox stays (caller holds mutex).
+  void stop_process(std::chrono::milliseconds timeout);
   void shutdown(std::chrono::milliseconds timeout);
 };
 
@@ -117,27 +119,31 @@ void HostControl::start() {
   }
 }
 
+void HostControl::stop_process(std::chrono::milliseconds timeout) {
+  if (!handle || !handle->is_alive()) return;
+  try {
+    post_packet(name, PacketKind::shutdown, 0, "", 0, current_sender(), 0, Value{},
+                mpx::detail::Deadline::after(timeout), true);
+  } catch (const std::exception& e) {
+    get_logger()->warn("mpx actors: host {}: shutdown request not delivered: {}", name, e.what());
+  }
+  if (!handle->join(timeout)) {
+    get_logger()->warn("mpx actors: host {} did not stop within {} ms: terminating it", name, timeout.count());
+    handle->terminate();
+    if (!handle->join(std::chrono::seconds(1))) {
+      get_logger()->warn("mpx actors: host {} ignored SIGTERM: killing it", name);
+      handle->kill();
+      handle->join();
+    }
+  }
+  mailbox->set_host_state(HostState::stopped, handle->exitcode());
+}
+
 void HostControl::shutdown(std::chrono::milliseconds timeout) {
   std::lock_guard lock(mutex);
   if (shut_down || !mailbox || owner != ::getpid()) return;
   shut_down = true;
-  if (handle && handle->is_alive()) {
-    try {
-      post_packet(name, PacketKind::shutdown, 0, "", 0, current_sender(), 0, Value{}, mpx::detail::Deadline::after(timeout),
-                  true);
-    } catch (const std::exception& e) {
-      get_logger()->warn("mpx actors: host {}: shutdown request not delivered: {}", name, e.what());
-    }
-    if (!handle->join(timeout)) {
-      get_logger()->warn("mpx actors: host {} did not stop within {} ms: terminating it", name, timeout.count());
-      handle->terminate();
-      if (!handle->join(std::chrono::seconds(1))) {
-        handle->kill();
-        handle->join();
-      }
-    }
-  }
-  if (handle) mailbox->set_host_state(HostState::stopped, handle->exitcode());
+  stop_process(timeout);
   mailbox->retire();
   mailbox->unlink();
   std::lock_guard hosts(g_hosts_mutex);
@@ -231,6 +237,11 @@ ActorRef Host::spawn_encoded(const std::string& type, const std::string& name, c
 ActorRef Host::actor(const std::string& name) const { return ActorRef(control_->name, name, 0, pid()); }
 
 void Host::shutdown() { control_->shutdown(control_->options.shutdown_timeout); }
+void Host::stop(std::chrono::milliseconds timeout) {
+  std::lock_guard lock(control_->mutex);
+  if (control_->owner != ::getpid() || control_->shut_down) return;
+  control_->stop_process(timeout);
+}
 void Host::shutdown(std::chrono::milliseconds timeout) { control_->shutdown(timeout); }
 
 void Host::restart() {

@@ -12,3 +12,4 @@
 #include "mpx/actors/monitor.hpp"
 #include "mpx/actors/registry.hpp"
 #include "mpx/actors/response.hpp"
+#include "mpx/actors/supervisor.hpp"

@@ -24,6 +24,7 @@
 //   mailbox is then retired (refs to this host fail with ActorDown).
 //   Destroying the last Host handle shuts the host down; a daemon host is
 //   also terminated when its parent exits.
+// - stop(timeout): the same orderly stop, keeping the mailbox for restart().
 // - restart(): after the process died (or was killed), starts a new one on
 //   the same mailbox: messages queued meanwhile are kept, what the dead one
 //   had taken but not handled is handled now, and the message each actor
@@ -103,11 +104,18 @@ class Host {
   ActorRef spawn(const std::string& type, const std::string& name = "", const Args&... args) {
     return spawn_encoded(type, name, detail::encode_spawn_args(args...));
   }
+  // spawn with arguments already encoded (what a supervisor's ActorSpec holds).
+  ActorRef spawn_with(const std::string& type, const std::string& name, const detail::SpawnArgs& args) {
+    return spawn_encoded(type, name, args);
+  }
   // A ref to the actor registered under `name` in this host (no round trip).
   [[nodiscard]] ActorRef actor(const std::string& name) const;
 
   void shutdown();
   void shutdown(std::chrono::milliseconds timeout);
+  // As shutdown, but the mailbox stays: messages keep arriving and waiting,
+  // and restart() continues from them (what a supervisor does).
+  void stop(std::chrono::milliseconds timeout);
   void restart();
 
   [[nodiscard]] const std::string& name() const;

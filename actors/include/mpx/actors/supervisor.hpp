@@ -1,0 +1,198 @@
+// mpx/actors/supervisor.hpp: restarting children that die, as Erlang/OTP's
+// supervisor does: worker processes, actor hosts and nested supervisors.
+//
+//     using namespace mpx::actors;
+//     Supervisor sup("service", SupervisorOptions().with_strategy(Strategy::one_for_one),
+//                    {ChildSpec::host("worker-1", HostOptions(), {ActorSpec::make("adder", "adder-1")}),
+//                     ChildSpec::process("cleaner", [] { clean_forever(); })});
+//     sup.host("worker-1").actor("adder-1").request<int>(Add{1, 2}).get(1s);
+//     sup.stop();                                   // reverse order; also the destructor
+//
+// Contract
+// - The constructor starts the children in spec order (throws ActorError and
+//   stops what it started if one cannot start) and a watcher thread in this
+//   process that waits on the children's pidfds. stop() stops them in
+//   reverse order and is idempotent; the destructor calls it. Queries
+//   (which_children, count_children, reports, failed) may be called from any
+//   thread at any time.
+// - A child exits: an ExitReport is made (to the log at info, or warn for
+//   an abnormal exit; to SupervisorOptions::on_exit on the watcher thread;
+//   to the bounded history). permanent children are restarted, transient
+//   ones only after an abnormal exit (exit code != 0), temporary never.
+//   Strategies: one_for_one restarts the child; one_for_all stops the others
+//   (reverse order) and restarts all in order; rest_for_one does so for the
+//   children after it.
+// - Intensity: more than `restarts` restarts within `period` (OTP's default:
+//   1 in 5 s) make the supervisor give up: it stops every child, failed()
+//   becomes true with the reason, and (nested) its process exits with 1, which
+//   its own supervisor sees as the child's abnormal exit: escalation.
+// - Backoff (what OTP lacks): a restart waits min * 2^k (k = failures in a
+//   row), at most max, +-jitter; k resets once the child ran `reset_after`.
+//   The default is no delay. Intensity is counted apart from the delay.
+// - Stopping a child: a host gets poison pills, then its shutdown timeout,
+//   SIGTERM, 1 s, SIGKILL, and keeps its mailbox, so a restarted host
+//   handles what was sent meanwhile; a process gets SIGTERM, its timeout,
+//   then SIGKILL; brutal_kill (timeout 0) is SIGKILL at once.
+// - Start methods: host children follow HostOptions; process and nested
+//   supervisor children are forked (their targets are closures).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "mpx/actors/detail/spawn_args.hpp"
+#include "mpx/actors/host.hpp"
+
+namespace mpx::actors {
+
+enum class RestartType { permanent, transient, temporary };
+enum class Strategy { one_for_one, one_for_all, rest_for_one };
+
+// An actor a host child runs (spawned again at each restart of the host).
+struct ActorSpec {
+  std::string type;
+  std::string name;
+  detail::SpawnArgs args;
+  template <class... Args>
+  static ActorSpec make(std::string type, std::string name, const Args&... args) {
+    return ActorSpec{std::move(type), std::move(name), detail::encode_spawn_args(args...)};
+  }
+};
+
+struct SupervisorOptions;
+struct ChildSpec;
+
+struct Intensity {
+  int restarts = 1;
+  std::chrono::milliseconds period{5000};
+};
+
+struct Backoff {
+  std::chrono::milliseconds min{0};  // 0: restart at once
+  std::chrono::milliseconds max{0};
+  double jitter = 0.0;  // fraction: 0.2 = +-20 %
+  std::chrono::milliseconds reset_after{10000};
+};
+
+struct ExitReport {
+  std::string supervisor;
+  std::string child;
+  pid_t pid = 0;
+  std::optional<int> exit_code;  // -N: signal N
+  std::string how;               // "exited", "killed by signal", "stopped by the supervisor"
+  unsigned restarts = 0;         // of this child before this exit
+  std::chrono::system_clock::time_point when;
+  [[nodiscard]] std::string to_string() const;
+};
+
+struct SupervisorOptions {
+  Strategy strategy = Strategy::one_for_one;
+  Intensity intensity;
+  Backoff backoff;
+  std::function<void(const ExitReport&)> on_exit;  // runs on the watcher thread: keep it short
+  std::size_t history = 256;
+
+  SupervisorOptions& with_strategy(Strategy value) & {
+    strategy = value;
+    return *this;
+  }
+  SupervisorOptions&& with_strategy(Strategy value) && { return std::move(with_strategy(value)); }
+  SupervisorOptions& with_intensity(int restarts, std::chrono::milliseconds period) & {
+    intensity = {restarts, period};
+    return *this;
+  }
+  SupervisorOptions&& with_intensity(int restarts, std::chrono::milliseconds period) && {
+    return std::move(with_intensity(restarts, period));
+  }
+  SupervisorOptions& with_backoff(Backoff value) & {
+    backoff = value;
+    return *this;
+  }
+  SupervisorOptions&& with_backoff(Backoff value) && { return std::move(with_backoff(value)); }
+  SupervisorOptions& with_on_exit(std::function<void(const ExitReport&)> value) & {
+    on_exit = std::move(value);
+    return *this;
+  }
+  SupervisorOptions&& with_on_exit(std::function<void(const ExitReport&)> value) && {
+    return std::move(with_on_exit(std::move(value)));
+  }
+};
+
+struct ChildSpec {
+  enum class Kind { process, host, supervisor };
+  std::string id;
+  Kind kind = Kind::process;
+  RestartType restart = RestartType::permanent;
+  std::chrono::milliseconds shutdown{5000};  // 0: brutal_kill
+  // process
+  std::function<void()> target;
+  // host
+  HostOptions host_options;
+  std::vector<ActorSpec> actors;
+  // supervisor
+  std::shared_ptr<const SupervisorOptions> supervisor_options;
+  std::vector<ChildSpec> children;
+
+  static ChildSpec process(std::string id, std::function<void()> target);
+  static ChildSpec host(std::string id, HostOptions options, std::vector<ActorSpec> actors);
+  static ChildSpec supervisor(std::string id, SupervisorOptions options, std::vector<ChildSpec> children);
+
+  ChildSpec& with_restart(RestartType value) & {
+    restart = value;
+    return *this;
+  }
+  ChildSpec&& with_restart(RestartType value) && { return std::move(with_restart(value)); }
+  ChildSpec& with_shutdown(std::chrono::milliseconds value) & {
+    shutdown = value;
+    return *this;
+  }
+  ChildSpec&& with_shutdown(std::chrono::milliseconds value) && { return std::move(with_shutdown(value)); }
+};
+
+struct ChildInfo {
+  std::string id;
+  ChildSpec::Kind kind;
+  pid_t pid = 0;          // 0 when not running
+  std::string state;      // "running", "restarting", "stopped"
+  unsigned restarts = 0;
+  std::optional<int> last_exit;
+};
+
+struct ChildCounts {
+  std::size_t specs = 0, active = 0, supervisors = 0, workers = 0;
+};
+
+class Supervisor {
+ public:
+  Supervisor(std::string name, SupervisorOptions options, std::vector<ChildSpec> children);
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+  ~Supervisor();
+
+  void stop();
+  // True once the supervisor gave up (intensity); failure() says why.
+  [[nodiscard]] bool failed() const;
+  [[nodiscard]] std::string failure() const;
+  // Blocks until failed() or the timeout; returns failed().
+  bool wait_failed(std::chrono::milliseconds timeout) const;
+
+  [[nodiscard]] const std::string& name() const;
+  [[nodiscard]] std::vector<ChildInfo> which_children() const;
+  [[nodiscard]] ChildCounts count_children() const;
+  [[nodiscard]] std::vector<ExitReport> reports() const;
+  // The Host of a host child (refs: host(id).actor(name)); throws ActorError.
+  [[nodiscard]] Host host(const std::string& id) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mpx::actors

@@ -1,0 +1,265 @@
+// Supervisors: strategies, restart types, intensity and escalation, backoff,
+// orderly stop, exit reports. Real processes; restart sets checked by pid.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "mpx/actors.hpp"
+#include "mpx/event.hpp"
+
+using namespace std::chrono_literals;
+namespace ma = mpx::actors;
+
+namespace {
+
+[[noreturn]] void idle_forever() {
+  for (;;) ::pause();
+}
+
+std::map<std::string, pid_t> pids(const ma::Supervisor& sup) {
+  std::map<std::string, pid_t> out;
+  for (const auto& c : sup.which_children()) out[c.id] = c.pid;
+  return out;
+}
+
+// Waits (bounded) until every child runs again and the supervisor has made
+// at least `reports` exit reports.
+bool settled(const ma::Supervisor& sup, std::size_t reports, std::chrono::seconds limit = 30s) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool all = true;
+    for (const auto& c : sup.which_children()) all = all && c.state == "running";
+    if (all && sup.reports().size() >= reports) return true;
+    std::this_thread::sleep_for(2ms);
+  }
+  return false;
+}
+
+std::vector<ma::ChildSpec> three_idle_children() {
+  return {ma::ChildSpec::process("a", idle_forever), ma::ChildSpec::process("b", idle_forever),
+          ma::ChildSpec::process("c", idle_forever)};
+}
+
+ma::SupervisorOptions with(ma::Strategy strategy) {
+  return ma::SupervisorOptions().with_strategy(strategy).with_intensity(10, 10000ms);
+}
+
+}  // namespace
+
+TEST(Supervisor, OneForOneRestartsOnlyTheDeadChild) {
+  ma::Supervisor sup("s-one", with(ma::Strategy::one_for_one), three_idle_children());
+  auto before = pids(sup);
+  ::kill(before["b"], SIGKILL);
+  ASSERT_TRUE(settled(sup, 1));
+  auto after = pids(sup);
+  EXPECT_EQ(after["a"], before["a"]);
+  EXPECT_NE(after["b"], before["b"]);
+  EXPECT_EQ(after["c"], before["c"]);
+  auto reports = sup.reports();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].child, "b");
+  EXPECT_EQ(reports[0].pid, before["b"]);
+  EXPECT_EQ(reports[0].exit_code, -SIGKILL);
+  EXPECT_EQ(sup.which_children()[1].restarts, 1u);
+}
+
+TEST(Supervisor, OneForAllRestartsEveryChild) {
+  ma::Supervisor sup("s-all", with(ma::Strategy::one_for_all), three_idle_children());
+  auto before = pids(sup);
+  ::kill(before["b"], SIGKILL);
+  ASSERT_TRUE(settled(sup, 3));
+  auto after = pids(sup);
+  for (const auto& id : {"a", "b", "c"}) EXPECT_NE(after[id], before[id]) << id;
+  auto reports = sup.reports();
+  ASSERT_EQ(reports.size(), 3u);
+  EXPECT_EQ(reports[0].child, "b");  // the failure, then the siblings in reverse order
+  EXPECT_EQ(reports[1].child, "c");
+  EXPECT_EQ(reports[2].child, "a");
+  EXPECT_EQ(reports[1].how, "stopped by the supervisor");
+}
+
+TEST(Supervisor, RestForOneRestartsTheChildAndTheOnesAfterIt) {
+  ma::Supervisor sup("s-rest", with(ma::Strategy::rest_for_one), three_idle_children());
+  auto before = pids(sup);
+  ::kill(before["b"], SIGKILL);
+  ASSERT_TRUE(settled(sup, 2));
+  auto after = pids(sup);
+  EXPECT_EQ(after["a"], before["a"]);
+  EXPECT_NE(after["b"], before["b"]);
+  EXPECT_NE(after["c"], before["c"]);
+}
+
+TEST(Supervisor, RestartTypes) {
+  ma::Supervisor sup(
+      "s-types", with(ma::Strategy::one_for_one),
+      {ma::ChildSpec::process("transient-ok", [] { mpx::exit(0); }).with_restart(ma::RestartType::transient),
+       ma::ChildSpec::process("temporary", [] { mpx::exit(3); }).with_restart(ma::RestartType::temporary),
+       ma::ChildSpec::process("anchor", idle_forever)});
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (sup.reports().size() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(2ms);
+  auto children = sup.which_children();
+  EXPECT_EQ(children[0].state, "stopped");  // exit 0: a transient child stays down
+  EXPECT_EQ(children[0].last_exit, 0);
+  EXPECT_EQ(children[1].state, "stopped");  // temporary: never restarted
+  EXPECT_EQ(children[1].last_exit, 3);
+  EXPECT_EQ(children[0].restarts + children[1].restarts, 0u);
+  EXPECT_EQ(sup.count_children().active, 1u);
+}
+
+TEST(Supervisor, TransientChildIsRestartedAfterAnAbnormalExit) {
+  ma::Supervisor sup("s-transient", with(ma::Strategy::one_for_one),
+                     {ma::ChildSpec::process("t", idle_forever).with_restart(ma::RestartType::transient)});
+  auto before = pids(sup)["t"];
+  ::kill(before, SIGKILL);
+  ASSERT_TRUE(settled(sup, 1));
+  EXPECT_NE(pids(sup)["t"], before);
+}
+
+TEST(Supervisor, IntensityExceededStopsEveryChildAndFails) {
+  ma::Supervisor sup("s-intensity", ma::SupervisorOptions().with_intensity(2, 10000ms),
+                     {ma::ChildSpec::process("steady", idle_forever), ma::ChildSpec::process("crasher", [] { mpx::exit(1); })});
+  auto steady = pids(sup)["steady"];
+  ASSERT_TRUE(sup.wait_failed(30000ms));
+  EXPECT_NE(sup.failure().find("maximum restart intensity"), std::string::npos) << sup.failure();
+  EXPECT_NE(::kill(steady, 0), 0);  // stopped (and reaped) by the supervisor
+  std::size_t crashes = 0;
+  for (const auto& r : sup.reports())
+    if (r.child == "crasher") ++crashes;
+  EXPECT_EQ(crashes, 3u);  // two restarts allowed, the third failure gives up
+}
+
+TEST(Supervisor, NestedSupervisorEscalatesToItsParent) {
+  ma::SupervisorOptions inner = ma::SupervisorOptions().with_intensity(0, 10000ms);
+  ma::Supervisor sup("s-outer", with(ma::Strategy::one_for_one),
+                     {ma::ChildSpec::supervisor("inner", inner,
+                                                {ma::ChildSpec::process("leaf", [] {
+                                                  std::this_thread::sleep_for(50ms);
+                                                  mpx::exit(2);
+                                                })})});
+  // The leaf exits 2; the inner supervisor may not restart (intensity 0): it
+  // gives up and exits 1; the outer one restarts the inner supervisor.
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = sup.reports();
+    if (!r.empty()) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  auto reports = sup.reports();
+  ASSERT_FALSE(reports.empty());
+  EXPECT_EQ(reports[0].child, "inner");
+  EXPECT_EQ(reports[0].exit_code, 1);
+  ASSERT_TRUE(settled(sup, 1));
+}
+
+TEST(Supervisor, BackoffDelaysGrow) {
+  std::mutex m;
+  std::vector<std::chrono::steady_clock::time_point> exits;
+  ma::Backoff backoff;
+  backoff.min = 100ms;
+  backoff.max = 400ms;
+  ma::Supervisor sup("s-backoff",
+                     ma::SupervisorOptions().with_intensity(10, 60000ms).with_backoff(backoff).with_on_exit(
+                         [&](const ma::ExitReport&) {
+                           std::lock_guard lock(m);
+                           exits.push_back(std::chrono::steady_clock::now());
+                         }),
+                     {ma::ChildSpec::process("crasher", [] { mpx::exit(1); })});
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  for (;;) {
+    {
+      std::lock_guard lock(m);
+      if (exits.size() >= 5 || std::chrono::steady_clock::now() > deadline) break;
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  sup.stop();
+  std::lock_guard lock(m);
+  ASSERT_GE(exits.size(), 5u);
+  // Gaps include the child's own start and run; only lower bounds are strict.
+  const long expected[] = {100, 200, 400, 400};
+  for (int i = 0; i < 4; ++i) {
+    auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(exits[i + 1] - exits[i]).count();
+    EXPECT_GE(gap, expected[i]) << "gap " << i;
+  }
+}
+
+TEST(Supervisor, StopEscalatesToSigkillForAChildIgnoringSigterm) {
+  std::vector<ma::ExitReport> reports;
+  mpx::Event ignoring;  // made before the fork: shared with the child
+  {
+    ma::Supervisor sup("s-stop", ma::SupervisorOptions(),
+                       {ma::ChildSpec::process("polite", idle_forever),
+                        ma::ChildSpec::process("stubborn", [ignoring]() mutable {
+                          ::signal(SIGTERM, SIG_IGN);
+                          ignoring.set();
+                          idle_forever();
+                        }).with_shutdown(200ms)});
+    ASSERT_TRUE(ignoring.wait(30s));
+    sup.stop();
+    reports = sup.reports();
+  }
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_EQ(reports[0].child, "stubborn");  // reverse order
+  EXPECT_EQ(reports[0].exit_code, -SIGKILL);
+  EXPECT_EQ(reports[1].child, "polite");
+  EXPECT_EQ(reports[1].exit_code, -SIGTERM);
+}
+
+TEST(Supervisor, ExitReportsForExitExceptionSegfaultAndKill) {
+  ma::Supervisor sup(
+      "s-reports", ma::SupervisorOptions().with_intensity(0, 1000ms),
+      {ma::ChildSpec::process("exit3", [] { mpx::exit(3); }).with_restart(ma::RestartType::temporary),
+       ma::ChildSpec::process("throws", [] { throw std::runtime_error("bad"); }).with_restart(ma::RestartType::temporary),
+       ma::ChildSpec::process("segv", [] { ::raise(SIGSEGV); }).with_restart(ma::RestartType::temporary),
+       ma::ChildSpec::process("killed", [] { ::raise(SIGKILL); }).with_restart(ma::RestartType::temporary)});
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (sup.reports().size() < 4 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(2ms);
+  std::map<std::string, std::optional<int>> codes;
+  for (const auto& r : sup.reports()) codes[r.child] = r.exit_code;
+  EXPECT_EQ(codes["exit3"], 3);
+  EXPECT_EQ(codes["throws"], 1);
+  EXPECT_EQ(codes["segv"], -SIGSEGV);
+  EXPECT_EQ(codes["killed"], -SIGKILL);
+  EXPECT_FALSE(sup.failed());  // temporary children do not count as restarts
+}
+
+// ---- host children
+
+namespace {
+struct Bump {
+  template <class A>
+  void serialize(A&) {}
+};
+struct Read {
+  template <class A>
+  void serialize(A&) {}
+};
+ma::Behavior tally(ma::Context&, int start) {
+  auto n = std::make_shared<int>(start);
+  return {[n](const Bump&) { ++*n; }, [n](const Read&) { return *n; }};
+}
+MPX_REGISTER_ACTOR(tally);
+}  // namespace
+
+TEST(Supervisor, HostChildIsRestartedWithItsMailboxAndActors) {
+  ma::Supervisor sup("s-hosts", with(ma::Strategy::one_for_one),
+                     {ma::ChildSpec::host("sup-worker", ma::HostOptions(), {ma::ActorSpec::make("tally", "t", 100)})});
+  auto t = sup.host("sup-worker").actor("t");
+  EXPECT_EQ(t.request<int>(Read{}).get(30s), 100);
+  auto before = pids(sup)["sup-worker"];
+  ::kill(before, SIGKILL);
+  for (int i = 0; i < 10; ++i) t.send(Bump{});  // wait in the mailbox, or reach the new host
+  ASSERT_TRUE(settled(sup, 1));
+  EXPECT_NE(pids(sup)["sup-worker"], before);
+  EXPECT_EQ(t.request<int>(Read{}).get(30s), 110);  // the re-spawned actor got every one
+  sup.stop();
+  EXPECT_THROW((void)t.request<int>(Read{}).get(30s), ma::ActorDown);
+}
