@@ -258,8 +258,38 @@ void Host::restart() {
 
 const std::string& Host::name() const { return control_->name; }
 pid_t Host::pid() const { return process().pid(); }
-bool Host::is_alive() const { return process().is_alive(); }
-void Host::join() const { process().join(); }
+namespace detail {
+namespace {
+// Records in the mailbox that the host's process ended (if it did and no
+// newer incarnation runs).
+void record_death(HostControl& control, const ProcessHandle& handle) {
+  auto code = handle.exitcode();
+  if (!code) return;
+  std::lock_guard lock(control.mutex);
+  if (control.handle && control.handle->pid() == handle.pid() &&
+      control.mailbox->host_state() == HostState::running && control.mailbox->consumer_pid() == handle.pid())
+    control.mailbox->set_host_state(HostState::died, code);
+}
+}  // namespace
+}  // namespace detail
+
+bool Host::is_alive() const {
+  auto handle = process();
+  if (handle.is_alive()) return true;
+  detail::record_death(*control_, handle);
+  return false;
+}
+void Host::join() const {
+  auto handle = process();
+  handle.join();
+  detail::record_death(*control_, handle);
+}
+bool Host::join_for(std::chrono::milliseconds timeout) const {
+  auto handle = process();
+  if (!handle.join(timeout)) return false;
+  detail::record_death(*control_, handle);
+  return true;
+}
 ProcessHandle Host::process() const {
   std::lock_guard lock(control_->mutex);
   return *control_->handle;

@@ -120,11 +120,13 @@ class Host {
 
   [[nodiscard]] const std::string& name() const;
   [[nodiscard]] pid_t pid() const;
+  // is_alive and join record a death they see in the mailbox, so that
+  // requests to the dead host fail at once instead of waiting in it.
   [[nodiscard]] bool is_alive() const;
   void join() const;
   template <class Rep, class Period>
   bool join(std::chrono::duration<Rep, Period> timeout) const {
-    return process().join(timeout);
+    return join_for(std::chrono::duration_cast<std::chrono::milliseconds>(timeout));
   }
   void terminate() const { process().terminate(); }
   void kill() const { process().kill(); }
@@ -145,6 +147,7 @@ class Host {
 
  private:
   ActorRef spawn_encoded(const std::string& type, const std::string& name, const detail::SpawnArgs& args);
+  bool join_for(std::chrono::milliseconds timeout) const;
   std::shared_ptr<detail::HostControl> control_;
 };
 
