@@ -171,7 +171,7 @@ Packet parse_packet(std::span<const std::byte> bytes) {
 
 ActorCell* current_cell() noexcept { return t_current_cell; }
 
-ActorRef current_sender() {
+const ActorRef& current_sender() {
   if (t_current_cell) return t_current_cell->ref;
   // This process as a sender: built once per thread and process (the pid
   // changes in a forked child; the endpoint appears on first use).
@@ -241,6 +241,7 @@ void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes e
   if (owner) {
     auto delivery = std::make_shared<Delivery>();
     delivery->kind = Delivery::Kind::continuation;
+    delivery->cell = owner;
     delivery->run = std::move(continuation);
     (void)Endpoint::instance().enqueue(owner, std::move(delivery));
   }
@@ -284,6 +285,7 @@ void set_continuation(PendingRequest& pending, std::function<void()> continuatio
   }
   auto delivery = std::make_shared<Delivery>();
   delivery->kind = Delivery::Kind::continuation;
+  delivery->cell = owner;
   delivery->run = pending.continuation;
   (void)Endpoint::instance().enqueue(owner, std::move(delivery));
 }
@@ -378,6 +380,7 @@ void send_value(const ActorRef& to, const Value& message, const Deadline& deadli
       return;
     }
     auto delivery = std::make_shared<Delivery>();
+    delivery->cell = cell;
     delivery->value = message.owned();
     delivery->sender = current_sender();
     (void)endpoint->enqueue(cell, std::move(delivery));
@@ -395,12 +398,16 @@ std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& m
   auto target = std::make_shared<ReplyTarget>(ReplyTarget{endpoint.name(), pending->id, pending});
   if (to.host() == endpoint.name()) {
     auto cell = endpoint.find_local(to.name(), to.id());
+    if (!cell) {
+      deliver_down_error(target, "mpx actors: " + to.to_string() + " is not running (noproc)", "noproc");
+      return pending;
+    }
     auto delivery = std::make_shared<Delivery>();
+    delivery->cell = cell;
     delivery->value = message.owned();
     delivery->sender = current_sender();
     delivery->reply = target;
-    if (!cell || !endpoint.enqueue(cell, std::move(delivery)))
-      deliver_down_error(target, "mpx actors: " + to.to_string() + " is not running (noproc)", "noproc");
+    (void)endpoint.enqueue(cell, std::move(delivery));  // a stopped cell fails it (~Delivery)
     return pending;
   }
   auto mailbox = find_mailbox(to.host());
@@ -529,11 +536,36 @@ void stop_cell(caf::event_based_actor* self, ActorCell& cell, DownKind kind, std
     cell.stop_kind = kind;
     cell.stop_reason = std::move(reason);
   }
+  cell.quitting = true;
   self->quit(how);
 }
 
+}  // namespace
+
+Delivery::~Delivery() {
+  if (handled || kind != Kind::message) return;
+  try {
+    finish_record(*this);
+    if (reply) {
+      std::string reason = "noproc";
+      std::string who = "the actor";
+      if (cell) {
+        who = cell->ref.to_string();
+        std::lock_guard lock(cell->mutex);
+        if (!cell->stop_reason.empty()) reason = cell->stop_reason;
+      }
+      deliver_down_error(reply, "mpx actors: " + who + " stopped before handling the request: " + reason, reason);
+    }
+  } catch (...) {
+    // A destructor: the requester's sweep or timeout covers what could not be sent.
+  }
+}
+
+namespace {
+
 void handle_message(caf::event_based_actor* self, ActorCell& cell, Delivery& d) {
   auto logger = get_logger();
+  d.handled = true;
   if (d.mailbox) d.mailbox->mark_handling(d.record_pos);
   const std::uint64_t tag = d.value.object ? d.value.tag : envelope_tag(d.bytes);
   if (tag == mpx::type_tag<PoisonPill>()) {
@@ -551,19 +583,6 @@ void handle_message(caf::event_based_actor* self, ActorCell& cell, Delivery& d) 
     finish_record(d);
     return;
   }
-  Value decoded;
-  const void* object = d.value.object;
-  if (!object) {
-    try {
-      decoded = handler->decode(d.bytes);
-      object = decoded.object;
-    } catch (const mpx::Error& e) {
-      logger->error("mpx actors: {} got a message it cannot decode: {}", cell.ref.to_string(), e.what());
-      if (d.reply) deliver_error(d.reply, "error", "mpx::DecodeError", e.what());
-      finish_record(d);
-      return;
-    }
-  }
   t_current_cell = &cell;
   set_thread_log_label(&cell.log_label);
   cell.current = &d;
@@ -571,8 +590,12 @@ void handle_message(caf::event_based_actor* self, ActorCell& cell, Delivery& d) 
   bool crashed = false;
   std::string crash_reason;
   try {
-    Outcome outcome = handler->call(object);
+    Outcome outcome = d.value.object ? handler->call(d.value.object) : handler->call_bytes(d.bytes);
     if (cell.current_reply && !outcome.deferred) deliver_reply(cell.current_reply, outcome.reply);
+  } catch (const DecodeFailure& e) {
+    // Bad input, not a crash of the actor: the message is dropped.
+    logger->error("mpx actors: {} got a message it cannot decode: {}", cell.ref.to_string(), e.what);
+    if (cell.current_reply) deliver_error(cell.current_reply, "error", "mpx::DecodeError", e.what);
   } catch (const std::exception& e) {
     crashed = true;
     const std::string type = exception_type(e);
@@ -614,37 +637,36 @@ caf::behavior cell_actor(caf::event_based_actor* self, std::shared_ptr<ActorCell
     }
     if (Endpoint* endpoint = Endpoint::existing()) endpoint->on_cell_stopped(cell, kind, std::move(text));
   });
-  return {[self, cell](const DeliveryPtr& ptr) {
-    Delivery& d = *ptr.delivery;
-    {
-      std::lock_guard lock(cell->mutex);
-      cell->queued.erase(d.serial);
-    }
-    switch (d.kind) {
-      case Delivery::Kind::continuation:
-        t_current_cell = cell.get();
-        set_thread_log_label(&cell->log_label);
-        try {
-          d.run();
-        } catch (const std::exception& e) {
+  return {[self, cell](const DeliveryBatch& batch) {
+    for (const auto& item : batch.items) {
+      if (cell->quitting) return;  // the rest is destroyed unhandled: records completed, requests failed
+      Delivery& d = *item;
+      switch (d.kind) {
+        case Delivery::Kind::continuation:
+          t_current_cell = cell.get();
+          set_thread_log_label(&cell->log_label);
+          try {
+            d.run();
+          } catch (const std::exception& e) {
+            t_current_cell = nullptr;
+            set_thread_log_label(nullptr);
+            std::string why = "exception: " + exception_type(e) + ": " + e.what();
+            get_logger()->error("mpx actors: {} stopped: {}", cell->ref.to_string(), why);
+            stop_cell(self, *cell, DownKind::exception, why, caf::exit_reason::unhandled_exception);
+            return;
+          }
           t_current_cell = nullptr;
           set_thread_log_label(nullptr);
-          std::string why = "exception: " + exception_type(e) + ": " + e.what();
-          get_logger()->error("mpx actors: {} stopped: {}", cell->ref.to_string(), why);
-          stop_cell(self, *cell, DownKind::exception, why, caf::exit_reason::unhandled_exception);
+          if (cell->stop_requested) stop_cell(self, *cell, DownKind::normal, "normal", caf::exit_reason::normal);
+          break;
+        case Delivery::Kind::down:
+          stop_cell(self, *cell, DownKind::linked, "linked: " + d.monitor->down->reason,
+                    caf::exit_reason::user_shutdown);
           return;
-        }
-        t_current_cell = nullptr;
-        set_thread_log_label(nullptr);
-        if (cell->stop_requested) stop_cell(self, *cell, DownKind::normal, "normal", caf::exit_reason::normal);
-        return;
-      case Delivery::Kind::down:
-        stop_cell(self, *cell, DownKind::linked, "linked: " + d.monitor->down->reason,
-                  caf::exit_reason::user_shutdown);
-        return;
-      case Delivery::Kind::message:
-        handle_message(self, *cell, d);
-        return;
+        case Delivery::Kind::message:
+          handle_message(self, *cell, d);
+          break;
+      }
     }
   }};
 }
@@ -709,13 +731,17 @@ std::vector<std::shared_ptr<ActorCell>> Endpoint::cells() {
 }
 
 bool Endpoint::enqueue(const std::shared_ptr<ActorCell>& cell, std::shared_ptr<Delivery> delivery) {
+  std::vector<std::shared_ptr<Delivery>> one;
+  one.push_back(std::move(delivery));
+  return enqueue(cell, std::move(one));
+}
+
+bool Endpoint::enqueue(const std::shared_ptr<ActorCell>& cell, std::vector<std::shared_ptr<Delivery>> deliveries) {
   {
     std::lock_guard lock(cell->mutex);
     if (cell->stopped) return false;
-    delivery->serial = cell->next_serial++;
-    if (delivery->kind == Delivery::Kind::message) cell->queued[delivery->serial] = delivery;
   }
-  caf::anon_send(cell->actor, DeliveryPtr{std::move(delivery)});
+  caf::anon_send(cell->actor, DeliveryBatch{std::move(deliveries)});
   return true;
 }
 
@@ -742,14 +768,12 @@ void Endpoint::add_watcher(const ActorRef& target, Watcher watcher) {
 }
 
 void Endpoint::on_cell_stopped(const std::shared_ptr<ActorCell>& cell, DownKind kind, std::string reason) {
-  std::map<std::uint64_t, std::shared_ptr<Delivery>> queued;
   std::vector<Watcher> watchers;
   {
     std::lock_guard lock(cell->mutex);
     cell->stopped = true;
     cell->stop_kind = kind;
     cell->stop_reason = reason;
-    queued.swap(cell->queued);
     watchers.swap(cell->watchers);
   }
   {
@@ -766,11 +790,6 @@ void Endpoint::on_cell_stopped(const std::shared_ptr<ActorCell>& cell, DownKind 
   }
   cells_changed_.notify_all();
   get_logger()->debug("mpx actors: {} stopped: {}", cell->ref.to_string(), reason);
-  for (auto& [serial, delivery] : queued) {
-    finish_record(*delivery);
-    if (delivery->reply)
-      deliver_down_error(delivery->reply, "mpx actors: " + cell->ref.to_string() + " stopped: " + reason, reason);
-  }
   Down down{cell->ref, kind, reason, {}};
   for (auto& watcher : watchers) {
     if (watcher.local) {
@@ -852,6 +871,7 @@ void Endpoint::fire_monitor(const std::shared_ptr<MonitorState>& monitor, Down d
   }
   if (!monitor->owner) return;
   auto delivery = std::make_shared<Delivery>();
+  delivery->cell = monitor->owner;
   if (monitor->link) {
     if (d.kind == DownKind::normal) return;
     if (!monitor->owner->trap_exit) {
@@ -868,8 +888,15 @@ void Endpoint::fire_monitor(const std::shared_ptr<MonitorState>& monitor, Down d
   (void)enqueue(monitor->owner, std::move(delivery));
 }
 
+void Endpoint::flush_batch() {
+  if (!batch_.empty()) (void)enqueue(batch_cell_, std::move(batch_));  // a stopped cell: ~Delivery cleans up
+  batch_.clear();
+  batch_cell_.reset();
+}
+
 void Endpoint::dispatch(const Mailbox::Taken& taken) {
   Packet packet = parse_packet(taken.bytes);
+  if (packet.kind != PacketKind::message) flush_batch();  // keep the order of messages and control packets
   auto done = [&] { mailbox_->complete(taken.pos); };
   switch (packet.kind) {
     case PacketKind::message: {
@@ -877,16 +904,7 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
       if (packet.request_id)
         reply = std::make_shared<ReplyTarget>(ReplyTarget{packet.sender.host(), packet.request_id, nullptr});
       auto cell = find_local(packet.target_name, packet.target_id);
-      auto delivery = std::make_shared<Delivery>();
-      delivery->bytes = packet.payload;
-      delivery->mailbox = mailbox_;
-      delivery->record_pos = taken.pos;
-      delivery->redelivered = taken.redelivered;
-      delivery->sender = packet.sender;
-      delivery->reply = reply;
-      in_flight_.fetch_add(1, std::memory_order_acq_rel);
-      if (!cell || !enqueue(cell, std::move(delivery))) {
-        in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+      if (!cell) {
         std::string who = packet.target_name.empty() ? "#" + std::to_string(packet.target_id)
                                                      : std::string(packet.target_name);
         get_logger()->debug("mpx actors: message to actor {} in host {} dropped: no such actor", who, name_);
@@ -894,7 +912,20 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
           deliver_down_error(reply, "mpx actors: actor " + who + " is not running in host '" + name_ + "' (noproc)",
                              "noproc");
         done();
+        return;
       }
+      auto delivery = std::make_shared<Delivery>();
+      delivery->cell = cell;
+      delivery->bytes = packet.payload;
+      delivery->mailbox = mailbox_;
+      delivery->record_pos = taken.pos;
+      delivery->redelivered = taken.redelivered;
+      delivery->sender = std::move(packet.sender);
+      delivery->reply = std::move(reply);
+      in_flight_.fetch_add(1, std::memory_order_acq_rel);
+      if (cell != batch_cell_) flush_batch();
+      batch_cell_ = std::move(cell);
+      batch_.push_back(std::move(delivery));
       return;
     }
     case PacketKind::reply:
@@ -1052,14 +1083,20 @@ void Endpoint::run_gateway() {
         get_logger()->error("mpx actors: gateway of {}: {}", name_, e.what());
       }
     }
-    if (taken) {
+    // What is there already goes out in batches: one CAF message per run of
+    // records for the same actor.
+    for (int n = 0; taken; ++n) {
       try {
         dispatch(*taken);
       } catch (const std::exception& e) {
         get_logger()->error("mpx actors: gateway of {} dropped a record: {}", name_, e.what());
         mailbox_->complete(taken->pos);
       }
+      taken.reset();
+      if (n >= 64 || in_flight_.load(std::memory_order_acquire) >= limit || shutdown_.load()) break;
+      taken = mailbox_->take(Deadline::after(std::chrono::seconds(0)));
     }
+    flush_batch();
     auto now = std::chrono::steady_clock::now();
     if (now >= next_sweep) {
       next_sweep = now + kSweepInterval;
@@ -1083,6 +1120,7 @@ void Endpoint::stop_all_actors(std::chrono::milliseconds timeout) {
   static const PoisonPill pill;
   for (auto& cell : cells()) {
     auto delivery = std::make_shared<Delivery>();
+    delivery->cell = cell;
     delivery->value = borrow_value(pill).owned();
     (void)enqueue(cell, std::move(delivery));
   }

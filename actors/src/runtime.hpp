@@ -162,11 +162,19 @@ struct Watcher {
 
 // ---- actors of this process
 
-// What the CAF actor of a cell receives.
+// What the CAF actor of a cell handles. A message that is destroyed without
+// having been handled (its actor stopped first, or was gone) completes its
+// mailbox record and fails its request with ActorDown: no bookkeeping of
+// queued messages is needed.
 struct Delivery {
   enum class Kind : std::uint8_t { message, continuation, down };
+  Delivery() = default;
+  Delivery(const Delivery&) = delete;
+  Delivery& operator=(const Delivery&) = delete;
+  ~Delivery();
   Kind kind = Kind::message;
-  std::uint64_t serial = 0;
+  bool handled = false;
+  std::shared_ptr<ActorCell> cell;        // the target (null: there was none)
   Value value;                            // owned object (same process)
   std::span<const std::byte> bytes;       // encoded message in a mailbox record
   std::shared_ptr<Mailbox> mailbox;       // set when bytes live in a record
@@ -177,8 +185,10 @@ struct Delivery {
   std::function<void()> run;              // continuation
   std::shared_ptr<MonitorState> monitor;  // down
 };
-struct DeliveryPtr {
-  std::shared_ptr<Delivery> delivery;
+// One CAF message: deliveries for one actor, handled in order (the gateway
+// batches what it takes in a row for the same actor).
+struct DeliveryBatch {
+  std::vector<std::shared_ptr<Delivery>> items;
 };
 
 struct ActorCell : std::enable_shared_from_this<ActorCell> {
@@ -198,8 +208,7 @@ struct ActorCell : std::enable_shared_from_this<ActorCell> {
   bool stopped = false;
   DownKind stop_kind = DownKind::normal;
   std::string stop_reason;
-  std::uint64_t next_serial = 1;
-  std::map<std::uint64_t, std::shared_ptr<Delivery>> queued;  // sent to CAF, not yet handled
+  bool quitting = false;  // the actor's own thread: stop handling the rest of a batch
   std::vector<Watcher> watchers;
 };
 
@@ -219,8 +228,10 @@ class Endpoint {
   ActorRef spawn_local(const std::string& type, const std::string& name, std::uint64_t args_tag,
                        std::span<const std::byte> args);
   std::shared_ptr<ActorCell> find_local(std::string_view name, std::uint64_t id);
-  // Hands a delivery to a cell; false when the cell has stopped.
+  // Hands deliveries to a cell; false when the cell has stopped (they are
+  // then destroyed unhandled: records completed, requests failed).
   bool enqueue(const std::shared_ptr<ActorCell>& cell, std::shared_ptr<Delivery> delivery);
+  bool enqueue(const std::shared_ptr<ActorCell>& cell, std::vector<std::shared_ptr<Delivery>> deliveries);
   void add_watcher(const ActorRef& target, Watcher watcher);
   void on_cell_stopped(const std::shared_ptr<ActorCell>& cell, DownKind kind, std::string reason);
   [[nodiscard]] std::vector<std::shared_ptr<ActorCell>> cells();
@@ -245,6 +256,9 @@ class Endpoint {
  private:
   Endpoint(std::string name, std::shared_ptr<Mailbox> mailbox, unsigned threads);
   void dispatch(const Mailbox::Taken& taken);
+  void flush_batch();
+  std::shared_ptr<ActorCell> batch_cell_;
+  std::vector<std::shared_ptr<Delivery>> batch_;
   void sweep_watches();
   std::shared_ptr<PendingRequest> take_pending(std::uint64_t id);
   std::shared_ptr<MonitorState> take_monitor(std::uint64_t id);
@@ -288,7 +302,7 @@ void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, s
 // at once when the target's host is gone).
 void watch(Endpoint& endpoint, const std::shared_ptr<MonitorState>& monitor, std::uint8_t flags);
 // The ref that names the caller: the running actor, else this process.
-ActorRef current_sender();
+const ActorRef& current_sender();
 // True when `mailbox`'s host is not serving (never started, stopped, died,
 // another incarnation than `incarnation`, or pid dead).
 bool host_gone(const Mailbox& mailbox, std::uint32_t incarnation, pid_t pid);
@@ -311,4 +325,4 @@ ActorCell* current_cell() noexcept;
 
 }  // namespace mpx::actors::detail
 
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(mpx::actors::detail::DeliveryPtr)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(mpx::actors::detail::DeliveryBatch)

@@ -27,6 +27,8 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -107,11 +109,19 @@ struct Outcome {
   bool deferred = false;  // a ResponsePromise: the reply comes later
 };
 
+// Thrown (not a std::exception, so a handler's own catch clauses never see
+// it) when a message from another process cannot be decoded as the
+// handler's type.
+struct DecodeFailure {
+  std::string what;
+};
+
 struct Handler {
   std::uint64_t tag;
   std::string_view type_name;
-  // Decodes a message from another process into an owned object.
-  std::function<Value(std::span<const std::byte>)> decode;
+  // Decodes a message from another process and runs the handler on it
+  // (throws DecodeFailure for bytes that are not a valid message).
+  std::function<Outcome(std::span<const std::byte>)> call_bytes;
   // Runs the handler on a message object.
   std::function<Outcome(const void*)> call;
 };
@@ -122,20 +132,28 @@ Handler make_handler(F f) {
   using M = typename Traits::Message;
   using R = typename Traits::Result;
   auto fn = std::make_shared<std::decay_t<F>>(std::move(f));
+  auto call = [fn](const M& message) -> Outcome {
+    if constexpr (std::is_void_v<R>) {
+      (*fn)(message);
+      return {};
+    } else if constexpr (IsResponsePromise<std::remove_cvref_t<R>>::value) {
+      (void)(*fn)(message);
+      return Outcome{{}, true};
+    } else {
+      return Outcome{own_value<std::remove_cvref_t<R>>((*fn)(message)), false};
+    }
+  };
   return Handler{mpx::type_tag<M>(), mpx::type_name<M>(),
-                 [](std::span<const std::byte> bytes) { return own_value<M>(mpx::decode<M>(bytes)); },
-                 [fn](const void* object) -> Outcome {
-                   const M& message = *static_cast<const M*>(object);
-                   if constexpr (std::is_void_v<R>) {
-                     (*fn)(message);
-                     return {};
-                   } else if constexpr (IsResponsePromise<std::remove_cvref_t<R>>::value) {
-                     (void)(*fn)(message);
-                     return Outcome{{}, true};
-                   } else {
-                     return Outcome{own_value<std::remove_cvref_t<R>>((*fn)(message)), false};
+                 [call](std::span<const std::byte> bytes) -> Outcome {
+                   std::optional<M> message;
+                   try {
+                     message.emplace(mpx::decode<M>(bytes));
+                   } catch (const mpx::Error& e) {
+                     throw DecodeFailure{e.what()};
                    }
-                 }};
+                   return call(*message);
+                 },
+                 [call](const void* object) { return call(*static_cast<const M*>(object)); }};
 }
 
 }  // namespace detail
