@@ -14,6 +14,8 @@
 #include <random>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "mpx/detail/unique_fd.hpp"
 #include "mpx/logging.hpp"
 #include "mpx/process.hpp"
@@ -77,6 +79,7 @@ void run_nested(const std::string& name, const SupervisorOptions& options, const
       get_logger()->error("mpx supervisor {}: {}", name, supervisor.failure());
       mpx::exit(1);
     }
+    if (supervisor.finished()) mpx::exit(0);  // auto_shutdown
   }
 }
 
@@ -94,6 +97,7 @@ struct Supervisor::Impl {
     Clock::time_point started_at{};
     Clock::time_point restart_at{};
     std::optional<int> last_exit;
+    bool removed = false;  // terminate_child: kept (indices stay valid), not shown
   };
 
   std::string name;
@@ -104,7 +108,10 @@ struct Supervisor::Impl {
   std::deque<ExitReport> history;
   std::deque<Clock::time_point> restart_times;
   bool failed = false;
+  bool finished = false;
   bool stopped = false;
+  std::optional<ChildSpec> template_spec;  // simple_one_for_one
+  unsigned dynamic_count = 0;
   std::string failure;
   mpx::detail::UniqueFd wake;
   std::atomic<bool> stop_requested{false};
@@ -209,12 +216,42 @@ struct Supervisor::Impl {
     return std::chrono::milliseconds(static_cast<long long>(delay));
   }
 
+  void stop_all() {
+    for (auto it = children.rbegin(); it != children.rend(); ++it)
+      if (!it->removed) stop_child(*it);
+  }
+
   void give_up(const std::string& why) {
     failure = why;
     get_logger()->error("mpx supervisor {}: {}: stopping every child", name, why);
-    for (auto it = children.rbegin(); it != children.rend(); ++it) stop_child(*it);
+    stop_all();
     failed = true;
+    finished = true;
     changed.notify_all();
+  }
+
+  void auto_shut_down(const std::string& why) {
+    get_logger()->info("mpx supervisor {}: auto_shutdown: {}: stopping every child", name, why);
+    stop_all();
+    finished = true;
+    changed.notify_all();
+  }
+
+  // A child that will not be restarted has stopped: auto_shutdown rules.
+  void check_auto_shutdown(const Child& c) {
+    if (!c.spec.significant || options.auto_shutdown == AutoShutdown::never) return;
+    if (options.auto_shutdown == AutoShutdown::any_significant) {
+      auto_shut_down("significant child " + c.spec.id + " exited");
+      return;
+    }
+    for (const auto& other : children)
+      if (!other.removed && other.spec.significant && other.state != Child::State::stopped) return;
+    auto_shut_down("every significant child exited");
+  }
+
+  void wake_watcher() {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto w = ::write(wake.get(), &one, sizeof one);
   }
 
   void on_exit(std::size_t index) {
@@ -225,7 +262,10 @@ struct Supervisor::Impl {
     const bool abnormal = !code || *code != 0;
     const bool restart = c.spec.restart == RestartType::permanent ||
                          (c.spec.restart == RestartType::transient && abnormal);
-    if (!restart) return;
+    if (!restart) {
+      check_auto_shutdown(c);
+      return;
+    }
     const auto now = Clock::now();
     restart_times.push_back(now);
     while (!restart_times.empty() && now - restart_times.front() > options.intensity.period) restart_times.pop_front();
@@ -237,13 +277,14 @@ struct Supervisor::Impl {
     const auto at = now + backoff_delay(c);
     std::size_t first = index;
     if (options.strategy == Strategy::one_for_all) first = 0;
-    std::size_t last = options.strategy == Strategy::one_for_one ? index : children.size() - 1;
+    const bool alone = options.strategy == Strategy::one_for_one || options.strategy == Strategy::simple_one_for_one;
+    std::size_t last = alone ? index : children.size() - 1;
     // Siblings caught by the strategy stop in reverse order.
     for (std::size_t i = last + 1; i-- > first;)
-      if (i != index) stop_child(children[i]);
+      if (i != index && !children[i].removed) stop_child(children[i]);
     for (std::size_t i = first; i <= last; ++i) {
       Child& s = children[i];
-      if (i != index && s.spec.restart == RestartType::temporary) continue;
+      if (s.removed || (i != index && s.spec.restart == RestartType::temporary)) continue;
       s.state = Child::State::restarting;
       s.restart_at = at;
     }
@@ -272,7 +313,7 @@ struct Supervisor::Impl {
       int timeout_ms = 1000;
       {
         std::lock_guard lock(mutex);
-        if (failed) return;
+        if (finished) return;
         const auto now = Clock::now();
         for (std::size_t i = 0; i < children.size(); ++i) {
           auto& c = children[i];
@@ -296,7 +337,7 @@ struct Supervisor::Impl {
         auto& c = children[who[k]];
         if (c.state == Child::State::running && (fds[k + 1].revents & (POLLIN | POLLHUP)) && !c.handle->is_alive()) {
           on_exit(who[k]);
-          if (failed) return;
+          if (finished) return;
         }
       }
       restart_due();
@@ -312,6 +353,12 @@ Supervisor::Supervisor(std::string name, SupervisorOptions options, std::vector<
   impl_->options = std::move(options);
   impl_->wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!impl_->wake) throw ActorError("mpx supervisor: eventfd failed");
+  if (impl_->options.strategy == Strategy::simple_one_for_one) {
+    if (children.size() != 1)
+      throw ActorError("mpx supervisor " + impl_->name + ": simple_one_for_one takes exactly one child spec (the template)");
+    impl_->template_spec = std::move(children.front());
+    children.clear();
+  }
   for (auto& spec : children) {
     Impl::Child c;
     c.spec = std::move(spec);
@@ -342,10 +389,59 @@ void Supervisor::stop() {
   std::lock_guard lock(impl_->mutex);
   if (impl_->stopped) return;
   impl_->stopped = true;
-  for (auto it = impl_->children.rbegin(); it != impl_->children.rend(); ++it) impl_->stop_child(*it);
+  impl_->stop_all();
   for (auto& c : impl_->children)
     if (c.host) c.host->shutdown(std::chrono::milliseconds(1000));  // retires the mailboxes
   impl_->changed.notify_all();
+}
+
+std::string Supervisor::start_child(ChildSpec spec) {
+  std::lock_guard lock(impl_->mutex);
+  if (impl_->stopped || impl_->finished) throw ActorError("mpx supervisor " + impl_->name + ": not running");
+  for (const auto& c : impl_->children)
+    if (!c.removed && c.spec.id == spec.id)
+      throw ActorError("mpx supervisor " + impl_->name + ": a child '" + spec.id + "' exists");
+  Impl::Child c;
+  c.spec = std::move(spec);
+  impl_->children.push_back(std::move(c));
+  try {
+    impl_->start_child(impl_->children.back());
+  } catch (...) {
+    impl_->children.back().removed = true;
+    throw;
+  }
+  impl_->wake_watcher();
+  return impl_->children.back().spec.id;
+}
+
+std::string Supervisor::start_child() {
+  ChildSpec spec;
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (!impl_->template_spec)
+      throw ActorError("mpx supervisor " + impl_->name + ": start_child() needs the simple_one_for_one strategy");
+    spec = *impl_->template_spec;
+    spec.id += "-" + std::to_string(++impl_->dynamic_count);
+  }
+  return start_child(std::move(spec));
+}
+
+void Supervisor::terminate_child(const std::string& id) {
+  std::lock_guard lock(impl_->mutex);
+  for (auto& c : impl_->children)
+    if (!c.removed && c.spec.id == id) {
+      impl_->stop_child(c);
+      if (c.host) c.host->shutdown(std::chrono::milliseconds(1000));
+      c.removed = true;
+      impl_->wake_watcher();
+      return;
+    }
+  throw ActorError("mpx supervisor " + impl_->name + ": no child '" + id + "'");
+}
+
+bool Supervisor::finished() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->finished;
 }
 
 bool Supervisor::failed() const {
@@ -369,6 +465,7 @@ std::vector<ChildInfo> Supervisor::which_children() const {
   std::lock_guard lock(impl_->mutex);
   std::vector<ChildInfo> out;
   for (const auto& c : impl_->children) {
+    if (c.removed) continue;
     ChildInfo info;
     info.id = c.spec.id;
     info.kind = c.spec.kind;
@@ -408,8 +505,87 @@ std::vector<ExitReport> Supervisor::reports() const {
 Host Supervisor::host(const std::string& id) const {
   std::lock_guard lock(impl_->mutex);
   for (const auto& c : impl_->children)
-    if (c.spec.id == id && c.host) return *c.host;
+    if (!c.removed && c.spec.id == id && c.host) return *c.host;
   throw ActorError("mpx supervisor " + impl_->name + ": no host child '" + id + "'");
+}
+
+}  // namespace mpx::actors
+
+namespace mpx::actors {
+
+namespace {
+const char* kind_name(ChildSpec::Kind kind) {
+  switch (kind) {
+    case ChildSpec::Kind::process: return "process";
+    case ChildSpec::Kind::host: return "host";
+    case ChildSpec::Kind::supervisor: return "supervisor";
+  }
+  return "unknown";
+}
+const char* strategy_name(Strategy strategy) {
+  switch (strategy) {
+    case Strategy::one_for_one: return "one_for_one";
+    case Strategy::one_for_all: return "one_for_all";
+    case Strategy::rest_for_one: return "rest_for_one";
+    case Strategy::simple_one_for_one: return "simple_one_for_one";
+  }
+  return "unknown";
+}
+}  // namespace
+
+SupervisorSnapshot Supervisor::snapshot() const {
+  std::lock_guard lock(impl_->mutex);
+  SupervisorSnapshot snap;
+  snap.name = impl_->name;
+  snap.pid = ::getpid();
+  snap.strategy = strategy_name(impl_->options.strategy);
+  snap.failed = impl_->failed;
+  snap.failure = impl_->failure;
+  const auto now = Clock::now();
+  for (const auto& c : impl_->children) {
+    if (c.removed) continue;
+    ChildSnapshot child;
+    child.id = c.spec.id;
+    child.kind = kind_name(c.spec.kind);
+    child.restarts = c.restarts;
+    child.last_exit = c.last_exit;
+    switch (c.state) {
+      case Impl::Child::State::running:
+        child.state = "running";
+        child.pid = c.handle->pid();
+        child.uptime_s = std::chrono::duration<double>(now - c.started_at).count();
+        break;
+      case Impl::Child::State::restarting: child.state = "restarting"; break;
+      case Impl::Child::State::stopped: child.state = "stopped"; break;
+    }
+    if (c.host) {
+      child.mailbox_depth = c.host->mailbox_depth();
+      child.in_flight = c.host->in_flight();
+      child.dropped = c.host->dropped();
+    }
+    snap.children.push_back(std::move(child));
+  }
+  return snap;
+}
+
+std::string SupervisorSnapshot::to_json(int indent) const {
+  nlohmann::json tree;
+  tree["name"] = name;
+  tree["pid"] = pid;
+  tree["strategy"] = strategy;
+  tree["failed"] = failed;
+  if (failed) tree["failure"] = failure;
+  tree["children"] = nlohmann::json::array();
+  for (const auto& c : children) {
+    nlohmann::json child{{"id", c.id}, {"kind", c.kind}, {"state", c.state}, {"pid", c.pid},
+                         {"restarts", c.restarts}, {"uptime_s", c.uptime_s}};
+    child["last_exit"] = c.last_exit ? nlohmann::json(*c.last_exit) : nlohmann::json(nullptr);
+    if (c.mailbox_depth) child["mailbox_depth"] = *c.mailbox_depth;
+    if (c.in_flight) child["in_flight"] = *c.in_flight;
+    if (c.dropped) child["dropped"] = *c.dropped;
+    tree["children"].push_back(std::move(child));
+  }
+  return tree.dump(indent);
 }
 
 }  // namespace mpx::actors

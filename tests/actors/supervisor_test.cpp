@@ -15,6 +15,8 @@
 #include "mpx/actors.hpp"
 #include "mpx/event.hpp"
 
+#include <nlohmann/json.hpp>
+
 using namespace std::chrono_literals;
 namespace ma = mpx::actors;
 
@@ -262,4 +264,83 @@ TEST(Supervisor, HostChildIsRestartedWithItsMailboxAndActors) {
   EXPECT_EQ(t.request<int>(Read{}).get(30s), 110);  // the re-spawned actor got every one
   sup.stop();
   EXPECT_THROW((void)t.request<int>(Read{}).get(30s), ma::ActorDown);
+}
+
+TEST(Supervisor, SimpleOneForOneMakesChildrenFromATemplate) {
+  ma::Supervisor sup("s-simple", ma::SupervisorOptions().with_strategy(ma::Strategy::simple_one_for_one).with_intensity(5, 10000ms),
+                     {ma::ChildSpec::process("worker", idle_forever)});
+  EXPECT_EQ(sup.count_children().specs, 0u);
+  auto a = sup.start_child();
+  auto b = sup.start_child();
+  EXPECT_EQ(a, "worker-1");
+  EXPECT_EQ(b, "worker-2");
+  auto before = pids(sup);
+  ::kill(before["worker-1"], SIGKILL);
+  ASSERT_TRUE(settled(sup, 1));
+  auto after = pids(sup);
+  EXPECT_NE(after["worker-1"], before["worker-1"]);
+  EXPECT_EQ(after["worker-2"], before["worker-2"]);
+  sup.terminate_child("worker-2");
+  EXPECT_NE(::kill(before["worker-2"], 0), 0);
+  EXPECT_EQ(sup.count_children().specs, 1u);
+  EXPECT_THROW(sup.terminate_child("worker-2"), ma::ActorError);
+}
+
+TEST(Supervisor, StartChildOnAnyStrategyAndDuplicateIdsAreRefused) {
+  ma::Supervisor sup("s-dynamic", with(ma::Strategy::one_for_one), {ma::ChildSpec::process("a", idle_forever)});
+  EXPECT_EQ(sup.start_child(ma::ChildSpec::process("b", idle_forever)), "b");
+  EXPECT_THROW(sup.start_child(ma::ChildSpec::process("b", idle_forever)), ma::ActorError);
+  EXPECT_THROW(sup.start_child(), ma::ActorError);  // no template
+  EXPECT_EQ(sup.count_children().active, 2u);
+}
+
+TEST(Supervisor, AutoShutdownAnySignificant) {
+  ma::Supervisor sup("s-auto-any", ma::SupervisorOptions().with_auto_shutdown(ma::AutoShutdown::any_significant),
+                     {ma::ChildSpec::process("steady", idle_forever),
+                      ma::ChildSpec::process("job", [] { mpx::exit(0); })
+                          .with_restart(ma::RestartType::transient)
+                          .with_significant()});
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!sup.finished() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(2ms);
+  EXPECT_TRUE(sup.finished());
+  EXPECT_FALSE(sup.failed());
+  EXPECT_EQ(sup.count_children().active, 0u);
+}
+
+TEST(Supervisor, AutoShutdownAllSignificantWaitsForTheLast) {
+  mpx::Event release;
+  ma::Supervisor sup("s-auto-all", ma::SupervisorOptions().with_auto_shutdown(ma::AutoShutdown::all_significant),
+                     {ma::ChildSpec::process("quick", [] { mpx::exit(0); })
+                          .with_restart(ma::RestartType::temporary)
+                          .with_significant(),
+                      ma::ChildSpec::process("slow", [release]() mutable {
+                        (void)release.wait(60s);
+                        mpx::exit(0);
+                      })
+                          .with_restart(ma::RestartType::temporary)
+                          .with_significant()});
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (sup.reports().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(2ms);
+  EXPECT_FALSE(sup.finished());  // "slow" still runs
+  release.set();
+  while (!sup.finished() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(2ms);
+  EXPECT_TRUE(sup.finished());
+}
+
+TEST(Supervisor, SnapshotAsJson) {
+  ma::Supervisor sup("s-snapshot", with(ma::Strategy::one_for_one),
+                     {ma::ChildSpec::process("p", idle_forever),
+                      ma::ChildSpec::host("snap-host", ma::HostOptions(), {ma::ActorSpec::make("tally", "t", 0)})});
+  auto snap = sup.snapshot();
+  ASSERT_EQ(snap.children.size(), 2u);
+  EXPECT_EQ(snap.children[1].kind, "host");
+  EXPECT_EQ(snap.children[1].mailbox_depth, 0u);
+  auto json = nlohmann::json::parse(snap.to_json());
+  EXPECT_EQ(json["name"], "s-snapshot");
+  EXPECT_EQ(json["strategy"], "one_for_one");
+  EXPECT_EQ(json["children"][0]["id"], "p");
+  EXPECT_EQ(json["children"][0]["state"], "running");
+  EXPECT_EQ(json["children"][0]["pid"], pids(sup)["p"]);
+  EXPECT_EQ(json["children"][1]["mailbox_depth"], 0);
+  EXPECT_TRUE(json["children"][0]["last_exit"].is_null());
 }

@@ -21,7 +21,11 @@
 //   ones only after an abnormal exit (exit code != 0), temporary never.
 //   Strategies: one_for_one restarts the child; one_for_all stops the others
 //   (reverse order) and restarts all in order; rest_for_one does so for the
-//   children after it.
+//   children after it; simple_one_for_one makes children from a template
+//   with start_child() and restarts them one for one.
+// - auto_shutdown (OTP 24): when significant children exit for good, the
+//   supervisor stops the others and finishes (finished() true, failed()
+//   false; a nested one exits 0).
 // - Intensity: more than `restarts` restarts within `period` (OTP's default:
 //   1 in 5 s) make the supervisor give up: it stops every child, failed()
 //   becomes true with the reason, and (nested) its process exits with 1, which
@@ -53,7 +57,13 @@
 namespace mpx::actors {
 
 enum class RestartType { permanent, transient, temporary };
-enum class Strategy { one_for_one, one_for_all, rest_for_one };
+// simple_one_for_one: the one spec given is a template; children are made
+// from it by start_child() (ids "<template id>-1", "-2", ...) and restarted
+// one for one.
+enum class Strategy { one_for_one, one_for_all, rest_for_one, simple_one_for_one };
+// OTP 24's auto_shutdown: what the exit of a `significant` child (transient
+// or temporary) that is not restarted does to the supervisor.
+enum class AutoShutdown { never, any_significant, all_significant };
 
 // An actor a host child runs (spawned again at each restart of the host).
 struct ActorSpec {
@@ -94,6 +104,7 @@ struct ExitReport {
 
 struct SupervisorOptions {
   Strategy strategy = Strategy::one_for_one;
+  AutoShutdown auto_shutdown = AutoShutdown::never;
   Intensity intensity;
   Backoff backoff;
   std::function<void(const ExitReport&)> on_exit;  // runs on the watcher thread: keep it short
@@ -104,6 +115,11 @@ struct SupervisorOptions {
     return *this;
   }
   SupervisorOptions&& with_strategy(Strategy value) && { return std::move(with_strategy(value)); }
+  SupervisorOptions& with_auto_shutdown(AutoShutdown value) & {
+    auto_shutdown = value;
+    return *this;
+  }
+  SupervisorOptions&& with_auto_shutdown(AutoShutdown value) && { return std::move(with_auto_shutdown(value)); }
   SupervisorOptions& with_intensity(int restarts, std::chrono::milliseconds period) & {
     intensity = {restarts, period};
     return *this;
@@ -130,7 +146,8 @@ struct ChildSpec {
   std::string id;
   Kind kind = Kind::process;
   RestartType restart = RestartType::permanent;
-  std::chrono::milliseconds shutdown{5000};  // 0: brutal_kill
+  std::chrono::milliseconds shutdown{5000};  // 0: brutal_kill; milliseconds::max(): infinity
+  bool significant = false;                  // see AutoShutdown
   // process
   std::function<void()> target;
   // host
@@ -149,6 +166,11 @@ struct ChildSpec {
     return *this;
   }
   ChildSpec&& with_restart(RestartType value) && { return std::move(with_restart(value)); }
+  ChildSpec& with_significant(bool value = true) & {
+    significant = value;
+    return *this;
+  }
+  ChildSpec&& with_significant(bool value = true) && { return std::move(with_significant(value)); }
   ChildSpec& with_shutdown(std::chrono::milliseconds value) & {
     shutdown = value;
     return *this;
@@ -165,6 +187,32 @@ struct ChildInfo {
   std::optional<int> last_exit;
 };
 
+// The live state of one child, for a status endpoint (Supervisor::snapshot).
+struct ChildSnapshot {
+  std::string id;
+  std::string kind;   // "process", "host", "supervisor"
+  std::string state;  // "running", "restarting", "stopped"
+  pid_t pid = 0;
+  unsigned restarts = 0;
+  double uptime_s = 0;  // since the current process started; 0 when not running
+  std::optional<int> last_exit;
+  // hosts only: messages waiting, taken and not yet handled, dropped
+  std::optional<std::size_t> mailbox_depth;
+  std::optional<std::uint64_t> in_flight;
+  std::optional<std::uint64_t> dropped;
+};
+
+struct SupervisorSnapshot {
+  std::string name;
+  pid_t pid = 0;  // the process the supervisor runs in
+  std::string strategy;
+  bool failed = false;
+  std::string failure;
+  std::vector<ChildSnapshot> children;
+  // {"name": ..., "pid": ..., "strategy": ..., "failed": ..., "children": [{...}, ...]}
+  [[nodiscard]] std::string to_json(int indent = -1) const;
+};
+
 struct ChildCounts {
   std::size_t specs = 0, active = 0, supervisors = 0, workers = 0;
 };
@@ -177,6 +225,16 @@ class Supervisor {
   ~Supervisor();
 
   void stop();
+  // Dynamic children. start_child(spec) adds and starts a child under any
+  // strategy (ActorError if the id exists); start_child() makes one from the
+  // simple_one_for_one template and returns its id. terminate_child stops
+  // one in order and forgets it (it is not restarted).
+  std::string start_child(ChildSpec spec);
+  std::string start_child();
+  void terminate_child(const std::string& id);
+  // True once the supervisor stopped its children on its own: it gave up
+  // (failed()) or an auto_shutdown condition was met.
+  [[nodiscard]] bool finished() const;
   // True once the supervisor gave up (intensity); failure() says why.
   [[nodiscard]] bool failed() const;
   [[nodiscard]] std::string failure() const;
@@ -187,6 +245,7 @@ class Supervisor {
   [[nodiscard]] std::vector<ChildInfo> which_children() const;
   [[nodiscard]] ChildCounts count_children() const;
   [[nodiscard]] std::vector<ExitReport> reports() const;
+  [[nodiscard]] SupervisorSnapshot snapshot() const;
   // The Host of a host child (refs: host(id).actor(name)); throws ActorError.
   [[nodiscard]] Host host(const std::string& id) const;
 
