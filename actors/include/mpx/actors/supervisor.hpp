@@ -225,7 +225,9 @@ class Supervisor {
   ~Supervisor();
 
   void stop();
-  // Dynamic children. start_child(spec) adds and starts a child under any
+  // Dynamic children. The kernel ties a child's parent-death signal to the
+  // thread that forks it (Process): call these from a thread that lives as
+  // long as the supervisor. start_child(spec) adds and starts a child under any
   // strategy (ActorError if the id exists); start_child() makes one from the
   // simple_one_for_one template and returns its id. terminate_child stops
   // one in order and forgets it (it is not restarted).
