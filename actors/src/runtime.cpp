@@ -776,19 +776,6 @@ void Endpoint::on_cell_stopped(const std::shared_ptr<ActorCell>& cell, DownKind 
     cell->stop_reason = reason;
     watchers.swap(cell->watchers);
   }
-  {
-    std::lock_guard lock(mutex_);
-    if (!cell->ref.name().empty()) {
-      auto it = by_name_.find(cell->ref.name());
-      if (it != by_name_.end() && it->second == cell) by_name_.erase(it);
-    }
-    for (auto it = by_id_.begin(); it != by_id_.end(); ++it)
-      if (it->second == cell) {
-        by_id_.erase(it);
-        break;
-      }
-  }
-  cells_changed_.notify_all();
   get_logger()->debug("mpx actors: {} stopped: {}", cell->ref.to_string(), reason);
   Down down{cell->ref, kind, reason, {}};
   for (auto& watcher : watchers) {
@@ -803,6 +790,21 @@ void Endpoint::on_cell_stopped(const std::shared_ptr<ActorCell>& cell, DownKind 
       get_logger()->debug("mpx actors: down to {} dropped: {}", watcher.endpoint, e.what());
     }
   }
+  // Only now is the actor gone from the host's tables: a host shutting down
+  // waits for the tables to empty, so every Down above is sent before it exits.
+  {
+    std::lock_guard lock(mutex_);
+    if (!cell->ref.name().empty()) {
+      auto it = by_name_.find(cell->ref.name());
+      if (it != by_name_.end() && it->second == cell) by_name_.erase(it);
+    }
+    for (auto it = by_id_.begin(); it != by_id_.end(); ++it)
+      if (it->second == cell) {
+        by_id_.erase(it);
+        break;
+      }
+  }
+  cells_changed_.notify_all();
   // The cell's state (its behaviour and object) goes with the last reference.
 }
 
