@@ -100,6 +100,7 @@ void segfaulter() {
   if (first_incarnation(kSegfaulter)) {
     std::this_thread::sleep_for(150ms);
     (void)::prctl(PR_SET_DUMPABLE, 0);  // no core file
+    ::signal(SIGSEGV, SIG_DFL);         // sanitizer builds catch SIGSEGV themselves
     ::raise(SIGSEGV);
   }
   idle_forever();
@@ -153,20 +154,23 @@ int main(int argc, char** argv) {
                              .with_strategy(ma::Strategy::one_for_one)
                              .with_intensity(3, 5000ms)
                              .with_on_exit(nested_reports);
-    const auto escalating =
-        ma::SupervisorOptions().with_strategy(ma::Strategy::one_for_one).with_intensity(0, 5000ms).with_on_exit(nested_reports);
+    const auto escalating = ma::SupervisorOptions()
+                                .with_strategy(ma::Strategy::one_for_one)
+                                .with_intensity(0, 5000ms)
+                                .with_on_exit(nested_reports);
 
-    ma::Supervisor root("root",
-                        ma::SupervisorOptions()
-                            .with_strategy(ma::Strategy::rest_for_one)
-                            .with_intensity(3, 5000ms)
-                            .with_on_exit([](const ma::ExitReport& r) { print("report: " + r.to_string()); }),
-                        {ma::ChildSpec::process("logger", idle_forever),
-                         ma::ChildSpec::supervisor("workers", workers,
-                                                   {ma::ChildSpec::process("exiter", exiter),
-                                                    ma::ChildSpec::process("segfaulter", segfaulter),
-                                                    ma::ChildSpec::process("thrower", thrower)}),
-                         ma::ChildSpec::supervisor("escalating", escalating, {ma::ChildSpec::process("flaky", flaky)})});
+    ma::Supervisor root(
+        "root",
+        ma::SupervisorOptions()
+            .with_strategy(ma::Strategy::rest_for_one)
+            .with_intensity(3, 5000ms)
+            .with_on_exit([](const ma::ExitReport& r) { print("report: " + r.to_string()); }),
+        {ma::ChildSpec::process("logger", idle_forever),
+         ma::ChildSpec::supervisor(
+             "workers", workers,
+             {ma::ChildSpec::process("exiter", exiter), ma::ChildSpec::process("segfaulter", segfaulter),
+              ma::ChildSpec::process("thrower", thrower)}),
+         ma::ChildSpec::supervisor("escalating", escalating, {ma::ChildSpec::process("flaky", flaky)})});
     {
       std::string line = "tree started: root (rest_for_one) with";
       for (const auto& c : root.which_children()) line += " " + c.id + " (pid " + std::to_string(c.pid) + ")";
@@ -184,14 +188,15 @@ int main(int argc, char** argv) {
           if (r.child == "escalating" && r.exit_code == 1) escalation = r;
       if (escalation && !restarted)
         for (const auto& c : root.which_children())
-          if (c.id == "escalating" && c.state == "running" && c.restarts >= 1 && c.pid != escalation->pid) restarted = c;
+          if (c.id == "escalating" && c.state == "running" && c.restarts >= 1 && c.pid != escalation->pid)
+            restarted = c;
       leaves_restarted = true;
       for (std::size_t leaf = 0; leaf < kLeaves; ++leaf) leaves_restarted = leaves_restarted && starts(Leaf(leaf)) >= 2;
       if (escalation && restarted && leaves_restarted) break;
       std::this_thread::sleep_for(5ms);
     }
 
-    bool ok = escalation && restarted && leaves_restarted;
+    bool others_restarted = false;
     if (escalation && restarted)
       print("root saw the escalation: escalating (pid " + std::to_string(escalation->pid) +
             ") exited with 1; restarted as pid " + std::to_string(restarted->pid) + " (restart " +
@@ -200,19 +205,18 @@ int main(int argc, char** argv) {
     for (const auto& c : root.which_children()) {
       print(c.id + ": " + c.state + ", pid " + std::to_string(c.pid) + ", restarts " + std::to_string(c.restarts));
       // rest_for_one: escalating is the last child, so nothing else was restarted.
-      if (c.id != "escalating" && c.restarts != 0) ok = false;
+      if (c.id != "escalating" && c.restarts != 0) others_restarted = true;
     }
 
     print("stopping the tree");
     root.stop();
     print("tree stopped");
-    if (!ok) {
+    if (others_restarted) std::cerr << "supervision_tree: logger or workers was restarted" << std::endl;
+    if (!escalation || !restarted || !leaves_restarted)
       std::cerr << "supervision_tree: the expected events did not happen within " << timeout_s << " s"
                 << (escalation ? "" : " (no escalation)") << (restarted ? "" : " (escalating not restarted)")
                 << (leaves_restarted ? "" : " (a leaf was not restarted)") << std::endl;
-      return 1;
-    }
-    return 0;
+    return escalation && restarted && leaves_restarted && !others_restarted ? 0 : 1;
   } catch (const std::exception& e) {
     std::cerr << "supervision_tree: " << e.what() << std::endl;
     return 1;

@@ -313,7 +313,7 @@ struct Supervisor::Impl {
       int timeout_ms = 1000;
       {
         std::lock_guard lock(mutex);
-        if (finished) return;
+        if (finished || stopped) return;
         const auto now = Clock::now();
         for (std::size_t i = 0; i < children.size(); ++i) {
           auto& c = children[i];
@@ -329,6 +329,7 @@ struct Supervisor::Impl {
       ::poll(fds.data(), fds.size(), timeout_ms);
       if (stop_requested.load()) return;
       std::lock_guard lock(mutex);
+      if (stopped) return;
       if (fds[0].revents & POLLIN) {
         std::uint64_t n;
         [[maybe_unused]] auto r = ::read(wake.get(), &n, sizeof n);
@@ -382,17 +383,22 @@ Supervisor::~Supervisor() {
 }
 
 void Supervisor::stop() {
+  {
+    // Stop the children while the watcher thread still lives: it forked the
+    // restarted ones, whose parent-death signal fires when that thread ends.
+    std::lock_guard lock(impl_->mutex);
+    if (!impl_->stopped) {
+      impl_->stopped = true;  // the watcher restarts nothing from now on
+      impl_->stop_all();
+      for (auto& c : impl_->children)
+        if (c.host) c.host->shutdown(std::chrono::milliseconds(1000));  // retires the mailboxes
+      impl_->changed.notify_all();
+    }
+  }
   impl_->stop_requested.store(true);
   std::uint64_t one = 1;
   [[maybe_unused]] auto w = ::write(impl_->wake.get(), &one, sizeof one);
   if (impl_->watcher.joinable()) impl_->watcher.join();
-  std::lock_guard lock(impl_->mutex);
-  if (impl_->stopped) return;
-  impl_->stopped = true;
-  impl_->stop_all();
-  for (auto& c : impl_->children)
-    if (c.host) c.host->shutdown(std::chrono::milliseconds(1000));  // retires the mailboxes
-  impl_->changed.notify_all();
 }
 
 std::string Supervisor::start_child(ChildSpec spec) {
