@@ -15,8 +15,19 @@ namespace mpx::actors {
 
 std::string ActorRef::to_string() const {
   if (!valid()) return "<actor none>";
-  std::string who = name_.empty() ? "#" + std::to_string(id_ & 0xffffffffu) : name_;
-  return "<actor " + who + " on " + host_ + " pid " + std::to_string(pid_) + ">";
+  std::string out = "<actor ";
+  if (name_.empty()) {
+    out += '#';
+    out += std::to_string(id_ & 0xffffffffu);  // the counter; the high half is the host's incarnation
+  } else {
+    out += name_;
+  }
+  out += " on ";
+  out += host_;
+  out += " pid ";
+  out += std::to_string(pid_);
+  out += '>';
+  return out;
 }
 
 std::ostream& operator<<(std::ostream& out, const ActorRef& ref) { return out << ref.to_string(); }

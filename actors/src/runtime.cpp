@@ -305,9 +305,9 @@ void deliver_reply(const std::shared_ptr<ReplyTarget>& target, const Value& repl
   }
 }
 
-void deliver_error(const std::shared_ptr<ReplyTarget>& target, const std::string& kind, const std::string& type,
-                   const std::string& message) {
-  ErrorInfo info{kind, type, message, kind == "down" ? message : std::string()};
+namespace {
+// Fails a request: in this process directly, else as an error packet.
+void send_error(const std::shared_ptr<ReplyTarget>& target, ErrorInfo info) {
   if (target->local) {
     fulfil(target->local, {}, {}, std::move(info));
     return;
@@ -320,23 +320,16 @@ void deliver_error(const std::shared_ptr<ReplyTarget>& target, const std::string
   }
 }
 
-namespace {
 void deliver_down_error(const std::shared_ptr<ReplyTarget>& target, const std::string& message,
                         const std::string& reason) {
-  ErrorInfo info{"down", "", message, reason};
-  if (target->local) {
-    fulfil(target->local, {}, {}, std::move(info));
-    return;
-  }
-  try {
-    post_packet(target->endpoint, PacketKind::error, 0, "", 0, current_sender(), target->request_id,
-                borrow_value(info), Deadline::never(), true);
-  } catch (const ActorError& e) {
-    get_logger()->debug("mpx actors: error reply to {} dropped: {}", target->endpoint, e.what());
-  }
+  send_error(target, ErrorInfo{"down", "", message, reason});
 }
-
 }  // namespace
+
+void deliver_error(const std::shared_ptr<ReplyTarget>& target, const std::string& kind, const std::string& type,
+                   const std::string& message) {
+  send_error(target, ErrorInfo{kind, type, message, kind == "down" ? message : std::string()});
+}
 
 // Registers `monitor` as a watcher of its target, wherever the target lives.
 void watch(Endpoint& endpoint, const std::shared_ptr<MonitorState>& monitor, std::uint8_t flags) {
