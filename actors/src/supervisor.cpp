@@ -18,6 +18,7 @@
 
 #include "mpx/detail/unique_fd.hpp"
 #include "mpx/logging.hpp"
+#include "mpx/actors/detail/status_segment.hpp"
 #include "mpx/process.hpp"
 #include "runtime.hpp"
 
@@ -117,6 +118,12 @@ struct Supervisor::Impl {
   std::atomic<bool> stop_requested{false};
   std::thread watcher;
   std::mt19937 rng{std::random_device{}()};
+  std::unique_ptr<detail::StatusWriter> status;  // what mpx-top reads
+
+  SupervisorSnapshot snapshot_locked() const;
+  void publish_status() {
+    if (status && status->ok()) status->publish(snapshot_locked().to_json());
+  }
 
   void start_child(Child& c) {
     switch (c.spec.kind) {
@@ -227,6 +234,7 @@ struct Supervisor::Impl {
     stop_all();
     failed = true;
     finished = true;
+    publish_status();
     changed.notify_all();
   }
 
@@ -234,6 +242,7 @@ struct Supervisor::Impl {
     get_logger()->info("mpx supervisor {}: auto_shutdown: {}: stopping every child", name, why);
     stop_all();
     finished = true;
+    publish_status();
     changed.notify_all();
   }
 
@@ -310,7 +319,7 @@ struct Supervisor::Impl {
     while (!stop_requested.load()) {
       std::vector<pollfd> fds{{wake.get(), POLLIN, 0}};
       std::vector<std::size_t> who;
-      int timeout_ms = 1000;
+      int timeout_ms = 500;  // also the refresh period of the published status
       {
         std::lock_guard lock(mutex);
         if (finished || stopped) return;
@@ -342,6 +351,7 @@ struct Supervisor::Impl {
         }
       }
       restart_due();
+      publish_status();
       changed.notify_all();
     }
   }
@@ -371,6 +381,8 @@ Supervisor::Supervisor(std::string name, SupervisorOptions options, std::vector<
     for (auto it = impl_->children.rbegin(); it != impl_->children.rend(); ++it) impl_->stop_child(*it);
     throw;
   }
+  impl_->status = std::make_unique<detail::StatusWriter>(impl_->name);
+  impl_->publish_status();
   impl_->watcher = std::thread([impl = impl_.get()] { impl->watch(); });
 }
 
@@ -399,6 +411,8 @@ void Supervisor::stop() {
   std::uint64_t one = 1;
   [[maybe_unused]] auto w = ::write(impl_->wake.get(), &one, sizeof one);
   if (impl_->watcher.joinable()) impl_->watcher.join();
+  std::lock_guard lock(impl_->mutex);
+  impl_->status.reset();  // unlinks the status segment: mpx-top sees the tree gone
 }
 
 std::string Supervisor::start_child(ChildSpec spec) {
@@ -541,14 +555,18 @@ const char* strategy_name(Strategy strategy) {
 
 SupervisorSnapshot Supervisor::snapshot() const {
   std::lock_guard lock(impl_->mutex);
+  return impl_->snapshot_locked();
+}
+
+SupervisorSnapshot Supervisor::Impl::snapshot_locked() const {
   SupervisorSnapshot snap;
-  snap.name = impl_->name;
+  snap.name = name;
   snap.pid = ::getpid();
-  snap.strategy = strategy_name(impl_->options.strategy);
-  snap.failed = impl_->failed;
-  snap.failure = impl_->failure;
+  snap.strategy = strategy_name(options.strategy);
+  snap.failed = failed;
+  snap.failure = failure;
   const auto now = Clock::now();
-  for (const auto& c : impl_->children) {
+  for (const auto& c : children) {
     if (c.removed) continue;
     ChildSnapshot child;
     child.id = c.spec.id;
@@ -556,13 +574,13 @@ SupervisorSnapshot Supervisor::snapshot() const {
     child.restarts = c.restarts;
     child.last_exit = c.last_exit;
     switch (c.state) {
-      case Impl::Child::State::running:
+      case Child::State::running:
         child.state = "running";
         child.pid = c.handle->pid();
         child.uptime_s = std::chrono::duration<double>(now - c.started_at).count();
         break;
-      case Impl::Child::State::restarting: child.state = "restarting"; break;
-      case Impl::Child::State::stopped: child.state = "stopped"; break;
+      case Child::State::restarting: child.state = "restarting"; break;
+      case Child::State::stopped: child.state = "stopped"; break;
     }
     if (c.host) {
       child.mailbox_depth = c.host->mailbox_depth();
