@@ -266,6 +266,7 @@ struct Supervisor::Impl {
   void on_exit(std::size_t index) {
     Child& c = children[index];
     c.state = Child::State::stopped;
+    if (c.host) (void)c.host->is_alive();  // records the death in its mailbox: requests fail at once meanwhile
     const auto code = c.handle->exitcode();
     report(c, code && *code < 0 ? "killed by signal" : "exited");
     const bool abnormal = !code || *code != 0;
