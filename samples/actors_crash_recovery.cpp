@@ -35,6 +35,7 @@
 #include <string>
 
 #include "mpx/actors.hpp"
+#include "sample_support.hpp"
 #include "mpx/event.hpp"
 #include "mpx/sharedctypes.hpp"
 
@@ -43,11 +44,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// One line, one write(2): lines of concurrent processes never interleave.
-void say(const std::string& line) {
-  std::string s = line + "\n";
-  [[maybe_unused]] auto n = ::write(1, s.data(), s.size());
-}
+using mpx::samples::say;
 
 struct Numbered {
   std::uint32_t seq = 0;

@@ -25,17 +25,14 @@
 #include <vector>
 
 #include "mpx/actors.hpp"
+#include "sample_support.hpp"
 
 namespace ma = mpx::actors;
 using namespace std::chrono_literals;
 
 namespace {
 
-// One line, one write(2): lines of concurrent processes never interleave.
-void say(const std::string& line) {
-  std::string s = line + "\n";
-  [[maybe_unused]] auto n = ::write(1, s.data(), s.size());
-}
+using mpx::samples::say;
 
 struct Ping {
   std::uint64_t seq = 0;

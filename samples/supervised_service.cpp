@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "mpx/actors.hpp"
+#include "sample_support.hpp"
 #include "mpx/event.hpp"
 #include "mpx/sharedctypes.hpp"
 
@@ -51,11 +52,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// One line, one write(2): lines of concurrent processes never interleave.
-void say(const std::string& line) {
-  std::string s = line + "\n";
-  [[maybe_unused]] auto n = ::write(1, s.data(), s.size());
-}
+using mpx::samples::say;
 
 struct Task {
   std::int32_t id = 0;

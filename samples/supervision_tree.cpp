@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "mpx/actors.hpp"
+#include "sample_support.hpp"
 #include "mpx/sharedctypes.hpp"
 
 namespace ma = mpx::actors;
@@ -50,11 +51,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// One line, one write(2): lines of concurrent processes never interleave.
-void say(const std::string& line) {
-  std::string s = line + "\n";
-  [[maybe_unused]] auto n = ::write(1, s.data(), s.size());
-}
+using mpx::samples::say;
 
 // Printing in this process: main and root's watcher thread (on_exit) take
 // turns. Only this process uses it: the nested supervisors are forked and
