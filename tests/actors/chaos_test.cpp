@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "mpx/actors.hpp"
+#include "actor_ledger.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -28,44 +29,11 @@ namespace ma = mpx::actors;
 
 namespace {
 
-constexpr std::uint32_t kMaxMessages = 16'000'000;  // the producer stops here (steady load for ~10 s)
-
-struct Numbered {
-  std::uint32_t seq = 0;
-  template <class A>
-  void serialize(A& ar) {
-    ar(seq);
-  }
-};
-struct Flush {
-  template <class A>
-  void serialize(A&) {}
-};
-
-// Shared with every host (anonymous MAP_SHARED, made before any fork).
-struct Ledger {
-  std::atomic<std::uint8_t> handled[kMaxMessages];
-  std::atomic<std::uint8_t> flagged[kMaxMessages];
-};
-Ledger* ledger() {
-  static Ledger* l = [] {
-    void* p = ::mmap(nullptr, sizeof(Ledger), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
-    return static_cast<Ledger*>(p);
-  }();
-  return l;
-}
-
-ma::Behavior chaos_worker(ma::Context& self) {
-  return {
-      [&self](const Numbered& m) {
-        if (self.redelivered()) ledger()->flagged[m.seq].store(1);
-        ledger()->handled[m.seq].fetch_add(1);
-      },
-      [](const Flush&) { return true; },
-  };
-}
-MPX_REGISTER_ACTOR(chaos_worker);
+using mpx::test::Flush;
+using mpx::test::Ledger;
+using mpx::test::ledger;
+using mpx::test::Numbered;
+constexpr std::uint32_t kMaxMessages = mpx::test::kLedgerSize;  // the producer stops here (steady load for ~10 s)
 
 std::size_t open_fds() {
   std::size_t n = 0;
@@ -81,7 +49,7 @@ std::vector<ma::ChildSpec> hosts(const std::string& prefix) {
   std::vector<ma::ChildSpec> specs;
   for (int i = 0; i < 4; ++i)
     specs.push_back(ma::ChildSpec::host(prefix + std::to_string(i), ma::HostOptions(),
-                                        {ma::ActorSpec::make("chaos_worker", "w")}));
+                                        {ma::ActorSpec::make("mpx::test::ledger_keeper", "w")}));
   return specs;
 }
 
@@ -90,7 +58,7 @@ std::vector<ma::ChildSpec> hosts(const std::string& prefix) {
 TEST(Chaos, TwoSupervisorsFourHostsEachRandomKillsNothingLost) {
   const int seconds = std::getenv("MPX_CHAOS_SECONDS") ? std::atoi(std::getenv("MPX_CHAOS_SECONDS")) : 10;
   Ledger* l = ledger();
-  std::memset(static_cast<void*>(l), 0, sizeof(Ledger));
+  l->clear();
   const auto shm_before = mpx::test::dev_shm_names();
   std::size_t fds_before = 0;
   std::uint32_t sent = 0;

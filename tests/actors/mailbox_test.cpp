@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "actor_ledger.hpp"
 #include "child_process.hpp"
 #include "mpx/actors.hpp"
 #include "mpx/actors/detail/mailbox.hpp"
@@ -245,51 +246,18 @@ namespace {
 
 constexpr int kMessages = 100000;
 
-struct Numbered {
-  std::uint32_t seq = 0;
-  template <class A>
-  void serialize(A& ar) {
-    ar(seq);
-  }
-};
-struct Flush {
-  template <class A>
-  void serialize(A&) {}
-};
-
-// Per sequence number: how often it was handled, and whether a handling was
-// flagged redelivered. Shared with the hosts (anonymous MAP_SHARED, made before they fork).
-struct Ledger {
-  std::atomic<std::uint8_t> handled[kMessages];
-  std::atomic<std::uint8_t> flagged[kMessages];
-};
-Ledger* ledger() {
-  static Ledger* l = [] {
-    void* p = ::mmap(nullptr, sizeof(Ledger), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
-    return static_cast<Ledger*>(p);
-  }();
-  return l;
-}
-
-ma::Behavior ledger_keeper(ma::Context& self) {
-  return {
-      [&self](const Numbered& m) {
-        if (self.redelivered()) ledger()->flagged[m.seq].store(1);
-        ledger()->handled[m.seq].fetch_add(1);
-      },
-      [](const Flush&) { return true; },
-  };
-}
-MPX_REGISTER_ACTOR(ledger_keeper);
+using mpx::test::Flush;
+using mpx::test::Ledger;
+using mpx::test::ledger;
+using mpx::test::Numbered;
 
 }  // namespace
 
 TEST(HostMailbox, SigkilledThreeTimesEveryMessageHandledOnlyInHandOnesTwice) {
   Ledger* l = ledger();
-  std::memset(static_cast<void*>(l), 0, sizeof(Ledger));
+  l->clear();
   ma::Host host("mb-crash", ma::HostOptions().with_mailbox(ma::MailboxOptions().with_capacity(2 * kMessages)));
-  auto keeper = host.spawn("ledger_keeper", "keeper");
+  auto keeper = host.spawn("mpx::test::ledger_keeper", "keeper");
   std::mt19937 rng(std::random_device{}());
   std::vector<int> kill_at;
   for (int k = 0; k < 3; ++k) kill_at.push_back(std::uniform_int_distribution<int>(1000, kMessages - 1000)(rng));
