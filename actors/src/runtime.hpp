@@ -110,6 +110,7 @@ struct PendingRequest {
   std::mutex mutex;
   std::condition_variable cv;
   bool done = false;
+  std::atomic<bool> done_flag{false};  // `done`, readable without the mutex (the waiter spins on it first)
   Value local;                 // a reply from this process
   Bytes encoded;               // a reply from another process
   std::optional<ErrorInfo> error;
