@@ -38,15 +38,16 @@ std::string table(const nlohmann::json& tree) {
                     cell(tree["strategy"]) + ")" +
                     (tree.value("failed", false) ? "  FAILED: " + tree.value("failure", std::string()) : "") + "\n";
   char line[256];
-  std::snprintf(line, sizeof line, "%-20s %-10s %-10s %8s %9s %10s %9s %8s %9s\n", "CHILD", "KIND", "STATE", "PID",
-                "RESTARTS", "UPTIME_S", "LAST_EXIT", "MAILBOX", "IN_FLIGHT");
+  std::snprintf(line, sizeof line, "%-20s %-10s %-10s %8s %9s %10s %9s %8s %9s %10s\n", "CHILD", "KIND", "STATE",
+                "PID", "RESTARTS", "UPTIME_S", "LAST_EXIT", "MAILBOX", "IN_FLIGHT", "MSG/S");
   out += line;
   for (const auto& c : tree["children"]) {
-    std::snprintf(line, sizeof line, "%-20s %-10s %-10s %8s %9s %10s %9s %8s %9s\n", cell(c["id"]).c_str(),
+    std::snprintf(line, sizeof line, "%-20s %-10s %-10s %8s %9s %10s %9s %8s %9s %10s\n", cell(c["id"]).c_str(),
                   cell(c["kind"]).c_str(), cell(c["state"]).c_str(), cell(c["pid"]).c_str(),
                   cell(c["restarts"]).c_str(), cell(c["uptime_s"]).c_str(), cell(c["last_exit"]).c_str(),
                   cell(c.value("mailbox_depth", nlohmann::json())).c_str(),
-                  cell(c.value("in_flight", nlohmann::json())).c_str());
+                  cell(c.value("in_flight", nlohmann::json())).c_str(),
+                  cell(c.value("messages_per_s", nlohmann::json())).c_str());
     out += line;
   }
   return out;

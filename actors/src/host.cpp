@@ -301,6 +301,7 @@ unsigned Host::restarts() const {
 std::size_t Host::mailbox_depth() const { return control_->mailbox->depth(); }
 std::uint64_t Host::dropped() const { return control_->mailbox->dropped(); }
 std::uint64_t Host::in_flight() const { return control_->mailbox->in_flight(); }
+std::uint64_t Host::messages_taken() const { return control_->mailbox->taken_total(); }
 
 std::string Host::to_string() const {
   std::string state = is_alive() ? "running" : "stopped";

@@ -62,6 +62,7 @@ struct alignas(64) MailboxHeader {
   std::atomic<std::uint64_t> free_pos;
   alignas(64) std::atomic<std::int64_t> depth;
   std::atomic<std::uint64_t> dropped;
+  std::atomic<std::uint64_t> taken_total;  // records taken by any incarnation (message rates)
   alignas(64) std::atomic<std::uint32_t> not_empty_seq;
   std::atomic<std::uint32_t> consumer_sleeping;
   alignas(64) std::atomic<std::uint32_t> not_full_seq;
@@ -304,8 +305,10 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline) {
       std::uint32_t phase = rec.phase.load(std::memory_order_acquire);
       if (phase == kReady) {
         if (rec.phase.compare_exchange_strong(phase, kTaken, std::memory_order_acq_rel)) {
-          if ((rec.flags.load(std::memory_order_relaxed) & kFlagControl) == 0)
+          if ((rec.flags.load(std::memory_order_relaxed) & kFlagControl) == 0) {
             h.depth.fetch_sub(1, std::memory_order_seq_cst);
+            h.taken_total.fetch_add(1, std::memory_order_relaxed);
+          }
           h.read_pos.store(r + rec.total, std::memory_order_release);
           notify_producers();
           const auto* payload = reinterpret_cast<const std::byte*>(&rec) + sizeof(RecordHeader);
@@ -422,6 +425,7 @@ std::size_t Mailbox::depth() const noexcept {
 }
 std::uint64_t Mailbox::write_position() const noexcept { return header_->write_pos.load(std::memory_order_seq_cst); }
 std::uint64_t Mailbox::read_position() const noexcept { return header_->read_pos.load(std::memory_order_seq_cst); }
+std::uint64_t Mailbox::taken_total() const noexcept { return header_->taken_total.load(std::memory_order_relaxed); }
 std::uint64_t Mailbox::dropped() const noexcept { return header_->dropped.load(std::memory_order_relaxed); }
 std::uint64_t Mailbox::in_flight() const noexcept {
   std::uint64_t n = 0;

@@ -98,7 +98,10 @@ struct Supervisor::Impl {
     Clock::time_point started_at{};
     Clock::time_point restart_at{};
     std::optional<int> last_exit;
-    bool removed = false;  // terminate_child: kept (indices stay valid), not shown
+    bool removed = false;
+    // The previous snapshot's reading of the host's message count, for rates.
+    mutable std::uint64_t rate_count = 0;
+    mutable Clock::time_point rate_at{};  // terminate_child: kept (indices stay valid), not shown
   };
 
   std::string name;
@@ -587,6 +590,13 @@ SupervisorSnapshot Supervisor::Impl::snapshot_locked() const {
       child.mailbox_depth = c.host->mailbox_depth();
       child.in_flight = c.host->in_flight();
       child.dropped = c.host->dropped();
+      const std::uint64_t taken = c.host->messages_taken();
+      if (c.rate_at != Clock::time_point{}) {
+        const double dt = std::chrono::duration<double>(now - c.rate_at).count();
+        if (dt > 0) child.messages_per_s = static_cast<double>(taken - c.rate_count) / dt;
+      }
+      c.rate_count = taken;
+      c.rate_at = now;
     }
     snap.children.push_back(std::move(child));
   }
@@ -608,6 +618,7 @@ std::string SupervisorSnapshot::to_json(int indent) const {
     if (c.mailbox_depth) child["mailbox_depth"] = *c.mailbox_depth;
     if (c.in_flight) child["in_flight"] = *c.in_flight;
     if (c.dropped) child["dropped"] = *c.dropped;
+    if (c.messages_per_s) child["messages_per_s"] = *c.messages_per_s;
     tree["children"].push_back(std::move(child));
   }
   return tree.dump(indent);

@@ -347,3 +347,17 @@ TEST(Supervisor, SnapshotAsJson) {
   EXPECT_EQ(json["children"][1]["mailbox_depth"], 0);
   EXPECT_TRUE(json["children"][0]["last_exit"].is_null());
 }
+
+TEST(Supervisor, SnapshotShowsAHostsMessageRate) {
+  ma::Supervisor sup("s-rate", with(ma::Strategy::one_for_one),
+                     {ma::ChildSpec::host("rate-host", ma::HostOptions(), {ma::ActorSpec::make("tally", "t", 0)})});
+  (void)sup.snapshot();  // a baseline (the published status also takes readings)
+  auto t = sup.host("rate-host").actor("t");
+  for (int i = 0; i < 100; ++i) t.send(Bump{});
+  EXPECT_EQ(t.request<int>(Read{}).get(30s), 100);  // all taken by now
+  EXPECT_GE(sup.host("rate-host").messages_taken(), 101u);
+  auto second = sup.snapshot();
+  ASSERT_TRUE(second.children[0].messages_per_s);
+  EXPECT_GT(*second.children[0].messages_per_s, 0.0);
+  EXPECT_NE(second.to_json().find("\"messages_per_s\""), std::string::npos);
+}

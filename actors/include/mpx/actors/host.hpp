@@ -141,6 +141,9 @@ class Host {
   [[nodiscard]] std::size_t mailbox_depth() const;
   [[nodiscard]] std::uint64_t dropped() const;
   [[nodiscard]] std::uint64_t in_flight() const;
+  // Messages the host has taken from its mailbox since it was made (all
+  // incarnations): the difference of two readings is a message rate.
+  [[nodiscard]] std::uint64_t messages_taken() const;
 
   // <Host worker-1 pid 4242 running>
   [[nodiscard]] std::string to_string() const;

@@ -200,6 +200,7 @@ struct ChildSnapshot {
   std::optional<std::size_t> mailbox_depth;
   std::optional<std::uint64_t> in_flight;
   std::optional<std::uint64_t> dropped;
+  std::optional<double> messages_per_s;  // taken by the host since the previous snapshot (the 0.5 s published ones count)
 };
 
 struct SupervisorSnapshot {

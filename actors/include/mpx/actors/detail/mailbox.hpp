@@ -104,6 +104,7 @@ class Mailbox {
   [[nodiscard]] std::uint64_t write_position() const noexcept;
   [[nodiscard]] std::uint64_t read_position() const noexcept;
   [[nodiscard]] std::uint64_t dropped() const noexcept;    // by drop_oldest
+  [[nodiscard]] std::uint64_t taken_total() const noexcept;  // messages taken by the host, all incarnations
   [[nodiscard]] std::uint64_t in_flight() const noexcept;  // taken, not yet completed (records)
   [[nodiscard]] pid_t consumer_pid() const noexcept;
   [[nodiscard]] std::uint32_t incarnation() const noexcept;
