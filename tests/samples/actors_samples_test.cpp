@@ -22,10 +22,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-mpx::test::RunResult run(const std::string& name, std::vector<std::string> args = {}) {
-  std::vector<std::string> argv{sample_path(name)};
-  argv.insert(argv.end(), args.begin(), args.end());
-  return run_program(argv, 120s);  // then SIGKILLed; its hosts die with it (PR_SET_PDEATHSIG)
+mpx::test::RunResult run(const std::string& name, const std::vector<std::string>& args = {}) {
+  return mpx::test::run_sample(name, args, 120s);  // then SIGKILLed; its hosts die with it (PR_SET_PDEATHSIG)
 }
 
 bool has_line(const std::string& out, const std::string& line) {

@@ -95,6 +95,14 @@ inline RunResult run_program(const std::vector<std::string>& argv,
   return r;
 }
 
+// Runs the sample program `name` (build/samples/<name>) with `args`.
+inline RunResult run_sample(const std::string& name, const std::vector<std::string>& args,
+                            std::chrono::duration<double> timeout) {
+  std::vector<std::string> argv{sample_path(name)};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_program(argv, timeout);
+}
+
 inline std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;
   std::istringstream in(text);

@@ -3,7 +3,7 @@
 //     mpx::actors::ActorRef a = worker.spawn("adder", "adder-1");
 //     a.send(Add{3, 4});                          // fire and forget
 //     int sum = a.request<int>(Add{1, 2}).get(1s);
-//     std::cout << a;                             // <actor adder-1 on worker-1 pid 4242>
+//     a.to_string();                              // "<actor adder-1 on worker-1 pid 4242>" (also operator<<)
 //
 // Contract
 // - An ActorRef names (host, actor name, instance id). It is a value:
