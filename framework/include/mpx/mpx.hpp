@@ -21,7 +21,10 @@
 #include "mpx/pipe.hpp"
 #include "mpx/queue.hpp"
 
-// The actor layer sits above the framework; include it when it is there.
+// The pool and the actor layer sit above the framework; include them when they are there.
+#if __has_include("mpx/pool.hpp")
+#include "mpx/pool.hpp"
+#endif
 #if __has_include("mpx/actors.hpp")
 #include "mpx/actors.hpp"
 #endif

@@ -1,5 +1,6 @@
-// mpx/actors/errors.hpp: what the actor layer throws. Every type derives from
-// mpx::actors::ActorError, itself an mpx::Error.
+// mpx/actors/errors.hpp: what the actor layer throws. Every type is an
+// mpx::Error; the actor layer's own ones derive from mpx::actors::ActorError,
+// RemoteError and TimeoutError are the library-wide ones of mpx/error.hpp.
 //
 //   ActorError        misuse and setup failures (bad options, a host that
 //                     cannot start, spawn arguments of the wrong types)
@@ -7,6 +8,7 @@
 //   ActorDown         the target actor is gone, or its host process died or
 //                     is not running; reason() says which
 //   RemoteError       a handler threw: type() and message() of the exception
+//                     (mpx::RemoteError, shared with the other layers)
 //   Unhandled         the actor has no handler for the message's type
 //   MailboxFull       a send found the target's mailbox at its bound
 //   MessageTooLarge   a message larger than the target mailbox accepts
@@ -17,16 +19,6 @@
 #include <string>
 
 #include "mpx/error.hpp"
-
-namespace mpx {
-
-// A timed wait that ran out (Python's TimeoutError / multiprocessing.TimeoutError).
-class TimeoutError : public Error {
- public:
-  using Error::Error;
-};
-
-}  // namespace mpx
 
 namespace mpx::actors {
 
@@ -51,18 +43,8 @@ class ActorDown : public ActorError {
   std::string reason_;
 };
 
-class RemoteError : public ActorError {
- public:
-  RemoteError(std::string type, std::string message)
-      : ActorError("mpx::actors::RemoteError: " + type + ": " + message), type_(std::move(type)),
-        message_(std::move(message)) {}
-  [[nodiscard]] const std::string& type() const noexcept { return type_; }
-  [[nodiscard]] const std::string& message() const noexcept { return message_; }
-
- private:
-  std::string type_;
-  std::string message_;
-};
+// A handler threw (the same type a pool task or a manager method throws).
+using RemoteError = mpx::RemoteError;
 
 class Unhandled : public ActorError {
  public:

@@ -1,0 +1,177 @@
+// mpx/detail/pool_task.hpp: how a Pool task crosses to a worker and back.
+//
+// A task is (invoker, target, arguments): the invoker is an instantiation of
+// one of the templates below for the target's type, and both are sent as
+// code addresses. That is sound because every worker is a fork of this
+// program image (directly, or through the fork server, itself forked from
+// it): code addresses are the same in all of them. Data never crosses as an
+// address: arguments and results are encoded with mpx::encode.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <cereal/types/string.hpp>
+#include <cereal/types/tuple.hpp>
+#include <cereal/types/vector.hpp>
+
+#include "mpx/serialization.hpp"
+
+namespace mpx::detail::pool {
+
+// Runs a task in a worker: decodes `arguments`, calls the target, encodes the
+// result into `result`. Throws what the target threw (a single task); chunk
+// invokers catch each item's exception and never throw for it.
+using TaskInvoker = void (*)(std::uintptr_t target, std::span<const std::byte> arguments, Bytes& result);
+
+struct ErrorInfo {
+  std::string type;
+  std::string message;
+  template <class A>
+  void serialize(A& ar) {
+    ar(type, message);
+  }
+};
+
+// Inside a catch block: the type name and message of the exception in
+// flight. Rethrows mpx::SystemExit (mpx::exit in a task ends the worker).
+ErrorInfo describe_current_exception();
+
+struct ItemError {
+  std::uint64_t index = 0;  // position in the chunk
+  ErrorInfo error;
+  template <class A>
+  void serialize(A& ar) {
+    ar(index, error);
+  }
+};
+
+// The outcome of a chunk: the values of the items that succeeded, in order,
+// and the errors of those that did not, by position.
+template <class R>
+struct ChunkResult {
+  std::vector<R> values;
+  std::vector<ItemError> errors;
+  template <class A>
+  void serialize(A& ar) {
+    ar(values, errors);
+  }
+};
+
+struct Unit {
+  template <class A>
+  void serialize(A&) {}
+};
+
+// A target a worker can run: a plain function (sent as its address), or a
+// class with no state that the worker default-constructs (captureless
+// lambdas, function objects without members).
+template <class F>
+concept Target = (std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>) ||
+                 (std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>);
+
+template <class F>
+std::uintptr_t target_address(const F& fn) {
+  if constexpr (std::is_pointer_v<F>)
+    return reinterpret_cast<std::uintptr_t>(fn);
+  else
+    return 0;
+}
+
+template <class F>
+F resolve_target(std::uintptr_t address) {
+  if constexpr (std::is_pointer_v<F>)
+    return reinterpret_cast<F>(address);
+  else
+    return F{};
+}
+
+template <class F, class... A>
+using apply_result_t = std::invoke_result_t<F&, A&...>;
+
+template <class F, class... A>
+void invoke_apply(std::uintptr_t target, std::span<const std::byte> arguments, Bytes& result) {
+  auto values = decode<std::tuple<A...>>(arguments);
+  F fn = resolve_target<F>(target);
+  if constexpr (std::is_void_v<apply_result_t<F, A...>>) {
+    std::apply(fn, values);
+    encode_into(result, Unit{});
+  } else {
+    encode_into(result, std::decay_t<apply_result_t<F, A...>>(std::apply(fn, values)));
+  }
+}
+
+// One chunk of map (Spread = false: f(item)) or starmap (Spread = true:
+// f(item's tuple elements...)).
+template <class F, class Item, bool Spread>
+struct ChunkCall {
+  static decltype(auto) call(F& fn, Item& item) {
+    if constexpr (Spread)
+      return std::apply(fn, item);
+    else
+      return std::invoke(fn, item);
+  }
+  using Result = std::decay_t<decltype(call(std::declval<F&>(), std::declval<Item&>()))>;
+};
+
+template <class F, class Item, bool Spread>
+void invoke_chunk(std::uintptr_t target, std::span<const std::byte> arguments, Bytes& result) {
+  using Call = ChunkCall<F, Item, Spread>;
+  auto items = decode<std::vector<Item>>(arguments);
+  F fn = resolve_target<F>(target);
+  ChunkResult<typename Call::Result> outcome;
+  outcome.values.reserve(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    try {
+      outcome.values.push_back(Call::call(fn, items[i]));
+    } catch (...) {
+      outcome.errors.push_back(ItemError{i, describe_current_exception()});
+    }
+  }
+  encode_into(result, outcome);
+}
+
+template <class I, class... A>
+void invoke_initializer(std::uintptr_t target, std::span<const std::byte> arguments, Bytes&) {
+  auto values = decode<std::tuple<A...>>(arguments);
+  I fn = resolve_target<I>(target);
+  std::apply(fn, values);
+}
+
+// The parent's side of a task: where its outcome goes. Called on the pool's
+// own thread only, one call at a time.
+class TaskSink {
+ public:
+  virtual ~TaskSink() = default;
+  // The worker's result bytes for chunk `chunk` (a decode error is the
+  // caller's to turn into failed()).
+  virtual void succeeded(std::size_t chunk, std::span<const std::byte> result) = 0;
+  // The task failed as a whole: the target threw (single tasks), its
+  // worker was lost, it timed out, or the pool was terminated.
+  virtual void failed(std::size_t chunk, std::exception_ptr error) = 0;
+  // A loss that will be retried.
+  virtual void retried() {}
+};
+
+struct TaskSpec {
+  TaskInvoker invoker = nullptr;
+  std::uintptr_t target = 0;
+  std::shared_ptr<const Bytes> arguments;
+  std::shared_ptr<TaskSink> sink;
+  std::size_t chunk = 0;
+  std::optional<std::chrono::milliseconds> timeout;  // empty: the pool's
+  std::optional<int> retries;                        // empty: the pool's
+};
+
+}  // namespace mpx::detail::pool
