@@ -3,11 +3,17 @@
 // workers on request so that a multi-threaded parent never forks itself.
 //
 // Protocol, over a SOCK_SEQPACKET socketpair (one datagram per message):
-//   parent -> server  ForkRequest (encoded with mpx::encode)
-//   server -> parent  ForkReply, with SCM_RIGHTS [pidfd, status pipe read end]
+//   parent -> server  ForkRequest (encoded with mpx::encode), with an id
+//   server -> parent  ForkReply with the same id, and SCM_RIGHTS [pidfd,
+//                     status pipe read end]
+// The id lets the parent discard the late reply of a request that timed out
+// (it kills that worker) instead of taking it for the next request's.
 // The server reaps each worker and writes its exit code (an int) into the
 // worker's status pipe; the parent's join() waits on that pipe. The server
 // dies with its parent (PR_SET_PDEATHSIG), and the workers with the server.
+// It ignores SIGINT (Ctrl-C reaches the whole foreground process group) as
+// Python's does; when it died anyway, the parent reaps it and the next
+// start() forks a new one.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -19,11 +25,11 @@
 
 #include <cereal/types/string.hpp>
 #include <cereal/types/vector.hpp>
+#include <atomic>
 #include <cstring>
 #include <dirent.h>
 #include <map>
 #include <mutex>
-#include <system_error>
 
 #include "mpx/detail/deadline.hpp"
 #include "mpx/logging.hpp"
@@ -34,7 +40,7 @@ namespace mpx::detail {
 namespace {
 
 constexpr std::size_t kMaxRequestSize = 160 * 1024;
-constexpr auto kReplyTimeout = std::chrono::seconds(30);
+std::atomic<std::int64_t> g_reply_timeout_ms{30'000};
 
 struct ForkRequest {
   std::string function;
@@ -45,20 +51,22 @@ struct ForkRequest {
   std::string parent_name;
   int parent_pid = 0;
   int log_level = 0;
+  std::uint64_t id = 0;
 
   template <class Archive>
   void serialize(Archive& ar) {
-    ar(function, arguments, name, daemon, identity, parent_name, parent_pid, log_level);
+    ar(id, function, arguments, name, daemon, identity, parent_name, parent_pid, log_level);
   }
 };
 
 struct ForkReply {
+  std::uint64_t id = 0;  // the request's
   int pid = 0;
-  std::string error;  // empty on success
+  std::string error;     // empty on success
 
   template <class Archive>
   void serialize(Archive& ar) {
-    ar(pid, error);
+    ar(id, pid, error);
   }
 };
 
@@ -74,10 +82,12 @@ FunctionRegistry& functions() {
 
 // The client side, in the process that started the server.
 struct Client {
-  std::mutex mutex;  // one request/reply exchange at a time
+  std::mutex mutex;  // one request/reply exchange at a time; guards the rest
   UniqueFd socket;
+  UniqueFd server_pidfd;  // tells a dead server, and reaps it
   pid_t server_pid = 0;
   pid_t owner = 0;
+  std::uint64_t last_id = 0;
 };
 Client& client() {
   static Client* c = new Client();  // never destroyed: used from the atexit handler
@@ -87,7 +97,24 @@ Client& client() {
 // In the server: descriptors a worker must not inherit.
 std::vector<int>* g_server_fds = nullptr;
 
-[[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+// In the server: the dispositions it changed, as the parent had them; its
+// workers get them back (as a fork child would have them).
+constexpr int kServerSignals[] = {SIGINT, SIGPIPE, SIGCHLD};
+struct sigaction g_inherited[std::size(kServerSignals)];
+
+[[noreturn]] void throw_errno(const std::string& what) { throw ProcessOSError(what, errno); }
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+void pidfd_kill(int pidfd) { ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0); }
+
+// Waits at most `ms` for `fd` to become readable.
+bool wait_readable(int fd, int ms) {
+  pollfd p{fd, POLLIN, 0};
+  int rc;
+  do rc = ::poll(&p, 1, ms);
+  while (rc < 0 && errno == EINTR);
+  return rc > 0;
+}
 
 void send_with_fds(int socket, std::span<const std::byte> data, std::initializer_list<int> fds) {
   iovec iov{const_cast<std::byte*>(data.data()), data.size()};
@@ -107,7 +134,7 @@ void send_with_fds(int socket, std::span<const std::byte> data, std::initializer
   ssize_t n;
   do n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
-  if (n < 0) throw_errno("fork server sendmsg");
+  if (n < 0) throw_errno("sending to the fork server (sendmsg)");
 }
 
 // Receives one datagram; fills up to two received descriptors. Returns the
@@ -123,7 +150,7 @@ std::size_t receive_with_fds(int socket, std::vector<std::byte>& buffer, UniqueF
   ssize_t n;
   do n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
   while (n < 0 && errno == EINTR);
-  if (n < 0) throw_errno("fork server recvmsg");
+  if (n < 0) throw_errno("receiving from the fork server (recvmsg)");
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
       std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -154,8 +181,11 @@ struct Worker {
 
 [[noreturn]] void run_worker(const ForkRequest& request, pid_t server_pid) {
   for (int fd : *g_server_fds) ::close(fd);
-  ChildIdentity who{request.name, request.daemon, request.identity,
-                    ProcessInfo{request.parent_name, request.parent_pid, false}, server_pid};
+  for (std::size_t i = 0; i < std::size(kServerSignals); ++i) ::sigaction(kServerSignals[i], &g_inherited[i], nullptr);
+  ProcessInfo parent;
+  parent.name = request.parent_name;
+  parent.pid = request.parent_pid;
+  ChildIdentity who{request.name, request.daemon, request.identity, parent, server_pid, StartMethod::forkserver};
   become_child(who);
   get_logger()->set_level(static_cast<spdlog::level::level_enum>(request.log_level));
   auto invoker = functions().by_name.at(request.function);
@@ -164,51 +194,61 @@ struct Worker {
   run_child_and_exit([&] { invoker(arguments); });
 }
 
-ForkReply serve_request(int socket, std::span<const std::byte> message, std::map<int, Worker>& workers) {
+ForkReply failed(const ForkRequest& request, const std::string& error) { return ForkReply{request.id, 0, error}; }
+
+// Forks the requested worker and sends the reply with its descriptors;
+// returns the reply to send when it failed. Throws when the parent is gone.
+std::optional<ForkReply> serve_request(int socket, std::span<const std::byte> message,
+                                       std::map<int, Worker>& workers) {
   ForkRequest request;
   try {
     request = decode<ForkRequest>(message);
   } catch (const std::exception& e) {
-    return ForkReply{0, std::string("bad fork request: ") + e.what()};
+    return failed(request, std::string("bad fork request: ") + e.what());
   }
   if (!functions().by_name.count(request.function)) {
-    return ForkReply{0, "function '" + request.function + "' is not registered in the fork server"};
+    return failed(request, "function '" + request.function + "' is not registered in the fork server");
   }
   int status_pipe[2];
-  if (::pipe2(status_pipe, O_CLOEXEC) < 0) return ForkReply{0, std::string("pipe: ") + std::strerror(errno)};
+  if (::pipe2(status_pipe, O_CLOEXEC) < 0) return failed(request, std::string("pipe: ") + std::strerror(errno));
   UniqueFd status_read(status_pipe[0]), status_write(status_pipe[1]);
 
   pid_t server_pid = ::getpid();
   pid_t pid = ::fork();
-  if (pid < 0) return ForkReply{0, std::string("fork: ") + std::strerror(errno)};
+  if (pid < 0) return failed(request, std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
     status_read.reset();
     status_write.reset();
     run_worker(request, server_pid);
   }
-  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  UniqueFd pidfd(pidfd_open(pid));
   if (!pidfd) {
+    int err = errno;
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
-    return ForkReply{pid, std::string("pidfd_open: ") + std::strerror(errno)};
+    return failed(request, std::string("pidfd_open: ") + std::strerror(err));
   }
-  auto reply = encode(ForkReply{pid, ""});
-  send_with_fds(socket, reply, {pidfd.get(), status_read.get()});
+  // Tracked before the send: if the parent is gone, the worker is still reaped.
   g_server_fds->push_back(pidfd.get());
   g_server_fds->push_back(status_write.get());
   int key = pidfd.get();
   workers.emplace(key, Worker{pid, std::move(pidfd), std::move(status_write)});
-  return ForkReply{pid, ""};  // already sent
+  send_with_fds(socket, encode(ForkReply{request.id, pid, ""}), {key, status_read.get()});
+  return std::nullopt;
 }
 
 void reap_worker(std::map<int, Worker>::iterator it, std::map<int, Worker>& workers) {
   siginfo_t info{};
-  if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(it->first), &info, WEXITED | WNOHANG) < 0 ||
-      info.si_pid == 0) {
-    return;
+  int rc;
+  do rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(it->first), &info, WEXITED | WNOHANG);
+  while (rc < 0 && errno == EINTR);
+  if (rc == 0 && info.si_pid == 0) return;  // not ended yet
+  // rc < 0: not waitable (cannot happen: the server reaps its workers
+  // itself); close the status pipe, which the parent reads as "killed".
+  if (rc == 0) {
+    int code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+    [[maybe_unused]] auto n = ::write(it->second.status_write.get(), &code, sizeof code);
   }
-  int code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
-  [[maybe_unused]] auto n = ::write(it->second.status_write.get(), &code, sizeof code);
   std::erase(*g_server_fds, it->second.pidfd.get());
   std::erase(*g_server_fds, it->second.status_write.get());
   workers.erase(it);
@@ -237,8 +277,12 @@ void reap_worker(std::map<int, Worker>::iterator it, std::map<int, Worker>& work
         n = 0;
       }
       if (n == 0) break;  // the parent is gone or has exited
-      auto reply = serve_request(socket.get(), std::span(buffer.data(), n), workers);
-      if (!reply.error.empty()) send_with_fds(socket.get(), encode(reply), {});
+      try {
+        auto reply = serve_request(socket.get(), std::span(buffer.data(), n), workers);
+        if (reply) send_with_fds(socket.get(), encode(*reply), {});
+      } catch (const std::exception&) {
+        break;  // the parent is gone
+      }
     }
   }
   // Parent gone: the remaining workers die with us (PR_SET_PDEATHSIG).
@@ -264,10 +308,30 @@ std::optional<std::string> registered_name(void (*function)()) {
   return it->second;
 }
 
-void ensure_forkserver() {
-  auto& c = client();
-  std::lock_guard lock(c.mutex);
-  if (c.socket && c.owner == ::getpid()) return;
+namespace {
+
+// Forgets the server: closes the socket and reaps the process (killing it
+// first if it still runs), so that a dead server never stays a zombie.
+void drop_server_locked(Client& c) {
+  c.socket.reset();
+  if (c.server_pidfd && c.owner == ::getpid()) {
+    if (!wait_readable(c.server_pidfd.get(), 5000)) {  // closed its socket: it is exiting
+      pidfd_kill(c.server_pidfd.get());
+      wait_readable(c.server_pidfd.get(), 5000);
+    }
+    siginfo_t info{};
+    int rc;
+    do rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.server_pidfd.get()), &info,
+                     WEXITED | WNOHANG);
+    while (rc < 0 && errno == EINTR);
+    // ECHILD: a host's SIGCHLD handler reaped it already.
+  }
+  c.server_pidfd.reset();
+  c.server_pid = 0;
+  c.owner = 0;
+}
+
+void start_server_locked(Client& c) {
   if (int threads = count_threads(); threads > 1) {
     get_logger()->warn(
         "starting the fork server from a process with {} threads; call set_start_method(forkserver) "
@@ -275,17 +339,34 @@ void ensure_forkserver() {
         threads);
   }
   int pair[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) throw_errno("socketpair");
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
+    throw_errno("starting the fork server (socketpair)");
+  }
   UniqueFd ours(pair[0]), theirs(pair[1]);
   flush_std_streams();
+  // SIGINT blocked across the fork, so that a Ctrl-C arriving before the
+  // server ignores it stays pending (and is then discarded) instead of
+  // killing it; the calling thread gets it once unblocked.
+  sigset_t interrupt, previous;
+  sigemptyset(&interrupt);
+  sigaddset(&interrupt, SIGINT);
+  ::pthread_sigmask(SIG_BLOCK, &interrupt, &previous);
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork (fork server)");
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(0);
     (void)ours.release();
     ::close(pair[0]);
+    // Ctrl-C is for the workers, not the server; a failed status write must
+    // not kill it; and it reaps its workers itself (a host's SIGCHLD handler,
+    // inherited, would take their exit status).
+    struct sigaction ignore {}, fallback {};
+    ignore.sa_handler = SIG_IGN;
+    fallback.sa_handler = SIG_DFL;
+    ::sigaction(SIGINT, &ignore, &g_inherited[0]);
+    ::sigaction(SIGPIPE, &ignore, &g_inherited[1]);
+    ::sigaction(SIGCHLD, &fallback, &g_inherited[2]);
     sigset_t none;
     sigemptyset(&none);
     ::pthread_sigmask(SIG_SETMASK, &none, nullptr);
@@ -294,21 +375,64 @@ void ensure_forkserver() {
     reset_logging_after_fork();
     server_main(std::move(theirs));
   }
+  int fork_error = errno;
+  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  if (pid < 0) throw ProcessOSError("starting the fork server (fork)", fork_error);
+  UniqueFd pidfd(pidfd_open(pid));
+  if (!pidfd) {
+    int err = errno;
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    throw ProcessOSError("starting the fork server (pidfd_open)", err);
+  }
   c.socket = std::move(ours);
+  c.server_pidfd = std::move(pidfd);
   c.server_pid = pid;
   c.owner = parent;
 }
+
+// A running server, started or restarted as needed.
+void ensure_running_locked(Client& c) {
+  if (c.socket && c.owner == ::getpid()) {
+    if (!wait_readable(c.server_pidfd.get(), 0)) return;
+    get_logger()->warn("the fork server (pid {}) has died; starting a new one", c.server_pid);
+    drop_server_locked(c);
+  }
+  start_server_locked(c);
+}
+
+}  // namespace
+
+void ensure_forkserver() {
+  auto& c = client();
+  std::lock_guard lock(c.mutex);
+  ensure_running_locked(c);
+}
+
+void forkserver_died(pid_t server_pid) {
+  auto& c = client();
+  std::lock_guard lock(c.mutex);
+  if (c.socket && c.owner == ::getpid() && c.server_pid == server_pid) drop_server_locked(c);
+}
+
+pid_t forkserver_pid() {
+  auto& c = client();
+  std::lock_guard lock(c.mutex);
+  return c.socket && c.owner == ::getpid() ? c.server_pid : 0;
+}
+
+void set_forkserver_reply_timeout(std::chrono::milliseconds timeout) { g_reply_timeout_ms = timeout.count(); }
 
 void close_forkserver_in_child() {
   auto& c = client();
   // Single-threaded child: the mutex may be inherited locked, so do not take it.
   c.socket.reset();
+  c.server_pidfd.reset();
   c.server_pid = 0;
   c.owner = 0;
 }
 
 std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const RemoteCall& call) {
-  ensure_forkserver();
   auto& c = client();
   std::lock_guard lock(c.mutex);
   ForkRequest request{call.function,
@@ -318,32 +442,70 @@ std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const Rem
                       who.identity,
                       who.parent.name,
                       who.parent.pid,
-                      static_cast<int>(get_logger()->level())};
-  auto message = encode(request);
-  if (message.size() > kMaxRequestSize) {
-    throw ProcessError("forkserver arguments of '" + who.name + "' too large: " + std::to_string(message.size()) +
-                       " bytes encoded, at most " + std::to_string(kMaxRequestSize));
+                      static_cast<int>(get_logger()->level()),
+                      0};
+  const std::string starting = "starting '" + who.name + "' with the fork server";
+  // Sent to a live server; a server that died just before gets the request
+  // once more, from a new server (the first never received it).
+  for (int attempt = 0;; ++attempt) {
+    ensure_running_locked(c);
+    request.id = ++c.last_id;
+    auto message = encode(request);
+    if (message.size() > kMaxRequestSize) {
+      throw ProcessError("forkserver arguments of '" + who.name + "' too large: " + std::to_string(message.size()) +
+                         " bytes encoded, at most " + std::to_string(kMaxRequestSize));
+    }
+    try {
+      send_with_fds(c.socket.get(), message, {});
+      break;
+    } catch (const ProcessOSError& e) {
+      if (attempt > 0 || (e.code() != EPIPE && e.code() != ECONNRESET)) throw ProcessOSError(starting, e.code());
+      drop_server_locked(c);
+    }
   }
-  send_with_fds(c.socket.get(), message, {});
-
-  pollfd p{c.socket.get(), POLLIN, 0};
-  int ready;
-  do ready = ::poll(&p, 1, static_cast<int>(std::chrono::milliseconds(kReplyTimeout).count()));
-  while (ready < 0 && errno == EINTR);
-  if (ready <= 0) throw ProcessError("fork server did not answer within 30 s");
-  std::vector<std::byte> buffer(4096);
-  UniqueFd fds[2];
-  std::size_t n = receive_with_fds(c.socket.get(), buffer, fds);
-  if (n == 0) throw ProcessError("fork server has exited");
-  auto reply = decode<ForkReply>(std::span(buffer.data(), n));
-  if (!reply.error.empty()) throw ProcessError("fork server could not start '" + who.name + "': " + reply.error);
-  if (!fds[0] || !fds[1]) throw ProcessError("fork server reply without descriptors");
-  auto state = std::make_shared<ChildState>();
-  state->pid = reply.pid;
-  state->owner = ::getpid();
-  state->pidfd = std::move(fds[0]);
-  state->status_fd = std::move(fds[1]);
-  return state;
+  pid_t server = c.server_pid;
+  auto deadline = Deadline::after(std::chrono::milliseconds(g_reply_timeout_ms.load()));
+  for (;;) {
+    if (!wait_readable(c.socket.get(), deadline.poll_timeout_ms())) {
+      throw ProcessError(starting + ": the fork server (pid " + std::to_string(server) + ") did not answer within " +
+                         std::to_string(g_reply_timeout_ms.load()) + " ms");
+    }
+    std::vector<std::byte> buffer(4096);
+    UniqueFd fds[2];
+    std::size_t n = 0;
+    try {
+      n = receive_with_fds(c.socket.get(), buffer, fds);
+    } catch (const ProcessOSError& e) {
+      if (e.code() != ECONNRESET) throw ProcessOSError(starting, e.code());
+    }
+    if (n == 0) {
+      drop_server_locked(c);
+      throw ProcessError(starting + ": the fork server (pid " + std::to_string(server) +
+                         ") died before answering; the next start() starts a new one");
+    }
+    ForkReply reply;
+    try {
+      reply = decode<ForkReply>(std::span(buffer.data(), n));
+    } catch (const Error& e) {
+      throw ProcessError(starting + ": unreadable reply: " + e.what());
+    }
+    if (reply.id != request.id && reply.id != 0) {
+      // The late reply of a request that timed out: its caller has given up,
+      // so its worker must not run unowned.
+      if (fds[0]) pidfd_kill(fds[0].get());
+      get_logger()->warn("discarded the late fork server reply to request {} (pid {})", reply.id, reply.pid);
+      continue;
+    }
+    if (!reply.error.empty()) throw ProcessError("fork server could not start '" + who.name + "': " + reply.error);
+    if (!fds[0] || !fds[1]) throw ProcessError(starting + ": reply without descriptors");
+    auto state = std::make_shared<ChildState>();
+    state->pid = reply.pid;
+    state->owner = ::getpid();
+    state->pidfd = std::move(fds[0]);
+    state->status_fd = std::move(fds[1]);
+    state->server_pid = server;
+    return state;
+  }
 }
 
 }  // namespace mpx::detail

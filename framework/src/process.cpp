@@ -17,7 +17,6 @@
 #include <cstring>
 #include <iostream>
 #include <sstream>
-#include <system_error>
 #include <typeinfo>
 
 #include "mpx/detail/deadline.hpp"
@@ -35,7 +34,7 @@ namespace {
 std::atomic<Runtime*> g_child_runtime{nullptr};
 std::atomic<bool> g_atexit_registered{false};
 
-[[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+[[noreturn]] void throw_errno(const std::string& what) { throw ProcessOSError(what, errno); }
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
@@ -55,8 +54,10 @@ std::string identity_suffix(const std::vector<int>& identity) {
 
 
 // Reaps the child if it has ended, without blocking. Caller holds s.mutex.
-bool try_reap_locked(ChildState& s) {
-  if (s.exitcode) return true;
+// Returns whether it has ended; a server that died is reported through
+// `server_died` (reaped by the caller, outside s.mutex).
+bool try_reap_locked(ChildState& s, pid_t& server_died) {
+  if (s.ended()) return true;
   if (s.status_fd) {  // forkserver child: the server relays the wait status
     pollfd p{s.status_fd.get(), POLLIN, 0};
     if (::poll(&p, 1, 0) <= 0) return false;
@@ -67,9 +68,12 @@ bool try_reap_locked(ChildState& s) {
     if (n == static_cast<ssize_t>(sizeof status)) {
       s.exitcode = status;  // the server sends the exit code, already converted
     } else {
-      // The server died before reporting; PR_SET_PDEATHSIG killed the child.
-      get_logger()->error("fork server vanished before reporting on {} (pid {}); assuming SIGKILL", s.name, s.pid);
+      // The server died before reporting; PR_SET_PDEATHSIG killed the child
+      // (or it had ended a moment before, and its own status is lost).
+      get_logger()->error("the fork server (pid {}) died before reporting on {} (pid {}); exitcode -SIGKILL",
+                          s.server_pid, s.name, s.pid);
       s.exitcode = -SIGKILL;
+      server_died = s.server_pid;
     }
     return true;
   }
@@ -77,7 +81,17 @@ bool try_reap_locked(ChildState& s) {
   int rc;
   do rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(s.pidfd.get()), &info, WEXITED | WNOHANG);
   while (rc < 0 && errno == EINTR);
-  if (rc < 0) throw_errno("waitid(P_PIDFD)");
+  if (rc < 0 && errno == ECHILD) {
+    // Reaped by someone else: a host's SIGCHLD handler calling waitpid(-1),
+    // or SIGCHLD set to SIG_IGN. As Python, the exit code stays unknown.
+    get_logger()->warn(
+        "{} (pid {}) has ended but its exit status was taken by another waiter (a SIGCHLD handler calling "
+        "waitpid(-1, ...), or SIGCHLD ignored); its exitcode is unknown",
+        s.name, s.pid);
+    s.status_lost = true;
+    return true;
+  }
+  if (rc < 0) throw_errno("waiting for " + s.name + " (waitid P_PIDFD)");
   if (info.si_pid == 0) return false;
   s.exitcode = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
   return true;
@@ -93,14 +107,18 @@ void forget_child(const std::shared_ptr<ChildState>& state) {
 bool poll_child(const std::shared_ptr<ChildState>& state) {
   bool ended;
   bool newly_reaped = false;
+  pid_t server_died = 0;
+  std::optional<int> code;
   {
     std::lock_guard lock(state->mutex);
-    bool before = state->exitcode.has_value();
-    ended = try_reap_locked(*state);
+    bool before = state->ended();
+    ended = try_reap_locked(*state, server_died);
     newly_reaped = ended && !before;
+    code = state->exitcode;
   }
+  if (server_died) forkserver_died(server_died);
   if (newly_reaped) {
-    get_logger()->debug("{} (pid {}) ended with exitcode {}", state->name, state->pid, *state->exitcode);
+    if (code) get_logger()->debug("{} (pid {}) ended with exitcode {}", state->name, state->pid, *code);
     forget_child(state);
   }
   return ended;
@@ -124,7 +142,7 @@ void atexit_handler() {
 std::shared_ptr<ChildState> fork_start(const ChildIdentity& who, Process& process, void (Process::*run)()) {
   flush_std_streams();
   pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork");
+  if (pid < 0) throw_errno("starting '" + who.name + "' (fork)");
   if (pid == 0) {
     become_child(who);
     run_child_and_exit([&] { (process.*run)(); });
@@ -135,7 +153,7 @@ std::shared_ptr<ChildState> fork_start(const ChildIdentity& who, Process& proces
     int err = errno;
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
-    throw std::system_error(err, std::generic_category(), "pidfd_open");
+    throw ProcessOSError("starting '" + who.name + "' (pidfd_open)", err);
   }
   state->pid = pid;
   state->owner = ::getpid();
@@ -198,10 +216,15 @@ void become_child(const ChildIdentity& who) {
     }
     // Never unlocked: the old runtime is never used again.
   }
+  old->parent_pidfd.reset();  // written only at a fork, never concurrently
   auto* fresh = new Runtime();
   fresh->self = ProcessInfo{who.name, ::getpid(), who.daemon};
   fresh->parent = who.parent;
+  // The parent is alive here (checked above, or, under forkserver, the server
+  // that dies with it is), so its pid is not yet recycled.
+  fresh->parent_pidfd.reset(pidfd_open(who.parent.pid));
   fresh->identity = who.identity;
+  fresh->start_method = who.start_method;
   g_child_runtime.store(fresh, std::memory_order_release);
   close_forkserver_in_child();
   reset_logging_after_fork();
@@ -271,6 +294,9 @@ void ensure_atexit_registered() {
 
 using detail::runtime;
 
+ProcessOSError::ProcessOSError(const std::string& doing, int code)
+    : ProcessError(doing + ": " + std::strerror(code) + " (errno " + std::to_string(code) + ")"), code_(code) {}
+
 // ---- module functions --------------------------------------------------------
 
 void set_start_method(StartMethod method) {
@@ -296,6 +322,56 @@ ProcessInfo current_process() {
 }
 
 std::optional<ProcessInfo> parent_process() { return runtime().parent; }
+
+namespace {
+// The pidfd of `info`'s process: the runtime's own for the parent, else a
+// fresh one (-1 and errno ESRCH when the pid has ended). `owned` keeps a
+// fresh one open for the caller.
+int pidfd_of(const ProcessInfo& info, detail::UniqueFd& owned) {
+  auto& rt = runtime();
+  if (rt.parent && rt.parent->pid == info.pid && rt.parent_pidfd) return rt.parent_pidfd.get();
+  owned.reset(detail::pidfd_open(info.pid));
+  return owned.get();
+}
+}  // namespace
+
+bool ProcessInfo::is_alive() const {
+  if (pid == ::getpid()) return true;
+  detail::UniqueFd owned;
+  int fd = pidfd_of(*this, owned);
+  if (fd < 0) {
+    if (errno == ESRCH) return false;
+    detail::throw_errno("watching process " + name + " (pidfd_open)");
+  }
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 0;
+}
+
+bool ProcessInfo::join_for(std::chrono::nanoseconds timeout) const {
+  if (pid == ::getpid()) throw ProcessError("a process cannot join itself ('" + name + "')");
+  detail::UniqueFd owned;
+  int fd = pidfd_of(*this, owned);
+  if (fd < 0) {
+    if (errno == ESRCH) return true;
+    detail::throw_errno("joining process " + name + " (pidfd_open)");
+  }
+  auto deadline = detail::Deadline::after(timeout);
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    int rc = ::poll(&p, 1, deadline.poll_timeout_ms());
+    if (rc > 0) return true;
+    if (rc < 0 && errno != EINTR) detail::throw_errno("joining process " + name + " (poll)");
+    if (deadline.expired()) return false;
+  }
+}
+
+int ProcessInfo::sentinel() const {
+  auto& rt = runtime();
+  if (!rt.parent || rt.parent->pid != pid || !rt.parent_pidfd) {
+    throw ProcessError("no sentinel for process " + name + ": only parent_process() has one");
+  }
+  return rt.parent_pidfd.get();
+}
 
 std::vector<ProcessHandle> active_children() {
   std::vector<std::shared_ptr<detail::ChildState>> children;
@@ -326,7 +402,7 @@ int ProcessHandle::sentinel() const { return state_->wait_fd(); }
 bool ProcessHandle::is_alive() const {
   if (state_->owner != ::getpid()) {
     std::lock_guard lock(state_->mutex);
-    if (state_->exitcode) return false;
+    if (state_->ended()) return false;
     detail::require_owner(*state_, "test");
   }
   return !detail::poll_child(state_);
@@ -342,7 +418,7 @@ bool ProcessHandle::join_for(std::optional<std::chrono::nanoseconds> timeout) co
     // so poll first and reap once: one waitid per join on the common path.
     pollfd p{state_->wait_fd(), POLLIN, 0};
     int rc = ::poll(&p, 1, deadline.poll_timeout_ms());
-    if (rc < 0 && errno != EINTR) detail::throw_errno("poll");
+    if (rc < 0 && errno != EINTR) detail::throw_errno("joining " + state_->name + " (poll)");
     if (rc > 0 && detail::poll_child(state_)) return true;
     if (rc == 0 && deadline.expired()) return detail::poll_child(state_);
   }
@@ -350,18 +426,18 @@ bool ProcessHandle::join_for(std::optional<std::chrono::nanoseconds> timeout) co
 
 void ProcessHandle::terminate() const {
   std::lock_guard lock(state_->mutex);
-  if (state_->exitcode) return;
+  if (state_->ended()) return;
   // Through the pidfd: never signals a recycled pid. ESRCH: already ended.
   if (detail::pidfd_send_signal(state_->pidfd.get(), SIGTERM) < 0 && errno != ESRCH) {
-    detail::throw_errno("pidfd_send_signal(SIGTERM)");
+    detail::throw_errno("terminating " + state_->name + " (pidfd_send_signal SIGTERM)");
   }
 }
 
 void ProcessHandle::kill() const {
   std::lock_guard lock(state_->mutex);
-  if (state_->exitcode) return;
+  if (state_->ended()) return;
   if (detail::pidfd_send_signal(state_->pidfd.get(), SIGKILL) < 0 && errno != ESRCH) {
-    detail::throw_errno("pidfd_send_signal(SIGKILL)");
+    detail::throw_errno("killing " + state_->name + " (pidfd_send_signal SIGKILL)");
   }
 }
 
@@ -379,13 +455,14 @@ std::string describe_exitcode(int code) {
 }
 
 std::string describe(const std::string& name, std::optional<pid_t> pid, pid_t parent,
-                     std::optional<int> exitcode, bool started, bool daemon) {
+                     std::optional<int> exitcode, bool started, bool daemon, bool status_lost = false) {
   std::ostringstream out;
   out << "<Process name='" << name << "'";
   if (pid) out << " pid=" << *pid;
   out << " parent=" << parent;
   if (!started) out << " initial";
   else if (exitcode) out << " stopped exitcode=" << describe_exitcode(*exitcode);
+  else if (status_lost) out << " stopped exitcode=unknown";
   else out << " started";
   if (daemon) out << " daemon";
   out << ">";
@@ -394,7 +471,13 @@ std::string describe(const std::string& name, std::optional<pid_t> pid, pid_t pa
 }  // namespace
 
 std::string ProcessHandle::to_string() const {
-  return describe(state_->name, state_->pid, state_->owner, exitcode(), true, state_->daemon);
+  auto code = exitcode();
+  bool lost;
+  {
+    std::lock_guard lock(state_->mutex);
+    lost = state_->status_lost;
+  }
+  return describe(state_->name, state_->pid, state_->owner, code, true, state_->daemon, lost);
 }
 
 // ---- Process -----------------------------------------------------------------
@@ -479,8 +562,8 @@ void Process::start() {
   if (rt.self.daemon) throw ProcessError("daemonic processes are not allowed to have children");
   detail::ensure_atexit_registered();
 
-  detail::ChildIdentity who{options_.name, options_.daemon, identity_, rt.self, ::getpid()};
   StartMethod method = options_.start_method.value_or(get_start_method());
+  detail::ChildIdentity who{options_.name, options_.daemon, identity_, rt.self, ::getpid(), method};
   std::shared_ptr<detail::ChildState> state;
   if (method == StartMethod::forkserver) {
     auto call = remote_call_ ? remote_call_() : std::nullopt;

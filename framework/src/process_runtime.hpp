@@ -25,11 +25,14 @@ struct ChildState {
   pid_t owner = 0;          // the process that started it: only it may wait
   UniqueFd pidfd;           // signals; and, for fork children, the wait
   UniqueFd status_fd;       // forkserver children: the server writes the wait status here
-  std::mutex mutex;         // guards exitcode and the reaping
+  pid_t server_pid = 0;     // forkserver children: the server that forked it
+  std::mutex mutex;         // guards exitcode, status_lost and the reaping
   std::optional<int> exitcode;
+  bool status_lost = false;  // ended, but someone else reaped it: exit code unknown
 
   ~ChildState();
   [[nodiscard]] int wait_fd() const { return status_fd ? status_fd.get() : pidfd.get(); }
+  [[nodiscard]] bool ended() const { return exitcode || status_lost; }
 };
 
 // Who this process is and whom it started. One instance per process: a
@@ -41,6 +44,7 @@ struct Runtime {
   int child_counter = 0;
   ProcessInfo self;
   std::optional<ProcessInfo> parent;
+  UniqueFd parent_pidfd;  // in a child: readable once the parent has ended
   std::vector<int> identity;
   StartMethod start_method = StartMethod::fork;
   std::optional<std::thread::id> bootstrap_thread;  // set while an mpx child runs its target
@@ -55,6 +59,7 @@ struct ChildIdentity {
   std::vector<int> identity;
   ProcessInfo parent;                // the process that asked for the child
   pid_t expected_ppid = 0;           // the process that forked it (the server, under forkserver)
+  StartMethod start_method = StartMethod::fork;  // what get_start_method() reports in the child
 };
 
 // In a freshly forked child: die with the parent, reset signals, fresh
@@ -73,6 +78,9 @@ void flush_std_streams();
 void ensure_forkserver();
 std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const RemoteCall& call);
 void close_forkserver_in_child();
+// A worker's status pipe closed without a status: its server `server_pid`
+// died. Reaps that server if it is the current one.
+void forkserver_died(pid_t server_pid);
 
 // Waiting on a process: exit code from a wait status.
 int exitcode_from_status(int status);

@@ -42,6 +42,19 @@ MPX_REGISTER_FUNCTION(sleep_long);
 
 void not_registered() {}
 
+// Exit code 0 when the child reports the start method it was started with.
+void check_start_method() { mpx::exit(mpx::get_start_method() == mpx::StartMethod::forkserver ? 0 : 1); }
+MPX_REGISTER_FUNCTION(check_start_method);
+
+// Exit code 0 when the child sees its requesting parent (not the server) alive.
+void check_parent(int parent_pid) {
+  auto parent = mpx::parent_process();
+  mpx::exit(parent && parent->pid == parent_pid && parent->is_alive() && !parent->join(std::chrono::milliseconds(20))
+                ? 0
+                : 1);
+}
+MPX_REGISTER_FUNCTION(check_parent);
+
 class ForkServer : public ::testing::Test {
  protected:
   void SetUp() override { mpx::set_start_method(mpx::StartMethod::forkserver); }
@@ -56,6 +69,25 @@ TEST_F(ForkServer, RunsRegisteredFunctionWithArguments) {
   p.join();
   EXPECT_EQ(p.exitcode(), 3 + 4 + 10 + 20);
   EXPECT_TRUE(mpx::active_children().empty());
+}
+
+TEST_F(ForkServer, ChildReportsTheStartMethodItWasStartedWith) {
+  mpx::Process served(check_start_method);
+  served.start();
+  EXPECT_TRUE(served.join(20s));
+  EXPECT_EQ(served.exitcode(), 0) << "a forkserver child reports another start method";
+  // The same function started with fork reports fork.
+  mpx::Process forked(mpx::ProcessOptions().with_start_method(mpx::StartMethod::fork), check_start_method);
+  forked.start();
+  EXPECT_TRUE(forked.join(20s));
+  EXPECT_EQ(forked.exitcode(), 1);
+}
+
+TEST_F(ForkServer, ChildWatchesTheProcessThatAskedForIt) {
+  mpx::Process p(check_parent, static_cast<int>(::getpid()));
+  p.start();
+  EXPECT_TRUE(p.join(20s));
+  EXPECT_EQ(p.exitcode(), 0);
 }
 
 TEST_F(ForkServer, ReportsExceptionsAndSignalsLikeFork) {

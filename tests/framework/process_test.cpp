@@ -205,6 +205,38 @@ TEST(Process, DefaultNamesCountUpAndChildrenKnowThemselves) {
   EXPECT_EQ(b.exitcode(), 0);
 }
 
+TEST(Process, CurrentAndParentProcessAreProcessObjects) {
+  // In the main process: alive, no exit code, cannot join itself, no parent.
+  auto self = mpx::current_process();
+  EXPECT_TRUE(self.is_alive());
+  EXPECT_FALSE(self.exitcode().has_value());
+  EXPECT_THROW((void)self.join(10ms), mpx::ProcessError);
+  EXPECT_FALSE(mpx::parent_process().has_value());
+
+  Report report;
+  Gate gate;
+  mpx::Process p([&] {
+    auto parent = mpx::parent_process();
+    if (!parent) return report.write("no parent");
+    // The parent is there: alive, and join(timeout) times out.
+    report.write(std::to_string(parent->is_alive()) + std::to_string(parent->join(50ms)) +
+                 std::to_string(parent->exitcode().has_value()) + std::to_string(parent->sentinel() >= 0) +
+                 std::to_string(mpx::current_process().is_alive()));
+    gate.wait();
+  });
+  KillOnExit guard{{&p}};
+  p.start();
+  EXPECT_EQ(report.read_line(), "10011");
+  gate.open();
+  EXPECT_TRUE(p.join(20s));
+  EXPECT_EQ(p.exitcode(), 0);
+
+  // Another process' record tells when it has ended.
+  mpx::ProcessInfo ended{"ended", p.pid(), false};
+  EXPECT_FALSE(ended.is_alive());
+  EXPECT_TRUE(ended.join(10ms));
+}
+
 TEST(Process, SubclassRunOverrideRunsInTheChild) {
   struct Worker : mpx::Process {
     explicit Worker(const Report& r) : report(r) {}

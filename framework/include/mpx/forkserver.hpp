@@ -12,12 +12,17 @@
 //
 // and its arguments must be serializable (they are encoded with
 // mpx::encode, as a std::tuple of the decayed parameter types, and sent to
-// the server; at most 128 KiB). Registration happens during static
+// the server; the whole encoded request, arguments, name and identity
+// included, must fit in 160 KiB, else start() throws ProcessError).
+// Registration happens during static
 // initialisation, before main, so the server (forked later) knows every
 // function. Names must be unique within a program; a duplicate is logged and
 // ignored.
 #pragma once
 
+#include <sys/types.h>
+
+#include <chrono>
 #include <span>
 #include <string>
 #include <tuple>
@@ -31,6 +36,12 @@ namespace mpx::detail {
 using RemoteInvoker = void (*)(std::span<const std::byte> arguments);
 
 bool register_function(const char* name, void (*function)(), RemoteInvoker invoker);
+
+// For tests and diagnostics: the pid of this process' fork server, 0 when
+// none runs (or the last one is known to have died); and how long start()
+// waits for the server's reply (30 s unless changed).
+pid_t forkserver_pid();
+void set_forkserver_reply_timeout(std::chrono::milliseconds timeout);
 
 template <class T>
 struct FunctionTraits;

@@ -22,12 +22,21 @@
 //               it early in main, before starting threads), forks the
 //               workers. Targets must be plain functions registered with
 //               MPX_REGISTER_FUNCTION, with serializable arguments.
+//               The server ignores SIGINT (as Python's); if it dies anyway
+//               (SIGKILL), the next start() reaps it and forks a new one.
+//               Its workers die with it: their join() returns and their
+//               exitcode() is -SIGKILL.
+// In a child, get_start_method() is the method the child was started with.
 //
 // Lifetime guarantees:
 //   - Children are waited for through pidfds; mpx installs no signal handler
 //     (no SIGCHLD handler), so it can live in a host that owns its signals.
 //     Hosts must not set SIGCHLD to SIG_IGN (the kernel would then reap
-//     children itself and exit codes would be lost).
+//     children itself and exit codes would be lost). A host whose SIGCHLD
+//     handler reaps every child (waitpid(-1, ...)) takes the exit status of
+//     fork children: as in Python, their exit code is then unknown: join()
+//     returns, is_alive() is false, exitcode() stays empty, and one warning
+//     is logged. Forkserver children are not affected (the server reaps them).
 //   - A child never outlives its parent: each child is started with
 //     PR_SET_PDEATHSIG = SIGKILL and re-checks its parent right after. Note
 //     the kernel ties this to the *thread* that started the child: start
@@ -40,6 +49,10 @@
 //     warning is logged.
 //   - In the child, the signal mask is cleared and SIGTERM's disposition
 //     reset to default, so terminate() works whatever the host did.
+//
+// Errors: misuse and every failed start throw ProcessError; a failed system
+// call (fork, pidfd_open, the fork server's socket, waitid, poll, signalling)
+// throws its subclass ProcessOSError, with the errno.
 //
 // Threads: a Process object may be used from several threads (join from one
 // while another calls is_alive()); start() must be called once.
@@ -75,6 +88,20 @@ class ProcessError : public Error {
   using Error::Error;
 };
 
+// A system call failed while starting, waiting for or signalling a process
+// (fork, pidfd_open, the fork server's socket...): code() is its errno, and
+// what() says what was being done and why it failed. The process layer's
+// counterpart of mpx::OSError (mpx/sync_error.hpp): a ProcessError, so that
+// every failed start is one.
+class ProcessOSError : public ProcessError {
+ public:
+  ProcessOSError(const std::string& doing, int code);
+  [[nodiscard]] int code() const noexcept { return code_; }
+
+ private:
+  int code_;
+};
+
 enum class StartMethod { fork, forkserver };
 
 // Sets the default start method of this process. `forkserver` starts the
@@ -108,11 +135,33 @@ struct ProcessOptions {
   ProcessOptions&& with_start_method(StartMethod value) && { return std::move(with_start_method(value)); }
 };
 
-// Who a process is; what current_process() and parent_process() return.
+// Who a process is; what current_process() and parent_process() return,
+// with the part of Python's process-object surface that applies to them.
 struct ProcessInfo {
   std::string name;  // "MainProcess" for the process that was not started by mpx
   pid_t pid = 0;
   bool daemon = false;
+
+  // True while the process runs: always for current_process(); for
+  // parent_process(), until the parent ends (watched through a pidfd opened
+  // when this child started, so never a recycled pid). The no-orphan rule
+  // still holds: a child is killed when its parent dies, so a child sees
+  // its parent end only in that last instant.
+  [[nodiscard]] bool is_alive() const;
+  // Always empty: only a process' own parent learns its exit code.
+  [[nodiscard]] std::optional<int> exitcode() const { return std::nullopt; }
+  // Waits at most `timeout` for the process to end; true once it has.
+  // Throws ProcessError for the calling process itself (it cannot join itself).
+  template <class Rep, class Period>
+  bool join(std::chrono::duration<Rep, Period> timeout) const {
+    return join_for(std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
+  }
+  // A descriptor that becomes readable when the process ends (for poll);
+  // for parent_process() only (ProcessError otherwise).
+  [[nodiscard]] int sentinel() const;
+
+ private:
+  bool join_for(std::chrono::nanoseconds timeout) const;
 };
 
 namespace detail {
@@ -209,7 +258,9 @@ class Process {
   virtual ~Process();
 
   // Starts the child. Throws ProcessError when already started, when called
-  // from a daemon process, or when the start method cannot run this target.
+  // from a daemon process, when the start method cannot run this target, or
+  // when the fork server failed to answer (it died, or did not answer in
+  // time); ProcessOSError when a system call failed.
   void start();
   // Blocks until the child ends. Throws ProcessError if not started.
   void join();
@@ -222,6 +273,8 @@ class Process {
   void kill() { started().kill(); }
   // 0 before start().
   [[nodiscard]] pid_t pid() const { return handle_ ? handle_->pid() : 0; }
+  // Empty while the child runs, and after it ended if its exit status was
+  // taken by a host's reaping SIGCHLD handler (see the top of this file).
   [[nodiscard]] std::optional<int> exitcode() const {
     return handle_ ? handle_->exitcode() : std::nullopt;
   }
@@ -271,7 +324,8 @@ struct SystemExit {
 [[noreturn]] void exit(int code);
 
 [[nodiscard]] ProcessInfo current_process();
-// The process that started this one; empty in the main process.
+// The process that started this one (under forkserver: the one that asked
+// the server for it); empty in the main process.
 [[nodiscard]] std::optional<ProcessInfo> parent_process();
 // Children of this process that are still running; reaps those that ended.
 [[nodiscard]] std::vector<ProcessHandle> active_children();
