@@ -26,7 +26,8 @@ inline std::uint32_t next_generation(std::uint32_t gen) { return ((gen + 1) & 0x
 
 using namespace detail;
 
-Barrier::Barrier(std::size_t parties, std::function<void()> action) : action_(std::move(action)) {
+Barrier::Barrier(std::size_t parties, std::function<void()> action, std::optional<Timeout> timeout)
+    : action_(std::move(action)), timeout_(timeout) {
   if (parties < 1 || parties > 0xffff)
     throw SyncError("Barrier: parties must be in [1, 65535], got " + std::to_string(parties));
   handle_ =

@@ -19,11 +19,12 @@
 
 #include <atomic>
 #include <cerrno>
-#include <system_error>
+#include <string>
 
 #include "mpx/connection.hpp"
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/ring.hpp"
+#include "mpx/sync_error.hpp"
 
 namespace mpx {
 namespace detail {
@@ -49,7 +50,7 @@ Deadline sliced(const Deadline& deadline, std::chrono::milliseconds slice) {
   return (left && *left < slice) ? deadline : Deadline::after(slice);
 }
 
-[[noreturn]] void throw_errno(const char* what) { throw std::system_error(errno, std::generic_category(), what); }
+[[noreturn]] void throw_errno(const char* what) { throw OSError(errno, what); }
 
 // True when every copy of the peer's end of the socketpair is closed.
 bool peer_closed(int fd) {
@@ -57,7 +58,7 @@ bool peer_closed(int fd) {
   for (;;) {
     int r = ::poll(&p, 1, 0);
     if (r >= 0) return r > 0 && (p.revents & (POLLHUP | POLLERR)) != 0;
-    if (errno != EINTR) throw_errno("mpx::Connection poll");
+    if (errno != EINTR) throw_errno("mpx::Connection: poll of the peer-liveness socket");
   }
 }
 
@@ -87,7 +88,8 @@ using detail::Deadline;
 
 std::pair<Connection, Connection> make_pipe(bool duplex) {
   int fds[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) detail::throw_errno("socketpair");
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0)
+    detail::throw_errno("mpx::Pipe: socketpair for the end-of-file tracking");
   auto core = std::make_shared<detail::PipeCore>();
   core->rings[0] = detail::Ring::create(detail::pipe_ring_options());
   if (duplex) core->rings[1] = detail::Ring::create(detail::pipe_ring_options());
@@ -120,7 +122,11 @@ ConnectionState& Connection::state(bool for_send) const {
   return *s_;
 }
 
-void Connection::send_bytes(std::span<const std::byte> message) {
+void Connection::send_bytes(std::span<const std::byte> message) { send_until(message, nullptr); }
+
+void Connection::send_bytes(std::span<const std::byte> message, Timeout timeout) { send_until(message, &timeout); }
+
+void Connection::send_until(std::span<const std::byte> message, const Timeout* timeout) {
   ConnectionState& st = state(true);
   const int fd = st.fd.load(std::memory_order_acquire);
   // Sending to a peer closed everywhere fails as Python's does; the check is
@@ -132,11 +138,15 @@ void Connection::send_bytes(std::span<const std::byte> message) {
     if (detail::peer_closed(fd)) throw BrokenPipeError();
   }
   detail::Ring& ring = st.core->rings[st.end];
-  for (;;) {
-    if (ring.put(message, detail::sliced(Deadline::never(), detail::kSlice))) return;
-    // Full for a whole slice: is anyone still there to read?
-    if (detail::peer_closed(fd)) throw BrokenPipeError();
-  }
+  const Deadline deadline = timeout ? Deadline::after(*timeout) : Deadline::never();
+  // While the ring is full, the put asks about every 20 ms whether anyone is
+  // still there to read.
+  auto gone = [fd] { return detail::peer_closed(fd); };
+  const detail::StopCheck stop(gone);
+  if (ring.put(message, deadline, true, &stop)) return;
+  if (detail::peer_closed(fd)) throw BrokenPipeError();
+  throw SendTimeoutError("mpx::Connection: send of " + std::to_string(message.size()) +
+                         " bytes timed out: the receiver did not make room in time (nothing was delivered)");
 }
 
 bool Connection::recv_into(Bytes& out, const Timeout* timeout) {

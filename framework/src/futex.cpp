@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <system_error>
+#include <string>
+
+#include "mpx/sync_error.hpp"
 
 namespace mpx::detail {
 
@@ -28,13 +30,13 @@ FutexWaitResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t
     case EAGAIN: return FutexWaitResult::value_changed;
     case ETIMEDOUT: return FutexWaitResult::timed_out;
     case EINTR: return FutexWaitResult::interrupted;
-    default: throw std::system_error(errno, std::generic_category(), "futex wait");
+    default: throw OSError(errno, "mpx: futex wait on a shared word (" + std::to_string(expected) + " expected)");
   }
 }
 
 int futex_wake(const std::atomic<std::uint32_t>& word, int count) {
   long rc = futex(word, FUTEX_WAKE, static_cast<std::uint32_t>(count), nullptr, 0);
-  if (rc < 0) throw std::system_error(errno, std::generic_category(), "futex wake");
+  if (rc < 0) throw OSError(errno, "mpx: futex wake of " + std::to_string(count) + " waiters");
   return static_cast<int>(rc);
 }
 

@@ -43,10 +43,11 @@
 #include <cstring>
 #include <memory>
 #include <new>
-#include <stdexcept>
+#include <string>
 
 #include "mpx/detail/futex.hpp"
 #include "mpx/detail/identity.hpp"
+#include "mpx/queue.hpp"  // QueueError
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -156,6 +157,24 @@ class Waiter {
   int spins_ = 0;
 };
 
+// Consults a put's StopCheck once the waiter has spun out, then at most once
+// per liveness tick (the check may be a system call).
+class StopPoll {
+ public:
+  explicit StopPoll(const StopCheck* stop) : stop_(stop) {}
+  bool operator()(const Waiter& waiter) {
+    if (!stop_ || !waiter.spun_out()) return false;
+    auto now = Deadline::Clock::now();
+    if (now < next_) return false;
+    next_ = now + kLivenessTick;
+    return (*stop_)();
+  }
+
+ private:
+  const StopCheck* stop_;
+  Deadline::Clock::time_point next_{};
+};
+
 void notify(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& sleeping) {
   // The caller published with a seq_cst store; this seq_cst load pairs with
   // the waiter's seq_cst store of the flag (Dekker): one of the two sees the other.
@@ -219,13 +238,14 @@ bool process_alive(pid_t pid) noexcept {
 }
 
 Ring Ring::create(const RingOptions& options) {
-  if (options.capacity == 0 || options.capacity > (std::size_t{1} << 26))
-    throw std::invalid_argument("mpx ring: capacity must be in [1, 2^26]");
-  if (options.lanes == 0 || options.lanes > 4096) throw std::invalid_argument("mpx ring: lanes must be in [1, 4096]");
-  if (options.small_lanes > 65536) throw std::invalid_argument("mpx ring: small_lanes must be at most 65536");
-  if (options.lane_bytes < 4096) throw std::invalid_argument("mpx ring: lane_bytes must be >= 4096");
+  // Only Queue passes user-chosen options; its error names them.
+  auto bad = [](const char* rule) { throw QueueError(std::string("mpx queue: QueueOptions: ") + rule); };
+  if (options.capacity == 0 || options.capacity > (std::size_t{1} << 26)) bad("capacity must be in [1, 2^26]");
+  if (options.lanes == 0 || options.lanes > 4096) bad("lanes must be in [1, 4096]");
+  if (options.small_lanes > 65536) bad("small_lanes must be at most 65536");
+  if (options.lane_bytes < 4096) bad("lane_bytes must be >= 4096");
   if (options.small_lanes && (options.small_lane_bytes <= kInlineBytes || options.small_lane_bytes > options.lane_bytes))
-    throw std::invalid_argument("mpx ring: small_lane_bytes must be in (48, lane_bytes]");
+    bad("small_lane_bytes must be in (48, lane_bytes]");
   Ring r;
   r.capacity_ = options.capacity;
   if ((r.capacity_ & (r.capacity_ - 1)) == 0) {
@@ -242,7 +262,7 @@ Ring Ring::create(const RingOptions& options) {
   std::size_t lanes_off = cells_off + r.capacity_ * sizeof(RingCell);
   std::size_t data_off = round_up(lanes_off + r.lane_count_ * sizeof(RingLane), 4096);
   std::size_t total = data_off + round_up(r.small_count_ * r.small_stride_, 4096) + options.lanes * r.lane_stride_;
-  r.mapping_ = SharedMapping::anonymous(total);
+  r.mapping_ = SharedMapping::anonymous(total, "a message ring (Queue or Pipe)");
   auto* base = static_cast<std::byte*>(r.mapping_.data());
   // Zero-filled memory is a valid initial state: every cell FREE(0), every
   // lane free with generation 0. Only the constants need writing.
@@ -280,11 +300,12 @@ void Ring::release_cell(RingCell& cell, std::uint64_t pos) {
 }
 
 template <class Fill>
-bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block) {
+bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block, const StopCheck* stop) {
   RingHeader& h = *header_;
   const auto me = static_cast<std::uint32_t>(current_pid());
   Waiter waiter;
   StuckWatch watch;
+  StopPoll stopped(stop);
   for (;;) {
     std::uint64_t pos = h.tail.load(std::memory_order_acquire);
     RingCell& c = cell_at(pos);
@@ -309,7 +330,7 @@ bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block) {
     }
     if (diff == -1) {
       // The previous lap's message still occupies the cell: the ring is full.
-      if (!block || deadline.expired()) return false;
+      if (!block || deadline.expired() || stopped(waiter)) return false;
       if (phase_of(w) == kReading && watch.stuck(w) && !process_alive(static_cast<pid_t>(low_of(w)))) {
         // Its consumer died while holding it: that one message is lost.
         // A consumer still at the old position sees a later lap and moves on.
@@ -328,15 +349,15 @@ bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block) {
   }
 }
 
-bool Ring::put(std::span<const std::byte> message, const Deadline& deadline, bool block) {
-  if (message.size() > kInlineBytes) return put_large(message, deadline, block);
+bool Ring::put(std::span<const std::byte> message, const Deadline& deadline, bool block, const StopCheck* stop) {
+  if (message.size() > kInlineBytes) return put_large(message, deadline, block, stop);
   return put_cell(
       [&](RingCell& c, std::uint64_t) {
         c.kind = kKindInline;
         c.len = static_cast<std::uint32_t>(message.size());
         if (!message.empty()) std::memcpy(c.data, message.data(), message.size());
       },
-      deadline, block);
+      deadline, block, stop);
 }
 
 bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
@@ -402,10 +423,11 @@ bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
   }
 }
 
-int Ring::acquire_lane(std::size_t bytes, const Deadline& deadline, bool block) {
+int Ring::acquire_lane(std::size_t bytes, const Deadline& deadline, bool block, const StopCheck* stop) {
   RingHeader& h = *header_;
   const auto me = static_cast<std::uint32_t>(current_pid());
   Waiter waiter;
+  StopPoll stopped(stop);
   bool check_orphans = false;
   StuckWatch watch;  // lanes busy for a liveness tick: look for dead holders
   // A medium message tries the small lanes first (from a shared hint, so a
@@ -438,7 +460,7 @@ int Ring::acquire_lane(std::size_t bytes, const Deadline& deadline, bool block) 
       if (try_claim(idx)) return static_cast<int>(idx);
     if (check_orphans && !medium)
       for (std::size_t idx = 0; idx < small_count_; ++idx) (void)try_claim(idx);  // recover small ones too
-    if (!block || deadline.expired()) return -1;
+    if (!block || deadline.expired() || stopped(waiter)) return -1;
     // Every lane is busy: sleep until one is freed; after each sleep look for
     // lanes whose holders died.
     check_orphans = watch.stuck(0);
@@ -483,8 +505,9 @@ void Ring::free_lane(RingLane& l, std::uint64_t claim) {
   notify_lane_free();
 }
 
-bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadline, bool block) {
-  int idx = acquire_lane(message.size(), deadline, block);
+bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadline, bool block,
+                     const StopCheck* stop) {
+  int idx = acquire_lane(message.size(), deadline, block, stop);
   if (idx < 0) return false;
   RingLane& l = lane(static_cast<std::size_t>(idx));
   const std::uint64_t claim = l.claim.load(std::memory_order_acquire);
@@ -511,7 +534,7 @@ bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadlin
         LaneRef ref{static_cast<std::uint32_t>(idx), 0, claim, n};
         std::memcpy(c.data, &ref, sizeof ref);
       },
-      deadline, block);
+      deadline, block, stop);
   if (!linked) {
     free_lane(l, claim);
     return false;
@@ -524,6 +547,7 @@ bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadlin
   std::uint64_t w = 0;
   Waiter waiter;
   StuckWatch watch;
+  StopPoll stopped(stop);
   while (w < n) {
     std::uint64_t r = l.read.load(std::memory_order_acquire);
     std::uint64_t space = lane_bytes - (w - r);
@@ -552,7 +576,7 @@ bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadlin
       free_lane(l, claim);
       return true;
     }
-    if (block && deadline.expired()) {
+    if ((block && deadline.expired()) || stopped(waiter)) {
       // Give up: the consumer (if any) drops the partial message.
       l.aborted.store(1, std::memory_order_seq_cst);
       notify_lane(l);

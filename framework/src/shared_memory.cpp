@@ -12,6 +12,7 @@
 #include "mpx/detail/shared_mapping.hpp"
 #include "mpx/detail/shm_tracker.hpp"
 #include "mpx/detail/unique_fd.hpp"
+#include "mpx/sync_error.hpp"
 
 namespace mpx {
 
@@ -91,7 +92,7 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::in
     try {
       mapping_ = std::make_shared<detail::SharedMapping>(
           detail::SharedMapping::of_fd(fd.get(), static_cast<std::size_t>(size)));
-    } catch (const std::system_error& e) {
+    } catch (const OSError& e) {
       ::shm_unlink(object.c_str());
       if (tracked) detail::shm_tracker::unlinked(object);
       throw SharedMemoryError(std::string("SharedMemory: ") + e.what());
@@ -115,14 +116,12 @@ SharedMemory::SharedMemory(std::optional<std::string> name, bool create, std::in
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) fail(SharedMemoryError(os_message("SharedMemory: fstat", errno)));
+  // As Python: when attaching, `size` is ignored; the segment's own size counts.
   auto actual = static_cast<std::size_t>(st.st_size);
-  if (static_cast<std::uint64_t>(size) > actual)
-    fail(SharedMemoryError("SharedMemory: asked to attach " + std::to_string(size) + " bytes but '" +
-                           object.substr(1) + "' has only " + std::to_string(actual)));
   if (actual == 0) fail(SharedMemoryError("SharedMemory: segment '" + object.substr(1) + "' is empty"));
   try {
     mapping_ = std::make_shared<detail::SharedMapping>(detail::SharedMapping::of_fd(fd.get(), actual));
-  } catch (const std::system_error& e) {
+  } catch (const OSError& e) {
     fail(SharedMemoryError(std::string("SharedMemory: ") + e.what()));
   }
   name_ = object.substr(1);

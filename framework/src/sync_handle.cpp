@@ -8,7 +8,7 @@
 namespace mpx::detail {
 
 Placement allocate_shared_block(std::size_t size) {
-  auto mapping = std::make_shared<SharedMapping>(SharedMapping::anonymous(size));
+  auto mapping = std::make_shared<SharedMapping>(SharedMapping::anonymous(size, "a synchronisation primitive"));
   void* at = mapping->data();
   return Placement{std::move(mapping), at};
 }

@@ -8,7 +8,11 @@
 // in [0, parties). The barrier is then ready for the next round. With an
 // action, the last caller to arrive runs it before the others are released
 // (if it throws, the barrier breaks and the exception propagates).
-// wait(timeout) breaks the barrier when the timeout expires. A broken barrier
+// wait(timeout) breaks the barrier when the timeout expires (zero or
+// negative: at once, unless the caller is the last to arrive; as Python,
+// docs/queues-and-pipes.md, "Timeouts"). Barrier(parties, action, timeout)
+// gives a default timeout (Python's): a wait() without its own uses it, and
+// its expiry breaks the barrier for every waiter. A broken barrier
 // makes every current and future wait() throw BrokenBarrierError until
 // reset(); abort() breaks it on purpose. A party that dies is not detected:
 // use a timeout. Copies share one barrier; the action is per handle (it runs
@@ -19,6 +23,7 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <optional>
 
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/sync_handle.hpp"
@@ -37,7 +42,12 @@ struct BarrierState;
 
 class Barrier {
  public:
-  explicit Barrier(std::size_t parties, std::function<void()> action = {});
+  using Timeout = std::chrono::nanoseconds;
+  // timeout: the default of wait() (none: wait() waits forever). Like the
+  // action, it belongs to this handle and its copies (forked children too).
+  explicit Barrier(std::size_t parties, std::function<void()> action = {},
+                   std::optional<Timeout> timeout = std::nullopt);
+  Barrier(std::size_t parties, Timeout timeout) : Barrier(parties, {}, timeout) {}
 
   Barrier(const Barrier&) = default;
   Barrier& operator=(const Barrier&) = default;
@@ -45,7 +55,8 @@ class Barrier {
   Barrier& operator=(Barrier&&) noexcept = default;
   ~Barrier() = default;
 
-  std::size_t wait() { return wait_until(detail::Deadline::never()); }
+  // Waits for the other parties, at most the default timeout if there is one.
+  std::size_t wait() { return wait_until(detail::Deadline::from(timeout_)); }
   template <class Rep, class Period>
   std::size_t wait(std::chrono::duration<Rep, Period> timeout) {
     return wait_until(detail::Deadline::after(timeout));
@@ -57,10 +68,13 @@ class Barrier {
   [[nodiscard]] std::size_t parties() const;
   [[nodiscard]] std::size_t n_waiting() const;
   [[nodiscard]] bool broken() const;
+  // The default timeout of wait(), if any.
+  [[nodiscard]] std::optional<Timeout> timeout() const { return timeout_; }
 
  private:
   std::size_t wait_until(const detail::Deadline& deadline);
   std::function<void()> action_;
+  std::optional<Timeout> timeout_;
   detail::SyncHandle<detail::BarrierState> handle_;
 };
 

@@ -10,12 +10,23 @@
 // by anyone (Python's rule for Lock); otherwise SyncError. wait() releases
 // the lock (every recursion level), sleeps until notified, and re-acquires it
 // (without timeout, as Python does) before returning; wait(timeout) returns
-// false when the timeout expired first. Wake-ups may be spurious (notify(1)
-// can wake more than one waiter, as with std::condition_variable): loop on
-// the predicate, or use wait_for(predicate[, timeout]), which returns the
-// predicate's last value. Re-acquiring may throw OwnerDeadError (the lock is
-// then held, see mpx/lock.hpp). notify*() never block. Copies share one
-// condition. Wait path: FUTEX_WAIT on a sequence word in shared memory.
+// false when the timeout expired first (zero or negative: at once, after
+// releasing and re-acquiring the lock, as Python).
+// notify(n) makes exactly min(n, w) waiters return true from wait(), w being
+// the waiters not yet woken when it is called; notify_all() all w. A waiter
+// that started waiting after the latest notify() takes no wake-up, and a
+// spurious wake-up of the OS is never reported as a notification (the waiter
+// sleeps again). A waiter that times out while a wake-up is still pending
+// for it takes it (returns true) rather than wasting it. Still loop on your
+// predicate (another process may change the state before you run), or use
+// wait_for(predicate[, timeout]), which returns the predicate's last value.
+// Re-acquiring may throw OwnerDeadError (the lock is then held, the waiter
+// no longer waits; see mpx/lock.hpp). notify*() never block. A process
+// killed inside wait() stays counted as a waiter: a later notify may hand it
+// a wake-up that a live waiter then takes in a spurious wake-up (at most one
+// extra per dead waiter and notify). Copies share one condition. Wait path:
+// FUTEX_WAIT on a generation word in shared memory; the counts of waiters
+// and pending wake-ups sit next to it, changed only under the lock.
 #pragma once
 
 #include <chrono>
@@ -55,7 +66,7 @@ class Condition {
   [[nodiscard]] bool try_lock();
   void unlock() { release(); }
 
-  // Returns true (notified, or a spurious wake-up).
+  // Returns true when notified (see above).
   bool wait() { return wait_until(detail::Deadline::never()); }
   template <class Rep, class Period>
   [[nodiscard]] bool wait(std::chrono::duration<Rep, Period> timeout) {

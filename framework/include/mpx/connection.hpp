@@ -11,8 +11,9 @@
 //   shared handle to one end: copies in one process share it; close() closes
 //   it for all of them; the last copy closes it on destruction. Forked
 //   children inherit it. Any thread of any process holding the end may send
-//   and recv; each message is delivered whole to exactly one receiver, in
-//   the order the sends claimed their slot.
+//   and recv; each message is delivered whole to at most one receiver, in
+//   the order the sends claimed their slot: exactly one unless a process
+//   dies holding it (the queue's table, docs/queues-and-pipes.md).
 // - Messages: send_bytes/recv_bytes move raw bytes of any size; send<T> and
 //   recv<T> move one value through mpx::encode/decode (recv<T> throws
 //   DecodeError for a message of another type). Messages are never torn, even
@@ -20,7 +21,15 @@
 // - Blocking: recv blocks until a message arrives (spinning briefly first);
 //   recv(timeout) returns nullopt on timeout; poll(timeout) tells whether a
 //   message (or end of file) is waiting. send blocks while the direction's
-//   ring is full (4096 messages; 256 over 48 bytes and 16 over 4 KiB).
+//   ring is full (4096 messages; 256 over 48 bytes and 16 over 4 KiB), and a
+//   message over 256 KiB until the receiver has copied all but the last
+//   256 KiB of it (it streams through a lane). send(x, timeout) and
+//   send_bytes(b, timeout) throw SendTimeoutError when the timeout expires
+//   first; then nothing of the message is delivered: a streamed message
+//   already begun is marked aborted and the receiver drops it whole, so the
+//   next message is intact (it still takes its slot until a receiver passes
+//   it). A zero or negative timeout never waits (poll, recv and send; Python's
+//   rule, docs/queues-and-pipes.md, "Timeouts").
 // - End of file: recv throws EOFError once the ring is empty and every copy of
 //   the peer end, in every process, is closed (a process that dies closes its
 //   copies); detected within 1-20 ms. After fork, both processes hold both
@@ -64,6 +73,14 @@ class BrokenPipeError : public ConnectionError {
   BrokenPipeError() : ConnectionError("mpx::BrokenPipeError: the peer end of the pipe is closed") {}
 };
 
+// send(x, timeout) on a live peer that did not make room in time; nothing of
+// the message was delivered. A TimeoutError (mpx/error.hpp), as every timed
+// wait of mpx that throws when it runs out.
+class SendTimeoutError : public TimeoutError {
+ public:
+  using TimeoutError::TimeoutError;
+};
+
 namespace detail {
 struct ConnectionState;
 }
@@ -75,9 +92,10 @@ class Connection {
   Connection() = default;  // not connected: every call throws ConnectionError
 
   void send_bytes(std::span<const std::byte> message);
-  void send_bytes(std::string_view message) {
-    send_bytes(std::span<const std::byte>(reinterpret_cast<const std::byte*>(message.data()), message.size()));
-  }
+  void send_bytes(std::string_view message) { send_bytes(as_bytes(message)); }
+  // Throws SendTimeoutError after `timeout` (see the contract above).
+  void send_bytes(std::span<const std::byte> message, Timeout timeout);
+  void send_bytes(std::string_view message, Timeout timeout) { send_bytes(as_bytes(message), timeout); }
   [[nodiscard]] Bytes recv_bytes();
   [[nodiscard]] std::optional<Bytes> recv_bytes(Timeout timeout);
 
@@ -86,6 +104,12 @@ class Connection {
     thread_local Bytes buffer;
     encode_into(buffer, value);
     send_bytes(std::span<const std::byte>(buffer.data(), buffer.size()));
+  }
+  template <class T>
+  void send(const T& value, Timeout timeout) {
+    thread_local Bytes buffer;
+    encode_into(buffer, value);
+    send_bytes(std::span<const std::byte>(buffer.data(), buffer.size()), timeout);
   }
   template <class T>
   [[nodiscard]] T recv() {
@@ -111,6 +135,10 @@ class Connection {
  private:
   friend std::pair<Connection, Connection> make_pipe(bool duplex);
   explicit Connection(std::shared_ptr<detail::ConnectionState> s) : s_(std::move(s)) {}
+  static std::span<const std::byte> as_bytes(std::string_view s) {
+    return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+  }
+  void send_until(std::span<const std::byte> message, const Timeout* timeout);
   // Receives one whole message into `out`; false on timeout (timeout == nullptr: block).
   bool recv_into(Bytes& out, const Timeout* timeout);
   detail::ConnectionState& state(bool for_send) const;
@@ -125,6 +153,7 @@ class TypedConnection : public Connection {
   TypedConnection() = default;
   explicit TypedConnection(Connection c) : Connection(std::move(c)) {}
   void send(const T& value) { Connection::send<T>(value); }
+  void send(const T& value, Timeout timeout) { Connection::send<T>(value, timeout); }
   [[nodiscard]] T recv() { return Connection::recv<T>(); }
   [[nodiscard]] std::optional<T> recv(Timeout timeout) { return Connection::recv<T>(timeout); }
 };

@@ -7,8 +7,10 @@
 // Any thread of any process sharing the state may call anything (handles are
 // cheap references; copies share one event; fork, or create_at()/attach_at()
 // in a named SharedMemory for unrelated processes). wait() blocks until the
-// flag is set; wait(timeout) at most `timeout`; both return the flag as it
-// was when they returned (so false means "timed out and still clear").
+// flag is set; wait(timeout) at most `timeout` (zero or negative: returns
+// the flag at once, as Python; docs/queues-and-pipes.md, "Timeouts"); both
+// return the flag as it was when they returned (so false means "timed out
+// and still clear").
 // set() and clear() never block. set() has release semantics and a wait()
 // that returns true has acquire semantics: what the setter wrote before
 // set() is visible to the waiter. Wait path: a short spin, then FUTEX_WAIT on
@@ -50,6 +52,7 @@ class Event {
   bool wait() { return wait_until(detail::Deadline::never()); }
   template <class Rep, class Period>
   [[nodiscard]] bool wait(std::chrono::duration<Rep, Period> timeout) {
+    if (timeout <= timeout.zero()) return is_set();
     return wait_until(detail::Deadline::after(timeout));
   }
 

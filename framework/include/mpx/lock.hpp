@@ -16,7 +16,8 @@
 //
 // Blocking: acquire() blocks until acquired; acquire(timeout) at most
 // `timeout` (a std::chrono duration, measured on the monotonic clock) and
-// returns false on expiry; try_acquire() never blocks. The wait path is a
+// returns false on expiry; try_acquire() never blocks. A zero or negative
+// timeout is try_acquire() (Python; docs/queues-and-pipes.md, "Timeouts"). The wait path is a
 // short spin, then FUTEX_WAIT on the lock word in shared memory.
 //
 // Robustness: the lock word holds the owner's thread id; the owner's start
@@ -82,14 +83,14 @@ class LockInterface {
   // Waits at most `timeout`; false when it expired. Throws OwnerDeadError (lock held).
   template <class Rep, class Period>
   [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
-    return check(self().status_until(Deadline::after(timeout), true));
+    return check(status_within(timeout));
   }
   [[nodiscard]] bool try_acquire() { return check(self().status_until(Deadline::never(), false)); }
   // The same, reporting a dead owner as a status instead of an exception.
   [[nodiscard]] LockStatus acquire_status() { return self().status_until(Deadline::never(), true); }
   template <class Rep, class Period>
   [[nodiscard]] LockStatus acquire_status(std::chrono::duration<Rep, Period> timeout) {
-    return self().status_until(Deadline::after(timeout), true);
+    return status_within(timeout);
   }
 
   // Lockable / TimedLockable, for std::lock_guard, std::unique_lock, std::scoped_lock.
@@ -112,6 +113,12 @@ class LockInterface {
 
  private:
   Derived& self() { return static_cast<Derived&>(*this); }
+  // A zero or negative timeout does not wait: it is try_acquire().
+  template <class Rep, class Period>
+  LockStatus status_within(std::chrono::duration<Rep, Period> timeout) {
+    if (timeout <= timeout.zero()) return self().status_until(Deadline::never(), false);
+    return self().status_until(Deadline::after(timeout), true);
+  }
   static bool check(LockStatus status) {
     if (status == LockStatus::owner_died) throw_owner_dead(Derived::kind_name, 0);
     return status == LockStatus::acquired;

@@ -5,7 +5,7 @@
 //     auto [a, b] = mpx::Pipe<std::string>();            // typed ends: a.send("x"), b.recv()
 //
 // Contract: see mpx/connection.hpp. Both ends are made in the calling
-// process; fork to share them. Throws std::system_error if the sockets or the
+// process; fork to share them. Throws mpx::OSError if the sockets or the
 // small shared page that holds the per-end locks cannot be made.
 #pragma once
 

@@ -11,14 +11,21 @@
 //   in one process share one mapping and one "closed" flag; the mapping lives
 //   as long as any process holds a handle. Any thread of any process may call
 //   put/get concurrently: many producers, many consumers.
-// - T is anything mpx::encode/decode handle (serialization.hpp). Items are
-//   delivered exactly once, in the order their puts claimed a cell (FIFO per
-//   producer, and globally by claim order).
+// - T is anything mpx::encode/decode handle (serialization.hpp). Delivery
+//   (the table in docs/queues-and-pipes.md, "Delivery guarantees"):
+//     no process dies             each item to exactly one get, whole
+//     a consumer dies in get      the item it held is lost (at most once)
+//     a producer dies in put      that item is lost, never delivered in part
+//     put(x, timeout) times out   nothing of x is delivered
+//     get's decoding throws       the item is consumed, not redelivered
+//   Never twice, never torn; order: the order the puts claimed a cell (FIFO
+//   per producer, and globally by claim order).
 // - put blocks while maxsize items are queued (maxsize 0: unbounded, see
 //   below); put(x, timeout) throws Full after the timeout; put_nowait and
 //   put(x, false) throw Full at once. get blocks while the queue is empty;
-//   get(timeout) and get_nowait throw Empty. A negative timeout throws
-//   QueueError, as Python raises ValueError.
+//   get(timeout) and get_nowait throw Empty. A zero or negative timeout does
+//   not wait: Full / Empty at once, as Python's multiprocessing.Queue
+//   (docs/queues-and-pipes.md, "Timeouts", has the rule for every class).
 // - Unbounded (maxsize 0) is bounded by the ring's capacity, 262144 items in
 //   flight by default (QueueOptions::capacity): past that put blocks (it never
 //   throws Full). Python behaves the same way once its pipe is full, except
@@ -34,8 +41,11 @@
 //   `lanes` over 4 KiB) can wait in the queue at once; one more put blocks
 //   (put(x, timeout): Full) until a consumer takes one, even when maxsize is
 //   0. Raise the QueueOptions where producers run far ahead of consumers.
-// - close(): this process (all its copies of the handle) will neither put nor
-//   get any more; later calls throw QueueClosed. join_thread(): there is no
+// - close(): this process (all its copies of the handle) is done with the
+//   queue: every later put, get, qsize, empty, full, task_done, join and
+//   unfinished_tasks (of
+//   Queue, SimpleQueue and JoinableQueue) throws QueueClosed; close(),
+//   is_closed(), maxsize() and join_thread() still answer. join_thread(): there is no
 //   feeder thread, every put has reached shared memory when it returns, so it
 //   returns at once. Items put before close() or before the process exits
 //   (even by _exit or SIGKILL after put returned) are delivered.
@@ -68,6 +78,7 @@
 #include "mpx/detail/ring.hpp"
 #include "mpx/error.hpp"
 #include "mpx/serialization.hpp"
+#include "mpx/sync_error.hpp"  // OSError
 
 namespace mpx {
 
@@ -85,7 +96,7 @@ class Empty : public Error {
   using Error::Error;
 };
 
-// Misuse of a queue: use after close(), task_done() too often, a negative timeout.
+// Misuse of a queue: use after close(), task_done() too often, bad QueueOptions.
 class QueueError : public Error {
  public:
   using Error::Error;
@@ -133,10 +144,8 @@ inline Bytes& encode_buffer() {
   return buffer;
 }
 
-inline Deadline timeout_deadline(std::chrono::duration<double> timeout) {
-  if (timeout.count() < 0) throw QueueError("mpx queue: 'timeout' must be a non-negative duration");
-  return Deadline::after(timeout);
-}
+// Zero or negative: already expired, so the call does not wait (Python).
+inline Deadline timeout_deadline(std::chrono::duration<double> timeout) { return Deadline::after(timeout); }
 
 }  // namespace detail
 
@@ -147,7 +156,8 @@ class Queue {
   using Timeout = std::chrono::duration<double>;
 
   // maxsize 0: unbounded (see the header comment). Throws QueueError for a
-  // maxsize over 2^26 and std::system_error if the mapping cannot be made.
+  // maxsize over 2^26 or bad QueueOptions, and mpx::OSError (errno kept) if
+  // the mapping cannot be made.
   explicit Queue(std::size_t maxsize = 0, const QueueOptions& options = {}) : core_(make(maxsize, options)) {}
 
   Queue(const Queue&) = default;
@@ -172,7 +182,10 @@ class Queue {
   }
   [[nodiscard]] T get_nowait() { return get_impl(detail::Deadline::never(), false); }
 
-  [[nodiscard]] std::size_t qsize() const { return core_->ring.size(); }
+  [[nodiscard]] std::size_t qsize() const {
+    check_open();
+    return core_->ring.size();
+  }
   [[nodiscard]] bool empty() const { return qsize() == 0; }
   [[nodiscard]] bool full() const { return core_->maxsize != 0 && qsize() >= core_->maxsize; }
   [[nodiscard]] std::size_t maxsize() const { return core_->maxsize; }
@@ -234,14 +247,19 @@ class Queue {
   std::shared_ptr<detail::QueueCore> core_;
 };
 
-// Python's SimpleQueue: unbounded, get/put/empty/close only.
+// Python's SimpleQueue: unbounded, get/put/empty/close; plus timed get and
+// put (mpx's rule: every blocking call has a timed variant), which throw
+// Empty / Full as Queue's.
 template <class T>
 class SimpleQueue {
  public:
   using value_type = T;
+  using Timeout = typename Queue<T>::Timeout;
   explicit SimpleQueue(const QueueOptions& options = {}) : queue_(0, options) {}
   void put(const T& item) { queue_.put(item); }
+  void put(const T& item, Timeout timeout) { queue_.put(item, timeout); }
   [[nodiscard]] T get() { return queue_.get(); }
+  [[nodiscard]] T get(Timeout timeout) { return queue_.get(timeout); }
   [[nodiscard]] bool empty() const { return queue_.empty(); }
   void close() { queue_.close(); }
 
@@ -259,17 +277,23 @@ class JoinableQueue : public Queue<T> {
   // Marks one item got earlier as processed. Throws QueueError when called
   // more times than items were put.
   void task_done() {
+    this->check_open();
     if (!this->core_->ring.task_done())
       throw QueueError("mpx::JoinableQueue: task_done() called more times than items were put");
   }
   // Blocks until every item put has been marked done.
-  void join() { (void)this->core_->ring.wait_all_done(detail::Deadline::never()); }
+  void join() {
+    this->check_open();
+    (void)this->core_->ring.wait_all_done(detail::Deadline::never());
+  }
   // As join(), but gives up after `timeout`: true when every item was done.
   [[nodiscard]] bool join(std::chrono::duration<double> timeout) {
+    this->check_open();
     return this->core_->ring.wait_all_done(detail::timeout_deadline(timeout));
   }
   // Items put and not yet marked done (shared by all processes).
   [[nodiscard]] std::size_t unfinished_tasks() const {
+    this->check_open();
     return static_cast<std::size_t>(this->core_->ring.unfinished());
   }
 };

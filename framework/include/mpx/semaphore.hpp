@@ -7,7 +7,9 @@
 // Any thread of any process sharing the state may call anything (handles are
 // cheap references; copies share one semaphore; fork or attach_at()).
 // acquire() blocks while the value is 0; acquire(timeout) waits at most
-// `timeout` and returns false on expiry; try_acquire() never blocks.
+// `timeout` and returns false on expiry (a zero or negative timeout is
+// try_acquire(), as Python; docs/queues-and-pipes.md, "Timeouts");
+// try_acquire() never blocks.
 // release(n) adds n and wakes up to n waiters; it never blocks. A
 // BoundedSemaphore refuses (SyncError, value unchanged) a release that would
 // raise the value above its initial value. A semaphore has no owner, so a
@@ -49,6 +51,7 @@ class Semaphore {
   void acquire() { (void)acquire_until(detail::Deadline::never(), true); }
   template <class Rep, class Period>
   [[nodiscard]] bool acquire(std::chrono::duration<Rep, Period> timeout) {
+    if (timeout <= timeout.zero()) return try_acquire();
     return acquire_until(detail::Deadline::after(timeout), true);
   }
   [[nodiscard]] bool try_acquire() { return acquire_until(detail::Deadline::never(), false); }

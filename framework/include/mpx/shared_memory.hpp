@@ -33,8 +33,8 @@
 // Errors (all derive from mpx::SharedMemoryError, itself an mpx::Error):
 // FileExistsError when creating a name that exists, FileNotFoundError when
 // attaching to a name that does not; SharedMemoryError for a bad name
-// (empty, containing '/', longer than 253 bytes), a size <= 0 on create, an
-// attach size larger than the segment, use after close(), and OS failures.
+// (empty, containing '/', longer than 253 bytes), a negative size, a size 0
+// on create, an empty segment on attach, use after close(), and OS failures.
 // Threads: a handle may be used from several threads; close() must not race
 // with buf() on the same handle.
 #pragma once
@@ -82,8 +82,8 @@ class SharedMemory {
 
   // Python's SharedMemory(name=None, create=False, size=0). With create, a
   // new segment of `size` bytes (zero-filled; no name: a fresh unique one);
-  // without, attaches to `name` (size 0: the whole segment; otherwise it
-  // must not exceed the segment's size, which size() reports).
+  // without, attaches to the whole of `name` and, as Python, ignores `size`
+  // (larger or smaller than the segment): size() reports the real size.
   explicit SharedMemory(std::optional<std::string> name, bool create = false, std::int64_t size = 0,
                         Lifetime lifetime = Lifetime::tracked);
   // A new segment with a fresh unique name.

@@ -2,6 +2,7 @@
 // built on. The word lives in shared memory, so these use the shared (not
 // FUTEX_PRIVATE) operations; waits are absolute on CLOCK_MONOTONIC so a loop
 // that re-waits after a spurious wake-up never stretches its deadline.
+// Failures of the system call (a bad address: a bug) throw mpx::OSError.
 #pragma once
 
 #include <atomic>

@@ -5,11 +5,12 @@
 // - A Ring lives in one anonymous MAP_SHARED mapping made by create(); every
 //   process forked after that sees the same ring. Any thread of any of those
 //   processes may call put/get concurrently (MPMC). Messages are byte strings
-//   of any length; each put is delivered to exactly one get, in claim order.
+//   of any length; each put is delivered to at most one get, in claim order:
+//   exactly one unless a process dies holding it (Faults, below).
 // - put blocks while the ring is full (all `capacity` cells taken) until the
 //   deadline; get blocks while it is empty. Both return false on timeout and
 //   never throw for a full/empty ring. Errors of the OS (mmap) throw
-//   std::system_error; a consumer callback's exception propagates after the
+//   mpx::OSError, bad options QueueError; a consumer callback's exception propagates after the
 //   cell is released (the message counts as consumed).
 // - Small messages (<= kInlineBytes) travel inside a 64-byte cell: one cache
 //   line, a claim CAS and a publish store on each side, no syscall unless the
@@ -70,6 +71,20 @@ class ByteSink {
   void (*call_)(void*, std::span<const std::byte>);
 };
 
+// A callable reference that a blocked put consults about every 20 ms (once
+// it has spun out): true makes the put give up as if its deadline passed.
+// Pipe ends use it to notice a peer that closed while they wait.
+class StopCheck {
+ public:
+  template <class F>
+  StopCheck(F& f) : obj_(&f), call_([](void* o) { return static_cast<bool>((*static_cast<F*>(o))()); }) {}
+  bool operator()() const { return call_(obj_); }
+
+ private:
+  void* obj_;
+  bool (*call_)(void*);
+};
+
 class Ring {
  public:
   static constexpr std::size_t kInlineBytes = 48;
@@ -83,9 +98,11 @@ class Ring {
   Ring& operator=(const Ring&) = delete;
 
   // Blocks until the message is in the ring (a streamed one: until its last
-  // byte is in the lane), or the deadline passes (false; nothing delivered).
-  // block=false: one attempt, as put_nowait.
-  [[nodiscard]] bool put(std::span<const std::byte> message, const Deadline& deadline, bool block = true);
+  // byte is in the lane), or the deadline passes or `stop` says so (false;
+  // nothing delivered: a stream already begun is marked aborted and every
+  // consumer drops it whole). block=false: one attempt, as put_nowait.
+  [[nodiscard]] bool put(std::span<const std::byte> message, const Deadline& deadline, bool block = true,
+                         const StopCheck* stop = nullptr);
   // Hands the next message to `sink` and returns true, or false on timeout.
   [[nodiscard]] bool get(ByteSink sink, const Deadline& deadline, bool block = true);
 
@@ -119,11 +136,11 @@ class Ring {
   enum class Claim { claimed, full, retry };
 
   template <class Fill>
-  bool put_cell(Fill&& fill, const Deadline& deadline, bool block);
-  bool put_large(std::span<const std::byte> message, const Deadline& deadline, bool block);
+  bool put_cell(Fill&& fill, const Deadline& deadline, bool block, const StopCheck* stop);
+  bool put_large(std::span<const std::byte> message, const Deadline& deadline, bool block, const StopCheck* stop);
   // Reads the lane message referenced by a claimed cell; false if abandoned.
   bool read_lane(RingCell& cell, std::uint64_t pos, ByteSink sink);
-  int acquire_lane(std::size_t bytes, const Deadline& deadline, bool block);
+  int acquire_lane(std::size_t bytes, const Deadline& deadline, bool block, const StopCheck* stop);
   std::size_t lane_size(std::size_t i) const { return i < small_count_ ? small_bytes_ : lane_bytes_; }
   bool lane_orphaned(RingLane& lane, std::uint64_t claim);
   void free_lane(RingLane& lane, std::uint64_t claim);

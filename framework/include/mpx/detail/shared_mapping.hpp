@@ -15,9 +15,10 @@ class SharedMapping {
  public:
   SharedMapping() = default;
   // Anonymous shared memory, zero-filled, inherited by forked children.
-  static SharedMapping anonymous(std::size_t size);
+  // Both throw mpx::OSError (errno, size and `what` the memory was for).
+  static SharedMapping anonymous(std::size_t size, const char* what = "shared memory");
   // Maps `size` bytes of `fd` read-write, shared. Does not take the fd.
-  static SharedMapping of_fd(int fd, std::size_t size);
+  static SharedMapping of_fd(int fd, std::size_t size, const char* what = "a shared memory segment");
 
   SharedMapping(SharedMapping&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
