@@ -1,13 +1,20 @@
 // queue_bench: mpx::Queue against Python's multiprocessing.Queue and against
 // the machine's limits, measured in one run, printed side by side.
 //
-//   queue_bench [--quick] [--no-python] [--repeat N]   (best of N runs, default 3)
+//   queue_bench [--quick] [--no-python] [--repeat N] [--json FILE]
+//   (throughput: best of N runs, default 3; memory: median of N)
 //
 // Scenarios (names as in the table):
 //   queue_spsc_int64     Queue<int64_t>, 1 producer process -> 1 consumer process
 //   queue_spsc_1k        1 KiB std::string items, 1 -> 1
 //   queue_spsc_1m        1 MiB std::string items, 1 -> 1, in GB/s
 //   queue_mpmc_4x4       Queue<int64_t>, 4 producer processes -> 4 consumer processes
+//   queue_memory_*      1,000 default Queue<std::string>: resident memory
+//                       (RssShmem) and commit charge (Committed_AS, which is
+//                       system-wide: other programs add noise) per queue,
+//                       idle and after 300 items of 100 bytes each went
+//                       through one at a time
+// --json FILE writes one record per row: name, unit, mpx, python (0: none).
 // Limits: bare_ring (a bare SPSC shared-memory ring, one cache line per
 // 8-byte message, no claims, no serialization, busy-spinning), memcpy of
 // 1 MiB blocks in cache and streaming through 64 MiB (one core).
@@ -25,6 +32,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
@@ -243,6 +251,44 @@ double mpx_mpmc_int64(std::size_t n, int producers, int consumers) {
   return static_cast<double>(per * static_cast<std::size_t>(producers)) / dt;
 }
 
+// ---- memory
+
+// A "Key:   N kB" line of a /proc file, in KiB (0 if missing).
+double proc_kib(const char* file, const std::string& key) {
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key + ":", 0) == 0) return std::atof(line.c_str() + key.size() + 1);
+  return 0;
+}
+
+struct QueueMemory {
+  double idle_resident_kib = 0;  // per queue
+  double used_resident_kib = 0;
+  double committed_kib = 0;
+};
+
+// Resident shared memory is this process' RssShmem: the queues' rings are
+// its only shared mappings while this runs (children made by fork hold none).
+QueueMemory queue_memory(std::size_t queues, int items) {
+  const double rss0 = proc_kib("/proc/self/status", "RssShmem");
+  const double commit0 = proc_kib("/proc/meminfo", "Committed_AS");
+  QueueMemory m;
+  {
+    std::vector<mpx::Queue<std::string>> qs(queues);
+    m.committed_kib = (proc_kib("/proc/meminfo", "Committed_AS") - commit0) / static_cast<double>(queues);
+    m.idle_resident_kib = (proc_kib("/proc/self/status", "RssShmem") - rss0) / static_cast<double>(queues);
+    std::string item(100, 'x');
+    for (auto& q : qs)
+      for (int i = 0; i < items; ++i) {
+        q.put(item);
+        (void)q.get();
+      }
+    m.used_resident_kib = (proc_kib("/proc/self/status", "RssShmem") - rss0) / static_cast<double>(queues);
+  }
+  return m;
+}
+
 // ---- Python
 
 void row(const char* name, const char* unit, double mpx, double python, double limit, const char* limit_name) {
@@ -281,6 +327,20 @@ int main(int argc, char** argv) {
   double s1k = best([&] { return mpx_spsc_string(n_1k, 1024); });
   double s1m = best([&] { return mpx_spsc_string(n_1m, 1 << 20) * (1 << 20) / 1e9; });
   double mpmc = best([&] { return mpx_mpmc_int64(n_mpmc, 4, 4); });
+  std::vector<QueueMemory> mems;
+  for (int i = 0; i < repeat; ++i) mems.push_back(queue_memory(1000, 300));
+  auto median_mem = [&](double QueueMemory::*field) {
+    std::vector<double> v;
+    for (const auto& m : mems) v.push_back(m.*field);
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const double mem_idle = median_mem(&QueueMemory::idle_resident_kib);
+  const double mem_used = median_mem(&QueueMemory::used_resident_kib);
+  const double mem_commit = median_mem(&QueueMemory::committed_kib);
+  std::string json_path;
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--json") json_path = argv[i + 1];
   std::map<std::string, double> py;
   if (opt.python) py = run_python("queue_bench.py", python_args(opt));
   auto p = [&](const char* k) { return py.count(k) ? py[k] : 0.0; };
@@ -291,6 +351,35 @@ int main(int argc, char** argv) {
   row("queue_spsc_1m", "GB/s", s1m, p("queue_spsc_1m"), mc_cold, "memcpy_64m_cold");
   row("", "", s1m, 0, mc, "memcpy_1m_hot");
   row("queue_mpmc_4x4", "items/s", mpmc, p("queue_mpmc_4x4"), 0, "");
+  row("queue_memory_idle", "KiB/q", mem_idle, 0, 0, "");
+  row("queue_memory_used", "KiB/q", mem_used, 0, 0, "");
+  row("queue_memory_commit", "KiB/q", mem_commit, 0, 0, "");
+  if (!json_path.empty()) {
+    struct JsonRow {
+      const char* name;
+      const char* unit;
+      double mpx, python;
+    };
+    const JsonRow rows[] = {
+        {"queue_spsc_int64", "items/s", spsc, p("queue_spsc_int64")},
+        {"queue_spsc_1k", "items/s", s1k, p("queue_spsc_1k")},
+        {"queue_spsc_1m", "GB/s", s1m, p("queue_spsc_1m")},
+        {"queue_mpmc_4x4", "items/s", mpmc, p("queue_mpmc_4x4")},
+        {"queue_memory_idle_resident", "KiB per queue (1000 queues)", mem_idle, 0},
+        {"queue_memory_used_resident", "KiB per queue (1000 queues, after 300 items of 100 B each)", mem_used, 0},
+        {"queue_memory_committed", "KiB per queue (1000 queues, Committed_AS)", mem_commit, 0},
+    };
+    if (FILE* f = std::fopen(json_path.c_str(), "w")) {
+      std::fprintf(f, "[\n");
+      for (std::size_t i = 0; i < std::size(rows); ++i)
+        std::fprintf(f, "  {\"name\": \"%s\", \"unit\": \"%s\", \"mpx\": %.6g, \"python\": %.6g}%s\n", rows[i].name,
+                     rows[i].unit, rows[i].mpx, rows[i].python, i + 1 < std::size(rows) ? "," : "");
+      std::fprintf(f, "]\n");
+      std::fclose(f);
+    } else {
+      std::fprintf(stderr, "queue_bench: cannot write %s\n", json_path.c_str());
+    }
+  }
   std::printf("limits: bare_ring %.4g msg/s, memcpy 1 MiB blocks: %.3g GB/s in cache, %.3g GB/s through 64 MiB\n",
               ring, mc, mc_cold);
   return 0;

@@ -4,7 +4,9 @@
 #include <cxxabi.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,7 +18,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <mutex>
 #include <sstream>
+#include <system_error>
 #include <typeinfo>
 
 #include "mpx/detail/deadline.hpp"
@@ -139,12 +143,62 @@ void atexit_handler() {
   }
 }
 
+// ---- the authentication key ------------------------------------------------
+//
+// Made at load time (g_authkey_made), before any fork: a fork server started
+// later inherits the same key as the process that starts it. Behind a
+// function so that a Process built during static initialisation finds it
+// made. The mutex is heap-allocated so that a forked child can drop one
+// inherited locked (adopt_authkey).
+struct AuthkeyState {
+  std::mutex* mutex = nullptr;  // never destroyed: used until exit
+  std::string key;
+};
+
+std::string random_authkey() {
+  std::string key(32, '\0');
+  std::size_t filled = 0;
+  while (filled < key.size()) {
+    ssize_t n = ::getrandom(key.data() + filled, key.size() - filled, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw std::system_error(errno, std::generic_category(), "getrandom for the authkey");
+    filled += static_cast<std::size_t>(n);
+  }
+  return key;
+}
+
+AuthkeyState& authkey_state() {
+  static AuthkeyState* state = new AuthkeyState{new std::mutex, random_authkey()};  // never destroyed
+  return *state;
+}
+[[maybe_unused]] const bool g_authkey_made = (authkey_state(), true);
+
+std::string get_authkey() {
+  auto& a = authkey_state();
+  std::lock_guard lock(*a.mutex);
+  return a.key;
+}
+
+void put_authkey(std::string key) {
+  auto& a = authkey_state();
+  std::lock_guard lock(*a.mutex);
+  a.key = std::move(key);
+}
+
+// In a freshly forked, single-threaded child: the key its Process carried.
+void adopt_authkey(const std::string& key) {
+  auto& a = authkey_state();
+  a.mutex = new std::mutex;  // the inherited one may be locked; abandoned
+  a.key = key;
+}
+
 std::shared_ptr<ChildState> fork_start(const ChildIdentity& who, Process& process, void (Process::*run)()) {
   flush_std_streams();
   pid_t pid = ::fork();
   if (pid < 0) throw_errno("starting '" + who.name + "' (fork)");
   if (pid == 0) {
     become_child(who);
+    adopt_authkey(process.authkey());
     run_child_and_exit([&] { (process.*run)(); });
   }
   auto state = std::make_shared<ChildState>();
@@ -392,6 +446,37 @@ int cpu_count() {
   return n > 0 ? static_cast<int>(n) : 1;
 }
 
+int process_cpu_count() {
+  // A dynamic set: the mask may be larger than CPU_SETSIZE on big machines.
+  for (int cpus = CPU_SETSIZE;; cpus *= 2) {
+    cpu_set_t* set = CPU_ALLOC(cpus);
+    if (!set) throw std::bad_alloc();
+    std::size_t size = CPU_ALLOC_SIZE(cpus);
+    int rc = ::sched_getaffinity(0, size, set);
+    int count = rc == 0 ? CPU_COUNT_S(size, set) : 0;
+    int err = errno;
+    CPU_FREE(set);
+    if (rc == 0) return count > 0 ? count : 1;
+    if (err != EINVAL || cpus > (1 << 20)) return cpu_count();  // no affinity to report: all of them
+  }
+}
+
+std::string ProcessInfo::authkey() const {
+  if (pid != ::getpid()) {
+    throw ProcessError("the authkey of process " + name + " (pid " + std::to_string(pid) +
+                       ") is unknown here: only current_process() has one");
+  }
+  return detail::get_authkey();
+}
+
+void ProcessInfo::set_authkey(std::string key) const {
+  if (pid != ::getpid()) {
+    throw ProcessError("cannot set the authkey of process " + name + " (pid " + std::to_string(pid) +
+                       "): only current_process()'s");
+  }
+  detail::put_authkey(std::move(key));
+}
+
 // ---- ProcessHandle -----------------------------------------------------------
 
 const std::string& ProcessHandle::name() const { return state_->name; }
@@ -483,6 +568,7 @@ std::string ProcessHandle::to_string() const {
 // ---- Process -----------------------------------------------------------------
 
 Process::Process(ProcessOptions options) : options_(std::move(options)) {
+  authkey_ = detail::get_authkey();
   auto& rt = runtime();
   std::lock_guard lock(rt.mutex);
   identity_ = rt.identity;
@@ -495,7 +581,9 @@ Process::Process(Process&& other) noexcept
       target_(std::move(other.target_)),
       remote_call_(std::move(other.remote_call_)),
       identity_(std::move(other.identity_)),
-      handle_(std::exchange(other.handle_, std::nullopt)) {}
+      handle_(std::exchange(other.handle_, std::nullopt)),
+      authkey_(std::move(other.authkey_)),
+      closed_(std::exchange(other.closed_, false)) {}
 
 Process& Process::operator=(Process&& other) noexcept {
   if (this != &other) {
@@ -504,6 +592,8 @@ Process& Process::operator=(Process&& other) noexcept {
     remote_call_ = std::move(other.remote_call_);
     identity_ = std::move(other.identity_);
     handle_ = std::exchange(other.handle_, std::nullopt);
+    authkey_ = std::move(other.authkey_);
+    closed_ = std::exchange(other.closed_, false);
   }
   return *this;
 }
@@ -526,7 +616,30 @@ void Process::run() {
   if (target_) target_();
 }
 
+bool Process::check_open() const {
+  if (closed_) throw ProcessError("process object is closed ('" + name() + "')");
+  return false;
+}
+
+void Process::close() {
+  if (closed_) return;
+  if (handle_ && handle_->is_alive()) {
+    throw ProcessError("cannot close process '" + options_.name + "' (pid " + std::to_string(handle_->pid()) +
+                       ") while it is still running; join() it first");
+  }
+  // is_alive() reaped the child and dropped it from the registry: the
+  // handle holds the last reference to its descriptors.
+  handle_.reset();
+  closed_ = true;
+}
+
+void Process::set_authkey(std::string key) {
+  check_open();
+  authkey_ = std::move(key);
+}
+
 const ProcessHandle& Process::started() const {
+  check_open();
   if (!handle_) throw ProcessError("process '" + name() + "' has not been started");
   return *handle_;
 }
@@ -551,11 +664,13 @@ std::string Process::name() const {
 }
 
 void Process::set_daemon(bool daemon) {
+  check_open();
   if (handle_) throw ProcessError("cannot change the daemon flag of a started process");
   options_.daemon = daemon;
 }
 
 void Process::start() {
+  check_open();
   if (handle_) throw ProcessError("cannot start a process twice ('" + options_.name + "')");
   if (options_.name.empty()) options_.name = name();  // frozen from now on
   auto& rt = runtime();
@@ -567,6 +682,11 @@ void Process::start() {
   std::shared_ptr<detail::ChildState> state;
   if (method == StartMethod::forkserver) {
     auto call = remote_call_ ? remote_call_() : std::nullopt;
+    if (authkey_ != current_process().authkey()) {
+      throw ProcessError("cannot start '" + options_.name +
+                         "' with the forkserver start method and an authkey of its own: its child has the fork "
+                         "server's key (use the fork start method)");
+    }
     if (!call) {
       throw ProcessError("cannot start '" + options_.name +
                          "' with the forkserver start method: its target must be a function registered with "
@@ -589,6 +709,10 @@ void Process::start() {
 }
 
 std::string Process::to_string() const {
+  if (closed_) {
+    return "<Process name='" + name() + "' parent=" + std::to_string(::getpid()) + " closed" +
+           (options_.daemon ? " daemon>" : ">");
+  }
   if (handle_) return handle_->to_string();
   return describe(name(), std::nullopt, ::getpid(), std::nullopt, false, options_.daemon);
 }

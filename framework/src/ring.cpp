@@ -3,8 +3,11 @@
 // Layout of the mapping:
 //   RingHeader                 tail, head, wake-up words, JoinableQueue count
 //   RingCell[capacity]         one 64-byte cache line per message in flight
-//   RingLane[lanes]            control block of each large-message lane
-//   lane data[lanes]           lane_bytes each, page aligned
+//   RingLane[lanes]            control block of each lane (small lanes first)
+//   lane data[lanes]           small lanes packed, then lane_bytes each, page aligned
+// All of it is zero at creation, which is a valid empty ring: creation
+// touches only the header page, and the rest is charged and made resident as
+// it is used (SharedMapping::reserved).
 //
 // Cells follow Vyukov's bounded MPMC queue, with the claim made on the cell
 // itself so that it carries the claimer's pid. A cell's state word is
@@ -16,8 +19,21 @@
 //   READING(t,pid) claimed by a consumer; released as FREE(t+1)
 // tail and head are advanced by whoever sees the cell at them claimed
 // (helping), so a process killed between claiming a cell and moving the index
-// never stalls the others. An index only moves from p to p+1 after the cell
-// at p was claimed for that lap.
+// never stalls the others. An index only moves past p after the cell at p was
+// claimed for that lap.
+//
+// Laps: a position is lap << shift | index (shift = bits of capacity-1), so a
+// lap may end before the last cell. A producer that finds the ring empty at
+// an index >= kJumpAt (a multiple of 64: once per page of cells) claims that
+// cell as a *jump* (READING with kJumpBit) and moves head, then tail, to the
+// start of the next lap; helpers that see a jump cell do the same. A shallow
+// queue thus keeps reusing its first kJumpAt cells instead of walking (and
+// making resident) all `capacity` of them. Cells past the jump keep the turn
+// of the last lap that used them: a FREE cell of an older lap is as free as
+// one of this lap, and a cell whose turn looks *newer* than the index's lap
+// while the index still points at it can only be one skipped for 2^31 laps
+// (turns are 32 bits): it is read as older. A newer turn with a moved index
+// is the usual "someone else got here first".
 //
 // Wake-ups: a side that found nothing spins briefly, then sets its
 // "sleeping" flag, re-checks, and futex-waits on a sequence word. The other
@@ -25,7 +41,10 @@
 // then pays for a syscall. A waiter killed while asleep leaves the flag set:
 // the next notifier clears it and wakes nobody, once.
 //
-// Lanes: a lane's claim word is (generation << 32) | owner pid (0 = free). A
+// Lanes: a lane's claim word is (generation << 32) | owner pid (0 = free);
+// its pos word is the linked cell's position + 1 (0 = not linked). Producers
+// take the lowest free small lane at or above a shared hint that every free
+// lowers, so the lanes in use stay the lowest ones. A
 // message that fits a lane is copied in before its cell is published, so it
 // is complete the moment a consumer can see it. A longer one is streamed:
 // cell first, then chunks; the consumer copies them out as they arrive.
@@ -61,7 +80,7 @@ namespace mpx::detail {
 namespace {
 
 constexpr std::uint64_t kMagic = 0x6d70782d72696e67ULL;  // "mpx-ring"
-constexpr std::uint64_t kNoPos = ~std::uint64_t{0};
+constexpr std::uint64_t kNoPos = 0;  // a lane's pos word when no cell links it
 constexpr std::uint32_t kAbandoned = 1;
 constexpr std::uint32_t kKindInline = 0;
 constexpr std::uint32_t kKindLane = 1;
@@ -71,6 +90,13 @@ constexpr auto kLivenessTick = std::chrono::milliseconds(20);
 constexpr int kSpinPause = 32;    // busy spins (4 pauses each) before yielding
 constexpr int kSpinYield = 100;   // sched_yield rounds before sleeping: lets a peer on our core run
 constexpr std::size_t kStreamChunk = 256 * 1024;
+// A producer that finds the ring empty at a cell index >= kJumpAt starts the
+// next lap (see "Laps"): 1024 cells are 64 KiB.
+constexpr std::uint64_t kJumpAt = 1024;
+constexpr std::uint64_t kCellsPerPage = 64;
+// In the low bits of a READING state: the cell is a jump, not a message
+// (pids are below 2^22, kAbandoned is 1).
+constexpr std::uint32_t kJumpBit = 1u << 29;
 
 enum Phase : std::uint32_t { kFree = 0, kWriting = 1, kFull = 2, kReading = 3 };
 
@@ -80,6 +106,8 @@ constexpr std::uint64_t make_state(std::uint32_t turn, Phase phase, std::uint32_
 constexpr std::uint32_t turn_of_state(std::uint64_t w) { return static_cast<std::uint32_t>(w >> 32); }
 constexpr Phase phase_of(std::uint64_t w) { return static_cast<Phase>((w >> 30) & 3u); }
 constexpr std::uint32_t low_of(std::uint64_t w) { return static_cast<std::uint32_t>(w & 0x3fffffffu); }
+// The pid of the process holding a WRITING or READING cell.
+constexpr pid_t holder_of(std::uint64_t w) { return static_cast<pid_t>(low_of(w) & ~kJumpBit); }
 // Signed lap distance of state w from lap t (wraps correctly at 2^32).
 constexpr std::int32_t lap_diff(std::uint64_t w, std::uint32_t t) {
   return static_cast<std::int32_t>(turn_of_state(w) - t);
@@ -184,9 +212,9 @@ void notify(std::atomic<std::uint32_t>& seq, std::atomic<std::uint32_t>& sleepin
   }
 }
 
-// Moves a ring index from pos to pos+1 unless someone already did.
-inline void advance(std::atomic<std::uint64_t>& index, std::uint64_t pos) {
-  index.compare_exchange_strong(pos, pos + 1, std::memory_order_acq_rel);
+// Moves a ring index from pos to next unless someone already did.
+inline void advance(std::atomic<std::uint64_t>& index, std::uint64_t pos, std::uint64_t next) {
+  index.compare_exchange_strong(pos, next, std::memory_order_acq_rel);
 }
 
 // A lane claim whose pid carries this bit is being freed by that pid.
@@ -248,10 +276,8 @@ Ring Ring::create(const RingOptions& options) {
     bad("small_lane_bytes must be in (48, lane_bytes]");
   Ring r;
   r.capacity_ = options.capacity;
-  if ((r.capacity_ & (r.capacity_ - 1)) == 0) {
-    r.mask_ = r.capacity_ - 1;
-    while ((std::size_t{1} << r.shift_) < r.capacity_) ++r.shift_;
-  }
+  while ((std::size_t{1} << r.shift_) < r.capacity_) ++r.shift_;
+  r.mask_ = (std::uint64_t{1} << r.shift_) - 1;
   r.small_count_ = options.small_lanes;
   r.small_bytes_ = options.small_lanes ? options.small_lane_bytes : 0;
   r.small_stride_ = round_up(r.small_bytes_, 64);
@@ -262,26 +288,26 @@ Ring Ring::create(const RingOptions& options) {
   std::size_t lanes_off = cells_off + r.capacity_ * sizeof(RingCell);
   std::size_t data_off = round_up(lanes_off + r.lane_count_ * sizeof(RingLane), 4096);
   std::size_t total = data_off + round_up(r.small_count_ * r.small_stride_, 4096) + options.lanes * r.lane_stride_;
-  r.mapping_ = SharedMapping::anonymous(total, "a message ring (Queue or Pipe)");
+  r.mapping_ = SharedMapping::reserved(total, "a message ring (Queue or Pipe)");
   auto* base = static_cast<std::byte*>(r.mapping_.data());
   // Zero-filled memory is a valid initial state: every cell FREE(0), every
-  // lane free with generation 0. Only the constants need writing.
+  // lane free with generation 0 and unlinked. Only the constants need
+  // writing; nothing past the header page is touched.
   r.header_ = new (base) RingHeader{};
   r.header_->magic = kMagic;
   r.header_->capacity = r.capacity_;
   r.cells_ = reinterpret_cast<RingCell*>(base + cells_off);
-  auto* lanes = reinterpret_cast<RingLane*>(base + lanes_off);
-  for (std::size_t i = 0; i < r.lane_count_; ++i) lanes[i].pos.store(kNoPos, std::memory_order_relaxed);
   r.lanes_ = base + lanes_off;
   r.lane_data_ = base + data_off;
   return r;
 }
 
-RingCell& Ring::cell_at(std::uint64_t pos) const {
-  return cells_[mask_ ? (pos & mask_) : (pos % capacity_)];
-}
-std::uint32_t Ring::turn_of(std::uint64_t pos) const {
-  return static_cast<std::uint32_t>(mask_ ? (pos >> shift_) : (pos / capacity_));
+RingCell& Ring::cell_at(std::uint64_t pos) const { return cells_[pos & mask_]; }
+std::uint32_t Ring::turn_of(std::uint64_t pos) const { return static_cast<std::uint32_t>(pos >> shift_); }
+std::uint64_t Ring::next_pos(std::uint64_t pos, std::uint64_t w) const {
+  const bool jump = phase_of(w) == kReading && (low_of(w) & kJumpBit) != 0;
+  if (jump || (pos & mask_) + 1 == capacity_) return ((pos >> shift_) + 1) << shift_;
+  return pos + 1;
 }
 RingLane& Ring::lane(std::size_t i) const { return reinterpret_cast<RingLane*>(lanes_)[i]; }
 std::byte* Ring::lane_data(std::size_t i) const {
@@ -311,10 +337,27 @@ bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block, const Sto
     RingCell& c = cell_at(pos);
     const std::uint32_t t = turn_of(pos);
     std::uint64_t w = c.state.load(std::memory_order_acquire);
-    const std::int32_t diff = lap_diff(w, t);
-    if (diff == 0 && phase_of(w) == kFree) {
+    std::int32_t diff = lap_diff(w, t);
+    if (diff > 0) {
+      if (h.tail.load(std::memory_order_acquire) != pos) continue;  // a stale tail: re-read
+      diff = -1;  // a cell skipped for 2^31 laps (see "Laps"): older
+    }
+    if (diff <= 0 && phase_of(w) == kFree) {
+      const std::uint64_t idx = pos & mask_;
+      if (idx >= kJumpAt && idx % kCellsPerPage == 0 && h.head.load(std::memory_order_acquire) == pos) {
+        // Empty this far into the lap: start the next one (see "Laps").
+        const std::uint64_t jump = make_state(t, kReading, me | kJumpBit);
+        if (c.state.compare_exchange_strong(w, jump, std::memory_order_acq_rel)) {
+          if (test_hook_after_claim_jump) test_hook_after_claim_jump();
+          const std::uint64_t next = next_pos(pos, jump);
+          advance(h.head, pos, next);  // head first: size() never sees tail a lap ahead
+          advance(h.tail, pos, next);
+          release_cell(c, pos);
+        }
+        continue;
+      }
       if (c.state.compare_exchange_strong(w, make_state(t, kWriting, me), std::memory_order_acq_rel)) {
-        advance(h.tail, pos);
+        advance(h.tail, pos, next_pos(pos, 0));
         if (test_hook_after_claim_put) test_hook_after_claim_put();
         fill(c, pos);
         c.state.store(make_state(t, kFull, 0), std::memory_order_seq_cst);
@@ -323,15 +366,17 @@ bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block, const Sto
       }
       continue;
     }
-    if (diff > 0 || (diff == 0 && phase_of(w) != kFree)) {
+    if (diff == 0) {
       // Someone claimed this position (maybe and died before moving tail): help.
-      advance(h.tail, pos);
+      const std::uint64_t next = next_pos(pos, w);
+      if (phase_of(w) == kReading && (low_of(w) & kJumpBit)) advance(h.head, pos, next);  // head first, as its maker
+      advance(h.tail, pos, next);
       continue;
     }
-    if (diff == -1) {
-      // The previous lap's message still occupies the cell: the ring is full.
+    {
+      // An older lap's message still occupies the cell: the ring is full.
       if (!block || deadline.expired() || stopped(waiter)) return false;
-      if (phase_of(w) == kReading && watch.stuck(w) && !process_alive(static_cast<pid_t>(low_of(w)))) {
+      if (phase_of(w) == kReading && watch.stuck(w) && !process_alive(holder_of(w))) {
         // Its consumer died while holding it: that one message is lost.
         // A consumer still at the old position sees a later lap and moves on.
         if (c.state.compare_exchange_strong(w, make_state(t, kFree, 0), std::memory_order_acq_rel))
@@ -343,9 +388,7 @@ bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block, const Sto
             return c.state.load(std::memory_order_seq_cst) != w || h.tail.load(std::memory_order_relaxed) != pos;
           },
           h.not_full_seq, h.producers_sleeping, deadline);
-      continue;
     }
-    // A stale tail (another producer moved it since we read it): re-read.
   }
 }
 
@@ -370,15 +413,20 @@ bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
     RingCell& c = cell_at(pos);
     const std::uint32_t t = turn_of(pos);
     std::uint64_t w = c.state.load(std::memory_order_acquire);
-    const std::int32_t diff = lap_diff(w, t);
-    if (diff > 0 || (diff == 0 && phase_of(w) == kReading)) {
-      // Already claimed (or consumed) by another consumer: help head along.
-      advance(h.head, pos);
+    std::int32_t diff = lap_diff(w, t);
+    if (diff > 0) {
+      // Consumed by another consumer, who moved head before releasing it.
+      if (h.head.load(std::memory_order_acquire) != pos) continue;
+      diff = -1;  // head still here: a cell skipped for 2^31 laps (see "Laps"), older
+    }
+    if (diff == 0 && phase_of(w) == kReading) {
+      // Claimed by another consumer (or a jump): help head along.
+      advance(h.head, pos, next_pos(pos, w));
       continue;
     }
     if (diff == 0 && phase_of(w) == kFull) {
       if (!c.state.compare_exchange_strong(w, make_state(t, kReading, me), std::memory_order_acq_rel)) continue;
-      advance(h.head, pos);
+      advance(h.head, pos, next_pos(pos, 0));
       if (low_of(w) == kAbandoned) {
         release_cell(c, pos);
         continue;
@@ -404,18 +452,16 @@ bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
       // while items wait behind a cell whose writer is dead.
       const bool stuck = watch.stuck(w);
       const bool giving_up = (!block && waiter.spun_out()) || (block && deadline.expired());
-      if ((stuck || giving_up) && !process_alive(static_cast<pid_t>(low_of(w)))) {
+      if ((stuck || giving_up) && !process_alive(holder_of(w))) {
         if (c.state.compare_exchange_strong(w, make_state(t, kFull, kAbandoned), std::memory_order_acq_rel))
           notify_consumers();
         continue;
       }
       if (giving_up) return false;
-    } else if (diff == 0 || diff == -1) {
-      // FREE(t): nothing put yet; READING(t-1): the previous lap is still
-      // being read, so nothing can be put here yet either. Empty.
-      if (!block || deadline.expired()) return false;
     } else {
-      continue;  // stale head
+      // FREE(t) or FREE of an older lap: nothing put yet; an older lap still
+      // being read: nothing can be put here yet either. Empty.
+      if (!block || deadline.expired()) return false;
     }
     waiter.wait(
         [&] { return c.state.load(std::memory_order_seq_cst) != w || h.head.load(std::memory_order_relaxed) != pos; },
@@ -430,8 +476,10 @@ int Ring::acquire_lane(std::size_t bytes, const Deadline& deadline, bool block, 
   StopPoll stopped(stop);
   bool check_orphans = false;
   StuckWatch watch;  // lanes busy for a liveness tick: look for dead holders
-  // A medium message tries the small lanes first (from a shared hint, so a
-  // long backlog is not rescanned on every put), then the large ones.
+  // A medium message tries the small lanes first, from the shared hint (the
+  // lowest small lane that may be free: frees lower it, claims raise it past
+  // the lane taken), so the lanes in use stay the lowest ones and a long
+  // backlog is not rescanned on every put; then the large ones.
   const bool medium = bytes <= small_bytes_;
   const std::size_t first = medium ? 0 : small_count_;
   auto try_claim = [&](std::size_t idx) {
@@ -446,11 +494,13 @@ int Ring::acquire_lane(std::size_t bytes, const Deadline& deadline, bool block, 
   };
   for (;;) {
     if (medium) {
-      std::size_t hint = h.lane_hint.load(std::memory_order_relaxed) % small_count_;
+      std::uint32_t hint = h.lane_hint.load(std::memory_order_acquire);
+      const std::size_t start = hint < small_count_ ? hint : 0;
       for (std::size_t k = 0; k < small_count_; ++k) {
-        std::size_t idx = (hint + k) % small_count_;
+        std::size_t idx = start + k < small_count_ ? start + k : start + k - small_count_;
         if (try_claim(idx)) {
-          h.lane_hint.store(static_cast<std::uint32_t>(idx + 1), std::memory_order_relaxed);
+          // Unless a free lowered the hint meanwhile.
+          h.lane_hint.compare_exchange_strong(hint, static_cast<std::uint32_t>(idx + 1), std::memory_order_acq_rel);
           return static_cast<int>(idx);
         }
       }
@@ -475,10 +525,11 @@ int Ring::acquire_lane(std::size_t bytes, const Deadline& deadline, bool block, 
 }
 
 bool Ring::lane_orphaned(RingLane& l, std::uint64_t claim) {
-  std::uint64_t pos = l.pos.load(std::memory_order_acquire);
+  const std::uint64_t linked = l.pos.load(std::memory_order_acquire);
   if (l.claim.load(std::memory_order_acquire) != claim) return false;
   if (claim_pid(claim) & kFreeingBit) return !process_alive(static_cast<pid_t>(claim_pid(claim) & ~kFreeingBit));
-  if (pos == kNoPos) return !process_alive(static_cast<pid_t>(claim_pid(claim)));  // never linked to a cell
+  if (linked == kNoPos) return !process_alive(static_cast<pid_t>(claim_pid(claim)));  // never linked to a cell
+  const std::uint64_t pos = linked - 1;
   RingCell& c = cell_at(pos);
   std::uint64_t w = c.state.load(std::memory_order_acquire);
   std::int32_t diff = lap_diff(w, turn_of(pos));
@@ -487,7 +538,7 @@ bool Ring::lane_orphaned(RingLane& l, std::uint64_t claim) {
   switch (phase_of(w)) {
     case kFull: return low_of(w) == kAbandoned;  // skipped cells never free their lane
     case kWriting:
-    case kReading: return !process_alive(static_cast<pid_t>(low_of(w)));
+    case kReading: return !process_alive(holder_of(w));
     case kFree: return false;
   }
   return false;
@@ -502,7 +553,16 @@ void Ring::free_lane(RingLane& l, std::uint64_t claim) {
   if (!l.claim.compare_exchange_strong(claim, freeing, std::memory_order_acq_rel)) return;
   l.pos.store(kNoPos, std::memory_order_release);
   l.claim.store(gen, std::memory_order_seq_cst);
+  lower_lane_hint(static_cast<std::size_t>(&l - reinterpret_cast<RingLane*>(lanes_)));
   notify_lane_free();
+}
+
+void Ring::lower_lane_hint(std::size_t idx) {
+  if (idx >= small_count_) return;
+  auto& hint = header_->lane_hint;
+  std::uint32_t cur = hint.load(std::memory_order_relaxed);
+  while (idx < cur && !hint.compare_exchange_weak(cur, static_cast<std::uint32_t>(idx), std::memory_order_acq_rel)) {
+  }
 }
 
 bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadline, bool block,
@@ -524,11 +584,11 @@ bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadlin
   } else {
     l.written.store(0, std::memory_order_release);
   }
-  std::uint64_t pos = kNoPos;
+  std::uint64_t pos = 0;  // the linked cell's position
   bool linked = put_cell(
       [&](RingCell& c, std::uint64_t at) {
         pos = at;
-        l.pos.store(at, std::memory_order_release);
+        l.pos.store(at + 1, std::memory_order_release);
         c.kind = kKindLane;
         c.len = 0;
         LaneRef ref{static_cast<std::uint32_t>(idx), 0, claim, n};
@@ -568,7 +628,7 @@ bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadlin
     // message is lost with it; the lane is ours to free.
     std::uint64_t cw = c.state.load(std::memory_order_acquire);
     if (lap_diff(cw, t) == 0 && phase_of(cw) == kReading && watch.stuck(cw) &&
-        !process_alive(static_cast<pid_t>(low_of(cw)))) {
+        !process_alive(holder_of(cw))) {
       free_lane(l, claim);
       return true;
     }
@@ -661,7 +721,11 @@ std::size_t Ring::size() const noexcept {
   std::uint64_t head = header_->head.load(std::memory_order_acquire);
   std::uint64_t tail = header_->tail.load(std::memory_order_acquire);
   if (tail <= head) return 0;
-  return static_cast<std::size_t>(std::min<std::uint64_t>(tail - head, capacity_));
+  // Positions between head and tail never straddle a jump (one is only made
+  // when head == tail), so each lap between them is a full one.
+  const std::uint64_t laps = (tail >> shift_) - (head >> shift_);
+  const std::uint64_t n = laps * capacity_ + (tail & mask_) - (head & mask_);
+  return static_cast<std::size_t>(std::min<std::uint64_t>(n, capacity_));
 }
 
 void Ring::add_unfinished() noexcept { header_->unfinished.fetch_add(1, std::memory_order_seq_cst); }

@@ -55,8 +55,9 @@ void log_callback_error(const char* which) noexcept {
 namespace {
 
 // Tasks handed to one worker at once: enough to cover a round trip with
-// fast tasks, few when tasks are slow (they wait behind each other there).
-constexpr std::size_t min_window = 2;
+// fast tasks; one while a worker's task time is unknown or long, so that a
+// task never waits behind a slow (or stuck) one while another worker is free.
+constexpr std::size_t min_window = 1;
 constexpr std::size_t max_window = 512;
 constexpr double window_cover_ns = 200'000;
 
@@ -643,7 +644,9 @@ void PoolCore::break_pool(const std::string& why) {
 void PoolCore::shut_down(bool kill) {
   for (auto& [slot, w] : workers_) {
     if (w.socket) ::shutdown(w.socket.get(), SHUT_WR);
-    if (kill) w.process->terminate();
+    // A worker not yet connected (or accepted) would wait for a pool that
+    // no longer reads; it has done no work: stop it.
+    if (kill || !w.socket || !w.ready) w.process->terminate();
   }
   const auto sigkill_at = Clock::now() + options_.kill_grace;
   for (auto& [slot, w] : workers_) {

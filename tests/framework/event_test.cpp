@@ -45,7 +45,11 @@ TEST(Event, SetInTheParentWakesWaitingChildren) {
   });
   ASSERT_EQ(started.wait(), 'x');
   ASSERT_EQ(started.wait(), 'x');
-  std::this_thread::sleep_for(50ms);  // most likely asleep in the futex now (either way must work)
+  // Both really asleep in the futex before the set (the wake-up path, not the fast check).
+  EXPECT_TRUE(mpx::test::eventually_asleep_in_futex(a.pid()));
+  EXPECT_TRUE(mpx::test::eventually_asleep_in_futex(b.pid()));
+  EXPECT_FALSE(a.wait(0ms).has_value()) << "returned from wait() before the set";
+  EXPECT_FALSE(b.wait(0ms).has_value()) << "returned from wait() before the set";
   e.set();
   EXPECT_EQ(a.join(), 0);
   EXPECT_EQ(b.join(), 0);
@@ -53,8 +57,10 @@ TEST(Event, SetInTheParentWakesWaitingChildren) {
 
 TEST(Event, SetInAChildWakesTheParent) {
   mpx::Event e;
+  const pid_t parent = ::getpid(), waiter = ::gettid();
   Child child([&] {
-    std::this_thread::sleep_for(20ms);
+    // Set only once the parent is asleep in the futex: the wake-up path.
+    if (!mpx::test::eventually_asleep_in_futex(parent, waiter, 20s)) return 1;
     e.set();
     return 0;
   });

@@ -21,7 +21,7 @@ TEST(JoinableQueue, JoinReturnsOnceEveryItemIsDone) {
     }
     return 0;
   });
-  q.join();
+  ASSERT_TRUE(q.join(30s)) << q.unfinished_tasks() << " tasks still unfinished";  // timed: a failure, not a hang
   EXPECT_EQ(q.unfinished_tasks(), 0u);
   EXPECT_EQ(worker.wait(), 0);
 }

@@ -115,7 +115,9 @@ TEST(Lock, HolderKilledIsReportedToTheNextAcquirerAndTheLockStaysUsable) {
   ASSERT_EQ(held.wait(), 'x');
   // A waiter already blocked when the holder dies is told too.
   std::atomic<int> outcome{0};
+  std::atomic<pid_t> waiter_tid{0};
   std::thread waiter([&] {
+    waiter_tid = ::gettid();
     try {
       lock.acquire();
       outcome = 1;
@@ -123,10 +125,15 @@ TEST(Lock, HolderKilledIsReportedToTheNextAcquirerAndTheLockStaysUsable) {
       outcome = e.dead_owner() == child.pid() ? 2 : 3;
     }
   });
-  std::this_thread::sleep_for(30ms);  // let it block (not required for correctness)
+  // Proven blocked: asleep in the lock's futex wait while the holder lives.
+  // (No ASSERT before the join: a std::thread must not be left joinable.)
+  const bool blocked = mpx::test::eventually([&] { return waiter_tid.load() != 0; }) &&
+                       mpx::test::eventually_asleep_in_futex(::getpid(), waiter_tid);
+  EXPECT_EQ(outcome.load(), 0) << "acquired a lock held by a live process";
   auto t0 = std::chrono::steady_clock::now();
   child.kill(SIGKILL);
   waiter.join();
+  ASSERT_TRUE(blocked) << "the waiter never went to sleep in acquire()";
   EXPECT_LT(mpx::test::seconds_since(t0), 5.0);
   EXPECT_EQ(outcome.load(), 2);
   EXPECT_TRUE(lock.locked());  // the thread that was told holds it

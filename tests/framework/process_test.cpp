@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <fstream>
 #include <mpx/mpx.hpp>
 #include <stdexcept>
 #include <string>
@@ -104,6 +105,39 @@ bool wait_until_gone(pid_t pid, std::chrono::milliseconds timeout) {
   ::close(fd);
   return rc == 1;
 }
+
+// The parent of `pid` from /proc/<pid>/stat, 0 when it is gone.
+pid_t parent_of(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string content;
+  std::getline(stat, content);
+  auto close_paren = content.rfind(')');
+  if (close_paren == std::string::npos) return 0;
+  std::istringstream rest(content.substr(close_paren + 2));
+  char state = 0;
+  pid_t ppid = 0;
+  rest >> state >> ppid;
+  return ppid;
+}
+
+// Makes the test a child subreaper for its scope; on the way out it kills
+// and reaps the listed processes that were reparented to it, then clears
+// the flag, whatever happened in between.
+struct SubreaperGuard {
+  explicit SubreaperGuard(const std::vector<pid_t>& orphans) : orphans(orphans) {
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  }
+  ~SubreaperGuard() {
+    for (pid_t k : orphans) {
+      if (parent_of(k) == ::getpid()) ::kill(k, SIGKILL);
+      ::waitpid(k, nullptr, 0);  // ECHILD when it was never ours
+    }
+    ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+  }
+  SubreaperGuard(const SubreaperGuard&) = delete;
+  SubreaperGuard& operator=(const SubreaperGuard&) = delete;
+  const std::vector<pid_t>& orphans;
+};
 
 }  // namespace
 
@@ -392,8 +426,10 @@ TEST(Process, TerminateWorksEvenWhenTheHostBlocksSigterm) {
 
 TEST(Process, ChildrenDieWhenTheirParentIsKilled) {
   // The test becomes the subreaper so that orphans are reparented to it and
-  // can be reaped here instead of lingering.
-  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  // can be reaped here instead of lingering; the guard restores the flag and
+  // kills and reaps any orphan left, also when an assertion fails.
+  std::vector<pid_t> kids;
+  SubreaperGuard reaper{kids};
   Report report;
   mpx::Process parent([&] {
     std::vector<mpx::Process> kids;
@@ -410,7 +446,6 @@ TEST(Process, ChildrenDieWhenTheirParentIsKilled) {
   });
   KillOnExit guard{{&parent}};
   parent.start();
-  std::vector<pid_t> kids;
   {
     std::istringstream in(report.read_line());
     for (pid_t pid; in >> pid;) kids.push_back(pid);
@@ -420,8 +455,6 @@ TEST(Process, ChildrenDieWhenTheirParentIsKilled) {
   parent.kill();
   parent.join();
   for (pid_t k : kids) EXPECT_TRUE(wait_until_gone(k, 20s)) << "child " << k << " outlived its killed parent";
-  for (pid_t k : kids) ::waitpid(k, nullptr, 0);  // reparented to us: reap
-  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
 
 TEST(Process, NormalExitJoinsChildrenAndTerminatesDaemons) {
@@ -455,6 +488,15 @@ TEST(Process, NormalExitJoinsChildrenAndTerminatesDaemons) {
 }
 
 TEST(Process, CpuCountMatchesOnlineCpus) {
-  EXPECT_GE(mpx::cpu_count(), 1);
-  EXPECT_EQ(mpx::cpu_count(), static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN)));
+  // Independent sources, not the sysconf call the library makes: the kernel's
+  // list of online processors in /proc/cpuinfo, and Python's os.cpu_count().
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  int listed = 0;
+  for (std::string line; std::getline(cpuinfo, line);)
+    if (line.rfind("processor", 0) == 0 && line.find(':') != std::string::npos) ++listed;
+  ASSERT_GT(listed, 0) << "no processor lines in /proc/cpuinfo";
+  EXPECT_EQ(mpx::cpu_count(), listed);
+  auto py = mpx::test::run_program({"/usr/bin/python3", "-c", "import os; print(os.cpu_count())"}, 60s);
+  ASSERT_EQ(py.exit_code, 0) << py.err;
+  EXPECT_EQ(std::to_string(mpx::cpu_count()) + "\n", py.out);
 }

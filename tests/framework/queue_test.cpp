@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "queue_test_support.hpp"
+#include "sync_test_util.hpp"
 
 using mpx::test::ForkedChild;
 using mpx::test::Signal;
@@ -90,15 +91,16 @@ TEST(Queue, FullAndEmptyExactlyWhenPythonRaisesThem) {
 TEST(Queue, BlockedPutResumesWhenAConsumerTakesOne) {
   mpx::Queue<int> q(1);
   q.put(1);
-  ForkedChild consumer([&] {
-    ::usleep(100'000);
-    return q.get() == 1 ? 0 : 1;
+  ForkedChild producer([&] {
+    q.put(2, 20s);  // Full (exit code 99) if nobody makes room in time
+    return 0;
   });
-  auto t0 = std::chrono::steady_clock::now();
-  q.put(2, 10s);
-  EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
-  EXPECT_EQ(consumer.wait(), 0);
-  EXPECT_EQ(q.get(), 2);
+  // The put is blocked: asleep in the queue's futex, not returned.
+  ASSERT_TRUE(mpx::test::eventually_asleep_in_futex(producer.pid())) << "put on a full queue did not block";
+  EXPECT_FALSE(producer.wait(0ms).has_value()) << "put returned on a full queue";
+  EXPECT_EQ(q.get(5s), 1);
+  EXPECT_EQ(producer.wait(), 0);  // resumed by the get
+  EXPECT_EQ(q.get(5s), 2);
 }
 
 TEST(Queue, ChildPutsParentGets) {
@@ -131,9 +133,9 @@ TEST(Queue, LargeMessagesWaitingAreLimitedByTheLaneCount) {
   o.small_lanes = 2;
   o.lanes = 1;
   mpx::Queue<std::string> q(0, o);
-  for (int i = 0; i < 3; ++i) q.put(std::string(100, 'a' + i));  // two small lanes, then the large one
+  for (int i = 0; i < 3; ++i) q.put(std::string(100, 'a' + i), 1s);  // two small lanes, then the large one
   EXPECT_THROW(q.put(std::string(100, 'x'), 100ms), mpx::Full);
-  q.put("small");
+  q.put("small", 1s);
   EXPECT_EQ(q.get(), std::string(100, 'a'));
   q.put(std::string(100, 'x'), 1s);
   EXPECT_EQ(q.get(), std::string(100, 'b'));
@@ -188,8 +190,8 @@ TEST(Queue, BothSidesMidMessageDoNotDeadlock) {
     }));
   EXPECT_EQ(kids[0]->wait(60s), 0);
   EXPECT_EQ(kids[1]->wait(60s), 0);
-  q.put("stop");
-  q.put("stop");
+  q.put("stop", 20s);  // timed: Full fails the test if the consumers are stuck
+  q.put("stop", 20s);
   EXPECT_EQ(kids[2]->wait(60s), 0);
   EXPECT_EQ(kids[3]->wait(60s), 0);
   EXPECT_EQ(done.get(1s) + done.get(1s), 60);
@@ -247,13 +249,14 @@ TEST(QueueFaults, TerminatingAReaderBlockedInGetLeavesTheQueueUsable) {
     return 0;
   });
   ASSERT_TRUE(started.wait());
-  ::usleep(50'000);  // let it block in get (asleep or spinning: both are fine)
+  // Terminated while really blocked in get: asleep in the queue's futex.
+  ASSERT_TRUE(mpx::test::eventually_asleep_in_futex(reader.pid())) << "the reader never blocked in get";
   reader.kill(SIGTERM);
   EXPECT_EQ(reader.wait(), -SIGTERM);
-  q.put("still works");
+  q.put("still works", 5s);
   EXPECT_EQ(q.get(1s), "still works");
   ForkedChild other([&] { return q.get(5s) == "to another process" ? 0 : 1; });
-  q.put("to another process");
+  q.put("to another process", 5s);
   EXPECT_EQ(other.wait(), 0);
 }
 
@@ -379,7 +382,7 @@ TEST(QueueStress, FourProducersFourConsumersTenMillionItemsExactlyOnce) {
       }
     }));
   for (int p = 0; p < kProducers; ++p) ASSERT_EQ(kids[p]->wait(300s), 0);
-  for (int c = 0; c < kConsumers; ++c) q.put(-1);
+  for (int c = 0; c < kConsumers; ++c) q.put(-1, 60s);
   for (int c = 0; c < kConsumers; ++c) ASSERT_EQ(kids[kProducers + c]->wait(300s), 0);
   std::int64_t missing = 0, dup = 0;
   for (std::int64_t i = 0; i < kTotal; ++i) {

@@ -34,8 +34,10 @@ TEST(Semaphore, TimedAcquireGivesUp) {
 
 TEST(Semaphore, ReleaseInAChildWakesTheParent) {
   mpx::Semaphore s(0);
+  const pid_t parent = ::getpid(), waiter = ::gettid();
   Child child([&] {
-    std::this_thread::sleep_for(20ms);
+    // Release only once the parent is asleep in the futex: the wake-up path.
+    if (!mpx::test::eventually_asleep_in_futex(parent, waiter, 20s)) return 1;
     s.release();
     return 0;
   });

@@ -204,25 +204,34 @@ TEST(SharedMemoryInterop, MpxAttachesToAPythonSegment) {
   shm.unlink();
 }
 
+// Every tracker test runs its own tracker (PrivateTracker): a tracker left
+// lingering by an earlier test must not be the one that does the work. The
+// test process itself never touches shared memory here (it would hold the
+// tracker), only its children do; it looks at /dev/shm directly.
+
 TEST(SharedMemoryTracker, SegmentOfAKilledCreatorIsUnlinked) {
+  mpx::test::PrivateTracker tracker;
   auto name = unique_name("killed");
   Cleanup cleanup{name};
+  mpx::RawValue<pid_t> tracker_pid(0);
   Signal ready;
   Child creator([&] {
     mpx::SharedMemory shm(name, true, 4096);
+    *tracker_pid = mpx::detail::shm_tracker::tracker_pid();
     ready.notify();
     ::pause();
     return 0;
   });
   ASSERT_EQ(ready.wait(), 'x');
   ASSERT_TRUE(exists(name));
-  EXPECT_NE(mpx::detail::shm_tracker::tracker_pid(), 0);
+  EXPECT_NE(*tracker_pid, 0);
   creator.kill(SIGKILL);
   EXPECT_TRUE(mpx::test::eventually([&] { return !exists(name); }, 10s)) << name << " leaked";
   EXPECT_EQ(creator.join(), -SIGKILL);
 }
 
 TEST(SharedMemoryTracker, SegmentOfACreatorThatExitsWithoutUnlinkIsUnlinked) {
+  mpx::test::PrivateTracker tracker;
   auto name = unique_name("exited");
   Cleanup cleanup{name};
   Child creator([&] {
@@ -234,6 +243,7 @@ TEST(SharedMemoryTracker, SegmentOfACreatorThatExitsWithoutUnlinkIsUnlinked) {
 }
 
 TEST(SharedMemoryTracker, PersistentSegmentSurvivesItsCreator) {
+  mpx::test::PrivateTracker tracker;
   auto persistent = unique_name("persistent");
   auto marker = unique_name("marker");
   Cleanup cleanup{persistent}, cleanup2{marker};
@@ -250,11 +260,11 @@ TEST(SharedMemoryTracker, PersistentSegmentSurvivesItsCreator) {
   // The tracked marker going away proves the tracker has handled the death.
   ASSERT_TRUE(mpx::test::eventually([&] { return !exists(marker); }, 10s));
   EXPECT_TRUE(exists(persistent));
-  mpx::SharedMemory(persistent).unlink();
 }
 
 TEST(SharedMemoryTracker, SegmentStaysWhileAnotherMpxProcessHasItAttached) {
   // Python's tracker unlinks a name others still use when its creator dies.
+  mpx::test::PrivateTracker tracker;
   auto name = unique_name("shared");
   auto marker = unique_name("marker");
   Cleanup cleanup{name}, cleanup2{marker};
@@ -282,6 +292,7 @@ TEST(SharedMemoryTracker, SegmentStaysWhileAnotherMpxProcessHasItAttached) {
 }
 
 TEST(SharedMemoryTracker, KillingTheCreatorsWholeProcessGroupStillCleansUp) {
+  mpx::test::PrivateTracker tracker;
   auto name = unique_name("group");
   Cleanup cleanup{name};
   Signal ready;
@@ -298,6 +309,7 @@ TEST(SharedMemoryTracker, KillingTheCreatorsWholeProcessGroupStillCleansUp) {
 }
 
 TEST(SharedMemoryTracker, ANamesakeCreatedAfterAnUnlinkIsLeftAlone) {
+  mpx::test::PrivateTracker tracker;
   auto name = unique_name("namesake");
   Cleanup cleanup{name};
   Signal ready;
@@ -328,35 +340,58 @@ TEST(SharedMemoryTracker, ANamesakeCreatedAfterAnUnlinkIsLeftAlone) {
 }
 
 TEST(SharedMemoryTracker, ForkedChildrenKeepTheirParentsSegments) {
+  mpx::test::PrivateTracker tracker;
   auto name = unique_name("inherit");
   Cleanup cleanup{name};
+  // The grandchild is not ours to kill or reap: it lives until it reads EOF
+  // on `life`, i.e. until this test (or the test process) closes its write end.
+  int life[2];
+  ASSERT_EQ(::pipe2(life, O_CLOEXEC), 0);
+  struct CloseLife {
+    int* fds;
+    ~CloseLife() {
+      if (fds[1] >= 0) ::close(fds[1]);
+      ::close(fds[0]);
+    }
+  } close_life{life};
+  mpx::RawValue<pid_t> grandchild(0);
   Signal ready;
   Child creator([&] {
     mpx::SharedMemory shm(name, true, 64);
     pid_t g = ::fork();
-    if (g == 0) {
-      ::pause();  // in a real program: works with the inherited mapping
+    if (g == 0) {  // in a real program: works with the inherited mapping
+      ::close(life[1]);
+      char c;
+      while (::read(life[0], &c, 1) < 0 && errno == EINTR) {
+      }
       ::_exit(0);
     }
+    *grandchild = g;
     ready.notify();
     ::pause();
     return 0;
   });
   ASSERT_EQ(ready.wait(), 'x');
-  // Find the grandchild: the child of the creator.
-  ASSERT_TRUE(mpx::test::eventually([&] { return !mpx::test::children_of(creator.pid()).empty(); }, 5s));
-  pid_t grandchild_pid = mpx::test::children_of(creator.pid()).front().pid;
+  ASSERT_GT(*grandchild, 0);
+  const pid_t grandchild_pid = *grandchild;
   creator.kill(SIGKILL);
   EXPECT_EQ(creator.join(), -SIGKILL);
-  std::this_thread::sleep_for(300ms);  // a negative check: give the tracker a chance to misbehave
+  // A request on a new connection is answered only after the tracker has
+  // handled every connection that closed before it (one poll loop, closed
+  // connections first): after this round trip, the creator's death is known.
+  Child probe([] { return mpx::detail::shm_tracker::tracker_pid() != 0 ? 0 : 1; });
+  EXPECT_EQ(probe.join(), 0);
   EXPECT_TRUE(exists(name)) << "unlinked while a forked child of the creator lives";
-  ::kill(grandchild_pid, SIGKILL);
+  // End the grandchild: its copy of the connection closes, the segment goes.
+  ::close(life[1]);
+  life[1] = -1;
+  EXPECT_TRUE(mpx::test::eventually([&] { return !mpx::test::pid_exists(grandchild_pid); }, 10s));
   EXPECT_TRUE(mpx::test::eventually([&] { return !exists(name); }, 10s)) << name << " leaked";
 }
 
 TEST(SharedMemoryTracker, AfterTheTrackerAndTheCreatorAreKilledTheNextTrackerCleansUp) {
-  // Python leaks here. A private tracker (tag) so that killing it disturbs nobody else.
-  std::string tag = "test" + std::to_string(::getpid());
+  // Python leaks here. A private tracker so that killing it disturbs nobody else.
+  mpx::test::PrivateTracker private_tracker;
   auto leaked = unique_name("orphan");
   auto survivor = unique_name("survivor");
   auto marker = unique_name("marker");
@@ -364,7 +399,6 @@ TEST(SharedMemoryTracker, AfterTheTrackerAndTheCreatorAreKilledTheNextTrackerCle
   mpx::RawValue<pid_t> tracker(0);
   Signal ready, attached;
   Child creator([&] {
-    ::setenv("MPX_SHM_TRACKER_TAG", tag.c_str(), 1);
     mpx::SharedMemory a(leaked, true, 64);
     mpx::SharedMemory b(survivor, true, 64);
     *tracker = mpx::detail::shm_tracker::tracker_pid();
@@ -374,7 +408,6 @@ TEST(SharedMemoryTracker, AfterTheTrackerAndTheCreatorAreKilledTheNextTrackerCle
   });
   ASSERT_EQ(ready.wait(), 'x');
   Child user([&] {  // keeps `survivor` attached through the crash
-    ::setenv("MPX_SHM_TRACKER_TAG", tag.c_str(), 1);
     mpx::SharedMemory b(survivor);
     attached.notify();
     ::pause();
@@ -382,7 +415,7 @@ TEST(SharedMemoryTracker, AfterTheTrackerAndTheCreatorAreKilledTheNextTrackerCle
   });
   ASSERT_EQ(attached.wait(), 'x');
   ASSERT_GT(*tracker, 0);
-  ASSERT_NE(*tracker, mpx::detail::shm_tracker::tracker_pid());  // really a private one
+  ASSERT_EQ(::access(private_tracker.state_path().c_str(), F_OK), 0) << "no table file for the private tracker";
   ::kill(*tracker, SIGKILL);
   ASSERT_TRUE(mpx::test::eventually([&] { return !mpx::test::pid_exists(*tracker); }, 10s));
   creator.kill(SIGKILL);
@@ -391,7 +424,6 @@ TEST(SharedMemoryTracker, AfterTheTrackerAndTheCreatorAreKilledTheNextTrackerCle
   // The next process that uses shared memory starts a tracker, which reads
   // its predecessor's table.
   Child next([&] {
-    ::setenv("MPX_SHM_TRACKER_TAG", tag.c_str(), 1);
     mpx::SharedMemory m(marker, true, 64);
     return 0;
   });

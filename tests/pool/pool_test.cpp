@@ -340,9 +340,9 @@ TEST(Pool, InitializerRunsInEachWorkerNeverInTheCaller) {
 
 TEST(Pool, AnInitializerThatThrowsBreaksThePoolInsteadOfLoopingForever) {
   mpx::Pool pool(mpx::PoolOptions().with_processes(2), throwing_initializer);
-  auto r = pool.apply_async(square, 2);
   try {
-    (void)r.get(30s);
+    // Refused at submission if the pool broke already, else failed in get().
+    (void)pool.apply_async(square, 2).get(30s);
     FAIL() << "no error";
   } catch (const mpx::PoolError& e) {
     EXPECT_NE(std::string(e.what()).find("no database"), std::string::npos) << e.what();
@@ -411,7 +411,7 @@ TEST(Pool, AWorkerKilledFromOutsideIsReplaced) {
   mpx::Pool pool(2);
   auto stuck = pool.apply_async(block_forever, 0);
   // Find the worker that holds the stuck task: the other one answers.
-  const pid_t free_worker = pool.apply(worker_pid, 0);
+  const pid_t free_worker = pool.apply_async(worker_pid, 0).get(30s);
   pid_t busy = 0;
   for (pid_t pid : pool.worker_pids())
     if (pid != free_worker) busy = pid;
@@ -536,4 +536,29 @@ TEST(Pool, WorksUnderForkserverFromABusyMultiThreadedProcess) {
   }
   stop = true;
   for (auto& t : busy) t.join();
+}
+
+TEST(Pool, ProgressLineGoesToStderrOnlyWhenAsked) {
+  // A child with stderr on a pipe (not a terminal: plain lines) runs two maps,
+  // one with progress and one without; the pipe shows exactly the first.
+  int err[2];
+  ASSERT_EQ(::pipe(err), 0);
+  mpx::Process child([&] {
+    ::dup2(err[1], STDERR_FILENO);
+    mpx::Pool pool(2);
+    (void)pool.map(square, std::views::iota(0, 300));
+    mpx::MapOptions options;
+    options.progress = true;
+    (void)pool.map(square, std::views::iota(0, 1000), options);
+  });
+  child.start();
+  ::close(err[1]);
+  std::string text;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(err[0], buffer, sizeof buffer)) > 0;) text.append(buffer, static_cast<std::size_t>(n));
+  ::close(err[0]);
+  ASSERT_TRUE(child.join(60s));
+  EXPECT_EQ(child.exitcode(), 0);
+  EXPECT_NE(text.find("mpx::Pool: 1000/1000 100%"), std::string::npos) << text;
+  EXPECT_EQ(text.find("/300"), std::string::npos) << text;
 }

@@ -65,8 +65,9 @@ TEST(Samples, S10DaemonIsTerminatedWhenItsParentExits) {
   // The program has exited and was reaped by run_program: its exit handler
   // terminated and reaped the daemon before that, so the pid is gone.
   EXPECT_FALSE(mpx::test::pid_exists(daemon_pid));
-  EXPECT_FALSE(contains(r.out, "Exiting : daemon"));
-  EXPECT_LT(r.elapsed, 1.9s);  // did not wait for the daemon's 2 s sleep
+  // It did not wait for the daemon's 2 s sleep: the daemon never got to say
+  // it was exiting (no wall-clock bound, which a loaded machine would break).
+  EXPECT_FALSE(contains(r.out, "Exiting : daemon")) << r.out;
 }
 
 TEST(Samples, S11TerminateThenJoinShowsStateInThePrintedForm) {

@@ -1,6 +1,6 @@
 // mpx::encode / mpx::decode: round trips of every type family, every
 // DecodeError kind, hostile payloads behind valid envelopes, allocation
-// behaviour, type tags across fork, and the CRC-32C implementations.
+// behaviour, type tags across exec, and the CRC-32C implementations.
 #include "mpx/serialization.hpp"
 
 #include <gtest/gtest.h>
@@ -15,6 +15,7 @@
 #include <cmath>
 #include <limits>
 #include <complex>
+#include <cstdio>
 #include <cstdlib>
 #include <deque>
 #include <list>
@@ -30,7 +31,10 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <variant>
 #include <vector>
+
+#include "test_support.hpp"
 
 // ---- allocation accounting for this test binary: count and largest size.
 // The replacement operators pair malloc with free; GCC, seeing new and free
@@ -878,34 +882,50 @@ TEST(SerializationTypeTag, NamesAreTheCompilersSpelling) {
   EXPECT_NE(mpx::type_name<Outer>().find("Outer"), std::string_view::npos);
 }
 
-TEST(SerializationTypeTag, EqualInAForkedChild) {
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  const pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(fds[0]);
-    const std::uint64_t tags[3] = {mpx::type_tag<std::string>(), mpx::type_tag<Outer>(),
-                                   mpx::type_tag<std::variant<int, Inner>>()};
-    const bool ok = ::write(fds[1], tags, sizeof tags) == static_cast<ssize_t>(sizeof tags);
-    ::_exit(ok ? 0 : 1);
+namespace {
+// The three tags the exec test compares, as hex text.
+std::string probe_tags() {
+  char text[80];
+  std::snprintf(text, sizeof text, "%llx %llx %llx\n",
+                static_cast<unsigned long long>(mpx::type_tag<std::string>()),
+                static_cast<unsigned long long>(mpx::type_tag<Outer>()),
+                static_cast<unsigned long long>(mpx::type_tag<std::variant<int, Inner>>()));
+  return text;
+}
+// Started again with MPX_TYPE_TAG_PROBE set, this binary prints its tags and
+// exits before any test runs (EqualInAnExecdProcessOfTheSameBuild).
+[[maybe_unused]] const bool g_type_tag_probe = [] {
+  if (!std::getenv("MPX_TYPE_TAG_PROBE")) return false;
+  const std::string text = probe_tags();
+  [[maybe_unused]] auto n = ::write(1, text.data(), text.size());
+  ::_exit(0);
+}();
+
+// FNV-1a 64 at run time, written out here: not the library's constexpr one.
+std::uint64_t runtime_fnv1a64(std::string_view s) {
+  std::uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
   }
-  ::close(fds[1]);
-  std::uint64_t tags[3] = {};
-  std::size_t got = 0;
-  while (got < sizeof tags) {
-    const ssize_t n = ::read(fds[0], reinterpret_cast<char*>(tags) + got, sizeof tags - got);
-    if (n <= 0) break;
-    got += static_cast<std::size_t>(n);
-  }
-  ::close(fds[0]);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  ASSERT_EQ(got, sizeof tags);
-  EXPECT_EQ(tags[0], mpx::type_tag<std::string>());
-  EXPECT_EQ(tags[1], mpx::type_tag<Outer>());
-  EXPECT_EQ(tags[2], (mpx::type_tag<std::variant<int, Inner>>()));
+  return h;
+}
+}  // namespace
+
+TEST(SerializationTypeTag, IsFnv1a64OfTheCompilersSpelling) {
+  EXPECT_EQ(mpx::type_tag<int>(), 0x2b9fff192bd4c83eull);  // FNV-1a 64 of "int", computed by Python
+  EXPECT_EQ(mpx::type_tag<Outer>(), runtime_fnv1a64(mpx::type_name<Outer>()));
+  EXPECT_EQ(mpx::type_tag<std::vector<double>>(), runtime_fnv1a64("std::vector<double>"));
+}
+
+TEST(SerializationTypeTag, EqualInAnExecdProcessOfTheSameBuild) {
+  // A forked child shares the parent's image, so only a fresh exec (its own
+  // address-space layout, its own static initialisation) can disagree.
+  ASSERT_EQ(::setenv("MPX_TYPE_TAG_PROBE", "1", 1), 0);
+  auto r = mpx::test::run_program({"/proc/self/exe"}, std::chrono::seconds(60));
+  ::unsetenv("MPX_TYPE_TAG_PROBE");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, probe_tags());
 }
 
 TEST(SerializationTypeTag, MessageEncodedInAChildDecodesInTheParent) {

@@ -138,6 +138,24 @@ inline std::vector<ProcEntry> children_of(pid_t parent) {
   return result;
 }
 
+// Thread `tid` of process `pid` is asleep in a futex wait: state 'S' in
+// /proc/<pid>/task/<tid>/stat and a futex function as its wait channel
+// (futex_wait_queue_me, futex_wait_queue, futex_do_wait, ... by kernel
+// version). Proves a waiter really blocked, without sleeping and hoping.
+inline bool asleep_in_futex(pid_t pid, pid_t tid) {
+  const std::string task = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid);
+  std::ifstream stat(task + "/stat");
+  std::string content;
+  std::getline(stat, content);
+  auto close_paren = content.rfind(')');
+  if (close_paren == std::string::npos || close_paren + 2 >= content.size()) return false;
+  if (content[close_paren + 2] != 'S') return false;
+  std::ifstream wchan(task + "/wchan");
+  std::string channel;
+  std::getline(wchan, channel);
+  return channel.find("futex") != std::string::npos;
+}
+
 inline bool pid_exists(pid_t pid) { return ::kill(pid, 0) == 0 || errno == EPERM; }
 
 // Names in /dev/shm (segment names without the leading '/').

@@ -65,6 +65,7 @@ class ConnectionError : public Error {
 class EOFError : public ConnectionError {
  public:
   EOFError() : ConnectionError("mpx::EOFError: the peer end of the pipe is closed") {}
+  explicit EOFError(const std::string& what) : ConnectionError("mpx::EOFError: " + what) {}
 };
 
 // send to a connection whose peer is closed everywhere (Python's BrokenPipeError).

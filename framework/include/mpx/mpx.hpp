@@ -7,6 +7,7 @@
 #include "mpx/forkserver.hpp"
 #include "mpx/logging.hpp"
 #include "mpx/process.hpp"
+#include "mpx/context.hpp"
 
 #include "mpx/barrier.hpp"
 #include "mpx/condition.hpp"
@@ -15,11 +16,17 @@
 #include "mpx/semaphore.hpp"
 #include "mpx/shared_memory.hpp"
 #include "mpx/sharedctypes.hpp"
+#include "mpx/shareable_list.hpp"
+#include "mpx/shared_memory_manager.hpp"
 #include "mpx/synchronize.hpp"
 
 #include "mpx/connection.hpp"
 #include "mpx/pipe.hpp"
 #include "mpx/queue.hpp"
+
+#include "mpx/auth.hpp"
+#include "mpx/listener.hpp"
+#include "mpx/socket_connection.hpp"
 
 // The pool and the actor layer sit above the framework; include them when they are there.
 #if __has_include("mpx/pool.hpp")

@@ -159,6 +159,16 @@ struct ProcessInfo {
   // A descriptor that becomes readable when the process ends (for poll);
   // for parent_process() only (ProcessError otherwise).
   [[nodiscard]] int sentinel() const;
+  // The authentication key (Python's current_process().authkey): 32 random
+  // bytes made when the main process loads mpx, inherited by every child (a
+  // Process may give its child another, see Process::set_authkey). A byte
+  // string, ready for Listener/Client. Only for the calling process itself
+  // (ProcessError otherwise; Python's parent_process() has none either).
+  [[nodiscard]] std::string authkey() const;
+  // Replaces the calling process' key (Python: current_process().authkey =
+  // key); Processes constructed afterwards inherit it. ProcessError for
+  // another process.
+  void set_authkey(std::string key) const;
 
  private:
   bool join_for(std::chrono::nanoseconds timeout) const;
@@ -268,15 +278,15 @@ class Process {
   bool join(std::chrono::duration<Rep, Period> timeout) {
     return started().join(timeout);
   }
-  [[nodiscard]] bool is_alive() const { return handle_ && handle_->is_alive(); }
+  [[nodiscard]] bool is_alive() const { return !check_open() && handle_ && handle_->is_alive(); }
   void terminate() { started().terminate(); }
   void kill() { started().kill(); }
   // 0 before start().
-  [[nodiscard]] pid_t pid() const { return handle_ ? handle_->pid() : 0; }
+  [[nodiscard]] pid_t pid() const { return !check_open() && handle_ ? handle_->pid() : 0; }
   // Empty while the child runs, and after it ended if its exit status was
   // taken by a host's reaping SIGCHLD handler (see the top of this file).
   [[nodiscard]] std::optional<int> exitcode() const {
-    return handle_ ? handle_->exitcode() : std::nullopt;
+    return !check_open() && handle_ ? handle_->exitcode() : std::nullopt;
   }
   [[nodiscard]] int sentinel() const { return started().sentinel(); }
 
@@ -294,18 +304,40 @@ class Process {
   // The handle of the started child (throws ProcessError before start()).
   [[nodiscard]] const ProcessHandle& handle() const { return started(); }
 
+  // Releases the child's resources (its pidfd or status pipe), as Python's
+  // close(). Throws ProcessError while the child runs (Python: ValueError).
+  // Idempotent; allowed before start(). Afterwards every member except
+  // name(), set_name(), daemon(), to_string(), authkey(), close() and
+  // closed() throws ProcessError ("process object is closed").
+  void close();
+  [[nodiscard]] bool closed() const noexcept { return closed_; }
+
+  // The key the child will have as current_process().authkey(): the
+  // creating process' key at construction, unless set here before start().
+  // Honoured by the fork start method. Under forkserver a child has the fork
+  // server's key (the one of the process that started the server, as it was
+  // then); start() throws ProcessError when this key differs from the calling
+  // process' current key, since the server cannot be told another one.
+  [[nodiscard]] const std::string& authkey() const noexcept { return authkey_; }
+  void set_authkey(std::string key);
+
  protected:
   // The child's work. The default calls the target given at construction.
   virtual void run();
 
  private:
   const ProcessHandle& started() const;
+  // Throws ProcessError once close() was called; returns false otherwise
+  // (so it can open an expression).
+  bool check_open() const;
 
   ProcessOptions options_;
   std::function<void()> target_;
   std::function<std::optional<detail::RemoteCall>()> remote_call_;
   std::vector<int> identity_;  // Python's _identity: position in the tree of started processes
   std::optional<ProcessHandle> handle_;
+  std::string authkey_;
+  bool closed_ = false;
 };
 
 std::ostream& operator<<(std::ostream& out, const Process& process);
@@ -331,5 +363,9 @@ struct SystemExit {
 [[nodiscard]] std::vector<ProcessHandle> active_children();
 // Number of online CPUs.
 [[nodiscard]] int cpu_count();
+// Number of CPUs this process may run on (its sched_getaffinity mask), as
+// Python 3.13's process_cpu_count(); at most cpu_count() in practice, and at
+// least 1.
+[[nodiscard]] int process_cpu_count();
 
 }  // namespace mpx

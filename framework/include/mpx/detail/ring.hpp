@@ -2,7 +2,7 @@
 // and JoinableQueue.
 //
 // Contract
-// - A Ring lives in one anonymous MAP_SHARED mapping made by create(); every
+// - A Ring lives in one shared mapping (MAP_SHARED) made by create(); every
 //   process forked after that sees the same ring. Any thread of any of those
 //   processes may call put/get concurrently (MPMC). Messages are byte strings
 //   of any length; each put is delivered to at most one get, in claim order:
@@ -25,6 +25,11 @@
 //   after kLivenessTick, and the cell is recovered: a half-written message is
 //   skipped, a half-read one is dropped. At most the one message in the hands
 //   of the dead process is lost. pid reuse within that window is not handled.
+// - Memory: the mapping is reserved, not committed (SharedMapping::reserved:
+//   no commit charge until a page is touched), and construction touches only
+//   the header page. A queue that stays shallow reuses its first cells (it
+//   starts a new lap early when it finds itself empty, see ring.cpp) and its
+//   lowest lanes, so its resident memory follows its depth, not its traffic.
 //
 // Layout and memory ordering are documented in ring.cpp.
 #pragma once
@@ -131,6 +136,8 @@ class Ring {
   static inline void (*test_hook_after_claim_get)() = nullptr;
   static inline void (*test_hook_mid_stream_put)() = nullptr;
   static inline void (*test_hook_mid_stream_get)() = nullptr;
+  // Between claiming a cell as a lap start ("jump", ring.cpp) and moving the indexes.
+  static inline void (*test_hook_after_claim_jump)() = nullptr;
 
  private:
   enum class Claim { claimed, full, retry };
@@ -151,6 +158,10 @@ class Ring {
   void notify_lane_free();
   RingCell& cell_at(std::uint64_t pos) const;
   std::uint32_t turn_of(std::uint64_t pos) const;
+  // The position after `pos`, whose cell is in state `w` (a jump cell: the
+  // start of the next lap).
+  std::uint64_t next_pos(std::uint64_t pos, std::uint64_t w) const;
+  void lower_lane_hint(std::size_t idx);
   RingLane& lane(std::size_t i) const;
   std::byte* lane_data(std::size_t i) const;
 
@@ -160,8 +171,8 @@ class Ring {
   std::byte* lanes_ = nullptr;
   std::byte* lane_data_ = nullptr;
   std::size_t capacity_ = 0;
-  std::uint64_t mask_ = 0;  // capacity-1 when a power of two, else 0
-  unsigned shift_ = 0;
+  unsigned shift_ = 0;      // a position is lap << shift_ | cell index
+  std::uint64_t mask_ = 0;  // (1 << shift_) - 1
   std::size_t lane_count_ = 0;  // small lanes first, then the large ones
   std::size_t small_count_ = 0;
   std::size_t small_bytes_ = 0;

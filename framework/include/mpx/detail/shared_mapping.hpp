@@ -19,6 +19,11 @@ class SharedMapping {
   static SharedMapping anonymous(std::size_t size, const char* what = "shared memory");
   // Maps `size` bytes of `fd` read-write, shared. Does not take the fd.
   static SharedMapping of_fd(int fd, std::size_t size, const char* what = "a shared memory segment");
+  // As anonymous(), for large mostly-unused reservations: backed by a memfd
+  // (closed once mapped), so the system's commit charge (Committed_AS) grows
+  // only with the pages touched, even under vm.overcommit_memory=2 (where
+  // MAP_NORESERVE is ignored). Falls back to MAP_NORESERVE without memfd.
+  static SharedMapping reserved(std::size_t size, const char* what = "shared memory");
 
   SharedMapping(SharedMapping&& other) noexcept
       : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
