@@ -81,7 +81,7 @@ class StreamState final : public TaskSink, public std::enable_shared_from_this<S
     {
       std::lock_guard lock(mutex_);
       count = chunk_items_.at(chunk);
-      if (is_lost(error)) progress_.lost(false);
+      if (is_worker_lost(error)) progress_.lost(false);
     }
     std::vector<Item> items(count);
     for (auto& item : items) item.error = error;
@@ -127,15 +127,6 @@ class StreamState final : public TaskSink, public std::enable_shared_from_this<S
   }
 
  private:
-  static bool is_lost(const std::exception_ptr& error) {
-    try {
-      std::rethrow_exception(error);
-    } catch (const WorkerLost&) {
-      return true;
-    } catch (...) {
-      return false;
-    }
-  }
   std::size_t room_locked() const {
     const std::size_t outstanding = submitted_items_ - taken_items_;
     return outstanding >= limit_items_ ? 0 : limit_items_ - outstanding;

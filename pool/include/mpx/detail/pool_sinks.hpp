@@ -32,6 +32,17 @@ namespace detail::pool {
 // Logs an exception a user callback threw (the pool's thread goes on).
 void log_callback_error(const char* which) noexcept;
 
+// True if `error` is a WorkerLost (progress counts those as losses).
+inline bool is_worker_lost(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const WorkerLost&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
 template <class R>
 void run_error_callback(const Callbacks<R>& callbacks, const std::exception_ptr& error) {
   if (!callbacks.error_callback) return;
@@ -139,15 +150,6 @@ class MapSink final : public TaskSink {
   void retried() override { progress_.lost(true); }
 
  private:
-  static bool is_worker_lost(const std::exception_ptr& error) {
-    try {
-      std::rethrow_exception(error);
-    } catch (const WorkerLost&) {
-      return true;
-    } catch (...) {
-      return false;
-    }
-  }
   [[nodiscard]] std::size_t chunk_size(std::size_t chunk) const {
     return (chunk + 1 < offsets_.size() ? offsets_[chunk + 1] : items_.size()) - offsets_[chunk];
   }
