@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/syscall.h>
@@ -41,6 +42,18 @@ std::atomic<bool> g_atexit_registered{false};
 [[noreturn]] void throw_errno(const std::string& what) { throw ProcessOSError(what, errno); }
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+// Whether `pidfd` names a child of ours that nobody has reaped yet (running,
+// or ended and waiting for us). ECHILD: another waiter reaped it, and the pid
+// the pidfd was opened from may already belong to an unrelated process.
+bool still_our_child(int pidfd) {
+  siginfo_t info{};
+  int rc;
+  do rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info, WEXITED | WNOHANG | WNOWAIT);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0 && errno == ECHILD) return false;
+  return true;
+}
 
 int pidfd_send_signal(int pidfd, int sig) {
   return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
@@ -202,15 +215,29 @@ std::shared_ptr<ChildState> fork_start(const ChildIdentity& who, Process& proces
     run_child_and_exit([&] { (process.*run)(); });
   }
   auto state = std::make_shared<ChildState>();
-  state->pidfd.reset(pidfd_open(pid));
-  if (!state->pidfd) {
-    int err = errno;
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    throw ProcessOSError("starting '" + who.name + "' (pidfd_open)", err);
-  }
   state->pid = pid;
   state->owner = ::getpid();
+  state->pidfd.reset(pidfd_open(pid));
+  if (state->pidfd && !still_our_child(state->pidfd.get())) state->pidfd.reset();
+  if (!state->pidfd) {
+    int err = errno;
+    if (err != ESRCH && err != ECHILD) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      throw ProcessOSError("starting '" + who.name + "' (pidfd_open)", err);
+    }
+    // A short child was reaped by a host's SIGCHLD handler (or SIGCHLD is
+    // ignored) before its pidfd existed, and its pid may already be someone
+    // else's: never open or signal it. It has ended with an unknown exit
+    // code, and its sentinel is a descriptor that is readable at once.
+    get_logger()->warn(
+        "{} (pid {}) ended and was reaped by another waiter (a SIGCHLD handler calling waitpid(-1, ...), or "
+        "SIGCHLD ignored) before mpx could watch it; its exitcode is unknown",
+        who.name, pid);
+    state->pidfd.reset(::eventfd(1, EFD_CLOEXEC));
+    if (!state->pidfd) throw ProcessOSError("starting '" + who.name + "' (eventfd)", errno);
+    state->status_lost = true;
+  }
   return state;
 }
 
@@ -702,7 +729,7 @@ void Process::start() {
   state->owner = ::getpid();
   {
     std::lock_guard lock(rt.mutex);
-    rt.children.push_back(state);
+    if (!state->ended()) rt.children.push_back(state);  // ended: reaped by the host at once
   }
   handle_.emplace(state);
   get_logger()->debug("started {} (pid {})", options_.name, state->pid);
