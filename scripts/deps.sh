@@ -3,7 +3,8 @@
 # Safe to run again: it does nothing when everything is there.
 set -euo pipefail
 packages=(build-essential cmake libcaf-dev libcereal-dev libspdlog-dev libfmt-dev
-          googletest libgtest-dev libgmock-dev libbenchmark-dev python3 procps nlohmann-json3-dev libssl-dev curl)
+          googletest libgtest-dev libgmock-dev libbenchmark-dev python3 procps nlohmann-json3-dev libssl-dev curl
+          libasio-dev iproute2 openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -28,9 +28,12 @@
 #include "mpx/listener.hpp"
 #include "mpx/socket_connection.hpp"
 
-// The pool and the actor layer sit above the framework; include them when they are there.
+// The pool, the manager and the actor layer sit above the framework; include them when they are there.
 #if __has_include("mpx/pool.hpp")
 #include "mpx/pool.hpp"
+#endif
+#if __has_include("mpx/manager.hpp")
+#include "mpx/manager.hpp"
 #endif
 #if __has_include("mpx/actors.hpp")
 #include "mpx/actors.hpp"
