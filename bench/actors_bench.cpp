@@ -339,46 +339,15 @@ std::string ratio_name(const Row& r, const std::string& key) {
   return r.ratio_mpx_over_peer ? "mpx/" + key : key + "/mpx";
 }
 
-std::string json_number(double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
-}
-
-// {"peer": value, ...} of the peers that have one, from mpx's value and value_of(peer);
-// with `ratios`, the ratio to mpx under its "<a>/<b>" name instead.
-template <class F>
-std::string json_object(const Row& r, std::optional<double> mine, F value_of, bool ratios) {
-  std::string out = "{";
-  if (!ratios && mine) out += "\"mpx\": " + json_number(*mine);
+// The row as the common record: medians as the figures, p99s as extras.
+mpx::bench::Record to_record(const Row& r, bool pinned) {
+  mpx::bench::Record out{r.name, r.unit, r.mpx, {}, !r.lower_is_better, pinned ? "pinned" : "", {}};
+  if (r.mpx_p99) out.extra.emplace_back("mpx_p99", *r.mpx_p99);
   for (const auto& p : r.peers) {
-    std::optional<double> v = value_of(p);
-    if (!v) continue;
-    if (out.size() > 1) out += ", ";
-    if (ratios)
-      out += "\"" + ratio_name(r, p.key) + "\": " + json_number(ratio(r, *mine, *v));
-    else
-      out += "\"" + p.key + "\": " + json_number(*v);
+    if (p.value) out.peers.emplace_back(p.key, *p.value);
+    if (p.p99) out.extra.emplace_back(p.key + "_p99", *p.p99);
   }
-  return out + "}";
-}
-
-std::string to_json(const Row& r, const Options& opt, bool pinned) {
-  auto value = [](const Peer& p) { return p.value; };
-  auto p99 = [](const Peer& p) { return p.p99; };
-  std::string out = "{\"name\": \"" + r.name + "\", \"unit\": \"" + r.unit + "\", \"better\": \"" +
-                    (r.lower_is_better ? "lower" : "higher") + "\"";
-  if (r.mpx_p99) out += ", \"statistic\": \"median\"";
-  out += ", \"repeat\": " + std::to_string(opt.repeat) + ", \"quick\": " + (opt.quick ? "true" : "false") +
-         ", \"pinned\": " + (pinned ? "true" : "false");
-  out += ", \"mpx\": " + json_number(r.mpx);
-  out += ", \"peers\": " + json_object(r, std::nullopt, value, false);
-  out += ", \"ratios\": " + json_object(r, r.mpx, value, true);
-  if (r.mpx_p99) {
-    out += ", \"p99\": " + json_object(r, r.mpx_p99, p99, false);
-    out += ", \"p99_ratios\": " + json_object(r, r.mpx_p99, p99, true);
-  }
-  return out + "}";
+  return out;
 }
 
 std::string cell(std::optional<double> v, bool rate) {
@@ -426,12 +395,9 @@ void print_table(const std::vector<Row>& rows) {
 
 int main(int argc, char** argv) {
   const Options opt = parse_options(argc, argv);
-  std::string json_path;
   bool pin = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--json" && i + 1 < argc) json_path = argv[i + 1];
+  for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--pin") pin = true;
-  }
   const int n_rtt = opt.quick ? 2000 : 10000;
   const int n_one = opt.quick ? 50000 : 200000;
   const int n_local = opt.quick ? 5000 : 20000;
@@ -534,17 +500,8 @@ int main(int argc, char** argv) {
   }
 
   print_table(rows);
-  if (!json_path.empty()) {
-    FILE* f = std::fopen(json_path.c_str(), "w");
-    if (!f) {
-      std::fprintf(stderr, "actors_bench: cannot write %s\n", json_path.c_str());
-      return 1;
-    }
-    std::fprintf(f, "[\n");
-    for (std::size_t i = 0; i < rows.size(); ++i)
-      std::fprintf(f, "  %s%s\n", to_json(rows[i], opt, pin).c_str(), i + 1 < rows.size() ? "," : "");
-    std::fprintf(f, "]\n");
-    std::fclose(f);
-  }
+  std::vector<mpx::bench::Record> records;
+  for (const auto& r : rows) records.push_back(to_record(r, pin));
+  if (!mpx::bench::write_json(opt.json_path, "actors_bench", records)) return 1;
   return 0;
 }

@@ -1,7 +1,7 @@
 // pipe_bench: mpx::Pipe against Python's multiprocessing.Pipe and against a
 // bare pipe(2) / socketpair(2) round trip measured in the same run.
 //
-//   pipe_bench [--quick] [--no-python] [--repeat N]   (best of N runs, default 3)
+//   pipe_bench [--quick] [--no-python] [--repeat N] [--json FILE]   (best of N runs, default 3)
 //
 // Scenarios:
 //   pipe_pingpong    median round trip of a small message (int64) between two
@@ -157,5 +157,10 @@ int main(int argc, char** argv) {
               py_pp > 0 ? py_pp / pp : 0, pipe_rtt, pipe_rtt / pp, seq_rtt, seq_rtt / pp);
   std::printf("%-16s %-8s %10.4g %10.4g %11.1fx\n", "pipe_oneway", "msg/s", one, py_one, py_one > 0 ? one / py_one : 0);
   std::printf("(ratios > 1 mean mpx is faster: python/mpx for times, mpx/python for rates, bare/mpx for round trips)\n");
-  return 0;
+  const std::vector<Record> records{
+      {"pipe_pingpong", "us/rtt", pp, {{"python", py_pp}, {"bare_pipe", pipe_rtt}, {"bare_seqpacket", seq_rtt}}, false,
+       "int64 ping-pong between two processes, pinned"},
+      {"pipe_oneway", "msg/s", one, {{"python", py_one}}, true, "int64 messages, one direction"},
+  };
+  return write_json(opt.json_path, "pipe_bench", records) ? 0 : 1;
 }

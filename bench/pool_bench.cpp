@@ -48,16 +48,7 @@ int hang_first_time(const std::string& marker) {
   for (;;) ::pause();
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-template <class F>
-double median_of(int repeat, F f) {
-  std::vector<double> v;
-  for (int i = 0; i < repeat; ++i) v.push_back(f());
-  return median(v);
-}
+using mpx::bench::median_of;
 
 double bare_fork_wait_ms() {
   const auto t0 = Clock::now();
@@ -91,21 +82,12 @@ double worker_lost_recovery_ms(mpx::Pool& pool) {
   return ms;
 }
 
-struct Row {
-  std::string name, unit;
-  double mpx;
-  std::map<std::string, double> peers;  // peer -> value
-  bool higher_is_better;
-  std::string note;
-};
+using Row = mpx::bench::Record;
 
 }  // namespace
 
 int main(int argc, char** argv) {
   const auto opt = mpx::bench::parse_options(argc, argv);
-  std::string json_path;
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--json" && i + 1 < argc) json_path = argv[i + 1];
   const int n_map = opt.quick ? 1'000'000 : 10'000'000;
   const int n_apply = opt.quick ? 20'000 : 100'000;
   const int n_sleepy = opt.quick ? 500 : 2000;
@@ -167,36 +149,7 @@ int main(int argc, char** argv) {
        "python: Pool hangs forever, ProcessPoolExecutor breaks"},
   };
 
-  std::printf("%-28s %-8s %14s %16s %16s  %s\n", "scenario", "unit", "mpx", "peer", "ratio", "note");
-  for (const auto& row : rows) {
-    for (const auto& [name, value] : row.peers) {
-      const double ratio = value > 0 ? (row.higher_is_better ? row.mpx / value : value / row.mpx) : 0;
-      std::printf("%-28s %-8s %14.4g %16.4g %15.2fx  vs %s; %s\n", row.name.c_str(), row.unit.c_str(), row.mpx, value,
-                  ratio, name.c_str(), row.note.c_str());
-    }
-  }
-  if (!json_path.empty()) {
-    if (FILE* f = std::fopen(json_path.c_str(), "w")) {
-      std::fprintf(f, "[\n");
-      for (std::size_t i = 0; i < rows.size(); ++i) {
-        const auto& row = rows[i];
-        std::string peers, ratios;
-        for (const auto& [name, value] : row.peers) {
-          if (value <= 0) continue;
-          const double ratio = row.higher_is_better ? row.mpx / value : value / row.mpx;
-          peers += (peers.empty() ? "" : ", ") + ("\"" + name + "\": " + std::to_string(value));
-          ratios += (ratios.empty() ? "" : ", ") + ("\"" + name + "\": " + std::to_string(ratio));
-        }
-        std::fprintf(f,
-                     "  {\"name\": \"%s\", \"unit\": \"%s\", \"mpx\": %.6g, \"peers\": {%s}, \"ratios\": {%s}, "
-                     "\"ratio_meaning\": \"%s\", \"note\": \"%s\"}%s\n",
-                     row.name.c_str(), row.unit.c_str(), row.mpx, peers.c_str(), ratios.c_str(),
-                     row.higher_is_better ? "mpx / peer" : "peer / mpx", row.note.c_str(),
-                     i + 1 < rows.size() ? "," : "");
-      }
-      std::fprintf(f, "]\n");
-      std::fclose(f);
-    }
-  }
+  mpx::bench::print_records(rows);
+  if (!mpx::bench::write_json(opt.json_path, "pool_bench", rows)) return 1;
   return 0;
 }

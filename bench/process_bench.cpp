@@ -1,6 +1,7 @@
 // process_bench: start + join of an empty process, mpx side by side with the
 // machine's limit and with Python's multiprocessing, in one run.
 // Usage: process_bench [--rounds R] [--iters N] [--py-iters N] [--spawn-iters N] [--no-python] [--quick]
+//                      [--json FILE]
 //        process_bench --loop bare|mpx_fork|mpx_forkserver N   (one contender only, for strace/perf)
 //
 // Contenders (each timed iteration is one complete start + join):
@@ -44,6 +45,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench_support.hpp"
 #include "mpx/forkserver.hpp"
 #include "mpx/process.hpp"
 
@@ -57,12 +59,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double us_since(Clock::time_point t0) { return std::chrono::duration<double, std::micro>(Clock::now() - t0).count(); }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  std::size_t m = v.size() / 2;
-  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
+using mpx::bench::median;
 
 [[noreturn]] void fail(const char* what) {
   std::fprintf(stderr, "process_bench: %s\n", what);
@@ -375,5 +372,18 @@ int main(int argc, char** argv) {
               "alternate every %d iterations, the Python rounds interleave with theirs. Placement left to the "
               "scheduler.\n",
               rounds, kBlock);
-  return 0;
+
+  const auto peers = [&](const char* python_key, double python_us) {
+    std::vector<std::pair<std::string, double>> out{{"bare_fork_exit_waitpid", bare_us}};
+    if (python_us > 0) out.emplace_back(python_key, python_us);
+    return out;
+  };
+  const double py_server_us = py_server.rounds.empty() ? 0.0 : py_server.value();
+  const std::vector<mpx::bench::Record> records{
+      {"process_start_join_fork", "us", mpx_fork.value(), peers("python_fork", py_fork_us), false,
+       "start + join of an empty process; median of round medians"},
+      {"process_start_join_forkserver", "us", mpx_server.value(), peers("python_forkserver", py_server_us), false,
+       "start + join of an empty process; median of round medians"},
+  };
+  return mpx::bench::write_json(mpx::bench::parse_options(argc, argv).json_path, "process_bench", records) ? 0 : 1;
 }

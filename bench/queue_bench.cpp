@@ -338,9 +338,6 @@ int main(int argc, char** argv) {
   const double mem_idle = median_mem(&QueueMemory::idle_resident_kib);
   const double mem_used = median_mem(&QueueMemory::used_resident_kib);
   const double mem_commit = median_mem(&QueueMemory::committed_kib);
-  std::string json_path;
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--json") json_path = argv[i + 1];
   std::map<std::string, double> py;
   if (opt.python) py = run_python("queue_bench.py", python_args(opt));
   auto p = [&](const char* k) { return py.count(k) ? py[k] : 0.0; };
@@ -354,32 +351,16 @@ int main(int argc, char** argv) {
   row("queue_memory_idle", "KiB/q", mem_idle, 0, 0, "");
   row("queue_memory_used", "KiB/q", mem_used, 0, 0, "");
   row("queue_memory_commit", "KiB/q", mem_commit, 0, 0, "");
-  if (!json_path.empty()) {
-    struct JsonRow {
-      const char* name;
-      const char* unit;
-      double mpx, python;
-    };
-    const JsonRow rows[] = {
-        {"queue_spsc_int64", "items/s", spsc, p("queue_spsc_int64")},
-        {"queue_spsc_1k", "items/s", s1k, p("queue_spsc_1k")},
-        {"queue_spsc_1m", "GB/s", s1m, p("queue_spsc_1m")},
-        {"queue_mpmc_4x4", "items/s", mpmc, p("queue_mpmc_4x4")},
-        {"queue_memory_idle_resident", "KiB per queue (1000 queues)", mem_idle, 0},
-        {"queue_memory_used_resident", "KiB per queue (1000 queues, after 300 items of 100 B each)", mem_used, 0},
-        {"queue_memory_committed", "KiB per queue (1000 queues, Committed_AS)", mem_commit, 0},
-    };
-    if (FILE* f = std::fopen(json_path.c_str(), "w")) {
-      std::fprintf(f, "[\n");
-      for (std::size_t i = 0; i < std::size(rows); ++i)
-        std::fprintf(f, "  {\"name\": \"%s\", \"unit\": \"%s\", \"mpx\": %.6g, \"python\": %.6g}%s\n", rows[i].name,
-                     rows[i].unit, rows[i].mpx, rows[i].python, i + 1 < std::size(rows) ? "," : "");
-      std::fprintf(f, "]\n");
-      std::fclose(f);
-    } else {
-      std::fprintf(stderr, "queue_bench: cannot write %s\n", json_path.c_str());
-    }
-  }
+  const std::vector<Record> records{
+      {"queue_spsc_int64", "items/s", spsc, {{"python", p("queue_spsc_int64")}, {"bare_ring", ring}}, true, ""},
+      {"queue_spsc_1k", "items/s", s1k, {{"python", p("queue_spsc_1k")}}, true, ""},
+      {"queue_spsc_1m", "GB/s", s1m, {{"python", p("queue_spsc_1m")}, {"memcpy_64m_cold", mc_cold}}, true, ""},
+      {"queue_mpmc_4x4", "items/s", mpmc, {{"python", p("queue_mpmc_4x4")}}, true, ""},
+      {"queue_memory_idle_resident", "KiB/queue", mem_idle, {}, false, "1000 idle queues"},
+      {"queue_memory_used_resident", "KiB/queue", mem_used, {}, false, "1000 queues after 300 items of 100 B each"},
+      {"queue_memory_committed", "KiB/queue", mem_commit, {}, false, "1000 queues, Committed_AS"},
+  };
+  if (!write_json(opt.json_path, "queue_bench", records)) return 1;
   std::printf("limits: bare_ring %.4g msg/s, memcpy 1 MiB blocks: %.3g GB/s in cache, %.3g GB/s through 64 MiB\n",
               ring, mc, mc_cold);
   return 0;

@@ -1,7 +1,7 @@
 // serialization_bench: mpx::encode/decode against Python's pickle and against
 // the machine's limits, measured in one run, printed side by side.
 //
-//   serialization_bench [--quick] [--no-python]
+//   serialization_bench [--quick] [--no-python] [--json FILE]
 //
 // Scenarios (ns per encode + decode round trip, one thread):
 //   ser_int64            std::int64_t, encode_into a reused buffer + decode (raw path)
@@ -187,5 +187,13 @@ int main(int argc, char** argv) {
   }
   std::printf("ser_bytes_1m: %.2f GB/s (encode + decode each pass the MiB once: copy + checksum)\n",
               (1 << 20) / m1);
-  return 0;
+
+  // One record per scenario, its references as peers (rows come grouped by scenario).
+  std::vector<mpx::bench::Record> records;
+  for (const Row& r : rows) {
+    if (records.empty() || records.back().name != r.scenario)
+      records.push_back({r.scenario, "ns/op", r.mpx_ns, {}, false, "encode + decode round trip"});
+    records.back().peers.emplace_back(r.reference, r.reference_ns);
+  }
+  return mpx::bench::write_json(opt.json_path, "serialization_bench", records) ? 0 : 1;
 }

@@ -2,7 +2,7 @@
 // parent then reads all of it; against memcpy of the same size in the same
 // run, and Python's multiprocessing.shared_memory (bench/python/
 // shared_memory_bench.py, run by this program).
-// Usage: shared_memory_bench [--mib N] [--pin none|cross|same]
+// Usage: shared_memory_bench [--mib N] [--pin none|cross|same] [--json FILE]
 //
 //   shm_child_writes_parent_reads  end to end: the child fills the segment,
 //                                  signals, the parent reads every byte.
@@ -198,5 +198,5 @@ int main(int argc, char** argv) {
   std::printf("\nbare = one memcpy of %zu MiB between pre-touched private buffers. Python: the child does "
               "buf[:] = payload, the parent bytes(buf) (a copy), on a fresh segment.\n",
               mib);
-  return 0;
+  return write_json(parse_options(argc, argv).json_path, "shared_memory_bench", records_of(rows)) ? 0 : 1;
 }

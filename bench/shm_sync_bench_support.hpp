@@ -49,15 +49,7 @@ inline pid_t spawn(const std::function<void()>& body) {
 }
 inline void join(pid_t pid) { ::waitpid(pid, nullptr, 0); }
 
-inline double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-inline double median_of(int runs, const std::function<double()>& measure) {
-  std::vector<double> v;
-  for (int i = 0; i < runs; ++i) v.push_back(measure());
-  return median(v);
-}
+
 
 struct Row {
   std::string scenario, unit;
@@ -87,6 +79,20 @@ inline void print_table(const std::vector<Row>& rows) {
                 cell(r.python).c_str(), cell(r.bare).c_str(), ratio, r.target.c_str());
   }
   std::fflush(stdout);
+}
+
+// The rows as the common records (python and bare as peers). Rates (units
+// ending in "/s") are better higher, times better lower.
+inline std::vector<Record> records_of(const std::vector<Row>& rows) {
+  std::vector<Record> out;
+  for (const auto& r : rows) {
+    const bool rate = r.unit.size() >= 2 && r.unit.compare(r.unit.size() - 2, 2, "/s") == 0;
+    Record rec{r.scenario, r.unit, r.mpx, {}, rate, r.target.empty() ? "" : "target " + r.ratio_label + " " + r.target};
+    if (r.python) rec.peers.emplace_back("python", *r.python);
+    if (r.bare) rec.peers.emplace_back("bare", *r.bare);
+    out.push_back(std::move(rec));
+  }
+  return out;
 }
 
 inline std::optional<double> lookup(const std::map<std::string, double>& m, const std::string& key) {

@@ -35,14 +35,8 @@ ma::Behavior bench_pong(ma::Context&, int) {
 }
 MPX_REGISTER_ACTOR(bench_pong);
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-double p99(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, v.size() * 99 / 100)];
-}
+using mpx::bench::median;
+using mpx::bench::p99;
 
 double bare_fork_exec_ms() {
   auto t0 = Clock::now();
@@ -70,9 +64,6 @@ std::vector<double> roundtrips(const ma::ActorRef& actor, int n) {
 
 int main(int argc, char** argv) {
   const auto opt = mpx::bench::parse_options(argc, argv);
-  std::string json_path;
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--json" && i + 1 < argc) json_path = argv[i + 1];
   const int restarts = opt.quick ? 5 : 20;
   const int n_rtt = opt.quick ? 2000 : 10000;
 
@@ -112,21 +103,16 @@ int main(int argc, char** argv) {
   }
   const double r_med = median(restart_ms), r_p99 = p99(restart_ms), b_med = median(bare_ms);
   const double s_med = median(supervised_us), u_med = median(plain_us);
-  std::printf("%-22s %-8s %12s %12s %14s %10s\n", "scenario", "unit", "mpx", "mpx p99", "peer", "ratio");
-  std::printf("%-22s %-8s %12.2f %12.2f %14.2f %9.2fx  (peer: bare posix_spawn+wait of /bin/true; goal < 5 ms)\n",
-              "restart_latency", "ms", r_med, r_p99, b_med, r_med / b_med);
-  std::printf("%-22s %-8s %12.1f %12.1f %14.1f %9.3fx  (peer: the same actor in an unsupervised Host; goal <= 1.05)\n",
-              "supervision_overhead", "us", s_med, p99(supervised_us), u_med, s_med / u_med);
-  if (!json_path.empty()) {
-    if (FILE* f = std::fopen(json_path.c_str(), "w")) {
-      std::fprintf(f,
-                   "[\n  {\"name\": \"restart_latency\", \"unit\": \"ms\", \"mpx\": %.3f, \"mpx_p99\": %.3f, "
-                   "\"peers\": {\"bare_spawn_exec\": %.3f}, \"ratios\": {\"mpx/bare_spawn_exec\": %.3f}},\n"
-                   "  {\"name\": \"supervision_overhead\", \"unit\": \"us\", \"mpx\": %.3f, \"peers\": "
-                   "{\"unsupervised_host\": %.3f}, \"ratios\": {\"mpx/unsupervised_host\": %.4f}}\n]\n",
-                   r_med, r_p99, b_med, r_med / b_med, s_med, u_med, s_med / u_med);
-      std::fclose(f);
-    }
-  }
+  const std::vector<mpx::bench::Record> rows{
+      {"restart_latency", "ms", r_med, {{"bare_spawn_exec", b_med}}, false,
+       "SIGKILL of a supervised host -> first answer of its replacement; peer: posix_spawn+wait of /bin/true; "
+       "goal < 5 ms",
+       {{"mpx_p99", r_p99}}},
+      {"supervision_overhead", "us", s_med, {{"unsupervised_host", u_med}}, false,
+       "request round trip to an actor in a supervised host; peer: the same actor in a plain Host; goal <= 1.05x",
+       {{"mpx_p99", p99(supervised_us)}}},
+  };
+  mpx::bench::print_records(rows);
+  if (!mpx::bench::write_json(opt.json_path, "supervisor_bench", rows)) return 1;
   return 0;
 }

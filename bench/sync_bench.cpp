@@ -1,7 +1,7 @@
 // sync_bench: mpx's cross-process synchronisation side by side with Python's
 // multiprocessing (bench/python/sync_bench.py, run by this program) and with
 // the machine's bare limits, in one run.
-// Usage: sync_bench [--scale S] [--pin none|cross|same]
+// Usage: sync_bench [--scale S] [--pin none|cross|same] [--json FILE]
 //
 //   value_lock_increment_2proc   2 processes x N increments of a Value<long>
 //                                under get_lock(); bare: atomic fetch_add.
@@ -217,5 +217,5 @@ int main(int argc, char** argv) {
   print_table(rows);
   std::printf("\nbare: value = atomic fetch_add by 2 processes; round trips = one futex word each way, "
               "FUTEX_WAIT/FUTEX_WAKE, no spinning; uncontended = process-private pthread mutex.\n");
-  return 0;
+  return write_json(parse_options(argc, argv).json_path, "sync_bench", records_of(rows)) ? 0 : 1;
 }
