@@ -42,6 +42,10 @@ def spread(values):
     return f"{fmt(med)} [{fmt(min(values))}-{fmt(max(values))}]"
 
 
+def runs_label(bench, n):
+    return f"{bench} ({n} run{'' if n == 1 else 's'})"
+
+
 def machine():
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -103,7 +107,7 @@ def main():
         for i, (peer, values) in enumerate(peers):
             ratio = row["ratios"].get(peer, []) if peer else []
             lines.append("| {} | `{}` | {} | {} | {} | {} | {} | {} | {} |".format(
-                f"{bench} ({runs.get(bench, n)} runs)" if i == 0 else "", name if i == 0 else "",
+                runs_label(bench, runs.get(bench, n)) if i == 0 else "", name if i == 0 else "",
                 row["unit"] if i == 0 else "", row["better"] if i == 0 else "",
                 spread(row["mpx"]) if i == 0 else "", peer or "-", spread(values) if values else "-",
                 f"**{spread(ratio)}x**" if ratio else "-", row["note"].replace("|", "/") if i == 0 else ""))
@@ -119,14 +123,16 @@ def main():
     data = out_svg + ".dat"
     with open(data, "w") as f:
         for i, (label, ratio) in enumerate(chart):
-            f.write(f"{i} {ratio:.6g}\n")
-    ytics = ", ".join(f'"{label}" {i}' for i, (label, _) in enumerate(chart))
+            f.write(f"{len(chart) - 1 - i} {ratio:.6g}\n")  # the first scenario at the top
+    lo = min(0.1, min(r for _, r in chart) / 2)
+    hi = max(10.0, max(r for _, r in chart) * 2)
+    ytics = ", ".join(f'"{label}" {len(chart) - 1 - i}' for i, (label, _) in enumerate(chart))
     script = f"""
-set terminal svg size 1000,{120 + 22 * len(chart)} dynamic font "sans,11"
+set terminal svg size 1000,{120 + 22 * len(chart)} dynamic font "sans,11" noenhanced
 set output "{out_svg}"
-set title "mpx's advantage over the first peer of each scenario (median of runs; > 1 = mpx better)"
+set title "mpx's advantage over each scenario's first peer (x times better; median of runs)"
 set logscale x 10
-set xrange [0.1:*]
+set xrange [{lo}:{hi}]
 set yrange [-1:{len(chart)}]
 set ytics ({ytics}) scale 0 font "sans,9"
 set grid xtics
