@@ -126,16 +126,26 @@ class MapSink final : public TaskSink {
   }
 
   void succeeded(std::size_t chunk, std::span<const std::byte> result) override {
+    auto outcome = decode<ChunkResult<R>>(result);
+    const std::size_t count = outcome.values.size() + outcome.errors.size();
+    if (count != chunk_size(chunk))
+      throw DecodeError(DecodeError::Kind::malformed_payload, "mpx::Pool: a chunk result has the wrong length");
+    const std::size_t at = offsets_[chunk];
+    if (outcome.errors.empty()) {  // the common case: each value moved straight to its place
+      for (std::size_t i = 0; i < count; ++i) store(at + i, std::move(outcome.values[i]));
+      progress_.add(count, 0);
+      chunk_done();
+      return;
+    }
     std::vector<std::exception_ptr> errors;
-    auto items = merge_chunk(decode<ChunkResult<R>>(result), errors);
-    if (items.size() != chunk_size(chunk)) throw DecodeError(DecodeError::Kind::malformed_payload, "mpx::Pool: a chunk result has the wrong length");
+    auto items = merge_chunk(std::move(outcome), errors);
     std::size_t failed = 0;
     for (std::size_t i = 0; i < items.size(); ++i) {
       if (errors[i]) {
-        note_error(offsets_[chunk] + i, errors[i]);
+        note_error(at + i, errors[i]);
         ++failed;
       } else {
-        items_[offsets_[chunk] + i] = std::move(items[i]);
+        store(at + i, std::move(*items[i]));
       }
     }
     progress_.add(items.size(), failed);
@@ -150,6 +160,15 @@ class MapSink final : public TaskSink {
   void retried() override { progress_.lost(true); }
 
  private:
+  // A default-constructible R is stored in place in the result vector (no
+  // final pass); any other R waits in an optional until every chunk is in.
+  static constexpr bool kDirect = std::is_default_constructible_v<R> && std::is_move_assignable_v<R>;
+  void store(std::size_t position, R&& value) {
+    if constexpr (kDirect)
+      items_[position] = std::move(value);
+    else
+      items_[position].emplace(std::move(value));
+  }
   [[nodiscard]] std::size_t chunk_size(std::size_t chunk) const {
     return (chunk + 1 < offsets_.size() ? offsets_[chunk + 1] : items_.size()) - offsets_[chunk];
   }
@@ -169,8 +188,12 @@ class MapSink final : public TaskSink {
       return;
     }
     std::vector<R> values;
-    values.reserve(items_.size());
-    for (auto& item : items_) values.push_back(std::move(*item));
+    if constexpr (kDirect) {
+      values = std::move(items_);
+    } else {
+      values.reserve(items_.size());
+      for (auto& item : items_) values.push_back(std::move(*item));
+    }
     items_.clear();
     state_->set_value(std::move(values), [&] {
       if (!callbacks_.callback) return;
@@ -185,7 +208,7 @@ class MapSink final : public TaskSink {
   std::shared_ptr<ResultState<std::vector<R>>> state_;
   Callbacks<std::vector<R>> callbacks_;
   std::vector<std::size_t> offsets_;
-  std::vector<std::optional<R>> items_;
+  std::vector<std::conditional_t<kDirect, R, std::optional<R>>> items_;
   std::size_t remaining_chunks_;
   ProgressTracker progress_;
   std::exception_ptr first_error_;
