@@ -37,7 +37,7 @@ void host_main(std::string name, std::int32_t tree, HostConfig config, std::vect
     try {
       endpoint.spawn_local(spec.type, spec.name, spec.args_tag, spec.args);
     } catch (const std::exception& e) {
-      logger->error("mpx actors: host {} could not spawn '{}' ({}) again: {}", name, spec.name, spec.type, e.what());
+      logger->error("mpx actors: host {} could not spawn '{}' ({}): {}", name, spec.name, spec.type, e.what());
     }
   }
   endpoint.run_gateway();
@@ -164,15 +164,27 @@ HostControl::~HostControl() {
 
 }  // namespace detail
 
-Host::Host(std::string name, HostOptions options) {
+Host::Host(std::string name, HostOptions options) : Host(std::move(name), std::move(options), {}) {}
+
+Host::Host(std::string name, HostOptions options, const std::vector<ActorSpec>& actors) {
   detail::check_name(name, "host name");
   auto control = std::make_shared<detail::HostControl>();
   control->name = name;
   control->options = options;
+  for (const auto& actor : actors) {
+    detail::check_spawn(actor.type, actor.args.tag, actor.args.type_name);
+    if (!actor.name.empty()) detail::check_name(actor.name, "actor name");
+    control->specs.push_back(detail::SpawnRequest{actor.type, actor.name, actor.args.tag, actor.args.bytes});
+  }
+  bool adopted = false;
   try {
-    control->mailbox = detail::Mailbox::create(detail::mailbox_name(name), options.mailbox);
+    control->mailbox = detail::Mailbox::create_or_adopt(detail::mailbox_name(name), options.mailbox, adopted);
   } catch (const FileExistsError&) {
     throw ActorError("mpx actors: a host named '" + name + "' already exists in this process tree");
+  }
+  if (adopted) {
+    get_logger()->warn("mpx actors: host {}: took over the mailbox its dead owner left, with {} waiting message(s)",
+                       name, control->mailbox->depth());
   }
   detail::remember_mailbox(name, control->mailbox);
   {

@@ -17,9 +17,11 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <new>
+#include <thread>
 
 #include "mpx/detail/futex.hpp"
 #include "mpx/detail/identity.hpp"
@@ -71,6 +73,7 @@ struct alignas(64) MailboxHeader {
   std::atomic<std::uint32_t> incarnation;
   std::atomic<std::uint32_t> host_state;
   std::atomic<std::int64_t> exit_code;
+  std::atomic<std::uint32_t> owner_pid;  // created or adopted it (create_or_adopt)
 };
 
 struct RecordHeader {
@@ -107,17 +110,68 @@ std::shared_ptr<Mailbox> Mailbox::create(const std::string& name, const MailboxO
   header->in_flight_limit = options.in_flight;
   header->policy = static_cast<std::uint32_t>(options.policy);
   header->exit_code.store(kNoExitCode, std::memory_order_relaxed);
-  header->magic = kMagic;
+  header->owner_pid.store(static_cast<std::uint32_t>(current_pid()), std::memory_order_relaxed);
+  // Published last: open() in another process waits for it (see there).
+  std::atomic_ref<std::uint64_t>(header->magic).store(kMagic, std::memory_order_release);
   return std::shared_ptr<Mailbox>(new Mailbox(std::move(shm)));
 }
 
 std::shared_ptr<Mailbox> Mailbox::open(const std::string& name) {
-  SharedMemory shm(name, false);
-  if (shm.size() < kDataOffset) throw ActorError("mpx actors: segment '" + name + "' is not a mailbox");
-  auto* header = reinterpret_cast<MailboxHeader*>(shm.buf().data());
-  if (header->magic != kMagic || shm.size() < kDataOffset + header->data_bytes)
-    throw ActorError("mpx actors: segment '" + name + "' is not a mailbox");
-  return std::shared_ptr<Mailbox>(new Mailbox(std::move(shm)));
+  // The name exists from the creator's shm_open on, its size from ftruncate,
+  // its header from the magic stored last: a sender that opens a mailbox
+  // being created (a host starting while others already send to its name)
+  // sees it empty or without its magic for microseconds. Retry that, briefly.
+  const auto deadline = mpx::detail::Deadline::after(std::chrono::seconds(1));
+  for (;;) {
+    SharedMemory shm(name, false);
+    const bool sized = shm.size() >= kDataOffset;
+    const std::uint64_t magic =
+        sized ? std::atomic_ref<std::uint64_t>(reinterpret_cast<MailboxHeader*>(shm.buf().data())->magic)
+                    .load(std::memory_order_acquire)
+              : 0;
+    if (magic == kMagic) {
+      auto* header = reinterpret_cast<MailboxHeader*>(shm.buf().data());
+      if (shm.size() < kDataOffset + header->data_bytes)
+        throw ActorError("mpx actors: segment '" + name + "' is not a mailbox");
+      return std::shared_ptr<Mailbox>(new Mailbox(std::move(shm)));
+    }
+    if (magic != 0 || deadline.expired()) throw ActorError("mpx actors: segment '" + name + "' is not a mailbox");
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+std::shared_ptr<Mailbox> Mailbox::create_or_adopt(const std::string& name, const MailboxOptions& options,
+                                                  bool& adopted) {
+  adopted = false;
+  for (int attempt = 0;; ++attempt) {
+    try {
+      return create(name, options);
+    } catch (const FileExistsError&) {
+      if (attempt > 0) throw;
+    }
+    std::shared_ptr<Mailbox> left;
+    try {
+      left = open(name);
+    } catch (const FileNotFoundError&) {
+      continue;  // unlinked in between: create it
+    }
+    auto& owner = left->header_->owner_pid;
+    std::uint32_t was = owner.load(std::memory_order_acquire);
+    if (was != 0 && process_alive(static_cast<pid_t>(was))) throw FileExistsError("mailbox '" + name + "' exists");
+    if (left->retired()) {  // its host was shut down: nothing in it is owed to anyone
+      left->unlink();
+      continue;
+    }
+    // Two restarted owners may race for it: one CAS wins, the other clashes.
+    if (!owner.compare_exchange_strong(was, static_cast<std::uint32_t>(current_pid()), std::memory_order_acq_rel))
+      throw FileExistsError("mailbox '" + name + "' exists");
+    adopted = true;
+    return left;
+  }
+}
+
+pid_t Mailbox::owner_pid() const noexcept {
+  return static_cast<pid_t>(header_->owner_pid.load(std::memory_order_acquire));
 }
 
 RecordHeader& Mailbox::record_at(std::uint64_t pos) const {

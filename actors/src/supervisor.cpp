@@ -132,8 +132,7 @@ struct Supervisor::Impl {
     switch (c.spec.kind) {
       case ChildSpec::Kind::host:
         if (!c.host) {
-          c.host.emplace(c.spec.id, c.spec.host_options);
-          for (const auto& actor : c.spec.actors) c.host->spawn_with(actor.type, actor.name, actor.args);
+          c.host.emplace(c.spec.id, c.spec.host_options, c.spec.actors);
         } else {
           c.host->restart();  // same mailbox; named actors spawned again
         }

@@ -1,7 +1,9 @@
 // Supervisors: strategies, restart types, intensity and escalation, backoff,
 // orderly stop, exit reports. Real processes; restart sets checked by pid.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -247,9 +249,14 @@ struct Read {
   template <class A>
   void serialize(A&) {}
 };
+struct WhoAmI {  // -> the pid of the host process
+  template <class A>
+  void serialize(A&) {}
+};
 ma::Behavior tally(ma::Context&, int start) {
   auto n = std::make_shared<int>(start);
-  return {[n](const Bump&) { ++*n; }, [n](const Read&) { return *n; }};
+  return {[n](const Bump&) { ++*n; }, [n](const Read&) { return *n; },
+          [](const WhoAmI&) { return static_cast<int>(::getpid()); }};
 }
 MPX_REGISTER_ACTOR(tally);
 }  // namespace
@@ -267,6 +274,46 @@ TEST(Supervisor, HostChildIsRestartedWithItsMailboxAndActors) {
   EXPECT_EQ(t.request<int>(Read{}).get(30s), 110);  // the re-spawned actor got every one
   sup.stop();
   EXPECT_THROW((void)t.request<int>(Read{}).get(30s), ma::ActorDown);
+}
+
+TEST(Supervisor, SigkilledNestedSupervisorComesBackWithItsHostsMailboxes) {
+  // The nested supervisor owns its host's mailbox; this process holds the
+  // mailbox open (it sends to it). SIGKILL of the nested supervisor kills its
+  // host too; the restarted supervisor must take the left mailbox over, with
+  // the messages sent meanwhile, instead of failing on "already exists".
+  ma::Supervisor sup("s-nested-kill", with(ma::Strategy::one_for_one),
+                     {ma::ChildSpec::supervisor(
+                         "inner", with(ma::Strategy::one_for_one),
+                         {ma::ChildSpec::host("nested-worker", ma::HostOptions(), {ma::ActorSpec::make("tally", "t", 100)})})});
+  const ma::ActorRef t("nested-worker", "t", 0, 0);  // by name: valid across restarts
+  auto read_eventually = [&] {
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    for (;;) {
+      try {
+        return t.request<int>(Read{}).get(30s);
+      } catch (const ma::ActorDown&) {  // the host is (re)starting
+        if (std::chrono::steady_clock::now() > deadline) throw;
+        std::this_thread::sleep_for(2ms);
+      }
+    }
+  };
+  EXPECT_EQ(read_eventually(), 100);
+  const pid_t before = pids(sup)["inner"];
+  ASSERT_GT(before, 0);
+  // The old host dies of its parent's death a moment after it: wait for that
+  // (its pidfd), so that no Bump below is handled by the old instance.
+  const int old_host = static_cast<int>(::syscall(SYS_pidfd_open, t.request<int>(WhoAmI{}).get(30s), 0));
+  ASSERT_GE(old_host, 0);
+  ASSERT_EQ(::kill(before, SIGKILL), 0);
+  pollfd gone{old_host, POLLIN, 0};
+  ASSERT_EQ(::poll(&gone, 1, 30000), 1) << "the old host outlived its supervisor";
+  ::close(old_host);
+  for (int i = 0; i < 10; ++i) t.send(Bump{});  // wait in the left mailbox, or reach the new host
+  ASSERT_TRUE(settled(sup, 1));
+  EXPECT_NE(pids(sup)["inner"], before);
+  EXPECT_EQ(read_eventually(), 110);  // the new host took over the mailbox with every Bump in it
+  EXPECT_EQ(sup.reports().size(), 1u) << "the nested supervisor was restarted once, not until intensity ran out";
+  sup.stop();
 }
 
 TEST(Supervisor, SimpleOneForOneMakesChildrenFromATemplate) {

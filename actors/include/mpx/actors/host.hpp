@@ -12,7 +12,13 @@
 //   start method of HostOptions or the process default; under forkserver a
 //   multi-threaded program can start hosts). The child runs a fresh CAF
 //   actor system and a gateway thread that takes messages from the mailbox.
-//   Names are [A-Za-z0-9_.-]{1,64} and unique in the tree while the host lives.
+//   Names are [A-Za-z0-9_.-]{1,64} and unique in the tree while the host lives
+//   (a second live Host of that name throws ActorError). A mailbox whose
+//   owner died without removing it (a SIGKILLed nested supervisor: the
+//   processes that sent to it still hold the name) is taken over by the next
+//   Host of that name, with every message in it, as restart() would; give
+//   that Host its named actors at construction (the ActorSpec constructor)
+//   so that the waiting messages find them.
 // - spawn(type, name, args...) builds an actor in the host and returns its
 //   ref once it exists (blocks up to HostOptions::spawn_timeout; throws
 //   UnknownActorType / ActorError at once for a bad type or argument types,
@@ -42,6 +48,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "mpx/actors/actor_ref.hpp"
 #include "mpx/actors/detail/spawn_args.hpp"
@@ -91,9 +98,24 @@ namespace detail {
 struct HostControl;
 }
 
+// A named actor a host runs from its start (and again at each restart).
+struct ActorSpec {
+  std::string type;
+  std::string name;
+  detail::SpawnArgs args;
+  template <class... Args>
+  static ActorSpec make(std::string type, std::string name, const Args&... args) {
+    return ActorSpec{std::move(type), std::move(name), detail::encode_spawn_args(args...)};
+  }
+};
+
 class Host {
  public:
   explicit Host(std::string name, HostOptions options = {});
+  // A host whose named `actors` are spawned before it reads its first
+  // message: messages already waiting for them (a mailbox taken over from a
+  // dead owner, see below) find them. Throws as spawn() for an unknown type.
+  Host(std::string name, HostOptions options, const std::vector<ActorSpec>& actors);
   Host(const Host&) = default;
   Host& operator=(const Host&) = default;
   Host(Host&&) noexcept = default;

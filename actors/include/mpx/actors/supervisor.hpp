@@ -65,16 +65,8 @@ enum class Strategy { one_for_one, one_for_all, rest_for_one, simple_one_for_one
 // or temporary) that is not restarted does to the supervisor.
 enum class AutoShutdown { never, any_significant, all_significant };
 
-// An actor a host child runs (spawned again at each restart of the host).
-struct ActorSpec {
-  std::string type;
-  std::string name;
-  detail::SpawnArgs args;
-  template <class... Args>
-  static ActorSpec make(std::string type, std::string name, const Args&... args) {
-    return ActorSpec{std::move(type), std::move(name), detail::encode_spawn_args(args...)};
-  }
-};
+// ActorSpec (an actor a host child runs, spawned again at each restart of
+// the host) is in host.hpp.
 
 struct SupervisorOptions;
 struct ChildSpec;

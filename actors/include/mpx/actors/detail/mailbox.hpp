@@ -69,6 +69,15 @@ class Mailbox {
   static std::shared_ptr<Mailbox> create(const std::string& name, const MailboxOptions& options);
   // Attaches to an existing segment; throws FileNotFoundError when none.
   static std::shared_ptr<Mailbox> open(const std::string& name);
+  // create(), or, when a segment of that name is left by an owner (the
+  // process that created it) that died without unlinking it, e.g. a
+  // SIGKILLed nested supervisor whose senders still hold the name: takes it
+  // over, with every record still in it (`adopted` is set). Throws
+  // FileExistsError when its owner is alive: a real name clash.
+  static std::shared_ptr<Mailbox> create_or_adopt(const std::string& name, const MailboxOptions& options,
+                                                  bool& adopted);
+  // The pid of the process that created or last adopted the segment.
+  [[nodiscard]] pid_t owner_pid() const noexcept;
 
   // Producer side. `head` and `body` are concatenated into one record.
   // False when full (policy fail, block=false, or the deadline passed).
