@@ -104,4 +104,12 @@ std::size_t Barrier::n_waiting() const {
 }
 bool Barrier::broken() const { return handle_.state("Barrier").word.load(std::memory_order_acquire) & kBroken; }
 
+detail::PassedPlacement Barrier::passed() const {
+  if (action_) throw SyncError("Barrier: a barrier with an action cannot be passed to a forkserver child");
+  return detail::pass(handle_, "Barrier");
+}
+void Barrier::arrive(const detail::PassedPlacement& p) {
+  handle_ = SyncHandle<BarrierState>(detail::arrive<BarrierState>(p, kBarrierMagic, "Barrier"));
+}
+
 }  // namespace mpx

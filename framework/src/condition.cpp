@@ -120,4 +120,10 @@ void Condition::notify(int n) {
 
 void Condition::notify_all() { notify(INT_MAX); }
 
+detail::PassedPlacement Condition::passed() const { return detail::pass(handle_, "Condition"); }
+void Condition::arrive(const detail::PassedPlacement& p) {
+  handle_ = detail::SyncHandle<detail::ConditionState>(
+      detail::arrive<detail::ConditionState>(p, detail::kConditionMagic, "Condition"));
+}
+
 }  // namespace mpx

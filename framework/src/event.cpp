@@ -51,4 +51,9 @@ bool Event::wait_until(const detail::Deadline& deadline) {
   return s.flag.load(std::memory_order_acquire) != 0;
 }
 
+detail::PassedPlacement Event::passed() const { return detail::pass(handle_, "Event"); }
+void Event::arrive(const detail::PassedPlacement& p) {
+  handle_ = detail::SyncHandle<EventState>(detail::arrive<EventState>(p, detail::kEventMagic, "Event"));
+}
+
 }  // namespace mpx

@@ -3,9 +3,15 @@
 // workers on request so that a multi-threaded parent never forks itself.
 //
 // Protocol, over a SOCK_SEQPACKET socketpair (one datagram per message):
-//   parent -> server  ForkRequest (encoded with mpx::encode), with an id
+//   parent -> server  ForkRequest (encoded with mpx::encode), with an id, and
+//                     SCM_RIGHTS [the descriptors of the primitives among the
+//                     arguments] (fd_passing.hpp)
 //   server -> parent  ForkReply with the same id, and SCM_RIGHTS [pidfd,
 //                     status pipe read end]
+// The server owns the passed descriptors only until it has forked: the worker
+// inherits them and closes them once it has decoded its arguments, the
+// server closes its copies right after the fork (or on failure), so a worker
+// that dies leaves nothing open behind it.
 // The id lets the parent discard the late reply of a request that timed out
 // (it kills that worker) instead of taking it for the next request's.
 // The server reaps each worker and writes its exit code (an int) into the
@@ -23,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cereal/types/optional.hpp>
 #include <cereal/types/string.hpp>
 #include <cereal/types/vector.hpp>
 #include <atomic>
@@ -52,10 +59,11 @@ struct ForkRequest {
   int parent_pid = 0;
   int log_level = 0;
   std::uint64_t id = 0;
+  ProcessLimits limits;
 
   template <class Archive>
   void serialize(Archive& ar) {
-    ar(id, function, arguments, name, daemon, identity, parent_name, parent_pid, log_level);
+    ar(id, function, arguments, name, daemon, identity, parent_name, parent_pid, log_level, limits);
   }
 };
 
@@ -116,20 +124,24 @@ bool wait_readable(int fd, int ms) {
   return rc > 0;
 }
 
-void send_with_fds(int socket, std::span<const std::byte> data, std::initializer_list<int> fds) {
+// Room for the most descriptors one message carries.
+constexpr std::size_t kControlBytes = CMSG_SPACE(sizeof(int) * kMaxPassedFds);
+
+void send_with_fds(int socket, std::span<const std::byte> data, std::span<const int> fds) {
   iovec iov{const_cast<std::byte*>(data.data()), data.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 2)]{};
-  if (fds.size() > 0) {
+  if (fds.size() > kMaxPassedFds) throw ProcessError("too many descriptors for the fork server");
+  alignas(cmsghdr) char control[kControlBytes]{};
+  if (!fds.empty()) {
     msg.msg_control = control;
     msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
     cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
     cmsg->cmsg_level = SOL_SOCKET;
     cmsg->cmsg_type = SCM_RIGHTS;
     cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(cmsg), fds.begin(), sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
   }
   ssize_t n;
   do n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
@@ -137,14 +149,15 @@ void send_with_fds(int socket, std::span<const std::byte> data, std::initializer
   if (n < 0) throw_errno("sending to the fork server (sendmsg)");
 }
 
-// Receives one datagram; fills up to two received descriptors. Returns the
-// number of bytes, 0 on EOF.
-std::size_t receive_with_fds(int socket, std::vector<std::byte>& buffer, UniqueFd (&fds)[2]) {
+// Receives one datagram and the descriptors that came with it (owned, in
+// order). Returns the number of bytes, 0 on EOF.
+std::size_t receive_with_fds(int socket, std::vector<std::byte>& buffer, std::vector<UniqueFd>& fds) {
+  fds.clear();
   iovec iov{buffer.data(), buffer.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 2)]{};
+  alignas(cmsghdr) char control[kControlBytes]{};
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   ssize_t n;
@@ -154,12 +167,14 @@ std::size_t receive_with_fds(int socket, std::vector<std::byte>& buffer, UniqueF
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
       std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      int received[2] = {-1, -1};
-      std::memcpy(received, CMSG_DATA(c), sizeof(int) * std::min<std::size_t>(count, 2));
-      for (std::size_t i = 0; i < std::min<std::size_t>(count, 2); ++i) fds[i].reset(received[i]);
+      for (std::size_t i = 0; i < count; ++i) {
+        int fd;
+        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+        fds.emplace_back(fd);
+      }
     }
   }
-  if (msg.msg_flags & MSG_TRUNC) throw ProcessError("fork server message truncated");
+  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) throw ProcessError("fork server message truncated");
   return static_cast<std::size_t>(n);
 }
 
@@ -179,26 +194,28 @@ struct Worker {
   UniqueFd status_write;
 };
 
-[[noreturn]] void run_worker(const ForkRequest& request, pid_t server_pid) {
+[[noreturn]] void run_worker(const ForkRequest& request, pid_t server_pid, std::vector<UniqueFd>& passed) {
   for (int fd : *g_server_fds) ::close(fd);
   for (std::size_t i = 0; i < std::size(kServerSignals); ++i) ::sigaction(kServerSignals[i], &g_inherited[i], nullptr);
   ProcessInfo parent;
   parent.name = request.parent_name;
   parent.pid = request.parent_pid;
-  ChildIdentity who{request.name, request.daemon, request.identity, parent, server_pid, StartMethod::forkserver};
+  ChildIdentity who{request.name,     request.daemon,         request.identity, parent,
+                    server_pid,       StartMethod::forkserver, request.limits};
   become_child(who);
   get_logger()->set_level(static_cast<spdlog::level::level_enum>(request.log_level));
   auto invoker = functions().by_name.at(request.function);
   std::span<const std::byte> arguments(reinterpret_cast<const std::byte*>(request.arguments.data()),
                                        request.arguments.size());
-  run_child_and_exit([&] { invoker(arguments); });
+  run_child_and_exit([&] { invoker(arguments, passed); });
 }
 
 ForkReply failed(const ForkRequest& request, const std::string& error) { return ForkReply{request.id, 0, error}; }
 
 // Forks the requested worker and sends the reply with its descriptors;
 // returns the reply to send when it failed. Throws when the parent is gone.
-std::optional<ForkReply> serve_request(int socket, std::span<const std::byte> message,
+// `passed`: the descriptors that came with the request, for the worker.
+std::optional<ForkReply> serve_request(int socket, std::span<const std::byte> message, std::vector<UniqueFd>& passed,
                                        std::map<int, Worker>& workers) {
   ForkRequest request;
   try {
@@ -219,8 +236,9 @@ std::optional<ForkReply> serve_request(int socket, std::span<const std::byte> me
   if (pid == 0) {
     status_read.reset();
     status_write.reset();
-    run_worker(request, server_pid);
+    run_worker(request, server_pid, passed);
   }
+  passed.clear();  // the worker has its own copies
   UniqueFd pidfd(pidfd_open(pid));
   if (!pidfd) {
     int err = errno;
@@ -233,7 +251,8 @@ std::optional<ForkReply> serve_request(int socket, std::span<const std::byte> me
   g_server_fds->push_back(status_write.get());
   int key = pidfd.get();
   workers.emplace(key, Worker{pid, std::move(pidfd), std::move(status_write)});
-  send_with_fds(socket, encode(ForkReply{request.id, pid, ""}), {key, status_read.get()});
+  const int reply_fds[] = {key, status_read.get()};
+  send_with_fds(socket, encode(ForkReply{request.id, pid, ""}), reply_fds);
   return std::nullopt;
 }
 
@@ -269,16 +288,16 @@ void reap_worker(std::map<int, Worker>::iterator it, std::map<int, Worker>& work
       if (fds[i].revents) reap_worker(workers.find(fds[i].fd), workers);
     }
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-      UniqueFd unused[2];
+      std::vector<UniqueFd> passed;  // closed here whatever happens: the worker has its copies
       std::size_t n = 0;
       try {
-        n = receive_with_fds(socket.get(), buffer, unused);
+        n = receive_with_fds(socket.get(), buffer, passed);
       } catch (const std::exception&) {
         n = 0;
       }
       if (n == 0) break;  // the parent is gone or has exited
       try {
-        auto reply = serve_request(socket.get(), std::span(buffer.data(), n), workers);
+        auto reply = serve_request(socket.get(), std::span(buffer.data(), n), passed, workers);
         if (reply) send_with_fds(socket.get(), encode(*reply), {});
       } catch (const std::exception&) {
         break;  // the parent is gone
@@ -443,7 +462,8 @@ std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const Rem
                       who.parent.name,
                       who.parent.pid,
                       static_cast<int>(get_logger()->level()),
-                      0};
+                      0,
+                      who.limits};
   const std::string starting = "starting '" + who.name + "' with the fork server";
   // Sent to a live server; a server that died just before gets the request
   // once more, from a new server (the first never received it).
@@ -456,7 +476,7 @@ std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const Rem
                          " bytes encoded, at most " + std::to_string(kMaxRequestSize));
     }
     try {
-      send_with_fds(c.socket.get(), message, {});
+      send_with_fds(c.socket.get(), message, call.fds);
       break;
     } catch (const ProcessOSError& e) {
       if (attempt > 0 || (e.code() != EPIPE && e.code() != ECONNRESET)) throw ProcessOSError(starting, e.code());
@@ -471,7 +491,7 @@ std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const Rem
                          std::to_string(g_reply_timeout_ms.load()) + " ms");
     }
     std::vector<std::byte> buffer(4096);
-    UniqueFd fds[2];
+    std::vector<UniqueFd> fds;
     std::size_t n = 0;
     try {
       n = receive_with_fds(c.socket.get(), buffer, fds);
@@ -492,12 +512,12 @@ std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const Rem
     if (reply.id != request.id && reply.id != 0) {
       // The late reply of a request that timed out: its caller has given up,
       // so its worker must not run unowned.
-      if (fds[0]) pidfd_kill(fds[0].get());
+      if (!fds.empty()) pidfd_kill(fds[0].get());
       get_logger()->warn("discarded the late fork server reply to request {} (pid {})", reply.id, reply.pid);
       continue;
     }
     if (!reply.error.empty()) throw ProcessError("fork server could not start '" + who.name + "': " + reply.error);
-    if (!fds[0] || !fds[1]) throw ProcessError(starting + ": reply without descriptors");
+    if (fds.size() != 2) throw ProcessError(starting + ": reply without descriptors");
     auto state = std::make_shared<ChildState>();
     state->pid = reply.pid;
     state->owner = ::getpid();

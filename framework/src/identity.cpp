@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -70,6 +72,39 @@ bool read_proc_stat(pid_t tid, char& state, std::uint64_t& start) noexcept {
   return true;
 }
 
+namespace {
+constexpr std::uint64_t kPidfsTag = std::uint64_t{1} << 63;
+constexpr unsigned long kPidfsMagic = 0x50494446;  // PID_FS_MAGIC
+constexpr unsigned kPidfdThread = O_EXCL;          // PIDFD_THREAD (Linux 6.9)
+
+// The pidfs inode of `tid`, 0 when there is none (older kernel, gone, no descriptor).
+std::uint64_t pidfs_inode(pid_t tid) noexcept {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, tid, kPidfdThread));
+  if (fd < 0) return 0;
+  struct statfs fs {};
+  struct stat st {};
+  bool ok = ::fstatfs(fd, &fs) == 0 && static_cast<unsigned long>(fs.f_type) == kPidfsMagic && ::fstat(fd, &st) == 0;
+  ::close(fd);
+  return ok ? static_cast<std::uint64_t>(st.st_ino) : 0;
+}
+
+// The low half of an ident: bit 31 the kind, bits 0..30 the value.
+std::uint32_t fold(std::uint64_t marker) noexcept {
+  if (marker == 0) return 0;
+  auto low = static_cast<std::uint32_t>(marker & 0x7fffffffu);
+  if (marker & kPidfsTag) return 0x80000000u | low;
+  return low == 0 ? 1 : low;  // 0 means "unknown"
+}
+}  // namespace
+
+std::uint64_t task_marker(pid_t tid) noexcept {
+  if (std::uint64_t ino = pidfs_inode(tid)) return kPidfsTag | ino;
+  char state = 0;
+  std::uint64_t start = 0;
+  if (!read_proc_stat(tid, state, start)) return 0;
+  return start & ~kPidfsTag;
+}
+
 pid_t current_pid() noexcept {
   pid_t pid = g_pid.load(std::memory_order_relaxed);
   if (pid == 0) {
@@ -91,11 +126,7 @@ pid_t current_tid() noexcept {
 std::uint64_t current_thread_ident() noexcept {
   if (t_ident == 0) {
     pid_t tid = current_tid();
-    char state = 0;
-    std::uint64_t start = 0;
-    if (!read_proc_stat(tid, state, start)) start = 0;
-    t_ident = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(tid)) << 32) |
-              static_cast<std::uint32_t>(start);
+    t_ident = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(tid)) << 32) | fold(task_marker(tid));
   }
   return t_ident;
 }
@@ -104,15 +135,22 @@ bool owner_gone(pid_t tid, std::uint64_t ident) noexcept {
   if (tid <= 0) return false;
   char state = 0;
   std::uint64_t start = 0;
-  if (!read_proc_stat(tid, state, start)) {
-    // No /proc entry: either gone, or /proc is not mounted; ask the kernel.
-    return ::kill(tid, 0) != 0 && errno == ESRCH;
+  bool have_stat = read_proc_stat(tid, state, start);
+  if (!have_stat && ::kill(tid, 0) != 0 && errno == ESRCH) return true;  // gone (or no /proc: the kernel says so)
+  if (have_stat && (state == 'Z' || state == 'X')) return true;         // dead, not yet reaped
+  const bool same_tid = static_cast<pid_t>(ident >> 32) == tid;
+  const auto recorded = static_cast<std::uint32_t>(ident);
+  if (!same_tid || recorded == 0) return false;  // no marker to compare: alive as far as we know
+  std::uint64_t now;
+  if (recorded & 0x80000000u) {
+    std::uint64_t ino = pidfs_inode(tid);
+    if (ino == 0) return false;  // unknown (no descriptor left, or it ended this instant)
+    now = kPidfsTag | ino;
+  } else {
+    if (!have_stat) return false;
+    now = start;
   }
-  if (state == 'Z' || state == 'X') return true;  // dead, not yet reaped
-  bool same_tid = static_cast<pid_t>(ident >> 32) == tid;
-  auto recorded = static_cast<std::uint32_t>(ident);
-  if (same_tid && recorded != 0 && recorded != static_cast<std::uint32_t>(start)) return true;  // tid reused
-  return false;
+  return fold(now) != recorded;  // another task carries the tid now
 }
 
 }  // namespace mpx::detail

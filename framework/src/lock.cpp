@@ -203,4 +203,13 @@ LockStatus RLock::reacquire(unsigned count) {
   return status;
 }
 
+detail::PassedPlacement Lock::passed() const { return detail::pass(handle_, "Lock"); }
+void Lock::arrive(const detail::PassedPlacement& p) {
+  handle_ = detail::SyncHandle<LockState>(detail::arrive<LockState>(p, detail::kLockMagic, "Lock"));
+}
+detail::PassedPlacement RLock::passed() const { return detail::pass(handle_, "RLock"); }
+void RLock::arrive(const detail::PassedPlacement& p) {
+  handle_ = detail::SyncHandle<LockState>(detail::arrive<LockState>(p, detail::kRLockMagic, "RLock"));
+}
+
 }  // namespace mpx

@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -114,6 +115,43 @@ bool try_reap_locked(ChildState& s, pid_t& server_died) {
   return true;
 }
 
+// In the child: the limits of its ProcessOptions. Returns what failed, or empty.
+std::string apply_limits(const ProcessLimits& limits) {
+  auto set_limit = [](int resource, std::uint64_t value, std::uint64_t hard, const char* name) -> std::string {
+    rlimit r{static_cast<rlim_t>(value), static_cast<rlim_t>(hard)};
+    if (::setrlimit(resource, &r) != 0) return std::string("setrlimit(") + name + "): " + std::strerror(errno);
+    return {};
+  };
+  std::string failed;
+  if (limits.address_space) failed = set_limit(RLIMIT_AS, *limits.address_space, *limits.address_space, "RLIMIT_AS");
+  // Hard one second above soft: SIGXCPU first (the exit code says why), SIGKILL if it is survived.
+  if (failed.empty() && limits.cpu_seconds)
+    failed = set_limit(RLIMIT_CPU, *limits.cpu_seconds, *limits.cpu_seconds + 1, "RLIMIT_CPU");
+  if (failed.empty() && limits.open_files)
+    failed = set_limit(RLIMIT_NOFILE, *limits.open_files, *limits.open_files, "RLIMIT_NOFILE");
+  if (failed.empty() && limits.nice && ::setpriority(PRIO_PROCESS, 0, *limits.nice) != 0)
+    failed = std::string("setpriority(") + std::to_string(*limits.nice) + "): " + std::strerror(errno);
+  if (failed.empty() && !limits.cpu_affinity.empty()) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int cpu : limits.cpu_affinity) CPU_SET(cpu, &set);
+    if (::sched_setaffinity(0, sizeof set, &set) != 0)
+      failed = std::string("sched_setaffinity: ") + std::strerror(errno);
+  }
+  return failed;
+}
+
+void validate_limits(const ProcessLimits& limits, const std::string& name) {
+  if (limits.nice && (*limits.nice < -20 || *limits.nice > 19))
+    throw ProcessError("cannot start '" + name + "': nice value " + std::to_string(*limits.nice) +
+                       " outside [-20, 19]");
+  for (int cpu : limits.cpu_affinity) {
+    if (cpu < 0 || cpu >= CPU_SETSIZE)
+      throw ProcessError("cannot start '" + name + "': CPU " + std::to_string(cpu) + " outside [0, " +
+                         std::to_string(CPU_SETSIZE) + ")");
+  }
+}
+
 void forget_child(const std::shared_ptr<ChildState>& state) {
   auto& rt = runtime();
   std::lock_guard lock(rt.mutex);
@@ -136,6 +174,10 @@ bool poll_child(const std::shared_ptr<ChildState>& state) {
   if (server_died) forkserver_died(server_died);
   if (newly_reaped) {
     if (code) get_logger()->debug("{} (pid {}) ended with exitcode {}", state->name, state->pid, *code);
+    if (code == -SIGXCPU && state->cpu_limit) {
+      get_logger()->warn("{} (pid {}) was killed by its CPU time limit ({} s): exitcode -SIGXCPU", state->name,
+                         state->pid, *state->cpu_limit);
+    }
     forget_child(state);
   }
   return ended;
@@ -309,6 +351,11 @@ void become_child(const ChildIdentity& who) {
   g_child_runtime.store(fresh, std::memory_order_release);
   close_forkserver_in_child();
   reset_logging_after_fork();
+  if (std::string failed = apply_limits(who.limits); !failed.empty()) {
+    get_logger()->error("process {} (pid {}) cannot apply its limits: {}; exiting", who.name, ::getpid(), failed);
+    flush_std_streams();
+    ::_exit(1);
+  }
 }
 
 void run_child_and_exit(const std::function<void()>& body) {
@@ -705,10 +752,18 @@ void Process::start() {
   detail::ensure_atexit_registered();
 
   StartMethod method = options_.start_method.value_or(get_start_method());
-  detail::ChildIdentity who{options_.name, options_.daemon, identity_, rt.self, ::getpid(), method};
+  detail::validate_limits(options_.limits, options_.name);
+  detail::ChildIdentity who{options_.name, options_.daemon, identity_, rt.self, ::getpid(), method, options_.limits};
   std::shared_ptr<detail::ChildState> state;
   if (method == StartMethod::forkserver) {
-    auto call = remote_call_ ? remote_call_() : std::nullopt;
+    std::optional<detail::RemoteCall> call;
+    try {
+      if (remote_call_) call = remote_call_();
+    } catch (const ProcessError&) {
+      throw;
+    } catch (const Error& e) {  // an argument that cannot travel (a Barrier with an action, a closed SharedMemory)
+      throw ProcessError("cannot start '" + options_.name + "' with the forkserver start method: " + e.what());
+    }
     if (authkey_ != current_process().authkey()) {
       throw ProcessError("cannot start '" + options_.name +
                          "' with the forkserver start method and an authkey of its own: its child has the fork "
@@ -726,6 +781,7 @@ void Process::start() {
   }
   state->name = options_.name;
   state->daemon = options_.daemon;
+  state->cpu_limit = options_.limits.cpu_seconds;
   state->owner = ::getpid();
   {
     std::lock_guard lock(rt.mutex);

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -29,6 +30,7 @@ struct ChildState {
   std::mutex mutex;         // guards exitcode, status_lost and the reaping
   std::optional<int> exitcode;
   bool status_lost = false;  // ended, but someone else reaped it: exit code unknown
+  std::optional<std::uint64_t> cpu_limit;  // ProcessLimits::cpu_seconds, named when SIGXCPU ends it
 
   ~ChildState();
   [[nodiscard]] int wait_fd() const { return status_fd ? status_fd.get() : pidfd.get(); }
@@ -60,10 +62,12 @@ struct ChildIdentity {
   ProcessInfo parent;                // the process that asked for the child
   pid_t expected_ppid = 0;           // the process that forked it (the server, under forkserver)
   StartMethod start_method = StartMethod::fork;  // what get_start_method() reports in the child
+  ProcessLimits limits;                          // applied by become_child
 };
 
 // In a freshly forked child: die with the parent, reset signals, fresh
-// runtime and logging. Single-threaded context.
+// runtime and logging, apply the limits (exits with code 1 when it cannot).
+// Single-threaded context.
 void become_child(const ChildIdentity& who);
 // Runs the child's body, reports its outcome, finalises its own children and
 // _exits with the exit code. Never returns.

@@ -93,4 +93,10 @@ void Semaphore::release(std::uint32_t n) {
 
 std::uint32_t Semaphore::get_value() const { return handle_.state("Semaphore").value.load(std::memory_order_relaxed); }
 
+detail::PassedPlacement Semaphore::passed() const { return detail::pass(handle_, "Semaphore"); }
+void Semaphore::arrive(const detail::PassedPlacement& p) {
+  handle_ = detail::SyncHandle<SemaphoreState>(
+      detail::arrive<SemaphoreState>(p, detail::kSemaphoreMagic, "Semaphore"));
+}
+
 }  // namespace mpx

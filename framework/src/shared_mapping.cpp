@@ -1,5 +1,6 @@
 #include "mpx/detail/shared_mapping.hpp"
 
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -19,15 +20,14 @@ void* map_or_throw(std::size_t size, int flags, int fd, const char* what) {
 }
 }  // namespace
 
-SharedMapping SharedMapping::anonymous(std::size_t size, const char* what) {
-  return SharedMapping(map_or_throw(size, MAP_SHARED | MAP_ANONYMOUS, -1, what), size);
-}
+SharedMapping SharedMapping::anonymous(std::size_t size, const char* what) { return reserved(size, what); }
 
 SharedMapping SharedMapping::reserved(std::size_t size, const char* what) {
   // A memfd is a tmpfs file created "no reserve": its pages are charged one
-  // by one as they are first touched. The mapping keeps the file alive.
-  int fd = ::memfd_create("mpx-ring", MFD_CLOEXEC);
-  if (fd < 0) return SharedMapping(map_or_throw(size, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, what), size);
+  // by one as they are first touched. Its descriptor is kept: it is how the
+  // memory reaches a process that was not forked from this one.
+  int fd = ::memfd_create("mpx", MFD_CLOEXEC);
+  if (fd < 0) throw OSError(errno, std::string("mpx: memfd_create for ") + what);
   if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
     const int err = errno;
     ::close(fd);
@@ -40,18 +40,28 @@ SharedMapping SharedMapping::reserved(std::size_t size, const char* what) {
     ::close(fd);
     throw;
   }
-  ::close(fd);
-  return SharedMapping(p, size);
+  return SharedMapping(p, size, fd);
 }
 
 SharedMapping SharedMapping::of_fd(int fd, std::size_t size, const char* what) {
-  return SharedMapping(map_or_throw(size, MAP_SHARED, fd, what), size);
+  int own = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) throw OSError(errno, std::string("mpx: dup of the descriptor of ") + what);
+  void* p = nullptr;
+  try {
+    p = map_or_throw(size, MAP_SHARED, own, what);
+  } catch (...) {
+    ::close(own);
+    throw;
+  }
+  return SharedMapping(p, size, own);
 }
 
 void SharedMapping::reset() noexcept {
   if (data_) ::munmap(data_, size_);
+  if (fd_ >= 0) ::close(fd_);
   data_ = nullptr;
   size_ = 0;
+  fd_ = -1;
 }
 
 }  // namespace mpx::detail

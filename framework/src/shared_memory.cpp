@@ -145,4 +145,17 @@ void SharedMemory::unlink() {
   detail::shm_tracker::unlinked(object);
 }
 
+std::uint32_t SharedMemory::passed_fd() const {
+  if (!mapping_) throw SharedMemoryError("SharedMemory '" + name_ + "': a closed handle cannot be passed");
+  return detail::send_fd(mapping_->fd(), "SharedMemory");
+}
+
+void SharedMemory::arrive(std::size_t size, std::uint32_t index) {
+  auto mapping = detail::receive_mapping(index, "SharedMemory");
+  if (mapping->size() < size)
+    throw SharedMemoryError("SharedMemory '" + name_ + "': the received segment is smaller than sent");
+  mapping_ = std::move(mapping);
+  size_ = size;
+}
+
 }  // namespace mpx

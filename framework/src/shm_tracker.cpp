@@ -81,7 +81,7 @@ constexpr int kMaxClients = 1024;
 constexpr int kMaxSegments = 4096;
 constexpr int kWords = kMaxClients / 64;
 constexpr int kLingerMs = 2000;  // stay this long after the last client left
-constexpr std::uint64_t kStateMagic = 0x31746b7274736d70;  // "pmstrkt1"
+constexpr std::uint64_t kStateMagic = 0x32746b7274736d70;  // "pmstrkt2": start holds a task_marker
 
 struct Segment {
   bool used;     // written last when a record is filled in
@@ -93,7 +93,7 @@ struct Segment {
 struct ClientIdentity {
   std::int32_t pid;  // the process that connected (0: free slot)
   std::uint32_t reserved;
-  std::uint64_t start;  // its start time in clock ticks (against pid reuse)
+  std::uint64_t start;  // its task_marker (identity.hpp: pidfs inode or start time; against pid reuse)
 };
 // Kept in a file-backed shared mapping: if the tracker is SIGKILLed, its
 // successor reads it, watches the holders still alive and unlinks the
@@ -116,12 +116,12 @@ struct Server {
 };
 
 // /proc/<pid>/stat: false when the process is gone or a zombie; *start gets
-// its start time. Only system calls: this runs in the tracker.
+// its task_marker (0 when unknown). Only system calls: this runs in the tracker.
 bool process_alive(pid_t pid, std::uint64_t* start) {
   char state = 0;
   std::uint64_t started = 0;
   if (!read_proc_stat(pid, state, started) || state == 'Z' || state == 'X') return false;
-  *start = started;
+  *start = task_marker(pid);
   return true;
 }
 

@@ -1,11 +1,107 @@
 #include "mpx/detail/sync_handle.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <string>
 
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/detail/shared_mapping.hpp"
 #include "mpx/shared_memory.hpp"
 
 namespace mpx::detail {
+
+namespace {
+thread_local FdSendScope* t_send = nullptr;
+thread_local FdReceiveScope* t_receive = nullptr;
+
+[[noreturn]] void throw_not_passing(const char* what) {
+  throw SyncError(std::string(what) +
+                  " can cross processes only by inheritance (fork) or as an argument of a process started with "
+                  "forkserver, not inside a message");
+}
+}  // namespace
+
+FdSendScope::FdSendScope() : previous_(t_send) { t_send = this; }
+FdSendScope::~FdSendScope() { t_send = previous_; }
+
+FdReceiveScope::FdReceiveScope(std::vector<UniqueFd>& fds)
+    : fds_(fds), mappings_(fds.size()), previous_(t_receive) {
+  t_receive = this;
+}
+FdReceiveScope::~FdReceiveScope() {
+  t_receive = previous_;
+  fds_.clear();  // the mappings and load()ed descriptors hold their own
+}
+
+std::uint32_t send_fd(int fd, const char* what) {
+  if (!t_send) throw_not_passing(what);
+  if (fd < 0) throw SyncError(std::string(what) + ": no descriptor to pass (closed or moved-from)");
+  auto& fds = t_send->fds_;
+  auto it = std::find(fds.begin(), fds.end(), fd);
+  if (it != fds.end()) return static_cast<std::uint32_t>(it - fds.begin());
+  if (fds.size() >= kMaxPassedFds)
+    throw SyncError(std::string(what) + ": more than " + std::to_string(kMaxPassedFds) +
+                    " descriptors in one process' arguments");
+  fds.push_back(fd);
+  return static_cast<std::uint32_t>(fds.size() - 1);
+}
+
+namespace {
+void check_received(std::uint32_t index, std::size_t count, const char* what) {
+  if (index >= count)
+    throw SyncError(std::string(what) + ": descriptor " + std::to_string(index) + " of " + std::to_string(count) +
+                    " was not received");
+}
+}  // namespace
+
+std::shared_ptr<SharedMapping> receive_mapping(std::uint32_t index, const char* what) {
+  if (!t_receive) throw_not_passing(what);
+  auto& scope = *t_receive;
+  check_received(index, scope.fds_.size(), what);
+  auto& cached = scope.mappings_[index];
+  if (cached) return cached;
+  struct stat st {};
+  if (::fstat(scope.fds_[index].get(), &st) != 0)
+    throw OSError(errno, std::string(what) + ": fstat of a received descriptor");
+  if (st.st_size <= 0) throw SyncError(std::string(what) + ": the received memory is empty");
+  cached = std::make_shared<SharedMapping>(
+      SharedMapping::of_fd(scope.fds_[index].get(), static_cast<std::size_t>(st.st_size), what));
+  return cached;
+}
+
+UniqueFd receive_fd(std::uint32_t index, const char* what) {
+  if (!t_receive) throw_not_passing(what);
+  auto& scope = *t_receive;
+  check_received(index, scope.fds_.size(), what);
+  UniqueFd fd(::fcntl(scope.fds_[index].get(), F_DUPFD_CLOEXEC, 0));
+  if (!fd) throw OSError(errno, std::string(what) + ": dup of a received descriptor");
+  return fd;
+}
+
+PassedPlacement send_placement(const std::shared_ptr<void>& keep, const void* at, std::size_t size,
+                               const char* what) {
+  if (!keep || !at) throw_no_state(what);
+  const auto& mapping = *static_cast<const SharedMapping*>(keep.get());
+  PassedPlacement passed;
+  passed.fd_index = send_fd(mapping.fd(), what);
+  passed.offset = static_cast<std::uint64_t>(static_cast<const std::byte*>(at) -
+                                             static_cast<const std::byte*>(mapping.data()));
+  passed.size = size;
+  return passed;
+}
+
+Placement receive_placement(const PassedPlacement& passed, const char* what) {
+  auto mapping = receive_mapping(passed.fd_index, what);
+  if (passed.offset > mapping->size() || mapping->size() - passed.offset < passed.size)
+    throw SyncError(std::string(what) + ": " + std::to_string(passed.size) + " bytes at offset " +
+                    std::to_string(passed.offset) + " do not fit in the received memory of " +
+                    std::to_string(mapping->size()) + " bytes");
+  void* at = static_cast<std::byte*>(mapping->data()) + passed.offset;
+  return Placement{std::move(mapping), at};
+}
 
 Placement allocate_shared_block(std::size_t size) {
   auto mapping = std::make_shared<SharedMapping>(SharedMapping::anonymous(size, "a synchronisation primitive"));

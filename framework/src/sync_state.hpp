@@ -9,6 +9,7 @@
 #include <string>
 
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/detail/sync_handle.hpp"
 #include "mpx/shared_memory.hpp"
 #include "mpx/sync_error.hpp"
@@ -115,6 +116,20 @@ Placement attach(const SharedMemory& shm, std::size_t offset, std::uint32_t magi
   if (!published(static_cast<State*>(p.at)->header, magic))
     throw SyncError(std::string(what) + ": no " + what + " at offset " + std::to_string(offset) +
                     " of SharedMemory '" + shm.name() + "' (create_at() it first)");
+  return p;
+}
+
+// Passing a primitive to a forkserver child (fd_passing.hpp): where its
+// state is, and, on arrival, a handle to it once the magic is checked.
+template <class State>
+PassedPlacement pass(const SyncHandle<State>& h, const char* what) {
+  return send_placement(h.keep(), &h.state(what), sizeof(State), what);
+}
+template <class State>
+Placement arrive(const PassedPlacement& passed, std::uint32_t magic, const char* what) {
+  Placement p = receive_placement(passed, what);
+  if (passed.offset % alignof(State) != 0 || !published(static_cast<State*>(p.at)->header, magic))
+    throw SyncError(std::string(what) + ": the received memory holds no " + what);
   return p;
 }
 

@@ -26,6 +26,7 @@
 #include <optional>
 
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/detail/sync_handle.hpp"
 #include "mpx/sync_error.hpp"
 
@@ -48,6 +49,8 @@ class Barrier {
   explicit Barrier(std::size_t parties, std::function<void()> action = {},
                    std::optional<Timeout> timeout = std::nullopt);
   Barrier(std::size_t parties, Timeout timeout) : Barrier(parties, {}, timeout) {}
+  // One party; what a forkserver child's argument is decoded into.
+  Barrier() : Barrier(1) {}
 
   Barrier(const Barrier&) = default;
   Barrier& operator=(const Barrier&) = default;
@@ -71,8 +74,27 @@ class Barrier {
   // The default timeout of wait(), if any.
   [[nodiscard]] std::optional<Timeout> timeout() const { return timeout_; }
 
+  // Serialization, only to pass it as an argument of a process started
+  // with forkserver: its shared memory travels as a descriptor
+  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
+  // The default timeout travels; an action cannot (it is a closure): a
+  // Barrier with an action throws SyncError when passed.
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(timeout_, passed());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    detail::PassedPlacement p;
+    ar(timeout_, p);
+    action_ = {};
+    arrive(p);
+  }
+
  private:
   std::size_t wait_until(const detail::Deadline& deadline);
+  [[nodiscard]] detail::PassedPlacement passed() const;
+  void arrive(const detail::PassedPlacement& p);
   std::function<void()> action_;
   std::optional<Timeout> timeout_;
   detail::SyncHandle<detail::BarrierState> handle_;

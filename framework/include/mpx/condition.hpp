@@ -34,6 +34,7 @@
 #include <variant>
 
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/detail/sync_handle.hpp"
 #include "mpx/lock.hpp"
 #include "mpx/sync_error.hpp"
@@ -91,9 +92,26 @@ class Condition {
   void notify(int n = 1);
   void notify_all();
 
+  // Serialization, only to pass it as an argument of a process started
+  // with forkserver: its shared memory travels as a descriptor
+  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
+  // Its lock travels with it (the same shared lock in the child).
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(lock_, passed());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    detail::PassedPlacement p;
+    ar(lock_, p);
+    arrive(p);
+  }
+
  private:
   bool wait_until(const detail::Deadline& deadline);
   void check_held(const char* what) const;
+  [[nodiscard]] detail::PassedPlacement passed() const;
+  void arrive(const detail::PassedPlacement& p);
   std::variant<RLock, Lock> lock_;
   detail::SyncHandle<detail::ConditionState> handle_;
 };

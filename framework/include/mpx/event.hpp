@@ -21,6 +21,7 @@
 #include <cstddef>
 
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/detail/sync_handle.hpp"
 #include "mpx/sync_error.hpp"
 
@@ -56,9 +57,25 @@ class Event {
     return wait_until(detail::Deadline::after(timeout));
   }
 
+  // Serialization, only to pass it as an argument of a process started
+  // with forkserver: its shared memory travels as a descriptor
+  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(passed());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    detail::PassedPlacement p;
+    ar(p);
+    arrive(p);
+  }
+
  private:
   explicit Event(detail::Placement p) : handle_(std::move(p)) {}
   bool wait_until(const detail::Deadline& deadline);
+  [[nodiscard]] detail::PassedPlacement passed() const;
+  void arrive(const detail::PassedPlacement& p);
   detail::SyncHandle<detail::EventState> handle_;
 };
 

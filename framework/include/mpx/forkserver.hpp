@@ -14,6 +14,10 @@
 // mpx::encode, as a std::tuple of the decayed parameter types, and sent to
 // the server; the whole encoded request, arguments, name and identity
 // included, must fit in 160 KiB, else start() throws ProcessError).
+// Primitives (Queue, Pipe ends, Lock, Event, Value, SharedMemory...) may be
+// arguments too: their memory or descriptor travels with the request as a
+// file descriptor (SCM_RIGHTS), at most 253 per start; see
+// mpx/detail/fd_passing.hpp and docs/processes.md.
 // Registration happens during static
 // initialisation, before main, so the server (forked later) knows every
 // function. Names must be unique within a program; a duplicate is logged and
@@ -28,12 +32,17 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
+#include "mpx/detail/fd_passing.hpp"
+#include "mpx/detail/unique_fd.hpp"
 #include "mpx/serialization.hpp"
 
 namespace mpx::detail {
 
-using RemoteInvoker = void (*)(std::span<const std::byte> arguments);
+// Decodes the arguments (with the descriptors received along, closed once
+// decoded) and calls the function.
+using RemoteInvoker = void (*)(std::span<const std::byte> arguments, std::vector<UniqueFd>& fds);
 
 bool register_function(const char* name, void (*function)(), RemoteInvoker invoker);
 
@@ -51,9 +60,12 @@ struct FunctionTraits<R (*)(P...)> {
 };
 
 template <auto Function>
-void invoke_remote(std::span<const std::byte> bytes) {
+void invoke_remote(std::span<const std::byte> bytes, std::vector<UniqueFd>& fds) {
   using Arguments = typename FunctionTraits<decltype(Function)>::Arguments;
-  auto arguments = decode<Arguments>(bytes);
+  auto arguments = [&] {
+    FdReceiveScope scope(fds);  // only while decoding: the target's own decodes are messages
+    return decode<Arguments>(bytes);
+  }();
   std::apply([](auto&... values) { Function(values...); }, arguments);
 }
 

@@ -6,8 +6,9 @@
 //     if (lock.acquire(100ms)) { ...; lock.release(); }
 //
 // Who may call what: any thread of any process that shares the state (a
-// handle inherited through fork, copied, or attached with attach_at() to a
-// named SharedMemory). Handles are cheap references: copies share one lock.
+// handle inherited through fork, copied, passed as an argument to a process
+// started with forkserver, or attached with attach_at() to a named
+// SharedMemory). Handles are cheap references: copies share one lock.
 //
 // Lock: not recursive; like Python's, it may be released by any thread or
 // process, not only the acquirer (release() of an unlocked Lock throws
@@ -20,8 +21,10 @@
 // timeout is try_acquire() (Python; docs/queues-and-pipes.md, "Timeouts"). The wait path is a
 // short spin, then FUTEX_WAIT on the lock word in shared memory.
 //
-// Robustness: the lock word holds the owner's thread id; the owner's start
-// time sits next to it (against tid reuse). A blocked acquirer probes the
+// Robustness: the lock word holds the owner's thread id; a marker of that
+// thread sits next to it (against tid reuse: its pidfs inode number, unique
+// per task since boot, or where the kernel has no pidfs its start time in
+// clock ticks; mpx/detail/identity.hpp). A blocked acquirer probes the
 // owner every 10 ms (first after 10 ms of waiting; try_acquire() probes at
 // once) and, when the owner has ended (exited, killed, zombie), takes the
 // lock over. Then acquire() throws OwnerDeadError *with the lock held by the
@@ -42,6 +45,7 @@
 #include <string>
 
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/detail/sync_handle.hpp"
 #include "mpx/sync_error.hpp"
 
@@ -131,7 +135,7 @@ class Lock : public detail::LockInterface<Lock> {
   static constexpr std::size_t shared_size = 64;  // bytes needed by create_at()
   static constexpr std::size_t shared_align = 64;
 
-  // A new, unlocked lock in its own anonymous shared mapping.
+  // A new, unlocked lock in its own shared mapping (of a memfd).
   Lock();
   // A new lock at `offset` of `shm` (alignment shared_align), for processes
   // that attach to the segment by name; they call attach_at() with the same offset.
@@ -154,12 +158,28 @@ class Lock : public detail::LockInterface<Lock> {
   // True when both handles refer to the same shared lock.
   [[nodiscard]] bool same_as(const Lock& other) const noexcept { return handle_.same_state(other.handle_); }
 
+  // Serialization, only to pass it as an argument of a process started
+  // with forkserver: its shared memory travels as a descriptor
+  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(passed());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    detail::PassedPlacement p;
+    ar(p);
+    arrive(p);
+  }
+
  private:
   friend class Condition;
   friend class detail::LockInterface<Lock>;
   static constexpr const char* kind_name = "Lock";
   explicit Lock(detail::Placement p) : handle_(std::move(p)) {}
   LockStatus status_until(const detail::Deadline& deadline, bool block);
+  [[nodiscard]] detail::PassedPlacement passed() const;
+  void arrive(const detail::PassedPlacement& p);
   detail::SyncHandle<detail::LockState> handle_;
 };
 
@@ -193,6 +213,20 @@ class RLock : public detail::LockInterface<RLock> {
 
   [[nodiscard]] bool same_as(const RLock& other) const noexcept { return handle_.same_state(other.handle_); }
 
+  // Serialization, only to pass it as an argument of a process started
+  // with forkserver: its shared memory travels as a descriptor
+  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(passed());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    detail::PassedPlacement p;
+    ar(p);
+    arrive(p);
+  }
+
  private:
   friend class Condition;
   friend class detail::LockInterface<RLock>;
@@ -202,6 +236,8 @@ class RLock : public detail::LockInterface<RLock> {
   // Condition::wait: give up every level, and take them back.
   unsigned release_all();
   LockStatus reacquire(unsigned count);
+  [[nodiscard]] detail::PassedPlacement passed() const;
+  void arrive(const detail::PassedPlacement& p);
   detail::SyncHandle<detail::LockState> handle_;
 };
 

@@ -21,7 +21,10 @@
 //               `set_start_method(StartMethod::forkserver)` is called (call
 //               it early in main, before starting threads), forks the
 //               workers. Targets must be plain functions registered with
-//               MPX_REGISTER_FUNCTION, with serializable arguments.
+//               MPX_REGISTER_FUNCTION, with serializable arguments; the
+//               framework's primitives (Lock, RLock, Semaphore, Event,
+//               Condition, Barrier, Value, Array, SharedMemory) are, their
+//               memory travels as a descriptor (docs/processes.md).
 //               The server ignores SIGINT (as Python's); if it dies anyway
 //               (SIGKILL), the next start() reaps it and forks a new one.
 //               Its workers die with it: their join() returns and their
@@ -75,6 +78,7 @@
 
 #include <cereal/details/traits.hpp>
 
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/error.hpp"
 #include "mpx/forkserver.hpp"
 #include "mpx/serialization.hpp"
@@ -109,6 +113,32 @@ enum class StartMethod { fork, forkserver };
 void set_start_method(StartMethod method);
 [[nodiscard]] StartMethod get_start_method();
 
+// Limits of a child, applied in it before its target runs (under fork and
+// forkserver alike). Empty fields leave what the child inherits. A child
+// that cannot apply them logs why and exits with code 1 without running its
+// target. start() throws ProcessError for a nice value outside [-20, 19] or
+// a CPU outside [0, CPU_SETSIZE).
+struct ProcessLimits {
+  // RLIMIT_AS, bytes: allocations past it fail (std::bad_alloc; uncaught,
+  // exit code 1 and an error log line naming it).
+  std::optional<std::uint64_t> address_space;
+  // RLIMIT_CPU, seconds of CPU time: the kernel then kills the child with
+  // SIGXCPU (exitcode -SIGXCPU), and with SIGKILL one second later if it
+  // survives that; the parent logs a warning naming the limit.
+  std::optional<std::uint64_t> cpu_seconds;
+  // RLIMIT_NOFILE: descriptors numbered from this on cannot be opened (EMFILE).
+  std::optional<std::uint64_t> open_files;
+  // The child's nice value (setpriority); lowering it needs CAP_SYS_NICE.
+  std::optional<int> nice;
+  // The CPUs the child may run on (sched_setaffinity); empty: inherited.
+  std::vector<int> cpu_affinity;
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(address_space, cpu_seconds, open_files, nice, cpu_affinity);
+  }
+};
+
 // How to start a process. Chain the setters,
 //     mpx::Process p(mpx::ProcessOptions().with_name("my_service").with_daemon(), fn);
 // (designated initializers work too, but g++ 12 warns under -Wextra unless
@@ -117,6 +147,7 @@ struct ProcessOptions {
   std::string name;                         // empty: "<Class>-N" (N counts per parent), e.g. "Process-1"
   bool daemon = false;                      // terminated, not joined, when the parent exits
   std::optional<StartMethod> start_method;  // empty: get_start_method() at start()
+  ProcessLimits limits;                     // resource limits, nice value, CPU affinity (above)
 
   ProcessOptions& with_name(std::string value) & {
     name = std::move(value);
@@ -133,6 +164,11 @@ struct ProcessOptions {
     return *this;
   }
   ProcessOptions&& with_start_method(StartMethod value) && { return std::move(with_start_method(value)); }
+  ProcessOptions& with_limits(ProcessLimits value) & {
+    limits = std::move(value);
+    return *this;
+  }
+  ProcessOptions&& with_limits(ProcessLimits value) && { return std::move(with_limits(std::move(value))); }
 };
 
 // Who a process is; what current_process() and parent_process() return,
@@ -179,6 +215,7 @@ struct ChildState;
 struct RemoteCall {
   std::string function;  // registered name
   Bytes arguments;       // encoded std::tuple of the decayed parameter types
+  std::vector<int> fds;  // descriptors the arguments' primitives travel with (borrowed from them)
 };
 std::optional<std::string> registered_name(void (*fn)());
 template <class Tuple>
@@ -242,7 +279,7 @@ class Process {
     if constexpr (std::is_pointer_v<Fn> && std::is_function_v<std::remove_pointer_t<Fn>>) {
       using Arguments = typename detail::FunctionTraits<Fn>::Arguments;
       if constexpr (std::is_constructible_v<Arguments, std::decay_t<Args>&...> &&
-                    detail::all_serializable<Arguments>()) {
+                    std::is_default_constructible_v<Arguments> && detail::all_serializable<Arguments>()) {
         // A plain function with serializable arguments: the forkserver can
         // run the same call by name. Both closures share one copy of the
         // arguments, converted to the parameter types.
@@ -250,7 +287,9 @@ class Process {
         remote_call_ = [fn = target, arguments]() -> std::optional<detail::RemoteCall> {
           auto name = detail::registered_name(reinterpret_cast<void (*)()>(fn));
           if (!name) return std::nullopt;
-          return detail::RemoteCall{*name, encode(*arguments)};
+          detail::FdSendScope passing;  // primitives in the arguments add their descriptors
+          Bytes bytes = encode(*arguments);
+          return detail::RemoteCall{*name, std::move(bytes), passing.fds()};
         };
         target_ = [fn = target, arguments] { std::apply([fn](auto&... values) { fn(values...); }, *arguments); };
         return;
@@ -268,9 +307,11 @@ class Process {
   virtual ~Process();
 
   // Starts the child. Throws ProcessError when already started, when called
-  // from a daemon process, when the start method cannot run this target, or
-  // when the fork server failed to answer (it died, or did not answer in
-  // time); ProcessOSError when a system call failed.
+  // from a daemon process, when the start method cannot run this target
+  // (forkserver: also an argument that cannot travel, e.g. a Barrier with an
+  // action or a closed SharedMemory), or when the fork server failed to
+  // answer (it died, or did not answer in time); ProcessOSError when a
+  // system call failed.
   void start();
   // Blocks until the child ends. Throws ProcessError if not started.
   void join();

@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/detail/sync_handle.hpp"
 #include "mpx/sync_error.hpp"
 
@@ -64,12 +65,29 @@ class Semaphore {
   [[nodiscard]] bool try_lock() { return try_acquire(); }
   void unlock() { release(); }
 
+  // Serialization, only to pass it as an argument of a process started
+  // with forkserver: its shared memory travels as a descriptor
+  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
+  // A BoundedSemaphore arrives bounded (the bound is in the shared state).
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(passed());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    detail::PassedPlacement p;
+    ar(p);
+    arrive(p);
+  }
+
  protected:
   Semaphore(std::uint32_t value, std::uint32_t bound);
   explicit Semaphore(detail::Placement p) : handle_(std::move(p)) {}
 
  private:
   bool acquire_until(const detail::Deadline& deadline, bool block);
+  [[nodiscard]] detail::PassedPlacement passed() const;
+  void arrive(const detail::PassedPlacement& p);
   detail::SyncHandle<detail::SemaphoreState> handle_;
 };
 

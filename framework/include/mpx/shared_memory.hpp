@@ -30,6 +30,14 @@
 // unmapped when no handle and no primitive placed in it refers to it.
 // The destructor closes but never unlinks.
 //
+// Passing: a SharedMemory can be an argument of a process started with
+// forkserver. Its descriptor travels with the request (SCM_RIGHTS,
+// mpx/detail/fd_passing.hpp), not its name: the child maps the very segment
+// the parent has open, even if its name was unlinked or reused meanwhile.
+// Such a child is not a holder of a tracked segment (it did not attach by
+// name): the segment may be unlinked once its holders end; the child's
+// mapping stays valid. A closed handle cannot be passed (SharedMemoryError).
+//
 // Errors (all derive from mpx::SharedMemoryError, itself an mpx::Error):
 // FileExistsError when creating a name that exists, FileNotFoundError when
 // attaching to a name that does not; SharedMemoryError for a bad name
@@ -48,6 +56,7 @@
 #include <span>
 #include <string>
 
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/error.hpp"
 
 namespace mpx {
@@ -91,6 +100,8 @@ class SharedMemory {
     return SharedMemory(std::nullopt, true, size, lifetime);
   }
 
+  // A closed handle with no name (what a forkserver argument is decoded into).
+  SharedMemory() = default;
   SharedMemory(const SharedMemory&) = default;
   SharedMemory& operator=(const SharedMemory&) = default;
   SharedMemory(SharedMemory&&) noexcept = default;
@@ -109,7 +120,22 @@ class SharedMemory {
   // FileNotFoundError when the name is already gone.
   void unlink();
 
+  // Only as a forkserver child's argument (see above).
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(name_, static_cast<std::uint64_t>(size_), passed_fd());
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::uint64_t size = 0;
+    std::uint32_t index = 0;
+    ar(name_, size, index);
+    arrive(static_cast<std::size_t>(size), index);
+  }
+
  private:
+  [[nodiscard]] std::uint32_t passed_fd() const;
+  void arrive(std::size_t size, std::uint32_t index);
   friend detail::Placement detail::place_in(const SharedMemory&, std::size_t, std::size_t, std::size_t,
                                             const char*);
   std::string name_;

@@ -7,7 +7,7 @@
 //     { std::lock_guard g(v.get_lock()); ++v.get_obj(); }   // compound update
 //
 // T must be trivially copyable (its bytes are its value in every process).
-// The memory is an anonymous MAP_SHARED mapping: shared with children forked
+// The memory is a MAP_SHARED mapping of its own (a memfd): shared with children forked
 // after construction (the Python way); handles are cheap references (copies
 // share the memory), which stays mapped while a handle in this process
 // refers to it.
@@ -22,6 +22,9 @@
 // std::atomic_ref on get_obj()).
 // Value and Array can also live in a named SharedMemory (create_at() /
 // attach_at()), for processes that attach to it by name.
+// Passing: all four can be arguments of a process started with forkserver
+// (save/load below): the child maps the same memory through a descriptor
+// sent with the request (mpx/detail/fd_passing.hpp), lock included.
 // Errors: SharedMemoryError for a negative or too large size, an index out
 // of range, a bad placement; SyncError for a moved-from handle.
 #pragma once
@@ -40,6 +43,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/detail/sync_handle.hpp"
 #include "mpx/lock.hpp"
 #include "mpx/shared_memory.hpp"
@@ -88,6 +92,15 @@ class AccessorGuard {
   RLock& lock_;
 };
 
+// On arrival in a forkserver child: the received memory, checked for T's alignment.
+template <class T>
+void arrive(const PassedPlacement& passed, std::shared_ptr<void>& keep, T*& ptr, const char* what) {
+  if (passed.offset % alignof(T) != 0) throw SyncError(std::string(what) + ": misaligned received memory");
+  Placement p = receive_placement(passed, what);
+  keep = std::move(p.keep);
+  ptr = static_cast<T*>(p.at);
+}
+
 template <class T, class R>
 std::vector<T> to_vector_of(R&& range) {
   std::vector<T> values;
@@ -111,6 +124,18 @@ class RawValue {
   // The shared object itself.
   [[nodiscard]] T& get_obj() const { return obj(); }
   [[nodiscard]] T& operator*() const { return obj(); }
+
+  // Only as a forkserver child's argument (see the top of this file).
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(detail::send_placement(keep_, ptr_, sizeof(T), "RawValue"));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    detail::PassedPlacement p;
+    ar(p);
+    detail::arrive(p, keep_, ptr_, "RawValue");
+  }
 
  private:
   T& obj() const {
@@ -165,6 +190,18 @@ class Value {
   // The shared object, unguarded: use under get_lock().
   [[nodiscard]] T& get_obj() const { return obj(); }
 
+  // Only as a forkserver child's argument (see the top of this file).
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(lock_, detail::send_placement(keep_, ptr_, sizeof(T), "Value"));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    detail::PassedPlacement p;
+    ar(lock_, p);
+    detail::arrive(p, keep_, ptr_, "Value");
+  }
+
  private:
   explicit Value(detail::TypedBlock block)
       : lock_(RLock::create_in_or_attach(std::move(block.lock_at))),
@@ -184,6 +221,8 @@ class RawArray {
  public:
   // `size` zero-initialised elements (Python: RawArray('i', 10)).
   explicit RawArray(std::int64_t size) { init(size); }
+  // Empty; what a forkserver child's argument is decoded into.
+  RawArray() : RawArray(std::int64_t{0}) {}
   RawArray(std::initializer_list<T> values) : RawArray(std::span<const T>(values.begin(), values.size())) {}
   template <std::ranges::input_range R>
     requires std::convertible_to<std::ranges::range_reference_t<R>, T>
@@ -198,6 +237,21 @@ class RawArray {
   [[nodiscard]] T& operator[](std::size_t i) const { return ptr_[i]; }
   [[nodiscard]] std::span<T> get_obj() const { return {ptr_, size_}; }
   [[nodiscard]] std::vector<T> to_vector() const { return {ptr_, ptr_ + size_}; }
+
+  // Only as a forkserver child's argument (see the top of this file).
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(static_cast<std::uint64_t>(size_), detail::send_placement(keep_, ptr_, size_ * sizeof(T), "RawArray"));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::uint64_t size = 0;
+    detail::PassedPlacement p;
+    ar(size, p);
+    if (p.size != size * sizeof(T)) throw SyncError("RawArray: received size does not match its element type");
+    detail::arrive(p, keep_, ptr_, "RawArray");
+    size_ = static_cast<std::size_t>(size);
+  }
 
  private:
   void init(std::int64_t size) {
@@ -217,6 +271,8 @@ class Array {
  public:
   // `size` zero-initialised elements (Python: Array('i', 10)).
   explicit Array(std::int64_t size) { init(size); }
+  // Empty; what a forkserver child's argument is decoded into.
+  Array() : Array(std::int64_t{0}) {}
   Array(std::initializer_list<T> values) { assign(std::vector<T>(values)); }
   // Python: Array('i', range(10)).
   template <std::ranges::input_range R>
@@ -259,6 +315,21 @@ class Array {
   [[nodiscard]] RLock& get_lock() const { return lock_; }
   // The shared elements, unguarded: use under get_lock().
   [[nodiscard]] std::span<T> get_obj() const { return {ptr(), size_}; }
+
+  // Only as a forkserver child's argument (see the top of this file).
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(lock_, static_cast<std::uint64_t>(size_), detail::send_placement(keep_, ptr(), size_ * sizeof(T), "Array"));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    std::uint64_t size = 0;
+    detail::PassedPlacement p;
+    ar(lock_, size, p);
+    if (p.size != size * sizeof(T)) throw SyncError("Array: received size does not match its element type");
+    detail::arrive(p, keep_, ptr_, "Array");
+    size_ = static_cast<std::size_t>(size);
+  }
 
  private:
   explicit Array(detail::TypedBlock block)

@@ -19,9 +19,18 @@ namespace mpx::detail {
 // This thread's kernel tid (cached per thread); the main thread's is the pid.
 [[nodiscard]] pid_t current_tid() noexcept;
 
-// An identity that survives pid reuse: (tid << 32) | low 32 bits of the
-// thread's start time (clock ticks since boot, /proc/<tid>/stat field 22).
-// The low half is 0 when /proc is not readable.
+// A number that tells apart the tasks that carried the same tid since boot:
+// the pidfs inode number of the task (Linux >= 6.9: unique per task, read
+// through pidfd_open(tid, PIDFD_THREAD)), tagged with bit 63; where pidfs is
+// missing, its start time in clock ticks (/proc/<tid>/stat field 22; a tid
+// recycled within the same tick, 10 ms, is then not told apart). 0 when
+// neither can be read (gone, /proc not mounted, no descriptor left).
+// Only system calls: safe in the shm tracker and in a child of fork().
+[[nodiscard]] std::uint64_t task_marker(pid_t tid) noexcept;
+
+// An identity that survives tid reuse: (tid << 32) | the low 32 bits of a
+// folded task_marker (bit 31: the pidfs kind; bits 0..30 its value). The low
+// half is 0 when no marker could be read.
 [[nodiscard]] std::uint64_t current_thread_ident() noexcept;
 
 // Reads /proc/<tid>/stat (a pid is a tid too): the state letter (field 3) and
@@ -31,8 +40,8 @@ namespace mpx::detail {
 [[nodiscard]] bool read_proc_stat(pid_t tid, char& state, std::uint64_t& start) noexcept;
 
 // True when thread `tid` has certainly ended: it does not exist, is a zombie,
-// or (when `ident` names the same tid with a known start time) a different
-// thread now carries that number. False when it is alive or unknown.
+// or (when `ident` names the same tid with a known marker) a different task
+// now carries that number. False when it is alive or unknown.
 [[nodiscard]] bool owner_gone(pid_t tid, std::uint64_t ident) noexcept;
 
 }  // namespace mpx::detail

@@ -2,11 +2,13 @@
 // live, and the cheap reference every primitive handle is.
 //
 // A primitive's state is a small struct in MAP_SHARED memory: either its own
-// anonymous mapping (inherited by fork: the Python way) or a slot in a named
+// mapping of a fresh memfd (inherited by fork: the Python way) or a slot in a named
 // SharedMemory (so unrelated processes can attach). A handle holds a
 // shared_ptr keeping that memory mapped, so memory cannot be unmapped under a
 // live handle; only a moved-from handle has no state, and using it throws
-// SyncError. Copies refer to the same state.
+// SyncError. Copies refer to the same state. Every mapping keeps its file
+// descriptor, so a primitive can be passed to a forkserver child
+// (fd_passing.hpp).
 #pragma once
 
 #include <cstddef>
@@ -23,11 +25,12 @@ class SharedMemory;
 namespace mpx::detail {
 
 struct Placement {
-  std::shared_ptr<void> keep;  // keeps the memory mapped
+  std::shared_ptr<void> keep;  // keeps the memory mapped: always a SharedMapping (fd_passing.hpp relies on it)
   void* at = nullptr;          // the state, zero-filled for a fresh anonymous block
 };
 
-// A fresh anonymous shared block of `size` bytes (rounded to a page).
+// A fresh shared block of `size` bytes (rounded to a page), zero-filled, in
+// its own memfd (SharedMapping::anonymous).
 [[nodiscard]] Placement allocate_shared_block(std::size_t size);
 // `size` bytes at `offset` of an open SharedMemory, checked for bounds and
 // alignment; throws SyncError naming `what` otherwise.

@@ -1,0 +1,93 @@
+// mpx/detail/fd_passing.hpp: descriptors that travel with a forkserver
+// child's arguments, as Python's reduction (DupFd) sends them.
+//
+// A primitive (Lock, Value, Queue, a Pipe end...) is shared memory or a
+// descriptor; its serialization writes only an index into a side list of
+// descriptors, which the fork server receives with the request (SCM_RIGHTS)
+// and hands to the worker it forks:
+//   - Process::start() (forkserver) encodes the arguments inside a
+//     FdSendScope; save() functions call send_fd(), which collects (and
+//     de-duplicates) descriptors borrowed from the primitives, which the
+//     Process keeps alive.
+//   - The worker decodes inside a FdReceiveScope over the received
+//     descriptors; load() functions call receive_mapping() (maps the
+//     descriptor; one mapping per index however many primitives live in it)
+//     or receive_fd() (a duplicate). The scope closes the received
+//     descriptors when it ends, before the target runs: nothing leaks.
+// Outside these scopes (putting a Lock into a Queue, encode(lock)) send_fd
+// and receive_* throw SyncError: primitives cross processes only by
+// inheritance or as process arguments, as in Python.
+// Scopes are per thread and do not nest.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "mpx/detail/sync_handle.hpp"
+#include "mpx/detail/unique_fd.hpp"
+
+namespace mpx::detail {
+
+class SharedMapping;
+
+// At most this many descriptors per process start (the kernel's SCM_MAX_FD).
+inline constexpr std::size_t kMaxPassedFds = 253;
+
+class FdSendScope {
+ public:
+  FdSendScope();
+  ~FdSendScope();
+  FdSendScope(const FdSendScope&) = delete;
+  FdSendScope& operator=(const FdSendScope&) = delete;
+  // The descriptors collected so far, in index order (borrowed, not owned).
+  [[nodiscard]] const std::vector<int>& fds() const { return fds_; }
+
+ private:
+  friend std::uint32_t send_fd(int fd, const char* what);
+  std::vector<int> fds_;
+  FdSendScope* previous_;
+};
+
+class FdReceiveScope {
+ public:
+  explicit FdReceiveScope(std::vector<UniqueFd>& fds);
+  ~FdReceiveScope();
+  FdReceiveScope(const FdReceiveScope&) = delete;
+  FdReceiveScope& operator=(const FdReceiveScope&) = delete;
+
+ private:
+  friend std::shared_ptr<SharedMapping> receive_mapping(std::uint32_t index, const char* what);
+  friend UniqueFd receive_fd(std::uint32_t index, const char* what);
+  std::vector<UniqueFd>& fds_;
+  std::vector<std::shared_ptr<SharedMapping>> mappings_;
+  FdReceiveScope* previous_;
+};
+
+// In save(): the index under which `fd` travels (SyncError outside a
+// FdSendScope, or past kMaxPassedFds descriptors; `what` names the primitive).
+[[nodiscard]] std::uint32_t send_fd(int fd, const char* what);
+// In load(): the whole file at `index`, mapped shared (cached per index).
+[[nodiscard]] std::shared_ptr<SharedMapping> receive_mapping(std::uint32_t index, const char* what);
+// In load(): a duplicate of the descriptor at `index`, owned by the caller.
+[[nodiscard]] UniqueFd receive_fd(std::uint32_t index, const char* what);
+
+// Where a placement is, as it travels: its mapping's descriptor index and
+// its offset in that mapping.
+struct PassedPlacement {
+  std::uint32_t fd_index = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t size = 0;  // bytes the primitive needs there, checked on arrival
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(fd_index, offset, size);
+  }
+};
+// `keep` must be the SharedMapping a Placement keeps (sync_handle.hpp).
+[[nodiscard]] PassedPlacement send_placement(const std::shared_ptr<void>& keep, const void* at, std::size_t size,
+                                             const char* what);
+[[nodiscard]] Placement receive_placement(const PassedPlacement& passed, const char* what);
+
+}  // namespace mpx::detail
