@@ -24,6 +24,10 @@ std::string ActorRef::to_string() const {
   }
   out += " on ";
   out += host_;
+  if (!node_.empty()) {
+    out += '@';
+    out += node_;
+  }
   out += " pid ";
   out += std::to_string(pid_);
   out += '>';
@@ -67,13 +71,13 @@ void Context::link(const ActorRef& actor) {
   // We watch them...
   detail::watch(endpoint, endpoint.new_monitor(actor, me, true), detail::kPacketLink);
   // ...and they watch us.
-  if (actor.host() == endpoint.name()) {
+  if (actor.node().empty() && actor.host() == endpoint.name()) {
     if (auto other = endpoint.find_local(actor.name(), actor.id()))
       detail::watch(endpoint, endpoint.new_monitor(cell_->ref, other, true), detail::kPacketLink);
     return;
   }
   try {
-    detail::post_packet(actor.host(), detail::PacketKind::link, 0, actor.name(), actor.id(), cell_->ref, 0,
+    detail::post_packet(detail::route_name(actor), detail::PacketKind::link, 0, actor.name(), actor.id(), cell_->ref, 0,
                         detail::Value{}, mpx::detail::Deadline::never(), true);
   } catch (const ActorDown&) {
     // No such host: our own link monitor has already reported it.

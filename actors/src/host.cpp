@@ -16,15 +16,19 @@ namespace mpx::actors::detail {
 struct HostConfig {
   std::uint32_t threads = 0;
   std::int64_t shutdown_ms = 5000;
+  std::string node;  // the tree's node name (empty: none); a forkserver child does not inherit it
+  std::uint64_t node_max_message = 0;
   template <class A>
   void serialize(A& ar) {
-    ar(threads, shutdown_ms);
+    ar(threads, shutdown_ms, node, node_max_message);
   }
 };
 
 // The body of a host process (registered: hosts start under forkserver too).
 void host_main(std::string name, std::int32_t tree, HostConfig config, std::vector<SpawnRequest> specs) {
   set_tree_root(static_cast<pid_t>(tree));
+  if (!config.node.empty() && local_node_name().empty())
+    set_local_node(config.node, static_cast<std::size_t>(config.node_max_message));
   auto mailbox = Mailbox::open(mailbox_name(name));
   Endpoint& endpoint = Endpoint::make_host(name, mailbox, config.threads);
   const auto recovery = mailbox->attach_consumer();
@@ -97,7 +101,7 @@ std::optional<int> child_host_exit_code(const std::string& host, pid_t pid) {
 
 void HostControl::start() {
   const std::uint32_t expected = mailbox->incarnation() + 1;
-  HostConfig config{options.threads, options.shutdown_timeout.count()};
+  HostConfig config{options.threads, options.shutdown_timeout.count(), local_node_name(), local_node_max_message()};
   ProcessOptions process_options;
   process_options.name = name;
   process_options.daemon = options.daemon;

@@ -54,25 +54,32 @@ std::uint64_t envelope_tag(std::span<const std::byte> bytes) {
 // Encodes head + strings into `out`.
 void write_head(Bytes& out, PacketKind kind, std::uint8_t flags, std::string_view target_name,
                 std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id) {
+  // A sender on another node travels as "host@node" (parse_packet splits it).
+  thread_local std::string qualified;
+  std::string_view sender_host = sender.host();
+  if (!sender.node().empty()) {
+    qualified = sender.host() + '@' + sender.node();
+    sender_host = qualified;
+  }
   PacketHead head{};
   head.magic = kPacketMagic;
   head.kind = kind;
   head.flags = flags;
   head.target_name_len = static_cast<std::uint16_t>(target_name.size());
-  head.sender_host_len = static_cast<std::uint16_t>(sender.host().size());
+  head.sender_host_len = static_cast<std::uint16_t>(sender_host.size());
   head.sender_name_len = static_cast<std::uint16_t>(sender.name().size());
   head.sender_pid = static_cast<std::uint32_t>(sender.pid());
   head.target_id = target_id;
   head.sender_id = sender.id();
   head.request_id = request_id;
-  out.resize(sizeof head + target_name.size() + sender.host().size() + sender.name().size());
+  out.resize(sizeof head + target_name.size() + sender_host.size() + sender.name().size());
   std::byte* p = out.data();
   std::memcpy(p, &head, sizeof head);
   p += sizeof head;
   std::memcpy(p, target_name.data(), target_name.size());
   p += target_name.size();
-  std::memcpy(p, sender.host().data(), sender.host().size());
-  p += sender.host().size();
+  std::memcpy(p, sender_host.data(), sender_host.size());
+  p += sender_host.size();
   std::memcpy(p, sender.name().data(), sender.name().size());
 }
 
@@ -123,9 +130,34 @@ void remember_mailbox(const std::string& host, std::shared_ptr<Mailbox> mailbox)
   g.mailboxes[host] = std::move(mailbox);
 }
 
+std::string route_name(const ActorRef& ref) { return ref.node().empty() ? ref.host() : ref.host() + '@' + ref.node(); }
+
+namespace {
+// The record class a packet is put into a mailbox with.
+RecordClass record_class_of(PacketKind kind, std::uint64_t request_id) {
+  return kind != PacketKind::message ? RecordClass::control
+         : request_id != 0           ? RecordClass::request
+                                     : RecordClass::message;
+}
+}  // namespace
+
 void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, std::string_view target_name,
                  std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id, const Value& payload,
                  const Deadline& deadline, bool block) {
+  if (const auto at = host.find('@'); at != std::string::npos) {
+    // "host@node": an endpoint on another node, through this tree's Node.
+    thread_local Bytes head;
+    thread_local Bytes body;
+    write_head(head, kind, flags, target_name, target_id, sender, request_id);
+    if (payload.object) {
+      payload.encode(payload.object, body);
+    } else {
+      body.clear();
+    }
+    forward_to_node(std::string_view(host).substr(at + 1), std::string_view(host).substr(0, at), head, body,
+                    deadline, block);
+    return;
+  }
   auto mailbox = find_mailbox(host);
   if (!mailbox) throw ActorDown("mpx actors: there is no host named '" + host + "'", "noproc");
   thread_local Bytes head;
@@ -136,10 +168,7 @@ void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, s
   } else {
     body.clear();
   }
-  const RecordClass record_class = kind != PacketKind::message ? RecordClass::control
-                                   : request_id != 0           ? RecordClass::request
-                                                               : RecordClass::message;
-  if (!mailbox->put(head, body, deadline, block, record_class)) {
+  if (!mailbox->put(head, body, deadline, block, record_class_of(kind, request_id))) {
     const char* policy = mailbox->policy() == MailboxPolicy::fail ? "fail" : "block";
     throw MailboxFull("mpx actors: the mailbox of host '" + host + "' is full (" + std::to_string(mailbox->depth()) +
                       " messages waiting, capacity " + std::to_string(mailbox->capacity()) + ", policy " + policy +
@@ -160,14 +189,74 @@ Packet parse_packet(std::span<const std::byte> bytes) {
   packet.flags = head.flags;
   packet.target_name = std::string_view(p, head.target_name_len);
   p += head.target_name_len;
-  std::string host(p, head.sender_host_len);
+  std::string_view host(p, head.sender_host_len);
   p += head.sender_host_len;
   std::string name(p, head.sender_name_len);
   packet.target_id = head.target_id;
-  packet.sender = ActorRef(std::move(host), std::move(name), head.sender_id, static_cast<pid_t>(head.sender_pid));
+  if (const auto at = host.find('@'); at != std::string_view::npos) {
+    packet.sender = ActorRef(std::string(host.substr(at + 1)), std::string(host.substr(0, at)), std::move(name),
+                             head.sender_id, static_cast<pid_t>(head.sender_pid));
+  } else {
+    packet.sender = ActorRef(std::string(host), std::move(name), head.sender_id, static_cast<pid_t>(head.sender_pid));
+  }
   packet.request_id = head.request_id;
   packet.payload = bytes.subspan(sizeof head + strings);
   return packet;
+}
+
+// ---- the tree's node (set once by the Node, inherited by the hosts it starts)
+
+namespace {
+std::atomic<const std::string*> g_local_node{nullptr};  // leaked: read by any thread, any time
+std::atomic<std::size_t> g_node_max_message{0};
+}  // namespace
+
+const std::string& local_node_name() noexcept {
+  static const std::string none;
+  const std::string* name = g_local_node.load(std::memory_order_acquire);
+  return name ? *name : none;
+}
+
+void localize_node(std::string& node) noexcept {
+  if (!node.empty() && node == local_node_name()) node.clear();
+}
+
+void set_local_node(const std::string& name, std::size_t max_message_size) {
+  g_local_node.store(new std::string(name), std::memory_order_release);
+  g_node_max_message.store(max_message_size, std::memory_order_release);
+}
+
+std::size_t local_node_max_message() noexcept { return g_node_max_message.load(std::memory_order_acquire); }
+
+std::string node_mailbox_host(const std::string& name) { return "@" + name; }
+
+void post_from_node(const std::string& host, std::span<const std::byte> packet, const std::string& peer,
+                    const Deadline& deadline) {
+  Packet parsed = parse_packet(packet);
+  ActorRef sender(peer, parsed.sender.host(), parsed.sender.name(), parsed.sender.id(), parsed.sender.pid());
+  auto mailbox = host.empty() || host.front() == '@' ? nullptr : find_mailbox(host);
+  if (!mailbox) {
+    // Answer what waits for an answer, so that the peer does not wait for its timeout.
+    const std::string why = "noproc: there is no host named '" + host + "' on node '" + local_node_name() + "'";
+    if ((parsed.kind == PacketKind::message && parsed.request_id) || parsed.kind == PacketKind::spawn) {
+      ErrorInfo info{"down", "", "mpx actors: " + why, "noproc"};
+      post_packet(route_name(sender), PacketKind::error, 0, "", 0, ActorRef(host, "", 0, 0), parsed.request_id,
+                  borrow_value(info), deadline, true);
+    } else if (parsed.kind == PacketKind::monitor) {
+      Down down{ActorRef(host, std::string(parsed.target_name), parsed.target_id, 0), DownKind::noproc, why, {}};
+      post_packet(route_name(sender), PacketKind::down, 0, "", 0, ActorRef(host, "", 0, 0), parsed.request_id,
+                  borrow_value(down), deadline, true);
+    } else {
+      get_logger()->debug("mpx nodes: a packet from node {} to host {} dropped: {}", peer, host, why);
+    }
+    return;
+  }
+  // The sender as this node sees it: "host@peer" (whatever the peer wrote).
+  thread_local Bytes head;
+  write_head(head, parsed.kind, parsed.flags, parsed.target_name, parsed.target_id, sender, parsed.request_id);
+  if (!mailbox->put(head, parsed.payload, deadline, true, record_class_of(parsed.kind, parsed.request_id)))
+    throw MailboxFull("mpx nodes: the mailbox of host '" + host + "' is full; a packet from node '" + peer +
+                      "' dropped");
 }
 
 ActorCell* current_cell() noexcept { return t_current_cell; }
@@ -209,8 +298,10 @@ std::string describe_host_gone(const Mailbox& mailbox, const std::string& host) 
 
 [[noreturn]] void throw_error_info(const ErrorInfo& info) {
   if (info.kind == "down") throw ActorDown(info.message, info.reason);
+  if (info.kind == "nodedown") throw NodeDown(info.message, info.reason);
   if (info.kind == "remote") throw RemoteError(info.type, info.message);
   if (info.kind == "unhandled") throw Unhandled(info.message);
+  if (info.kind == "error" && info.type == "mpx::actors::UnknownActorType") throw UnknownActorType(info.message);
   throw ActorError(info.message);
 }
 
@@ -342,6 +433,17 @@ void deliver_error(const std::shared_ptr<ReplyTarget>& target, const std::string
 // Registers `monitor` as a watcher of its target, wherever the target lives.
 void watch(Endpoint& endpoint, const std::shared_ptr<MonitorState>& monitor, std::uint8_t flags) {
   const ActorRef& target = monitor->target;
+  if (!target.node().empty()) {
+    // Another node: its Node fires a node-down Down if the node is lost.
+    ActorRef watcher(endpoint.name(), "", 0, ::getpid());
+    try {
+      post_packet(route_name(target), PacketKind::monitor, flags, target.name(), target.id(), watcher, monitor->id,
+                  Value{}, Deadline::never(), true);
+    } catch (const ActorDown& e) {
+      endpoint.fire_monitor(monitor, Down{target, DownKind::host_died, e.reason() + ": " + e.what(), {}});
+    }
+    return;
+  }
   if (target.host() == endpoint.name()) {
     endpoint.add_watcher(target, Watcher{endpoint.name(), monitor->id, monitor->link, monitor});
     return;
@@ -373,6 +475,11 @@ void watch(Endpoint& endpoint, const std::shared_ptr<MonitorState>& monitor, std
 
 void send_value(const ActorRef& to, const Value& message, const Deadline& deadline, bool block) {
   if (!to.valid()) throw ActorError("mpx actors: send to an empty ActorRef");
+  if (!to.node().empty()) {
+    post_packet(route_name(to), PacketKind::message, 0, to.name(), to.id(), current_sender(), 0, message, deadline,
+                block);
+    return;
+  }
   Endpoint* endpoint = Endpoint::existing();
   if (endpoint && to.host() == endpoint->name()) {
     auto cell = endpoint->find_local(to.name(), to.id());
@@ -397,6 +504,18 @@ std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& m
   auto pending = endpoint.new_pending(owner);
   pending->target_host = to.host();
   auto target = std::make_shared<ReplyTarget>(ReplyTarget{endpoint.name(), pending->id, pending});
+  if (!to.node().empty()) {
+    // Another node: the Node fails the request with NodeDown when that node
+    // is (or goes) down; the request is then forgotten here.
+    try {
+      post_packet(route_name(to), PacketKind::message, 0, to.name(), to.id(), current_sender(), pending->id, message,
+                  Deadline::never(), true);
+    } catch (...) {
+      endpoint.forget_pending(pending->id);
+      throw;
+    }
+    return pending;
+  }
   if (to.host() == endpoint.name()) {
     auto cell = endpoint.find_local(to.name(), to.id());
     if (!cell) {
@@ -444,12 +563,12 @@ std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& m
 void kill_actor(const ActorRef& target) {
   if (!target.valid()) throw ActorError("mpx actors: kill of an empty ActorRef");
   Endpoint* endpoint = Endpoint::existing();
-  if (endpoint && target.host() == endpoint->name()) {
+  if (endpoint && target.node().empty() && target.host() == endpoint->name()) {
     if (auto cell = endpoint->find_local(target.name(), target.id()))
       caf::anon_send_exit(cell->actor, caf::exit_reason::kill);
     return;
   }
-  post_packet(target.host(), PacketKind::kill, 0, target.name(), target.id(), current_sender(), 0, Value{},
+  post_packet(route_name(target), PacketKind::kill, 0, target.name(), target.id(), current_sender(), 0, Value{},
               Deadline::never(), true);
 }
 
@@ -905,7 +1024,7 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
     case PacketKind::message: {
       std::shared_ptr<ReplyTarget> reply;
       if (packet.request_id)
-        reply = std::make_shared<ReplyTarget>(ReplyTarget{packet.sender.host(), packet.request_id, nullptr});
+        reply = std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr});
       auto cell = find_local(packet.target_name, packet.target_id);
       if (!cell) {
         std::string who = packet.target_name.empty() ? "#" + std::to_string(packet.target_id)
@@ -951,7 +1070,7 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
       return;
     }
     case PacketKind::spawn: {
-      auto reply = std::make_shared<ReplyTarget>(ReplyTarget{packet.sender.host(), packet.request_id, nullptr});
+      auto reply = std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr});
       try {
         auto request = mpx::decode<SpawnRequest>(packet.payload);
         ActorRef ref = spawn_local(request.type, request.name, request.args_tag, request.args);
@@ -966,7 +1085,7 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
     }
     case PacketKind::monitor: {
       add_watcher(ActorRef(name_, std::string(packet.target_name), packet.target_id, ::getpid()),
-                  Watcher{packet.sender.host(), packet.request_id, (packet.flags & kPacketLink) != 0, nullptr});
+                  Watcher{route_name(packet.sender), packet.request_id, (packet.flags & kPacketLink) != 0, nullptr});
       done();
       return;
     }

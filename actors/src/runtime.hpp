@@ -299,6 +299,24 @@ std::shared_ptr<Mailbox> find_mailbox(const std::string& host);
 void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, std::string_view target_name,
                  std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id, const Value& payload,
                  const mpx::detail::Deadline& deadline, bool block);
+// "host", or "host@node" for a ref on another node (what post_packet takes).
+std::string route_name(const ActorRef& ref);
+// ---- nodes (node.cpp)
+// Hands a packet for endpoint `host` of node `node` to this tree's Node (in
+// this process, or through its outbound mailbox). Throws NodeDown when the
+// tree has no Node, MessageTooLarge past the node's maximum, MailboxFull.
+void forward_to_node(std::string_view node, std::string_view host, std::span<const std::byte> head,
+                     std::span<const std::byte> body, const mpx::detail::Deadline& deadline, bool block);
+// Puts a packet that arrived from node `peer` into local endpoint `host`'s
+// mailbox, its sender qualified with `peer`. A request, spawn or monitor
+// for a host that does not exist is answered (noproc) through the node.
+void post_from_node(const std::string& host, std::span<const std::byte> packet, const std::string& peer,
+                    const mpx::detail::Deadline& deadline);
+// This tree's node name and maximum message size (set by the Node, inherited by hosts).
+void set_local_node(const std::string& name, std::size_t max_message_size);
+std::size_t local_node_max_message() noexcept;
+// The outbound mailbox of node `name` (in the tree's shm namespace).
+std::string node_mailbox_host(const std::string& name);
 // Registers `monitor` as a watcher of its target, wherever it lives (fires
 // at once when the target's host is gone).
 void watch(Endpoint& endpoint, const std::shared_ptr<MonitorState>& monitor, std::uint8_t flags);

@@ -10,6 +10,7 @@
 #include "mpx/actors/mailbox_options.hpp"
 #include "mpx/actors/messages.hpp"
 #include "mpx/actors/monitor.hpp"
+#include "mpx/actors/node.hpp"
 #include "mpx/actors/registry.hpp"
 #include "mpx/actors/response.hpp"
 #include "mpx/actors/supervisor.hpp"

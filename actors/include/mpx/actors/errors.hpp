@@ -7,6 +7,10 @@
 //   UnknownActorType  spawn of a type name nobody registered (at the caller, at once)
 //   ActorDown         the target actor is gone, or its host process died or
 //                     is not running; reason() says which
+//   NodeDown          (an ActorDown) the target's node is down, cut off or
+//                     not connected (node.hpp); reason() starts "node down"
+//   NodeError         a node endpoint failed: listen, connect, handshake,
+//                     authentication (a wrong secret or certificate)
 //   RemoteError       a handler threw: type() and message() of the exception
 //                     (mpx::RemoteError, shared with the other layers)
 //   Unhandled         the actor has no handler for the message's type
@@ -41,6 +45,18 @@ class ActorDown : public ActorError {
 
  private:
   std::string reason_;
+};
+
+// The target's node is down or not connected: a request fails with it at
+// once, whatever its timeout.
+class NodeDown : public ActorDown {
+ public:
+  using ActorDown::ActorDown;
+};
+
+class NodeError : public ActorError {
+ public:
+  using ActorError::ActorError;
 };
 
 // A handler threw (the same type a pool task or a manager method throws).

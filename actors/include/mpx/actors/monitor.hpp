@@ -9,6 +9,9 @@
 //   or its host process died (within ~100 ms, with the exit code when this
 //   process is the host's parent or the parent has recorded it). Monitoring
 //   an actor that does not exist gives Down{noproc} at once.
+// - An actor on another node (node.hpp) is watched the same way; when that
+//   node is lost (dead, cut off past the heartbeat timeout, or not
+//   connected) the Down is host_died with a reason starting "node down".
 // - The callback runs on this process' actor gateway thread: keep it short
 //   and do not block in it.
 // - Inside an actor, use Context::monitor (the Down arrives as a message).

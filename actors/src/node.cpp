@@ -1,0 +1,764 @@
+// Node: a process tree as a node on CAF's middleman (see mpx/actors/node.hpp).
+//
+// One gateway actor per node, in the node's own CAF actor system (with the
+// middleman, and CAF's OpenSSL module for TLS), carries the traffic. What is
+// published on the node's address is a doorman that only runs the
+// handshake and hands its gateway to an authenticated peer: any CAF peer can
+// send the published actor an unconditional exit (exit_reason::kill), so the
+// doorman is respawned when that happens, and strangers never learn the
+// gateway. A frame between gateways is a std::vector<char>: [u16 host length]
+// [host] [packet], the packet being the bytes a mailbox record holds
+// (runtime.hpp). Packets for another node reach the Node directly in the
+// node's process, or through its outbound mailbox ("@<name>") from the other
+// processes of the tree. The Node remembers the requests and monitors it
+// carried to each peer, so that a peer lost fails them at once.
+#include "mpx/actors/node.hpp"
+
+#include <netdb.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
+
+#include "mpx/detail/identity.hpp"
+#include "mpx/logging.hpp"
+#include "runtime.hpp"
+
+namespace mpx::actors::detail {
+
+namespace {
+
+using hello_atom = caf::atom_constant<caf::atom("mpx_hello")>;
+using challenge_atom = caf::atom_constant<caf::atom("mpx_chal")>;
+using auth_atom = caf::atom_constant<caf::atom("mpx_auth")>;
+using connect_atom = caf::atom_constant<caf::atom("mpx_conn")>;
+using beat_atom = caf::atom_constant<caf::atom("mpx_beat")>;
+using tick_atom = caf::atom_constant<caf::atom("mpx_tick")>;
+using bye_atom = caf::atom_constant<caf::atom("mpx_bye")>;
+using watch_atom = caf::atom_constant<caf::atom("mpx_watch")>;
+
+using Clock = std::chrono::steady_clock;
+using mpx::detail::Deadline;
+
+// A packet from a peer waits at most this long for room in a local mailbox:
+// the gateway must keep serving heartbeats.
+constexpr auto kLocalPutTimeout = std::chrono::milliseconds(200);
+
+std::string random_nonce() {
+  std::string nonce(32, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(nonce.data()), static_cast<int>(nonce.size())) != 1)
+    throw NodeError("mpx nodes: OpenSSL could not produce random bytes");
+  return nonce;
+}
+
+// HMAC-SHA256 over the protocol name, the role and length-prefixed fields:
+// each proof binds both names and both nonces.
+std::string proof(const std::string& secret, std::string_view role, std::initializer_list<std::string_view> fields) {
+  std::string message = "mpx-node-1";
+  message += '\0';
+  message += role;
+  for (std::string_view f : fields) {
+    const auto n = static_cast<std::uint32_t>(f.size());
+    message.append(reinterpret_cast<const char*>(&n), sizeof n);
+    message.append(f);
+  }
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+            reinterpret_cast<const unsigned char*>(message.data()), message.size(), out, &len))
+    throw NodeError("mpx nodes: OpenSSL cannot compute HMAC-SHA256");
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+bool same_proof(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+// A TCP connect bounded by `timeout` (CAF's own connect has none): an
+// unreachable peer is a NodeError now, not after the kernel's retries.
+void probe_tcp(const std::string& address, std::uint16_t port, std::chrono::milliseconds timeout) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (int rc = ::getaddrinfo(address.c_str(), std::to_string(port).c_str(), &hints, &found); rc != 0)
+    throw NodeError("mpx nodes: cannot resolve '" + address + "': " + ::gai_strerror(rc));
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> guard(found, ::freeaddrinfo);
+  const int fd = ::socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw NodeError(std::string("mpx nodes: socket: ") + std::strerror(errno));
+  int error = 0;
+  if (::connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
+    error = errno;
+    if (error == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int ready = ::poll(&p, 1, static_cast<int>(timeout.count()));
+      if (ready == 0) {
+        error = ETIMEDOUT;
+      } else {
+        socklen_t len = sizeof error;
+        if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) error = errno;
+      }
+    }
+  }
+  ::close(fd);
+  if (error != 0)
+    throw NodeError("mpx nodes: cannot reach " + address + ":" + std::to_string(port) + ": " + std::strerror(error));
+}
+
+}  // namespace
+
+class NodeImpl {
+ public:
+  explicit NodeImpl(NodeOptions opts);
+  ~NodeImpl();
+
+  // Sends a packet to `host` on `node`; fails what waits for an answer at
+  // once when that node is not connected.
+  void send(std::string_view node, std::string_view host, std::span<const std::byte> head,
+            std::span<const std::byte> body);
+  std::string connect(const std::string& address, std::uint16_t port, std::chrono::milliseconds timeout);
+  void node_down(const std::string& peer, const std::string& why);
+  std::string peer_endpoint(const std::string& peer) const;
+  bool is_connected(const std::string& peer) const;
+  std::vector<std::string> peer_names() const;
+
+  NodeOptions options;
+  std::string endpoint_name;
+  pid_t pid = ::getpid();
+  std::uint16_t port = 0;
+  bool tls = false;
+
+ private:
+  friend caf::behavior gateway_actor(caf::event_based_actor* self, NodeImpl* node);
+  friend caf::behavior doorman_actor(caf::event_based_actor* self, NodeImpl* node);
+  // Publishes doorman_ on `on_port` (options.port, then the port it got).
+  caf::expected<std::uint16_t> publish_doorman(std::uint16_t on_port);
+  struct Peer {
+    std::string endpoint;  // its node process' endpoint ("p<pid>")
+    std::uint64_t pid = 0;
+    caf::actor gateway;
+    Clock::time_point last_seen;
+  };
+  struct Handshake {
+    std::string name, endpoint, nonce_client, nonce_server;
+    std::uint64_t pid = 0;
+  };
+  struct Tracked {
+    std::string node;
+    bool monitor = false;
+    ActorRef target;
+  };
+
+  void add_peer(const std::string& peer, std::string endpoint, std::uint64_t peer_pid, caf::actor gateway);
+  std::string peer_of(const caf::actor_addr& addr) const;
+  void on_frame(const caf::actor_addr& from, const std::vector<char>& frame);
+  void fail(const std::string& origin, std::uint64_t id, const Tracked& tracked, const std::string& why);
+  void run_forwarder();
+
+  std::unique_ptr<caf::actor_system_config> config_;
+  std::unique_ptr<caf::actor_system> system_;
+  caf::actor gateway_;
+  caf::actor doorman_;  // replaced by the gateway (under mutex_), read by it and by the destructor
+  std::shared_ptr<Mailbox> outbound_;
+  std::thread forwarder_;
+  std::atomic<bool> stopping_{false};
+
+  mutable std::mutex mutex_;
+  std::map<std::string, Peer, std::less<>> peers_;  // authenticated, up
+  std::map<caf::actor_addr, std::string> by_addr_;
+  std::map<caf::actor_addr, Handshake> handshakes_;
+  std::map<std::pair<std::string, std::uint64_t>, Tracked> tracked_;  // (origin endpoint, request/monitor id)
+};
+
+namespace {
+std::atomic<NodeImpl*> g_node{nullptr};
+pid_t g_node_pid = 0;
+
+caf::actor_addr sender_of(caf::event_based_actor* self) {
+  return caf::actor_cast<caf::actor_addr>(self->current_sender());
+}
+}  // namespace
+
+// The published actor: the server side of the handshake. It proves the
+// secret, checks the client's proof, and only then hands out the gateway.
+caf::behavior doorman_actor(caf::event_based_actor* self, NodeImpl* node) {
+  self->set_default_handler(caf::drop);  // never CAF's print to stdout
+  self->set_exit_handler([self, node](caf::exit_msg& msg) {
+    if (node->stopping_.load()) self->quit(msg.reason);
+  });
+  return {
+      [self, node](hello_atom, const std::string& client, const std::string& client_endpoint, std::uint64_t client_pid,
+                   const std::string& nonce_client) -> caf::message {
+        NodeImpl::Handshake hs{client, client_endpoint, nonce_client, random_nonce(), client_pid};
+        auto mine = proof(node->options.secret, "server", {node->options.name, client, nonce_client, hs.nonce_server});
+        auto reply = caf::make_message(challenge_atom::value, node->options.name, node->endpoint_name,
+                                       static_cast<std::uint64_t>(node->pid), hs.nonce_server, std::move(mine));
+        std::lock_guard lock(node->mutex_);
+        if (node->handshakes_.size() > 1024) node->handshakes_.clear();  // abandoned ones
+        node->handshakes_[sender_of(self)] = std::move(hs);
+        return reply;
+      },
+      [self, node](auth_atom, const std::string& client_proof) -> caf::message {
+        const caf::actor_addr from = sender_of(self);
+        std::optional<NodeImpl::Handshake> hs;
+        {
+          std::lock_guard lock(node->mutex_);
+          auto it = node->handshakes_.find(from);
+          if (it != node->handshakes_.end()) {
+            hs = std::move(it->second);
+            node->handshakes_.erase(it);
+          }
+        }
+        const bool ok = hs && same_proof(client_proof, proof(node->options.secret, "client",
+                                                             {hs->name, node->options.name, hs->nonce_server,
+                                                              hs->nonce_client}));
+        if (!ok) {
+          get_logger()->warn("mpx nodes: {} refused node '{}': it did not prove the shared secret",
+                             node->options.name, hs ? hs->name : std::string("?"));
+          return caf::make_message(auth_atom::value, false, caf::actor{});
+        }
+        auto client_gateway = caf::actor_cast<caf::actor>(self->current_sender());
+        node->add_peer(hs->name, hs->endpoint, hs->pid, client_gateway);
+        self->send(node->gateway_, watch_atom::value, client_gateway);
+        return caf::make_message(auth_atom::value, true, node->gateway_);
+      },
+  };
+}
+
+caf::behavior gateway_actor(caf::event_based_actor* self, NodeImpl* node) {
+  self->set_default_handler(caf::drop);  // never CAF's print to stdout
+  // A peer can send an exit message: the gateway only stops when its Node closes.
+  self->set_exit_handler([self, node](caf::exit_msg& msg) {
+    if (node->stopping_.load()) self->quit(msg.reason);
+  });
+  self->set_down_handler([self, node](caf::down_msg& msg) {
+    if (msg.source == node->doorman_.address()) {
+      if (node->stopping_.load()) return;
+      get_logger()->warn("mpx nodes: {}: the doorman was stopped from outside ({}); opening a new one",
+                         node->options.name, self->system().render(msg.reason));
+      {
+        std::lock_guard lock(node->mutex_);
+        node->doorman_ = self->system().spawn(doorman_actor, node);
+      }
+      self->monitor(node->doorman_);
+      if (auto port = node->publish_doorman(node->port); !port)
+        get_logger()->error("mpx nodes: {}: cannot listen again: {}", node->options.name,
+                            self->system().render(port.error()));
+      return;
+    }
+    std::string peer = node->peer_of(msg.source);
+    if (!peer.empty()) node->node_down(peer, "its connection closed");
+  });
+  self->monitor(node->doorman_);
+  self->delayed_send(self, node->options.heartbeat_interval, tick_atom::value);
+  return {
+      [self, node](const std::vector<char>& frame) { node->on_frame(sender_of(self), frame); },
+      [self, node](watch_atom, const caf::actor& peer) {
+        if (sender_of(self) == node->doorman_.address()) self->monitor(peer);
+      },
+      // Client side (from Node::connect): hello, check the server's proof, send ours.
+      [self, node](connect_atom, const caf::actor& remote) {
+        if (!self->current_sender() || self->current_sender()->node() != self->node()) return;  // local callers only
+        auto rp = self->make_response_promise();  // (takes the sender out of the current message)
+        const std::string nonce_client = random_nonce();
+        const auto timeout = node->options.connect_timeout;
+        self->request(remote, timeout, hello_atom::value, node->options.name, node->endpoint_name,
+                      static_cast<std::uint64_t>(node->pid), nonce_client)
+            .then(
+                [self, node, rp, remote, nonce_client, timeout](challenge_atom, const std::string& server,
+                                                                const std::string& server_endpoint,
+                                                                std::uint64_t server_pid, const std::string& nonce_server,
+                                                                const std::string& server_proof) mutable {
+                  auto expected =
+                      proof(node->options.secret, "server", {server, node->options.name, nonce_client, nonce_server});
+                  if (!same_proof(server_proof, expected)) {
+                    get_logger()->warn("mpx nodes: {} refused node '{}': it did not prove the shared secret",
+                                       node->options.name, server);
+                    rp.deliver(connect_atom::value, false,
+                               std::string("node '" + server + "' did not prove the shared secret"));
+                    return;
+                  }
+                  auto mine = proof(node->options.secret, "client", {node->options.name, server, nonce_server, nonce_client});
+                  self->request(remote, timeout, auth_atom::value, std::move(mine))
+                      .then(
+                          [self, node, rp, server, server_endpoint, server_pid](auth_atom, bool ok,
+                                                                                const caf::actor& server_gateway) mutable {
+                            if (!ok || !server_gateway) {
+                              rp.deliver(connect_atom::value, false,
+                                         std::string("node '" + server + "' refused us (wrong secret?)"));
+                              return;
+                            }
+                            self->monitor(server_gateway);
+                            node->add_peer(server, server_endpoint, server_pid, server_gateway);
+                            rp.deliver(connect_atom::value, true, server);
+                          },
+                          [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+                },
+                [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
+      },
+      [self, node](beat_atom) {
+        std::lock_guard lock(node->mutex_);
+        auto it = node->by_addr_.find(sender_of(self));
+        if (it == node->by_addr_.end()) return;
+        auto peer = node->peers_.find(it->second);
+        if (peer != node->peers_.end()) peer->second.last_seen = Clock::now();
+      },
+      [self, node](tick_atom) {
+        if (sender_of(self) != self->address()) return;  // only our own timer
+        const auto now = Clock::now();
+        std::vector<caf::actor> alive;
+        std::vector<std::string> silent;
+        {
+          std::lock_guard lock(node->mutex_);
+          for (auto& [name, peer] : node->peers_) {
+            if (now - peer.last_seen > node->options.heartbeat_timeout) {
+              silent.push_back(name);
+            } else {
+              alive.push_back(peer.gateway);
+            }
+          }
+        }
+        for (auto& gateway : alive) self->send(gateway, beat_atom::value);
+        for (auto& name : silent)
+          node->node_down(name, "no heartbeat for " + std::to_string(node->options.heartbeat_timeout.count()) + " ms");
+        self->delayed_send(self, node->options.heartbeat_interval, tick_atom::value);
+      },
+      [self, node](bye_atom) {
+        std::string peer = node->peer_of(sender_of(self));
+        if (!peer.empty()) node->node_down(peer, "it closed its endpoint");
+        return bye_atom::value;
+      },
+  };
+}
+
+NodeImpl::NodeImpl(NodeOptions opts) : options(std::move(opts)) {
+  if (options.name.empty()) {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    options.name = std::string(host) + "-" + std::to_string(::getpid());
+    for (char& c : options.name)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '-';
+    if (options.name.size() > 64) options.name = options.name.substr(options.name.size() - 64);
+  }
+  check_name(options.name, "node name");
+  if (options.secret.empty()) throw NodeError("mpx nodes: NodeOptions::secret is required (the deployment's shared secret)");
+  if (options.heartbeat_interval.count() <= 0 || options.heartbeat_timeout <= options.heartbeat_interval)
+    throw NodeError("mpx nodes: heartbeat_timeout must be longer than a positive heartbeat_interval");
+  tls = !options.tls_certificate.empty() || !options.tls_key.empty() || !options.tls_cafile.empty();
+  if (tls && (options.tls_certificate.empty() || options.tls_key.empty() || options.tls_cafile.empty()))
+    throw NodeError("mpx nodes: TLS needs tls_certificate, tls_key and tls_cafile");
+  if (!local_node_name().empty() && local_node_name() != options.name)
+    throw NodeError("mpx nodes: this process tree is already node '" + local_node_name() + "'");
+  NodeImpl* expected = nullptr;
+  if (!g_node.compare_exchange_strong(expected, this) && g_node_pid == mpx::detail::current_pid())
+    throw NodeError("mpx nodes: this process already has a Node");
+  g_node.store(nullptr);
+
+  // The outbound mailbox of the tree's other processes.
+  MailboxOptions box;
+  box.bytes = std::max<std::size_t>(box.bytes, 4 * (options.max_message_size + 4096));
+  try {
+    outbound_ = Mailbox::create(mailbox_name(node_mailbox_host(options.name)), box);
+  } catch (const FileExistsError&) {
+    throw NodeError("mpx nodes: a node named '" + options.name + "' already exists in this process tree");
+  }
+  outbound_->attach_consumer();
+  endpoint_name = Endpoint::instance().name();
+
+  config_ = std::make_unique<caf::actor_system_config>();
+  config_->set("scheduler.max-threads", std::max(1u, options.threads));
+  config_->set("scheduler.policy", caf::atom("sharing"));
+  config_->load<caf::io::middleman>();
+  if (tls) {
+    config_->load<caf::openssl::manager>();
+    config_->openssl_certificate = options.tls_certificate;
+    config_->openssl_key = options.tls_key;
+    config_->openssl_cafile = options.tls_cafile;
+    config_->openssl_passphrase = options.tls_passphrase;
+  }
+  system_ = std::make_unique<caf::actor_system>(*config_);
+  doorman_ = system_->spawn(doorman_actor, this);
+  gateway_ = system_->spawn(gateway_actor, this);
+  auto published = publish_doorman(options.port);
+  if (!published) {
+    std::string why = system_->render(published.error());
+    stopping_.store(true);
+    caf::anon_send_exit(gateway_, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(doorman_, caf::exit_reason::user_shutdown);
+    gateway_ = nullptr;
+    doorman_ = nullptr;
+    system_.reset();
+    outbound_->retire();
+    outbound_->unlink();
+    throw NodeError("mpx nodes: cannot listen on " + options.address + ":" + std::to_string(options.port) + ": " +
+                    why);
+  }
+  port = *published;
+  set_local_node(options.name, options.max_message_size);
+  g_node_pid = mpx::detail::current_pid();
+  g_node.store(this, std::memory_order_release);
+  forwarder_ = std::thread([this] { run_forwarder(); });
+  get_logger()->info("mpx nodes: node '{}' listens on {}:{}{}", options.name, options.address, port,
+                     tls ? " (TLS)" : "");
+}
+
+NodeImpl::~NodeImpl() {
+  g_node.store(nullptr, std::memory_order_release);
+  stopping_.store(true);
+  outbound_->interrupt_consumer();
+  if (forwarder_.joinable()) forwarder_.join();
+  // Goodbye to the peers, each bounded: they see this node down at once.
+  std::vector<caf::actor> gateways;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [name, peer] : peers_) gateways.push_back(peer.gateway);
+  }
+  // stopping_ is set: the exit below is honoured.
+  {
+    caf::scoped_actor self{*system_};
+    for (auto& gateway : gateways)
+      self->request(gateway, std::chrono::milliseconds(500), bye_atom::value)
+          .receive([](bye_atom) {}, [](caf::error&) {});
+  }
+  gateways.clear();
+  caf::anon_send_exit(gateway_, caf::exit_reason::user_shutdown);
+  {
+    std::lock_guard lock(mutex_);
+    caf::anon_send_exit(doorman_, caf::exit_reason::user_shutdown);
+    peers_.clear();  // no actor handle may outlive the system
+    by_addr_.clear();
+    handshakes_.clear();
+  }
+  gateway_ = nullptr;
+  doorman_ = nullptr;
+  system_.reset();
+  outbound_->retire();
+  outbound_->unlink();
+  set_local_node("", 0);  // the tree may make another Node
+}
+
+caf::expected<std::uint16_t> NodeImpl::publish_doorman(std::uint16_t on_port) {
+  if (on_port != 0 && port == on_port) {
+    // Republishing: CAF keeps the port of a dead published actor open.
+    if (tls) {
+      auto close = caf::make_function_view(system_->openssl_manager().actor_handle());
+      (void)close(caf::close_atom::value, on_port);
+    } else {
+      (void)system_->middleman().close(on_port);
+    }
+  }
+  return tls ? caf::openssl::publish(doorman_, on_port, options.address.c_str(), true)
+             : system_->middleman().publish(doorman_, on_port, options.address.c_str(), true);
+}
+
+void NodeImpl::add_peer(const std::string& peer, std::string endpoint, std::uint64_t peer_pid, caf::actor gateway) {
+  std::string replaced;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = peers_.find(peer);
+    if (it != peers_.end() && it->second.gateway != gateway) replaced = peer;  // the node restarted
+  }
+  if (!replaced.empty()) node_down(replaced, "it connected again as a new process");
+  {
+    std::lock_guard lock(mutex_);
+    by_addr_[gateway.address()] = peer;
+    peers_[peer] = Peer{std::move(endpoint), peer_pid, std::move(gateway), Clock::now()};
+  }
+  get_logger()->info("mpx nodes: {} connected to node '{}'", options.name, peer);
+}
+
+std::string NodeImpl::peer_of(const caf::actor_addr& addr) const {
+  std::lock_guard lock(mutex_);
+  auto it = by_addr_.find(addr);
+  return it == by_addr_.end() ? std::string() : it->second;
+}
+
+std::string NodeImpl::peer_endpoint(const std::string& peer) const {
+  std::lock_guard lock(mutex_);
+  auto it = peers_.find(peer);
+  if (it == peers_.end()) throw NodeDown("mpx nodes: node '" + peer + "' is not connected", "node down: not connected");
+  return it->second.endpoint;
+}
+
+bool NodeImpl::is_connected(const std::string& peer) const {
+  std::lock_guard lock(mutex_);
+  return peers_.count(peer) != 0;
+}
+
+std::vector<std::string> NodeImpl::peer_names() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> out;
+  for (auto& [name, peer] : peers_) out.push_back(name);
+  return out;
+}
+
+void NodeImpl::node_down(const std::string& peer, const std::string& why) {
+  std::vector<std::pair<std::pair<std::string, std::uint64_t>, Tracked>> lost;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = peers_.find(peer);
+    if (it == peers_.end()) return;
+    by_addr_.erase(it->second.gateway.address());
+    peers_.erase(it);
+    for (auto t = tracked_.begin(); t != tracked_.end();) {
+      if (t->second.node == peer) {
+        lost.emplace_back(t->first, std::move(t->second));
+        t = tracked_.erase(t);
+      } else {
+        ++t;
+      }
+    }
+  }
+  get_logger()->warn("mpx nodes: {}: node '{}' is down: {}", options.name, peer, why);
+  const std::string reason = "node down: node '" + peer + "' " + why;
+  for (auto& [key, tracked] : lost) fail(key.first, key.second, tracked, reason);
+}
+
+void NodeImpl::fail(const std::string& origin, std::uint64_t id, const Tracked& tracked, const std::string& why) {
+  const ActorRef me(endpoint_name, "", 0, pid);
+  try {
+    if (tracked.monitor) {
+      Down down{tracked.target, DownKind::host_died, why, {}};
+      post_packet(origin, PacketKind::down, 0, "", 0, me, id, borrow_value(down), Deadline::never(), true);
+    } else {
+      ErrorInfo info{"nodedown", "", "mpx nodes: request to node '" + tracked.node + "' failed: " + why, why};
+      post_packet(origin, PacketKind::error, 0, "", 0, me, id, borrow_value(info), Deadline::never(), true);
+    }
+  } catch (const std::exception& e) {
+    get_logger()->debug("mpx nodes: could not tell {} about node '{}': {}", origin, tracked.node, e.what());
+  }
+}
+
+void NodeImpl::send(std::string_view node, std::string_view host, std::span<const std::byte> head,
+                    std::span<const std::byte> body) {
+  const std::size_t size = head.size() + body.size();
+  if (size > options.max_message_size)
+    throw MessageTooLarge("mpx nodes: a message of " + std::to_string(size) + " bytes for node '" + std::string(node) +
+                          "' is larger than the maximum of " + std::to_string(options.max_message_size) + " bytes");
+  PacketHead ph;
+  std::memcpy(&ph, head.data(), sizeof ph);
+  const bool waits = (ph.kind == PacketKind::message && ph.request_id) || ph.kind == PacketKind::spawn ||
+                     ph.kind == PacketKind::monitor;
+  std::optional<std::pair<std::pair<std::string, std::uint64_t>, Tracked>> tracked;
+  if (waits) {
+    Packet p = parse_packet(head);
+    tracked.emplace(std::make_pair(p.sender.host(), p.request_id),
+                    Tracked{std::string(node), ph.kind == PacketKind::monitor,
+                            ActorRef(std::string(node), std::string(host), std::string(p.target_name), p.target_id, 0)});
+  }
+  caf::actor to;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = peers_.find(node);
+    if (it != peers_.end()) {
+      to = it->second.gateway;
+      if (tracked) tracked_[tracked->first] = tracked->second;
+    }
+  }
+  if (!to) {
+    const std::string why = "node down: node '" + std::string(node) + "' is not connected";
+    if (tracked) {
+      fail(tracked->first.first, tracked->first.second, tracked->second, why);
+    } else {
+      get_logger()->debug("mpx nodes: a message for node '{}' dropped: {}", node, why);
+    }
+    return;
+  }
+  std::vector<char> frame(2 + host.size() + size);
+  const auto host_len = static_cast<std::uint16_t>(host.size());
+  char* p = frame.data();
+  std::memcpy(p, &host_len, 2);
+  std::memcpy(p + 2, host.data(), host.size());
+  std::memcpy(p + 2 + host.size(), head.data(), head.size());
+  if (!body.empty()) std::memcpy(p + 2 + host.size() + head.size(), body.data(), body.size());
+  caf::send_as(gateway_, to, std::move(frame));
+}
+
+void NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& frame) {
+  std::string peer;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = by_addr_.find(from);
+    if (it != by_addr_.end()) {
+      peer = it->second;
+      peers_.find(peer)->second.last_seen = Clock::now();
+    }
+  }
+  if (peer.empty()) {
+    get_logger()->warn("mpx nodes: {}: a message from an unauthenticated peer dropped", options.name);
+    return;
+  }
+  std::uint16_t host_len = 0;
+  if (frame.size() < 2 + sizeof(PacketHead) ||
+      (std::memcpy(&host_len, frame.data(), 2), frame.size() < 2u + host_len + sizeof(PacketHead)) ||
+      frame.size() > options.max_message_size + 2 + host_len) {
+    get_logger()->error("mpx nodes: {}: a malformed or oversized frame from node '{}' dropped", options.name, peer);
+    return;
+  }
+  const std::string host(frame.data() + 2, host_len);
+  auto packet = std::as_bytes(std::span(frame)).subspan(2 + host_len);
+  PacketHead ph;
+  std::memcpy(&ph, packet.data(), sizeof ph);
+  if (ph.kind == PacketKind::reply || ph.kind == PacketKind::error || ph.kind == PacketKind::down) {
+    std::lock_guard lock(mutex_);
+    tracked_.erase(std::make_pair(host, ph.request_id));
+  }
+  try {
+    post_from_node(host, packet, peer, Deadline::after(kLocalPutTimeout));
+  } catch (const std::exception& e) {
+    get_logger()->error("mpx nodes: {}: a packet from node '{}' for host '{}' dropped: {}", options.name, peer, host,
+                        e.what());
+  }
+}
+
+void NodeImpl::run_forwarder() {
+  while (!stopping_.load(std::memory_order_acquire)) {
+    std::optional<Mailbox::Taken> taken;
+    try {
+      taken = outbound_->take(Deadline::after(std::chrono::milliseconds(100)));
+    } catch (const std::exception& e) {
+      get_logger()->error("mpx nodes: outbound mailbox of {}: {}", options.name, e.what());
+    }
+    if (!taken) continue;
+    try {
+      std::uint16_t lens[2];
+      if (taken->bytes.size() < sizeof lens) throw ActorError("a record too short");
+      std::memcpy(lens, taken->bytes.data(), sizeof lens);
+      if (taken->bytes.size() < sizeof lens + lens[0] + lens[1] + sizeof(PacketHead))
+        throw ActorError("a record too short");
+      const char* text = reinterpret_cast<const char*>(taken->bytes.data()) + sizeof lens;
+      std::string_view node(text, lens[0]);
+      std::string_view host(text + lens[0], lens[1]);
+      send(node, host, taken->bytes.subspan(sizeof lens + lens[0] + lens[1]), {});
+    } catch (const std::exception& e) {
+      get_logger()->error("mpx nodes: {}: a packet from this tree dropped: {}", options.name, e.what());
+    }
+    outbound_->complete(taken->pos);
+  }
+}
+
+std::string NodeImpl::connect(const std::string& address, std::uint16_t peer_port, std::chrono::milliseconds timeout) {
+  const auto deadline = Deadline::after(timeout);
+  probe_tcp(address, peer_port, timeout);
+  auto remote = tls ? caf::openssl::remote_actor(*system_, address, peer_port)
+                    : system_->middleman().remote_actor(address, peer_port);
+  if (!remote)
+    throw NodeError("mpx nodes: " + options.name + " cannot connect to " + address + ":" + std::to_string(peer_port) +
+                    ": " + system_->render(remote.error()));
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline.remaining().value_or(std::chrono::nanoseconds(timeout)));
+  std::string result;
+  bool ok = false;
+  {
+    caf::scoped_actor self{*system_};
+    self->request(gateway_, std::max(left, std::chrono::milliseconds(1)), connect_atom::value, *remote)
+        .receive(
+            [&](connect_atom, bool good, const std::string& text) {
+              ok = good;
+              result = text;
+            },
+            [&](caf::error& err) { result = system_->render(err); });
+  }
+  if (!ok) {
+    get_logger()->warn("mpx nodes: {} could not connect to {}:{}: {}", options.name, address, peer_port, result);
+    throw NodeError("mpx nodes: " + options.name + " cannot connect to " + address + ":" + std::to_string(peer_port) +
+                    ": " + result);
+  }
+  return result;
+}
+
+// ---- runtime hooks
+
+void forward_to_node(std::string_view node, std::string_view host, std::span<const std::byte> head,
+                     std::span<const std::byte> body, const Deadline& deadline, bool block) {
+  if (NodeImpl* impl = g_node.load(std::memory_order_acquire); impl && g_node_pid == mpx::detail::current_pid()) {
+    impl->send(node, host, head, body);
+    return;
+  }
+  const std::string& me = local_node_name();
+  if (me.empty())
+    throw NodeDown("mpx nodes: a message for node '" + std::string(node) + "' but this process tree is no node",
+                   "node down: no node here");
+  const std::size_t size = head.size() + body.size();
+  if (std::size_t max = local_node_max_message(); max && size > max)
+    throw MessageTooLarge("mpx nodes: a message of " + std::to_string(size) + " bytes for node '" + std::string(node) +
+                          "' is larger than the maximum of " + std::to_string(max) + " bytes");
+  auto mailbox = find_mailbox(node_mailbox_host(me));
+  if (!mailbox) throw NodeDown("mpx nodes: node '" + me + "' is not running", "node down: no node here");
+  thread_local Bytes prefixed;
+  const std::uint16_t lens[2] = {static_cast<std::uint16_t>(node.size()), static_cast<std::uint16_t>(host.size())};
+  prefixed.resize(sizeof lens + node.size() + host.size() + head.size());
+  std::byte* p = prefixed.data();
+  std::memcpy(p, lens, sizeof lens);
+  std::memcpy(p + sizeof lens, node.data(), node.size());
+  std::memcpy(p + sizeof lens + node.size(), host.data(), host.size());
+  std::memcpy(p + sizeof lens + node.size() + host.size(), head.data(), head.size());
+  if (!mailbox->put(prefixed, body, deadline, block, RecordClass::control))
+    throw MailboxFull("mpx nodes: the outbound mailbox of node '" + me + "' is full");
+}
+
+}  // namespace mpx::actors::detail
+
+namespace mpx::actors {
+
+Node::Node(NodeOptions options) : impl_(std::make_unique<detail::NodeImpl>(std::move(options))) {}
+Node::~Node() = default;
+
+const std::string& Node::name() const { return impl_->options.name; }
+std::uint16_t Node::port() const { return impl_->port; }
+bool Node::tls() const { return impl_->tls; }
+
+std::string Node::connect(const std::string& address, std::uint16_t port) {
+  return impl_->connect(address, port, impl_->options.connect_timeout);
+}
+std::string Node::connect(const std::string& address, std::uint16_t port, std::chrono::milliseconds timeout) {
+  return impl_->connect(address, port, timeout);
+}
+bool Node::is_connected(const std::string& peer) const { return impl_->is_connected(peer); }
+std::vector<std::string> Node::peers() const { return impl_->peer_names(); }
+
+ActorRef Node::actor(const std::string& peer, const std::string& name) const {
+  return ActorRef(peer, impl_->peer_endpoint(peer), name, 0, 0);
+}
+ActorRef Node::actor(const std::string& peer, const std::string& host, const std::string& name) const {
+  return ActorRef(peer, host, name, 0, 0);
+}
+
+ActorRef Node::spawn_encoded(const std::string& peer, const std::string& host, const std::string& type,
+                             const std::string& name, const detail::SpawnArgs& args) {
+  const std::string target_host = host.empty() ? impl_->peer_endpoint(peer) : host;
+  auto& endpoint = detail::Endpoint::instance();
+  auto pending = endpoint.new_pending(nullptr);
+  detail::SpawnRequest request{type, name, args.tag, args.bytes};
+  const auto deadline = mpx::detail::Deadline::after(impl_->options.spawn_timeout);
+  try {
+    detail::post_packet(target_host + "@" + peer, detail::PacketKind::spawn, 0, "", 0, detail::current_sender(),
+                        pending->id, detail::borrow_value(request), deadline, true);
+  } catch (...) {
+    endpoint.forget_pending(pending->id);
+    throw;
+  }
+  if (!detail::wait_pending(*pending, deadline)) {
+    endpoint.forget_pending(pending->id);
+    throw mpx::TimeoutError("mpx nodes: spawn of '" + type + "' in host '" + target_host + "' of node '" + peer +
+                            "' timed out");
+  }
+  ActorRef ref = detail::extract_reply<ActorRef>(*pending);
+  // A host started before its Node wrote its refs without the node's name.
+  if (ref.node().empty()) ref = ActorRef(peer, ref.host(), ref.name(), ref.id(), ref.pid());
+  return ref;
+}
+
+}  // namespace mpx::actors
