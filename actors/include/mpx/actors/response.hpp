@@ -7,7 +7,9 @@
 //   mpx::TimeoutError when it does not arrive in time (the request may still
 //   be handled; a late reply is dropped). Both throw the failure instead of a
 //   value: ActorDown (the actor is gone or its host died: within ~100 ms of
-//   the death, whatever the timeout), RemoteError (the handler threw),
+//   the death, whatever the timeout; NodeDown, an ActorDown, for an actor
+//   on another node once that node is detected lost: NodeOptions' heartbeat
+//   timeout, 1.5 s by default), RemoteError (the handler threw),
 //   Unhandled (no handler for the message type), ActorError (the reply has
 //   another type than R). get may be called more than once (same outcome).
 // - wait(timeout) returns whether the outcome is there; ready() polls.
