@@ -331,7 +331,8 @@ void PoolCore::start_worker() {
   auto process = std::make_unique<Process>(ProcessOptions()
                                                .with_name("PoolWorker-" + std::to_string(++worker_number_))
                                                .with_daemon(true)
-                                               .with_start_method(start_method_),
+                                               .with_start_method(start_method_)
+                                               .with_limits(options_.worker_limits),
                                            &mpx_pool_worker_main, std::move(config));
   process->start();
   const std::uint64_t slot = next_slot_++;

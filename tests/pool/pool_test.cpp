@@ -44,6 +44,9 @@ int die_by_signal(int) {
 }
 int die_by_abort(int) { std::abort(); }
 int die_by_exit(int) { std::exit(3); }
+int spin_forever(int) {
+  for (unsigned long n = 0;; ++n) asm volatile("" : "+r"(n));  // burns CPU; not optimised away
+}
 
 // Kills its own worker the first time it sees `item == victim` (a marker file
 // says it happened); runs normally everywhere else, and on a retry.
@@ -428,6 +431,19 @@ TEST(Pool, AWorkerKilledFromOutsideIsReplaced) {
   const auto pids = pool.worker_pids();
   EXPECT_EQ(pids.size(), 2u);
   EXPECT_EQ(std::find(pids.begin(), pids.end(), busy), pids.end());
+}
+
+TEST(Pool, AWorkerKilledByItsCpuLimitFailsItsTaskWithThatExitCode) {
+  mpx::ProcessLimits limits;
+  limits.cpu_seconds = 1;
+  mpx::Pool pool(mpx::PoolOptions().with_processes(1).with_worker_limits(limits));
+  try {
+    (void)pool.apply_async(spin_forever, 0).get(60s);
+    FAIL() << "no error";
+  } catch (const mpx::WorkerLost& e) {
+    EXPECT_EQ(e.exitcode(), -SIGXCPU) << e.what();
+  }
+  EXPECT_EQ(pool.apply(square, 6), 36);  // the replacement works (its own CPU budget)
 }
 
 TEST(Pool, ATaskStuckForeverFailsWithTaskTimeoutAndThePoolGoesOn) {

@@ -80,6 +80,10 @@ struct PoolOptions {
   std::optional<std::chrono::milliseconds> task_timeout;   // empty: tasks may run forever
   int retries = 0;                                         // runs again of a task whose worker died
   std::chrono::milliseconds kill_grace{200};               // SIGTERM -> SIGKILL
+  // Each worker's resource limits, nice value and CPUs (mpx/process.hpp). A
+  // worker its limit kills (CPU seconds: -SIGXCPU) fails its task with
+  // WorkerLost carrying that exit code, and is replaced.
+  ProcessLimits worker_limits;
 
   PoolOptions& with_processes(int value) { processes = value; return *this; }
   PoolOptions& with_maxtasksperchild(int value) { maxtasksperchild = value; return *this; }
@@ -87,6 +91,7 @@ struct PoolOptions {
   PoolOptions& with_task_timeout(std::chrono::milliseconds value) { task_timeout = value; return *this; }
   PoolOptions& with_retries(int value) { retries = value; return *this; }
   PoolOptions& with_kill_grace(std::chrono::milliseconds value) { kill_grace = value; return *this; }
+  PoolOptions& with_worker_limits(ProcessLimits value) { worker_limits = std::move(value); return *this; }
 };
 
 // Per call: overrides the pool's timeout and retries for these tasks.
