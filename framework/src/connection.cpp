@@ -13,6 +13,11 @@
 // socketpair then reports POLLHUP. That is Python's EOF rule, and no counter
 // in shared memory could follow processes that die. The receiver checks it
 // when the ring is empty: first after 1 ms of waiting, then every 20 ms.
+//
+// Event loops: the socket also carries one-byte wake-up packets. A receiver
+// that found nothing arms the ring (Ring::arm_reader) after draining its
+// socket; the first send after that writes one packet into the sender's end,
+// so the receiver's fileno() polls readable. Nobody armed: no write.
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -51,6 +56,28 @@ Deadline sliced(const Deadline& deadline, std::chrono::milliseconds slice) {
 }
 
 [[noreturn]] void throw_errno(const char* what) { throw OSError(errno, what); }
+
+// Reads the wake-up packets waiting on our end (stops at end of file).
+void drain_wakeups(int fd) {
+  char buf[64];
+  while (::recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+  }
+}
+
+// Makes the peer's end readable (a full socket is readable already; a
+// closed peer does not care).
+void wake_peer(int fd) {
+  const char b = 0;
+  (void)::send(fd, &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+// Arms a receiver's fileno(); true when a message arrived meanwhile (then
+// the descriptor is signalled too).
+bool arm(Ring& ring, int fd) {
+  if (ring.reader_armed()) return false;  // no send signalled since the last arming
+  drain_wakeups(fd);
+  return ring.arm_reader();
+}
 
 // True when every copy of the peer's end of the socketpair is closed.
 bool peer_closed(int fd) {
@@ -143,7 +170,10 @@ void Connection::send_until(std::span<const std::byte> message, const Timeout* t
   // still there to read.
   auto gone = [fd] { return detail::peer_closed(fd); };
   const detail::StopCheck stop(gone);
-  if (ring.put(message, deadline, true, &stop)) return;
+  if (ring.put(message, deadline, true, &stop)) {
+    if (ring.reader_signal_due()) detail::wake_peer(fd);
+    return;
+  }
   if (detail::peer_closed(fd)) throw BrokenPipeError();
   throw SendTimeoutError("mpx::Connection: send of " + std::to_string(message.size()) +
                          " bytes timed out: the receiver did not make room in time (nothing was delivered)");
@@ -164,7 +194,10 @@ bool Connection::recv_into(Bytes& out, const Timeout* timeout) {
       if (ring.get(detail::ByteSink(sink), Deadline::never(), false)) return true;
       throw EOFError();
     }
-    if (deadline.expired()) return false;
+    if (deadline.expired()) {
+      (void)detail::arm(ring, fd);  // found nothing: arm fileno() for the next message
+      return false;
+    }
     slice = detail::kSlice;
   }
 }
@@ -189,7 +222,7 @@ bool Connection::poll(Timeout timeout) {
   auto slice = detail::kFirstSlice;
   for (;;) {
     if (ring.size() > 0 || detail::peer_closed(fd)) return true;
-    if (deadline.expired()) return false;
+    if (deadline.expired()) return detail::arm(ring, fd);  // arms fileno(); true if a message came meanwhile
     if (ring.wait_nonempty(detail::sliced(deadline, slice))) return true;
     slice = detail::kSlice;
   }
@@ -199,6 +232,14 @@ void Connection::close() {
   if (!s_) return;
   int f = s_->fd.exchange(-1);
   if (f >= 0) ::close(f);
+}
+
+bool detail::connection_ready(const Connection& c, bool arm) {
+  ConnectionState& st = c.state(false);
+  const int fd = st.fd.load(std::memory_order_acquire);
+  Ring& ring = st.core->rings[1 - st.end];
+  if (ring.size() > 0 || peer_closed(fd)) return true;
+  return arm && detail::arm(ring, fd);
 }
 
 bool Connection::closed() const { return !s_ || s_->fd.load(std::memory_order_acquire) < 0; }

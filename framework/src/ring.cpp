@@ -48,16 +48,37 @@
 // message that fits a lane is copied in before its cell is published, so it
 // is complete the moment a consumer can see it. A longer one is streamed:
 // cell first, then chunks; the consumer copies them out as they arrive.
+//
+// Growth (spill and grow rings: queues). A second memfd, sized once at
+// creation (sparse: it costs nothing until written) and never resized, so
+// no two processes can race an ftruncate; each process maps the pieces it
+// touches, on demand, and keeps them mapped while the ring lives:
+//   cell segments   kSegCells cells each: cells past base_cells_ (grow)
+//   chunks          kMaxChunks of kChunkBytes: spilled messages (spill)
+// Chunks are bump-allocated: the header's open word is gen | chunk | offset.
+// Each chunk has a control word gen | sealed | count (blocks allocated and
+// not yet read). A producer pins the open chunk (count + 1, if its gen still
+// matches and it is not sealed) before it moves the offset, so a chunk never
+// frees under it; the producer that opens a new chunk seals the old one.
+// Whoever brings a sealed chunk's count to zero (or seals one at zero)
+// punches it out of the file (its memory is returned) and frees its bit in
+// the header's bitmap. A message larger than a chunk takes a run of
+// consecutive chunks of its own, sealed from the start. Order still comes
+// from the cells: a block is referenced by the cell its put claims.
 #include "mpx/detail/ring.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -66,7 +87,9 @@
 
 #include "mpx/detail/futex.hpp"
 #include "mpx/detail/identity.hpp"
+#include "mpx/detail/unique_fd.hpp"
 #include "mpx/queue.hpp"  // QueueError
+#include "mpx/sync_error.hpp"  // OSError
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -98,6 +121,30 @@ constexpr std::uint64_t kCellsPerPage = 64;
 // (pids are below 2^22, kAbandoned is 1).
 constexpr std::uint32_t kJumpBit = 1u << 29;
 
+constexpr std::uint32_t kKindBlock = 2;
+// Growth file.
+constexpr std::uint64_t kGrowCapacity = std::uint64_t{1} << 30;  // cells of a grow ring
+constexpr std::uint64_t kSegCells = std::uint64_t{1} << 18;      // 16 MiB of cells per segment
+constexpr std::size_t kChunkBytes = std::size_t{64} << 20;
+constexpr std::uint32_t kMaxChunks = 4096;  // 256 GiB of spilled messages
+constexpr std::uint64_t kNoOpen = ~std::uint64_t{0};
+constexpr std::uint64_t kCloseDrainedAt = std::uint64_t{1} << 20;  // see unpin_chunk
+constexpr auto kSpillAfter = std::chrono::microseconds(50);        // see put_large
+// open word: gen (20 bits) | chunk (12 bits) | offset (32 bits)
+constexpr std::uint64_t make_open(std::uint32_t gen, std::uint32_t chunk, std::uint64_t off) {
+  return (std::uint64_t{gen & 0xfffffu} << 44) | (std::uint64_t{chunk & 0xfffu} << 32) | off;
+}
+constexpr std::uint32_t open_gen(std::uint64_t v) { return static_cast<std::uint32_t>(v >> 44); }
+constexpr std::uint32_t open_chunk(std::uint64_t v) { return static_cast<std::uint32_t>((v >> 32) & 0xfffu); }
+constexpr std::uint64_t open_off(std::uint64_t v) { return v & 0xffffffffu; }
+// chunk control word: gen (20 bits) << 40 | sealed << 39 | count (32 bits)
+constexpr std::uint64_t kSealed = std::uint64_t{1} << 39;
+constexpr std::uint64_t make_ctl(std::uint32_t gen, bool sealed, std::uint32_t count) {
+  return (std::uint64_t{gen & 0xfffffu} << 40) | (sealed ? kSealed : 0) | count;
+}
+constexpr std::uint32_t ctl_gen(std::uint64_t c) { return static_cast<std::uint32_t>(c >> 40); }
+constexpr std::uint32_t ctl_count(std::uint64_t c) { return static_cast<std::uint32_t>(c); }
+
 enum Phase : std::uint32_t { kFree = 0, kWriting = 1, kFull = 2, kReading = 3 };
 
 constexpr std::uint64_t make_state(std::uint32_t turn, Phase phase, std::uint32_t low) {
@@ -125,6 +172,19 @@ struct LaneRef {
   std::uint64_t size;
 };
 static_assert(sizeof(LaneRef) <= Ring::kInlineBytes);
+
+struct BlockRef {
+  std::uint32_t chunk;
+  std::uint32_t gen;
+  std::uint64_t offset;
+  std::uint64_t size;  // at the same place as LaneRef::size (message_bytes)
+};
+static_assert(sizeof(BlockRef) <= Ring::kInlineBytes && offsetof(BlockRef, size) == offsetof(LaneRef, size));
+
+// Chunks a block of `bytes` spans (more than one: a run of its own).
+std::uint32_t chunks_for(std::uint64_t bytes) {
+  return static_cast<std::uint32_t>(bytes <= kChunkBytes ? 1 : (bytes + kChunkBytes - 1) / kChunkBytes);
+}
 
 // Tracks how long a waiter has seen the same state word, to decide when to
 // pay for a liveness check of the process named in it.
@@ -230,14 +290,22 @@ struct alignas(64) RingHeader {
   alignas(64) std::atomic<std::uint64_t> head;
   alignas(64) std::atomic<std::uint32_t> not_empty_seq;
   std::atomic<std::uint32_t> consumers_sleeping;
+  std::atomic<std::uint32_t> reader_armed;  // on the line notify_consumers reads anyway
   alignas(64) std::atomic<std::uint32_t> not_full_seq;
   std::atomic<std::uint32_t> producers_sleeping;
   alignas(64) std::atomic<std::uint32_t> lane_free_seq;
   std::atomic<std::uint32_t> lane_waiters;
   std::atomic<std::uint32_t> lane_hint;
+  std::atomic<std::uint32_t> lanes_busy;  // spill rings: the last scan found no lane; go straight to a block
   alignas(64) std::atomic<std::uint64_t> unfinished;
   std::atomic<std::uint32_t> unfinished_seq;
   std::atomic<std::uint32_t> join_waiters;
+  alignas(64) std::atomic<std::uint64_t> queued_bytes;
+  std::atomic<std::uint32_t> bytes_seq;
+  std::atomic<std::uint32_t> bytes_waiters;
+  alignas(64) std::atomic<std::uint64_t> open_block;
+  std::atomic<std::uint32_t> chunks_used;
+  std::atomic<std::uint64_t> chunk_bits[kMaxChunks / 64];
 };
 
 struct alignas(64) RingCell {
@@ -259,6 +327,96 @@ struct alignas(64) RingLane {
   std::atomic<std::uint32_t> sleeping;
 };
 
+// This process' view of the growth file: the pieces it has mapped so far
+// (mapped on first use, kept while the ring lives; fork inherits them).
+struct Ring::Growth {
+  UniqueFd fd;
+  std::uint64_t seg_off = 0;    // file offset of cell segment 0
+  std::uint64_t chunk_off = 0;  // file offset of chunk 0
+  std::size_t segments = 0;
+  // Tables of this process' mappings, made on first use (most queues never
+  // grow: they cost no memory then).
+  mutable std::atomic<std::atomic<RingCell*>*> segs{nullptr};
+  mutable std::atomic<std::atomic<std::byte*>*> chunks{nullptr};
+  std::atomic<std::uint64_t>* ctl = nullptr;  // chunk control words, in the base mapping
+
+  Growth() = default;
+  Growth(const Growth&) = delete;
+  Growth& operator=(const Growth&) = delete;
+  ~Growth() {
+    if (auto* t = segs.load(std::memory_order_relaxed)) {
+      for (std::size_t i = 0; i < segments; ++i)
+        if (auto* p = t[i].load(std::memory_order_relaxed)) ::munmap(p, kSegCells * sizeof(RingCell));
+      delete[] t;
+    }
+    if (auto* t = chunks.load(std::memory_order_relaxed)) {
+      for (std::size_t i = 0; i < kMaxChunks; ++i)
+        if (auto* p = t[i].load(std::memory_order_relaxed)) ::munmap(p, kChunkBytes);
+      delete[] t;
+    }
+  }
+  template <class T>
+  static std::atomic<T*>* table(std::atomic<std::atomic<T*>*>& slot, std::size_t n) {
+    std::atomic<T*>* t = slot.load(std::memory_order_acquire);
+    if (t) return t;
+    auto* mine = new std::atomic<T*>[n]();
+    if (slot.compare_exchange_strong(t, mine, std::memory_order_acq_rel)) return mine;
+    delete[] mine;  // another thread made it first
+    return t;
+  }
+  void* map(std::uint64_t off, std::size_t len, bool populate = false) const {
+    const int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
+    void* p = ::mmap(nullptr, len, PROT_READ | PROT_WRITE, flags, fd.get(), static_cast<off_t>(off));
+    if (p == MAP_FAILED)
+      throw OSError(errno, "mpx queue: mmap of " + std::to_string(len) + " bytes of the queue's growth file");
+    return p;
+  }
+  // The mapping in `slot`, made now if this process has none yet.
+  template <class T>
+  T* install(std::atomic<T*>& slot, std::uint64_t off, std::size_t len, bool populate = false) const {
+    T* p = slot.load(std::memory_order_acquire);
+    if (p) return p;
+    auto* mine = static_cast<T*>(map(off, len, populate));
+    if (slot.compare_exchange_strong(p, mine, std::memory_order_acq_rel)) return mine;
+    ::munmap(mine, len);  // another thread mapped it first
+    return p;
+  }
+};
+
+// A temporary mapping of a run of chunks (a message larger than a chunk).
+class RunMapping {
+ public:
+  RunMapping(void* p, std::size_t len) : p_(p), len_(len) {}
+  RunMapping(const RunMapping&) = delete;
+  RunMapping& operator=(const RunMapping&) = delete;
+  ~RunMapping() { ::munmap(p_, len_); }
+  [[nodiscard]] std::byte* data() const { return static_cast<std::byte*>(p_); }
+
+ private:
+  void* p_;
+  std::size_t len_;
+};
+
+struct Ring::Block {
+  std::uint32_t chunk = 0;
+  std::uint32_t gen = 0;
+  std::uint32_t chunks = 1;
+  std::uint64_t offset = 0;
+};
+
+// The size of the message a published cell holds.
+static std::size_t message_bytes(const RingCell& c) {
+  if (c.kind == kKindInline) return c.len;
+  LaneRef ref;  // BlockRef keeps its size at the same place
+  std::memcpy(&ref, c.data, sizeof ref);
+  return static_cast<std::size_t>(ref.size);
+}
+
+Ring::Ring() = default;
+Ring::~Ring() = default;
+Ring::Ring(Ring&&) noexcept = default;
+Ring& Ring::operator=(Ring&&) noexcept = default;
+
 bool process_alive(pid_t pid) noexcept {
   if (pid <= 0) return false;
   if (pid == current_pid()) return true;
@@ -275,7 +433,10 @@ Ring Ring::create(const RingOptions& options) {
   if (options.small_lanes && (options.small_lane_bytes <= kInlineBytes || options.small_lane_bytes > options.lane_bytes))
     bad("small_lane_bytes must be in (48, lane_bytes]");
   Ring r;
-  r.capacity_ = options.capacity;
+  r.base_cells_ = options.capacity;
+  r.capacity_ = options.grow ? kGrowCapacity : options.capacity;
+  r.spill_ = options.spill;
+  r.max_bytes_ = options.max_bytes;
   while ((std::size_t{1} << r.shift_) < r.capacity_) ++r.shift_;
   r.mask_ = (std::uint64_t{1} << r.shift_) - 1;
   r.small_count_ = options.small_lanes;
@@ -285,24 +446,61 @@ Ring Ring::create(const RingOptions& options) {
   r.lane_bytes_ = options.lane_bytes;
   r.lane_stride_ = round_up(options.lane_bytes, 4096);
   std::size_t cells_off = round_up(sizeof(RingHeader), 64);
-  std::size_t lanes_off = cells_off + r.capacity_ * sizeof(RingCell);
-  std::size_t data_off = round_up(lanes_off + r.lane_count_ * sizeof(RingLane), 4096);
+  std::size_t lanes_off = cells_off + r.base_cells_ * sizeof(RingCell);
+  std::size_t ctl_off = lanes_off + r.lane_count_ * sizeof(RingLane);
+  std::size_t ctl_bytes = r.spill_ ? kMaxChunks * sizeof(std::uint64_t) : 0;
+  std::size_t data_off = round_up(ctl_off + ctl_bytes, 4096);
   std::size_t total = data_off + round_up(r.small_count_ * r.small_stride_, 4096) + options.lanes * r.lane_stride_;
   r.mapping_ = SharedMapping::reserved(total, "a message ring (Queue or Pipe)");
   auto* base = static_cast<std::byte*>(r.mapping_.data());
   // Zero-filled memory is a valid initial state: every cell FREE(0), every
-  // lane free with generation 0 and unlinked. Only the constants need
-  // writing; nothing past the header page is touched.
+  // lane free with generation 0 and unlinked, every chunk free. Only the
+  // constants need writing; nothing past the header page is touched.
   r.header_ = new (base) RingHeader{};
   r.header_->magic = kMagic;
   r.header_->capacity = r.capacity_;
+  r.header_->open_block.store(kNoOpen, std::memory_order_relaxed);
+  r.header_->reader_armed.store(1, std::memory_order_relaxed);  // the first put signals a reader's descriptor
+  r.armed_ = &r.header_->reader_armed;
   r.cells_ = reinterpret_cast<RingCell*>(base + cells_off);
   r.lanes_ = base + lanes_off;
   r.lane_data_ = base + data_off;
+  if (options.grow || options.spill) {
+    auto g = std::make_unique<Growth>();
+    g->fd = UniqueFd(::memfd_create("mpx-queue-growth", MFD_CLOEXEC));
+    if (!g->fd) throw OSError(errno, "mpx queue: memfd_create for the queue's growth file");
+    g->segments = options.grow ? static_cast<std::size_t>((r.capacity_ - r.base_cells_ + kSegCells - 1) / kSegCells) : 0;
+    g->chunk_off = round_up(g->segments * kSegCells * sizeof(RingCell), std::size_t{2} << 20);
+    const std::uint64_t size = g->chunk_off + (r.spill_ ? std::uint64_t{kMaxChunks} * kChunkBytes : 0);
+    if (::ftruncate(g->fd.get(), static_cast<off_t>(size)) != 0)
+      throw OSError(errno, "mpx queue: ftruncate of the queue's growth file to " + std::to_string(size) + " bytes");
+    if (r.spill_) g->ctl = reinterpret_cast<std::atomic<std::uint64_t>*>(base + ctl_off);
+    r.growth_ = std::move(g);
+  }
   return r;
 }
 
-RingCell& Ring::cell_at(std::uint64_t pos) const { return cells_[pos & mask_]; }
+RingCell& Ring::cell_at(std::uint64_t pos) const {
+  const std::uint64_t idx = pos & mask_;
+  return idx < base_cells_ ? cells_[idx] : overflow_cell(idx);  // a grow ring's later segments
+}
+
+// A cell segment is reached by a backlog that walks through it: its pages
+// are faulted in at once (MAP_POPULATE), not one fault per 64 cells.
+RingCell& Ring::overflow_cell(std::uint64_t idx) const {
+  const std::uint64_t rel = idx - base_cells_;
+  const std::uint64_t seg = rel / kSegCells;
+  RingCell* cells = growth_->install(Growth::table(growth_->segs, growth_->segments)[seg],
+                                     growth_->seg_off + seg * kSegCells * sizeof(RingCell),
+                                     kSegCells * sizeof(RingCell), true);
+  return cells[rel % kSegCells];
+}
+
+std::byte* Ring::chunk_ptr(std::uint32_t chunk) const {
+  return growth_->install(Growth::table(growth_->chunks, kMaxChunks)[chunk], growth_->chunk_off + std::uint64_t{chunk} * kChunkBytes,
+                          kChunkBytes);
+}
+
 std::uint32_t Ring::turn_of(std::uint64_t pos) const { return static_cast<std::uint32_t>(pos >> shift_); }
 std::uint64_t Ring::next_pos(std::uint64_t pos, std::uint64_t w) const {
   const bool jump = phase_of(w) == kReading && (low_of(w) & kJumpBit) != 0;
@@ -393,14 +591,21 @@ bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block, const Sto
 }
 
 bool Ring::put(std::span<const std::byte> message, const Deadline& deadline, bool block, const StopCheck* stop) {
-  if (message.size() > kInlineBytes) return put_large(message, deadline, block, stop);
-  return put_cell(
-      [&](RingCell& c, std::uint64_t) {
-        c.kind = kKindInline;
-        c.len = static_cast<std::uint32_t>(message.size());
-        if (!message.empty()) std::memcpy(c.data, message.data(), message.size());
-      },
-      deadline, block, stop);
+  if (max_bytes_ && !reserve_bytes(message.size(), deadline, block)) return false;
+  bool ok = false;
+  if (message.size() > kInlineBytes) {
+    ok = put_large(message, deadline, block, stop);
+  } else {
+    ok = put_cell(
+        [&](RingCell& c, std::uint64_t) {
+          c.kind = kKindInline;
+          c.len = static_cast<std::uint32_t>(message.size());
+          if (!message.empty()) std::memcpy(c.data, message.data(), message.size());
+        },
+        deadline, block, stop);
+  }
+  if (!ok && max_bytes_) release_bytes(message.size());
+  return ok;
 }
 
 bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
@@ -436,10 +641,18 @@ bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
         Ring* ring;
         RingCell& cell;
         std::uint64_t pos;
-        ~Release() { ring->release_cell(cell, pos); }
-      } release{this, c, pos};
+        std::size_t bytes;  // to give back to the byte budget
+        ~Release() {
+          ring->release_cell(cell, pos);
+          if (bytes) ring->release_bytes(bytes);
+        }
+      } release{this, c, pos, max_bytes_ ? message_bytes(c) : 0};
       if (c.kind == kKindInline) {
         sink(std::span<const std::byte>(c.data, c.len));
+        return true;
+      }
+      if (c.kind == kKindBlock) {
+        read_block(c, sink);
         return true;
       }
       if (read_lane(c, pos, sink)) return true;
@@ -553,6 +766,7 @@ void Ring::free_lane(RingLane& l, std::uint64_t claim) {
   if (!l.claim.compare_exchange_strong(claim, freeing, std::memory_order_acq_rel)) return;
   l.pos.store(kNoPos, std::memory_order_release);
   l.claim.store(gen, std::memory_order_seq_cst);
+  if (header_->lanes_busy.load(std::memory_order_relaxed) != 0) header_->lanes_busy.store(0, std::memory_order_relaxed);
   lower_lane_hint(static_cast<std::size_t>(&l - reinterpret_cast<RingLane*>(lanes_)));
   notify_lane_free();
 }
@@ -567,8 +781,32 @@ void Ring::lower_lane_hint(std::size_t idx) {
 
 bool Ring::put_large(std::span<const std::byte> message, const Deadline& deadline, bool block,
                      const StopCheck* stop) {
+  if (spill_) {
+    // A free lane if there is one (one scan, skipped while the last one found
+    // none), else a block of the growth file: a spilling put never waits for
+    // a consumer to free room.
+    // A blocking put first waits a moment for a lane (kSpillAfter): a
+    // consumer that keeps up frees one within microseconds, and the producer
+    // stays in the warm lanes instead of running ahead into fresh memory.
+    RingHeader& h = *header_;
+    if (message.size() <= lane_bytes_ && h.lanes_busy.load(std::memory_order_relaxed) == 0) {
+      const Deadline brief = Deadline::after(kSpillAfter);
+      const Deadline& until = block && !deadline.expired() ? (deadline.remaining() && *deadline.remaining() < kSpillAfter ? deadline : brief) : deadline;
+      int idx = acquire_lane(message.size(), until, block, stop);
+      if (idx >= 0) return put_lane(idx, message, deadline, block, stop);
+      h.lanes_busy.store(1, std::memory_order_relaxed);  // until a lane is freed: straight to a block
+    }
+    Block b;
+    if (alloc_block(message.size(), b)) return put_block(b, message, deadline, block, stop);
+    // Every chunk is taken (256 GiB spilled): wait for a lane as a ring without spill.
+  }
   int idx = acquire_lane(message.size(), deadline, block, stop);
   if (idx < 0) return false;
+  return put_lane(idx, message, deadline, block, stop);
+}
+
+bool Ring::put_lane(int idx, std::span<const std::byte> message, const Deadline& deadline, bool block,
+                    const StopCheck* stop) {
   RingLane& l = lane(static_cast<std::size_t>(idx));
   const std::uint64_t claim = l.claim.load(std::memory_order_acquire);
   std::byte* data = lane_data(static_cast<std::size_t>(idx));
@@ -704,6 +942,220 @@ bool Ring::read_lane(RingCell& cell, std::uint64_t /*pos*/, ByteSink sink) {
   sink(std::span<const std::byte>(buffer.get(), n));
   return true;
 }
+
+// ---- Growth: blocks of spilled messages (see "Growth" at the top).
+
+bool Ring::take_chunks(std::uint32_t count, std::uint32_t& first) {
+  auto* bits = header_->chunk_bits;
+  auto bit = [](std::uint32_t i) { return std::uint64_t{1} << (i % 64); };
+  if (count == 1) {
+    for (std::uint32_t w = 0; w < kMaxChunks / 64; ++w) {
+      std::uint64_t x = bits[w].load(std::memory_order_acquire);
+      while (x != ~std::uint64_t{0}) {
+        const auto b = static_cast<std::uint32_t>(std::countr_one(x));
+        if (bits[w].compare_exchange_weak(x, x | (std::uint64_t{1} << b), std::memory_order_acq_rel)) {
+          first = w * 64 + b;
+          header_->chunks_used.fetch_add(1, std::memory_order_relaxed);
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+  // A run: set its bits one by one; on a taken one, undo and start after it.
+  for (std::uint32_t start = 0; start + count <= kMaxChunks;) {
+    std::uint32_t i = start;
+    for (; i < start + count; ++i)
+      if (bits[i / 64].fetch_or(bit(i), std::memory_order_acq_rel) & bit(i)) break;
+    if (i == start + count) {
+      first = start;
+      header_->chunks_used.fetch_add(count, std::memory_order_relaxed);
+      return true;
+    }
+    for (std::uint32_t j = start; j < i; ++j) bits[j / 64].fetch_and(~bit(j), std::memory_order_acq_rel);
+    start = i + 1;
+  }
+  return false;
+}
+
+void Ring::free_chunks(std::uint32_t chunk, std::uint32_t chunks) {
+  // Nobody references these chunks any more: give their memory back (the
+  // mappings stay valid; the pages read as zero until written again).
+  (void)::fallocate(growth_->fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                    static_cast<off_t>(growth_->chunk_off + std::uint64_t{chunk} * kChunkBytes),
+                    static_cast<off_t>(std::uint64_t{chunks} * kChunkBytes));
+  header_->chunks_used.fetch_sub(chunks, std::memory_order_relaxed);
+  for (std::uint32_t i = chunk; i < chunk + chunks; ++i)
+    header_->chunk_bits[i / 64].fetch_and(~(std::uint64_t{1} << (i % 64)), std::memory_order_acq_rel);
+}
+
+void Ring::unpin_chunk(std::uint32_t chunk, std::uint32_t chunks) {
+  const std::uint64_t old = growth_->ctl[chunk].fetch_sub(1, std::memory_order_acq_rel);
+  if (ctl_count(old) != 1) return;
+  if (old & kSealed) {
+    free_chunks(chunk, chunks);
+    return;
+  }
+  // The open chunk is drained: close it (as a producer opening the next one
+  // would) so that its memory goes back once the queue drains. Only past
+  // kCloseDrainedAt bytes, so that a queue spilling one item at a time does
+  // not pay for a chunk (and a punch) per item.
+  auto& open = header_->open_block;
+  std::uint64_t v = open.load(std::memory_order_acquire);
+  if (v != kNoOpen && open_chunk(v) == chunk && open_gen(v) == ctl_gen(old) && open_off(v) >= kCloseDrainedAt &&
+      open.compare_exchange_strong(v, kNoOpen, std::memory_order_acq_rel))
+    seal_chunk(chunk, ctl_gen(old));
+}
+
+void Ring::seal_chunk(std::uint32_t chunk, std::uint32_t gen) {
+  auto& ctl = growth_->ctl[chunk];
+  std::uint64_t x = ctl.load(std::memory_order_acquire);
+  while (ctl_gen(x) == gen && !(x & kSealed)) {
+    if (ctl.compare_exchange_weak(x, x | kSealed, std::memory_order_acq_rel)) {
+      if (ctl_count(x) == 0) free_chunks(chunk, 1);  // every block already read
+      return;
+    }
+  }
+}
+
+bool Ring::alloc_block(std::size_t bytes, Block& out) {
+  RingHeader& h = *header_;
+  auto* ctl = growth_->ctl;
+  const std::uint64_t need = round_up(bytes, 64);
+  if (need > kChunkBytes) {
+    // Larger than a chunk: a run of its own, sealed from the start.
+    const std::uint32_t k = chunks_for(bytes);
+    std::uint32_t first = 0;
+    if (!take_chunks(k, first)) return false;
+    const std::uint32_t gen = (ctl_gen(ctl[first].load(std::memory_order_relaxed)) + 1) & 0xfffffu;
+    ctl[first].store(make_ctl(gen, true, 1), std::memory_order_release);
+    out = Block{first, gen, k, 0};
+    return true;
+  }
+  for (;;) {
+    std::uint64_t v = h.open_block.load(std::memory_order_acquire);
+    if (v != kNoOpen && open_off(v) + need <= kChunkBytes) {
+      // Pin the open chunk, then move its offset past our block.
+      const std::uint32_t c = open_chunk(v);
+      const std::uint32_t g = open_gen(v);
+      std::uint64_t x = ctl[c].load(std::memory_order_acquire);
+      bool pinned = false;
+      while (!pinned && ctl_gen(x) == g && !(x & kSealed))
+        pinned = ctl[c].compare_exchange_weak(x, x + 1, std::memory_order_acq_rel);
+      if (!pinned) continue;  // sealed meanwhile: the open word has moved on
+      if (h.open_block.compare_exchange_strong(v, v + need, std::memory_order_acq_rel)) {
+        out = Block{c, g, 1, open_off(v)};
+        return true;
+      }
+      unpin_chunk(c, 1);
+      continue;
+    }
+    // No open chunk, or ours does not fit in it: open a new one.
+    std::uint32_t c2 = 0;
+    if (!take_chunks(1, c2)) return false;
+    const std::uint32_t g2 = (ctl_gen(ctl[c2].load(std::memory_order_relaxed)) + 1) & 0xfffffu;
+    ctl[c2].store(make_ctl(g2, false, 1), std::memory_order_seq_cst);
+    if (h.open_block.compare_exchange_strong(v, make_open(g2, c2, need), std::memory_order_acq_rel)) {
+      if (v != kNoOpen) seal_chunk(open_chunk(v), open_gen(v));
+      out = Block{c2, g2, 1, 0};
+      return true;
+    }
+    // Another producer opened one first: ours was never used.
+    ctl[c2].store(make_ctl(g2, true, 0), std::memory_order_release);
+    header_->chunks_used.fetch_sub(1, std::memory_order_relaxed);
+    header_->chunk_bits[c2 / 64].fetch_and(~(std::uint64_t{1} << (c2 % 64)), std::memory_order_acq_rel);
+  }
+}
+
+bool Ring::put_block(const Block& b, std::span<const std::byte> message, const Deadline& deadline, bool block,
+                     const StopCheck* stop) {
+  if (b.chunks == 1) {
+    std::memcpy(chunk_ptr(b.chunk) + b.offset, message.data(), message.size());
+  } else {
+    const std::size_t len = std::size_t{b.chunks} * kChunkBytes;
+    RunMapping run(growth_->map(growth_->chunk_off + std::uint64_t{b.chunk} * kChunkBytes, len), len);
+    std::memcpy(run.data(), message.data(), message.size());
+  }
+  const BlockRef ref{b.chunk, b.gen, b.offset, message.size()};
+  const bool linked = put_cell(
+      [&](RingCell& c, std::uint64_t) {
+        c.kind = kKindBlock;
+        c.len = 0;
+        std::memcpy(c.data, &ref, sizeof ref);
+      },
+      deadline, block, stop);
+  if (!linked) unpin_chunk(b.chunk, b.chunks);
+  return linked;
+}
+
+void Ring::read_block(RingCell& cell, ByteSink sink) {
+  BlockRef ref;
+  std::memcpy(&ref, cell.data, sizeof ref);
+  const std::uint32_t k = chunks_for(ref.size);
+  struct Unpin {
+    Ring* ring;
+    std::uint32_t chunk, chunks;
+    ~Unpin() { ring->unpin_chunk(chunk, chunks); }
+  } unpin{this, ref.chunk, k};
+  if (k == 1) {
+    sink(std::span<const std::byte>(chunk_ptr(ref.chunk) + ref.offset, ref.size));
+    return;
+  }
+  const std::size_t len = std::size_t{k} * kChunkBytes;
+  RunMapping run(growth_->map(growth_->chunk_off + std::uint64_t{ref.chunk} * kChunkBytes, len), len);
+  sink(std::span<const std::byte>(run.data(), ref.size));
+}
+
+std::size_t Ring::spilled_bytes() const noexcept {
+  return std::size_t{header_->chunks_used.load(std::memory_order_acquire)} * kChunkBytes;
+}
+
+int Ring::growth_fd() const noexcept { return growth_ ? growth_->fd.get() : -1; }
+
+// ---- Byte budget.
+
+bool Ring::reserve_bytes(std::size_t n, const Deadline& deadline, bool block) {
+  RingHeader& h = *header_;
+  Waiter waiter;
+  for (;;) {
+    std::uint64_t cur = h.queued_bytes.load(std::memory_order_acquire);
+    if (cur == 0 || cur + n <= max_bytes_) {  // an empty queue takes any message
+      if (h.queued_bytes.compare_exchange_weak(cur, cur + n, std::memory_order_acq_rel)) return true;
+      continue;
+    }
+    if (!block || deadline.expired()) return false;
+    waiter.wait([&] { return h.queued_bytes.load(std::memory_order_seq_cst) != cur; }, h.bytes_seq, h.bytes_waiters,
+                deadline);
+  }
+}
+
+void Ring::release_bytes(std::size_t n) noexcept {
+  auto& q = header_->queued_bytes;
+  std::uint64_t cur = q.load(std::memory_order_relaxed);
+  // Saturating: a message counted twice on release must not wrap the count.
+  while (!q.compare_exchange_weak(cur, cur > n ? cur - n : 0, std::memory_order_seq_cst)) {
+  }
+  notify(header_->bytes_seq, header_->bytes_waiters);
+}
+
+std::size_t Ring::queued_bytes() const noexcept {
+  return static_cast<std::size_t>(header_->queued_bytes.load(std::memory_order_acquire));
+}
+
+// ---- Readiness for event loops.
+
+bool Ring::arm_reader() noexcept {
+  RingHeader& h = *header_;
+  h.reader_armed.store(1, std::memory_order_seq_cst);
+  // Dekker with reader_signal_due(): a put published after this store sees
+  // the flag; one published before it is seen here.
+  if (h.tail.load(std::memory_order_seq_cst) > h.head.load(std::memory_order_seq_cst))
+    return h.reader_armed.exchange(0, std::memory_order_seq_cst) != 0;
+  return false;
+}
+
+bool Ring::reader_armed() const noexcept { return header_->reader_armed.load(std::memory_order_acquire) != 0; }
+
 
 bool Ring::wait_nonempty(const Deadline& deadline) {
   RingHeader& h = *header_;

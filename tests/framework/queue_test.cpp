@@ -127,21 +127,23 @@ TEST(Queue, ItemsPutJustBeforeExitAreDelivered) {
     EXPECT_EQ(q.get(1s), std::to_string(i) + std::string(i % 20 == 0 ? 5000 : (i % 3 == 0 ? 3000 : 10), '.'));
 }
 
-TEST(Queue, LargeMessagesWaitingAreLimitedByTheLaneCount) {
-  // Documented limit: `lanes` messages over 48 bytes may wait at once.
+TEST(Queue, MessagesBeyondTheLanesSpillAndKeepTheirOrder) {
+  // Once every lane is taken, messages over 48 bytes go to blocks of the
+  // growth file instead of waiting (queue.hpp, "Unbounded"): no Full.
   mpx::QueueOptions o;
   o.small_lanes = 2;
   o.lanes = 1;
   mpx::Queue<std::string> q(0, o);
   for (int i = 0; i < 3; ++i) q.put(std::string(100, 'a' + i), 1s);  // two small lanes, then the large one
-  EXPECT_THROW(q.put(std::string(100, 'x'), 100ms), mpx::Full);
+  EXPECT_NO_THROW(q.put_nowait(std::string(100, 'x')));              // spilled
   q.put("small", 1s);
   EXPECT_EQ(q.get(), std::string(100, 'a'));
-  q.put(std::string(100, 'x'), 1s);
+  q.put(std::string(100, 'y'), 1s);
   EXPECT_EQ(q.get(), std::string(100, 'b'));
   EXPECT_EQ(q.get(), std::string(100, 'c'));
-  EXPECT_EQ(q.get(), "small");
   EXPECT_EQ(q.get(), std::string(100, 'x'));
+  EXPECT_EQ(q.get(), "small");
+  EXPECT_EQ(q.get(), std::string(100, 'y'));
 }
 
 TEST(Queue, MessagesLargerThanALaneStreamThrough) {

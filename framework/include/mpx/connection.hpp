@@ -39,8 +39,13 @@
 // - Direction: the ends of Pipe(false) are receive-only and send-only; the
 //   wrong call throws ConnectionError naming the direction. Any call after
 //   close() throws ConnectionError.
-// - fileno() is the socket: it becomes readable at end of file only, not when
-//   a message arrives (use poll()).
+// - fileno() is the socket: it polls readable when a message may be waiting
+//   or at end of file, so it can be handed to epoll or any event loop. The
+//   receiver arms it: after it polls readable, recv until poll() returns
+//   false (or recv(timeout) / recv_bytes(timeout) return nullopt): that
+//   re-arms it, and the next send makes it readable again. A sender pays one
+//   small write on the socket per arming, nothing while nobody polls.
+//   mpx::wait (wait.hpp) waits on connections, queues and processes.
 #pragma once
 
 #include <chrono>
@@ -82,9 +87,12 @@ class SendTimeoutError : public TimeoutError {
   using TimeoutError::TimeoutError;
 };
 
+class Connection;
 namespace detail {
 struct ConnectionState;
-}
+// wait.hpp: a message waiting or end of file; with arm, arms fileno() when not.
+bool connection_ready(const Connection& c, bool arm);
+}  // namespace detail
 
 class Connection {
  public:
@@ -135,6 +143,7 @@ class Connection {
 
  private:
   friend std::pair<Connection, Connection> make_pipe(bool duplex);
+  friend bool detail::connection_ready(const Connection& c, bool arm);
   explicit Connection(std::shared_ptr<detail::ConnectionState> s) : s_(std::move(s)) {}
   static std::span<const std::byte> as_bytes(std::string_view s) {
     return {reinterpret_cast<const std::byte*>(s.data()), s.size()};

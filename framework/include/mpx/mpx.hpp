@@ -23,6 +23,7 @@
 #include "mpx/connection.hpp"
 #include "mpx/pipe.hpp"
 #include "mpx/queue.hpp"
+#include "mpx/wait.hpp"
 
 #include "mpx/auth.hpp"
 #include "mpx/listener.hpp"

@@ -26,24 +26,35 @@
 //   get(timeout) and get_nowait throw Empty. A zero or negative timeout does
 //   not wait: Full / Empty at once, as Python's multiprocessing.Queue
 //   (docs/queues-and-pipes.md, "Timeouts", has the rule for every class).
-// - Unbounded (maxsize 0) is bounded by the ring's capacity, 262144 items in
-//   flight by default (QueueOptions::capacity): past that put blocks (it never
-//   throws Full). Python behaves the same way once its pipe is full, except
-//   that its feeder thread blocks instead of put.
+// - Unbounded (maxsize 0): items of any size wait with no consumer running,
+//   up to QueueOptions::capacity items (262144 by default); one more put
+//   blocks (put(x, timeout), put_nowait: Full) until a get makes room. With
+//   QueueOptions::grow_cells the cells grow by segments past that instead
+//   (up to 2^30 items): put then never blocks for want of room, at a cost
+//   (docs/queues-and-pipes.md, "Limits": int64 throughput about 2.5x lower,
+//   memory that follows a backlog that never empties). A bounded queue
+//   counts items against maxsize, whatever their size.
 // - Messages of any size: up to 48 encoded bytes travel inside a ring cell;
-//   up to 4 KiB through one of 1024 small shared buffers ("lanes"), larger
-//   ones through one of 64 lanes of 1 MiB (QueueOptions; address space is
-//   reserved, memory touched only as used); larger than 1 MiB, they are
-//   streamed through a lane while the consumer reads (put then returns once
-//   the last byte is in the lane). A streamed put with a timeout throws Full
-//   if no consumer drains the lane in time.
-//   LIMIT: at most small_lanes + lanes messages over 48 bytes (at most
-//   `lanes` over 4 KiB) can wait in the queue at once; one more put blocks
-//   (put(x, timeout): Full) until a consumer takes one, even when maxsize is
-//   0. Raise the QueueOptions where producers run far ahead of consumers.
+//   up to 4 KiB through one of 1024 small shared buffers ("lanes"), up to
+//   1 MiB through one of 64 large lanes (QueueOptions; address space is
+//   reserved, memory touched only as used). When no lane is free, or the
+//   message is larger than a lane, it is copied into a block of a growth
+//   file (64 MiB chunks, mapped on demand; a chunk's memory is returned to
+//   the system once every message in it was read). put returns once the
+//   item is in shared memory; it never waits for a consumer.
+// - Byte budget (QueueOptions::max_bytes, 0 = none): put blocks (put(x,
+//   timeout): Full) while the encoded bytes of the items queued plus x's
+//   would exceed it; an empty queue takes an item of any size. Backpressure
+//   by bytes for services; independent of maxsize.
+// - Event loops: readable_fd() is an eventfd that polls readable when an
+//   item may be waiting. After it polls readable, take items with
+//   get_nowait() until it throws Empty: an Empty (of any get) re-arms the
+//   descriptor, which then stays quiet until the next put. Producers pay a
+//   write(2) only when a consumer armed it, once per arming. mpx::wait
+//   (wait.hpp) waits on queues, connections and processes together.
 // - close(): this process (all its copies of the handle) is done with the
-//   queue: every later put, get, qsize, empty, full, task_done, join and
-//   unfinished_tasks (of
+//   queue: every later put, get, qsize, empty, full, readable_fd,
+//   queued_bytes, task_done, join and unfinished_tasks (of
 //   Queue, SimpleQueue and JoinableQueue) throws QueueClosed; close(),
 //   is_closed(), maxsize() and join_thread() still answer. join_thread(): there is no
 //   feeder thread, every put has reached shared memory when it returns, so it
@@ -76,11 +87,14 @@
 
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/ring.hpp"
+#include "mpx/detail/unique_fd.hpp"
 #include "mpx/error.hpp"
 #include "mpx/serialization.hpp"
 #include "mpx/sync_error.hpp"  // OSError
 
 namespace mpx {
+
+class Waitable;  // wait.hpp
 
 // put on a full queue without waiting, or after its timeout (Python's queue.Full).
 class Full : public Error {
@@ -109,19 +123,23 @@ class QueueClosed : public QueueError {
 };
 
 struct QueueOptions {
-  // Cells of the ring; 0 = maxsize when bounded, 262144 when unbounded.
+  // Cells of the ring; 0 = maxsize when bounded; unbounded: 262144 by
+  // default (the first segment of many with grow_cells).
   std::size_t capacity = 0;
   std::size_t small_lanes = 1024;       // messages of 49..small_lane_bytes encoded bytes waiting at once
   std::size_t small_lane_bytes = 4096;
   std::size_t lanes = 64;               // larger messages waiting at once
-  std::size_t lane_bytes = (1u << 20) + 4096;  // 1 MiB payloads fit with their envelope; larger are streamed
+  std::size_t lane_bytes = (1u << 20) + 4096;  // 1 MiB payloads fit with their envelope; larger go to blocks
+  std::size_t max_bytes = 0;            // byte budget of the items queued (0: none; see the contract)
+  bool grow_cells = false;              // unbounded: grow past `capacity` items (see the contract)
 };
 
 namespace detail {
 
 struct QueueCore {
-  QueueCore(Ring r, std::size_t max) : ring(std::move(r)), maxsize(max) {}
+  QueueCore(Ring r, std::size_t max);
   Ring ring;
+  UniqueFd event_fd;  // readable_fd(): an eventfd shared by every process forked afterwards
   std::size_t maxsize;
   std::atomic<bool> closed{false};
   bool joinable = false;
@@ -135,8 +153,18 @@ inline std::shared_ptr<QueueCore> make_queue_core(std::size_t maxsize, const Que
   ro.small_lane_bytes = options.small_lane_bytes;
   ro.lanes = options.lanes;
   ro.lane_bytes = options.lane_bytes;
+  ro.spill = true;
+  ro.grow = maxsize == 0 && options.grow_cells;
+  ro.max_bytes = options.max_bytes;
   return std::make_shared<QueueCore>(Ring::create(ro), maxsize);
 }
+
+// Event-loop readiness of a queue (wait.cpp): queue_signal_reader writes the
+// eventfd (a put found the reader armed); queue_rearm_reader, after an Empty:
+// unless still armed, drains the eventfd, arms the ring, and signals at once
+// if items arrived meanwhile (a load when it is still armed).
+void queue_signal_reader(QueueCore& core) noexcept;
+void queue_rearm_reader(QueueCore& core) noexcept;
 
 // One encode buffer per thread: encode_into reuses its capacity.
 inline Bytes& encode_buffer() {
@@ -190,6 +218,18 @@ class Queue {
   [[nodiscard]] bool full() const { return core_->maxsize != 0 && qsize() >= core_->maxsize; }
   [[nodiscard]] std::size_t maxsize() const { return core_->maxsize; }
 
+  // An eventfd that polls readable when an item may be waiting (see the
+  // contract: drain with get_nowait() until Empty). Owned by the queue.
+  [[nodiscard]] int readable_fd() const {
+    check_open();
+    return core_->event_fd.get();
+  }
+  // Byte budget: encoded bytes of the items queued (0 without max_bytes).
+  [[nodiscard]] std::size_t queued_bytes() const {
+    check_open();
+    return core_->ring.queued_bytes();
+  }
+
   void close() { core_->closed.store(true, std::memory_order_release); }
   [[nodiscard]] bool is_closed() const { return core_->closed.load(std::memory_order_acquire); }
   // Puts are in shared memory when put returns: nothing to wait for.
@@ -197,6 +237,7 @@ class Queue {
   void cancel_join_thread() {}
 
  protected:
+  friend class Waitable;
   static std::shared_ptr<detail::QueueCore> make(std::size_t maxsize, const QueueOptions& options) {
     if (maxsize > (std::size_t{1} << 26)) throw QueueError("mpx queue: maxsize must be at most 2^26");
     return detail::make_queue_core(maxsize, options);
@@ -225,6 +266,7 @@ class Queue {
       if (core_->joinable) (void)core_->ring.task_done();
       throw Full();
     }
+    if (core_->ring.reader_signal_due()) detail::queue_signal_reader(*core_);
   }
   T get_impl(const detail::Deadline& deadline, bool block) {
     check_open();
@@ -240,7 +282,10 @@ class Queue {
         out.emplace(decode<T>(bytes));
       }
     };
-    if (!core_->ring.get(detail::ByteSink(sink), deadline, block)) throw Empty();
+    if (!core_->ring.get(detail::ByteSink(sink), deadline, block)) {
+      detail::queue_rearm_reader(*core_);
+      throw Empty();
+    }
     return std::move(*out);
   }
 

@@ -18,7 +18,8 @@
 //   referenced by the cell; `small_lanes` of small_lane_bytes for medium
 //   messages, `lanes` of lane_bytes for the rest): written before the cell is
 //   published when they fit, streamed through a large lane while the consumer
-//   reads when they do not.
+//   reads when they do not (spill rings: a block of the growth file when no
+//   lane is free or the message is larger than a lane; see Growth).
 // - Faults: every claim records the claimer's pid in the cell's state word
 //   with the same CAS that claims it. A process killed between claim and
 //   release is detected (kill(pid,0) and /proc state) by whoever waits on it
@@ -30,6 +31,27 @@
 //   the header page. A queue that stays shallow reuses its first cells (it
 //   starts a new lap early when it finds itself empty, see ring.cpp) and its
 //   lowest lanes, so its resident memory follows its depth, not its traffic.
+//   EXCEPT a grow ring (below): it only starts a new lap when it finds
+//   itself empty, so a backlog that never empties walks on through new cell
+//   segments, 64 bytes of memory per item carried, until it does (not fixed:
+//   a lap should end at `capacity` whenever the next lap's cells are free).
+// - Growth (RingOptions::spill, grow; Queue sets them, Pipe does not): a
+//   second memfd, sparse and mapped piece by piece on demand in each process,
+//   holds what does not fit. spill: a message over 48 bytes that finds no
+//   free lane (or is larger than a lane) is copied into a "block" of a 64 MiB
+//   chunk instead of waiting; a chunk is punched out of the file (its memory
+//   returned) once every block in it was read. grow: `capacity` cells are
+//   only the first segment; more segments of 2^18 cells are mapped as the
+//   backlog deepens, up to 2^30 cells. A process killed holding a block (a
+//   producer between allocating and publishing it, a consumer reading it)
+//   keeps that block's chunk from being returned until the ring is gone.
+// - Byte budget (RingOptions::max_bytes, 0 = none): put waits while the
+//   bytes of the messages queued plus its own would exceed it (a message
+//   larger than the budget still goes through an empty queue). A process
+//   killed inside put or get leaves that message's bytes counted.
+// - Readiness for event loops: reader_signal_due() tells a producer, after a
+//   put, that a reader armed a descriptor (arm_reader) and must be signalled;
+//   the ring holds no descriptor itself (Queue: an eventfd; Pipe: its socket).
 //
 // Layout and memory ordering are documented in ring.cpp.
 #pragma once
@@ -39,6 +61,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 
 #include "mpx/detail/deadline.hpp"
@@ -61,6 +84,9 @@ struct RingOptions {
   std::size_t small_lane_bytes = 4096;
   std::size_t lanes = 64;                  // larger messages in flight (smaller ones too when the small lanes run out)
   std::size_t lane_bytes = (1u << 20) + 4096;  // a 1 MiB payload and its envelope fit; larger ones stream
+  bool spill = false;      // no free lane (or larger than a lane): a block of the growth file instead of waiting
+  bool grow = false;       // `capacity` cells first, then segments of the growth file, up to 2^30
+  std::size_t max_bytes = 0;  // byte budget of the messages queued (0: none)
 };
 
 // A callable reference that does not allocate: the consumer hands the message
@@ -96,9 +122,10 @@ class Ring {
 
   [[nodiscard]] static Ring create(const RingOptions& options);
 
-  Ring() = default;
-  Ring(Ring&&) noexcept = default;
-  Ring& operator=(Ring&&) noexcept = default;
+  Ring();
+  ~Ring();
+  Ring(Ring&&) noexcept;
+  Ring& operator=(Ring&&) noexcept;
   Ring(const Ring&) = delete;
   Ring& operator=(const Ring&) = delete;
 
@@ -119,6 +146,25 @@ class Ring {
   // no put/get is in progress; otherwise a snapshot between the two).
   [[nodiscard]] std::size_t size() const noexcept;
   [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
+  // Bytes of the growth file that hold spilled messages now (whole chunks).
+  [[nodiscard]] std::size_t spilled_bytes() const noexcept;
+  // Bytes of messages queued, counted only with a byte budget (else 0).
+  [[nodiscard]] std::size_t queued_bytes() const noexcept;
+  // The growth file (spill/grow rings), -1 otherwise: a process that was not
+  // forked from the creator needs it as well as the base mapping's fd.
+  [[nodiscard]] int growth_fd() const noexcept;
+
+  // Readiness for event loops. arm_reader(): a reader is about to sleep on
+  // its descriptor; the next put must signal it. Returns true when the ring
+  // is not empty already: the caller signals its own descriptor. Call it
+  // after draining the descriptor. reader_armed(): armed and not signalled yet.
+  [[nodiscard]] bool arm_reader() noexcept;
+  [[nodiscard]] bool reader_armed() const noexcept;
+  // After a put: true (once) when a reader armed: the caller signals it. A
+  // load of a word the put already had in cache when nobody armed.
+  [[nodiscard]] bool reader_signal_due() noexcept {
+    return armed_->load(std::memory_order_seq_cst) != 0 && armed_->exchange(0, std::memory_order_seq_cst) != 0;
+  }
 
   // JoinableQueue's shared count of unfinished tasks (lives in the header).
   void add_unfinished() noexcept;
@@ -145,6 +191,23 @@ class Ring {
   template <class Fill>
   bool put_cell(Fill&& fill, const Deadline& deadline, bool block, const StopCheck* stop);
   bool put_large(std::span<const std::byte> message, const Deadline& deadline, bool block, const StopCheck* stop);
+  bool put_lane(int idx, std::span<const std::byte> message, const Deadline& deadline, bool block,
+                const StopCheck* stop);
+  // Growth file (ring.cpp, "Growth").
+  struct Block;
+  struct Growth;
+  bool alloc_block(std::size_t bytes, Block& out);
+  bool put_block(const Block& b, std::span<const std::byte> message, const Deadline& deadline, bool block,
+                 const StopCheck* stop);
+  void read_block(RingCell& cell, ByteSink sink);
+  void unpin_chunk(std::uint32_t chunk, std::uint32_t chunks);
+  void seal_chunk(std::uint32_t chunk, std::uint32_t gen);
+  void free_chunks(std::uint32_t chunk, std::uint32_t chunks);
+  bool take_chunks(std::uint32_t count, std::uint32_t& first);
+  std::byte* chunk_ptr(std::uint32_t chunk) const;
+  RingCell& overflow_cell(std::uint64_t idx) const;
+  bool reserve_bytes(std::size_t n, const Deadline& deadline, bool block);
+  void release_bytes(std::size_t n) noexcept;
   // Reads the lane message referenced by a claimed cell; false if abandoned.
   bool read_lane(RingCell& cell, std::uint64_t pos, ByteSink sink);
   int acquire_lane(std::size_t bytes, const Deadline& deadline, bool block, const StopCheck* stop);
@@ -171,6 +234,11 @@ class Ring {
   std::byte* lanes_ = nullptr;
   std::byte* lane_data_ = nullptr;
   std::size_t capacity_ = 0;
+  std::size_t base_cells_ = 0;  // cells in the base mapping; the rest (grow) in the growth file
+  bool spill_ = false;
+  std::size_t max_bytes_ = 0;
+  std::unique_ptr<Growth> growth_;  // this process' view of the growth file
+  std::atomic<std::uint32_t>* armed_ = nullptr;  // the header's reader_armed word
   unsigned shift_ = 0;      // a position is lap << shift_ | cell index
   std::uint64_t mask_ = 0;  // (1 << shift_) - 1
   std::size_t lane_count_ = 0;  // small lanes first, then the large ones
