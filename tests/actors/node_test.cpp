@@ -125,15 +125,19 @@ class PortPipe {
 // port and runs until stop() (or 120 s).
 class RemoteNode {
  public:
-  RemoteNode(ma::NodeOptions options, std::string netns = "", std::string host = "")
+  // `host_actors`: echo actors spawned by name in `host` before the node
+  // reports its port.
+  RemoteNode(ma::NodeOptions options, std::string netns = "", std::string host = "",
+             std::vector<std::string> host_actors = {})
       : name_(options.name),
-        child_([this, options, netns, host]() -> int {
+        child_([this, options, netns, host, host_actors]() -> int {
           try {
             if (!netns.empty()) NetNamespaces::enter(netns);
             ma::Node node(options);
             ma::spawn("echo", "echo");
             std::optional<ma::Host> worker;
             if (!host.empty()) worker.emplace(host);
+            for (const auto& actor : host_actors) worker->spawn("echo", actor);
             port_.send(node.port());
             (void)stop_.wait(120s);
             return 0;
@@ -430,13 +434,16 @@ TEST(NodeNetns, CutLinkIsDetectedRequestsFailFastAndReconnectWorks) {
   NetNamespaces net(2, 2);
   const std::string host_b = unique("hcb");
   const auto options_a = options_for("ca").with_address(net.address(0), kNsPort);
-  RemoteNode b(options_for("cb").with_address(net.address(1), kNsPort), net.name(1), host_b);
+  // The named actor in b's host is made by b itself (remote spawn has its
+  // own test, Node.RequestResponseNamesAndRemoteSpawnAcrossTwoNodes).
+  RemoteNode b(options_for("cb").with_address(net.address(1), kNsPort), net.name(1), host_b, {"w"});
   const int code = run_driver(net, 0, [&]() -> int {
     ma::Node a(options_a);
     const std::string pb = a.connect(net.address(1), kNsPort, 10s);
     ma::ActorRef echo = a.actor(pb, "echo");
     NODE_CHECK(echo.request<int>(Ping{1}).get(10s) == 2);
-    ma::ActorRef w = a.spawn(pb, host_b, "echo", "w");
+    ma::ActorRef w = a.actor(pb, host_b, "w");
+    NODE_CHECK(w.request<int>(Ping{2}).get(10s) == 3);
     auto m = ma::monitor(w);
     auto hanging = echo.request<int>(Hang{});
     NODE_CHECK(!hanging.wait(100ms));
