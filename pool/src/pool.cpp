@@ -490,6 +490,11 @@ void PoolCore::on_frame(Worker& w, const Frame& frame) {
 }
 
 void PoolCore::complete(Task& task, const Frame& frame, Worker&) {
+  // Counted before the sink hears of it: the sink may wake a caller who then reads stats().
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.tasks_done;
+  }
   const auto body = frame.body.subspan(8);
   try {
     if (frame.kind == FrameKind::result) {
@@ -503,18 +508,18 @@ void PoolCore::complete(Task& task, const Frame& frame, Worker&) {
     // A result that does not decode (wrong type, corrupt): the task fails with that error.
     task.spec.sink->failed(task.spec.chunk, std::current_exception());
   }
-  std::lock_guard lock(mutex_);
-  ++stats_.tasks_done;
 }
 
 void PoolCore::fail(Task& task, std::exception_ptr error) {
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.tasks_done;  // before the sink, as in complete()
+  }
   try {
     task.spec.sink->failed(task.spec.chunk, std::move(error));
   } catch (...) {
     log_callback_error("result handler");
   }
-  std::lock_guard lock(mutex_);
-  ++stats_.tasks_done;
 }
 
 void PoolCore::on_exit(std::uint64_t slot) {
@@ -549,11 +554,11 @@ void PoolCore::on_exit(std::uint64_t slot) {
       }
       if (head.losses < retries_of(head)) {
         ++head.losses;
-        head.spec.sink->retried();
         {
           std::lock_guard lock(mutex_);
           ++stats_.tasks_retried;
         }
+        head.spec.sink->retried();
         orphans.push_front(std::move(head));
       } else {
         fail(head, std::make_exception_ptr(WorkerLost(what, w.pid, code)));
