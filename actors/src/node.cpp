@@ -696,7 +696,14 @@ void forward_to_node(std::string_view node, std::string_view host, std::span<con
     throw MessageTooLarge("mpx nodes: a message of " + std::to_string(size) + " bytes for node '" + std::string(node) +
                           "' is larger than the maximum of " + std::to_string(max) + " bytes");
   auto mailbox = find_mailbox(node_mailbox_host(me));
-  if (!mailbox) throw NodeDown("mpx nodes: node '" + me + "' is not running", "node down: no node here");
+  if (!mailbox) {
+    // The caller gets NodeDown, but a reply or a Down has no caller to tell:
+    // say it here (issue 13 was such a mailbox unlinked under a live node).
+    get_logger()->error("mpx nodes: a packet for node '{}' cannot leave: the outbound mailbox of this tree's node '{}' "
+                        "is gone",
+                        node, me);
+    throw NodeDown("mpx nodes: node '" + me + "' is not running", "node down: no node here");
+  }
   thread_local Bytes prefixed;
   const std::uint16_t lens[2] = {static_cast<std::uint16_t>(node.size()), static_cast<std::uint16_t>(host.size())};
   prefixed.resize(sizeof lens + node.size() + host.size() + head.size());

@@ -10,7 +10,9 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -25,12 +27,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <new>
 #include <string>
 #include <vector>
 
 #include "mpx/detail/identity.hpp"
+#include "mpx/logging.hpp"
 #include "mpx/shared_memory.hpp"
 
 namespace mpx::detail::shm_tracker {
@@ -81,6 +85,9 @@ constexpr int kMaxClients = 1024;
 constexpr int kMaxSegments = 4096;
 constexpr int kWords = kMaxClients / 64;
 constexpr int kLingerMs = 2000;  // stay this long after the last client left
+constexpr int kTableLockAttempts = 20;  // a killed predecessor's lock may outlive its socket a moment:
+constexpr int kTableLockPauseMs = 5;     // wait up to 100 ms for it before taking a private table
+constexpr int kNoSpareBackoffMs = 100;  // out of descriptors with no spare: pause accepting
 constexpr std::uint64_t kStateMagic = 0x32746b7274736d70;  // "pmstrkt2": start holds a task_marker
 
 struct Segment {
@@ -209,24 +216,45 @@ void drop_slot(Server& sv, int slot) {
   }
 }
 
-// Opens (or creates) the table file; falls back to private memory.
-Persisted* open_table(const char* path) {
+// Opens (or creates) the table file and locks it for this tracker's life;
+// falls back to private memory, also when another live tracker holds the
+// file. The socket is per network namespace and /dev/shm is not: a process
+// in another namespace starts a tracker of its own, which must never read,
+// truncate or write its neighbour's table (it would release, and unlink,
+// segments that the neighbour's clients hold). `owned`: the file is ours.
+Persisted* open_table(const char* path, bool& owned) {
   Persisted* table = nullptr;
+  owned = false;
   int fd = ::open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   struct stat st {};
-  if (fd >= 0 && ::fstat(fd, &st) == 0 && st.st_uid == ::getuid()) {
-    if (static_cast<std::size_t>(st.st_size) != sizeof(Persisted)) {
-      if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, sizeof(Persisted)) != 0) {
-        ::close(fd);
-        fd = -1;
-      }
-    }
-    if (fd >= 0) {
-      void* mem = ::mmap(nullptr, sizeof(Persisted), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-      if (mem != MAP_FAILED) table = static_cast<Persisted*>(mem);
+  // A predecessor that was just killed may hold the lock a moment longer.
+  bool locked = false;
+  for (int attempt = 0; fd >= 0 && !locked && attempt < kTableLockAttempts; ++attempt) {
+    locked = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+    if (!locked) {
+      pollfd none{-1, 0, 0};
+      ::poll(&none, 1, kTableLockPauseMs);
     }
   }
-  if (fd >= 0) ::close(fd);
+  if (fd >= 0 && (!locked || ::fstat(fd, &st) != 0 || st.st_uid != ::getuid())) {
+    ::close(fd);
+    fd = -1;
+  }
+  if (fd >= 0 && static_cast<std::size_t>(st.st_size) != sizeof(Persisted)) {
+    if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, sizeof(Persisted)) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  if (fd >= 0) {
+    void* mem = ::mmap(nullptr, sizeof(Persisted), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (mem != MAP_FAILED) {
+      table = static_cast<Persisted*>(mem);
+      owned = true;  // fd stays open: it holds the lock until this process ends
+    } else {
+      ::close(fd);
+    }
+  }
   if (!table) {
     void* mem = ::mmap(nullptr, sizeof(Persisted), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) ::_exit(1);
@@ -268,6 +296,15 @@ void recover(Server& sv) {
     if (s.used && holders_empty(s)) unlink_segment(s);
 }
 
+// Turns a client away: its first reply carries `why` (the client reports it
+// as SharedMemoryError), then the connection closes.
+void refuse(int fd, int why, std::int32_t self) {
+  if (fd < 0) return;
+  Reply reply{why, self};
+  ::send(fd, &reply, sizeof reply, MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::close(fd);
+}
+
 [[noreturn]] void serve(int listen_fd, const char* state_path) {
   // Detach from everything the spawner had: terminal signals, fds, cwd.
   struct sigaction ign {};
@@ -285,10 +322,20 @@ void recover(Server& sv) {
     if (devnull >= 0 && devnull != fd) ::dup2(devnull, fd);
   ::syscall(SYS_close_range, 4u, ~0u, 0u);
   if (::chdir("/") != 0) { /* not fatal */ }
+  // The starter's soft RLIMIT_NOFILE (often 1024, or lower) is no measure of
+  // what the tracker needs: one descriptor per client, up to kMaxClients.
+  rlimit nofile{};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  // Kept in reserve to accept-and-refuse a client when out of descriptors.
+  int spare = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
 
   void* mem = ::mmap(nullptr, sizeof(Runtime), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) ::_exit(1);
-  Server sv{open_table(state_path), static_cast<Runtime*>(mem), 0};
+  bool owns_table = false;
+  Server sv{open_table(state_path, owns_table), static_cast<Runtime*>(mem), 0};
   for (int& fd : sv.rt->client_fd) fd = -1;
   recover(sv);
   const uid_t uid = ::getuid();
@@ -310,8 +357,9 @@ void recover(Server& sv) {
     }
     if (ready == 0 && sv.clients == 0) {
       // Nobody left: every tracked segment has been unlinked already. Remove
-      // the table while still listening: no successor can have opened it.
-      ::unlink(state_path);
+      // the table (if it is ours) while still listening: no successor can
+      // have opened it.
+      if (owns_table) ::unlink(state_path);
       ::close(listen_fd);
       ::_exit(0);
     }
@@ -338,11 +386,25 @@ void recover(Server& sv) {
     }
     if (sv.rt->fds[0].revents & POLLIN) {
       int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd >= 0) {
+      if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+        // Out of descriptors: the connection would stay queued and poll would
+        // report it again at once (a spin). Take it with the spare and refuse.
+        const int why = errno;
+        if (spare >= 0) {
+          ::close(spare);
+          refuse(::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC), why, self);
+          spare = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        } else {
+          // No spare either (ENFILE took it): stop listening for a moment.
+          pollfd none{-1, 0, 0};
+          ::poll(&none, 1, kNoSpareBackoffMs);
+        }
+      } else if (fd >= 0) {
         ucred cred{};
         socklen_t len = sizeof cred;
         int slot = -1;
-        if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == uid) {
+        const bool same_user = ::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == uid;
+        if (same_user) {
           for (int s = 0; s < kMaxClients; ++s)
             if (sv.rt->client_fd[s] < 0) {
               slot = s;
@@ -350,7 +412,7 @@ void recover(Server& sv) {
             }
         }
         if (slot < 0) {
-          ::close(fd);  // wrong user or full: the client sees EOF and reports it
+          refuse(fd, same_user ? EUSERS : EACCES, self);
         } else {
           std::uint64_t start = 0;
           if (!process_alive(cred.pid, &start)) start = 0;
@@ -363,8 +425,8 @@ void recover(Server& sv) {
   }
 }
 
-// Starts a tracker unless one is listening already. Returns false when the
-// address is taken (someone else started one: just connect).
+// Starts a tracker unless one is listening already. Returns without starting
+// one when the address is taken (someone else started one: just connect).
 void spawn_tracker(const TrackerNames& names) {
   int lfd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   if (lfd < 0) throw SharedMemoryError(std::string("shm tracker: socket: ") + std::strerror(errno));
@@ -401,15 +463,20 @@ void spawn_tracker(const TrackerNames& names) {
 
 // ---------------------------------------------------------------- client
 
-struct Registration {
-  Request request;
-};
+using Clock = std::chrono::steady_clock;
+
+std::atomic<std::int64_t> reply_timeout_ms{10'000};
+
+Clock::time_point deadline_from_now() {
+  return Clock::now() + std::chrono::milliseconds(reply_timeout_ms.load(std::memory_order_relaxed));
+}
 
 struct Client {
   std::mutex mu;
   int fd = -1;
   pid_t owner = 0;                  // the process that opened fd
   pid_t tracker = 0;                // its pid, from the last reply
+  int stale = 0;                    // replies still due on fd to requests that timed out
   std::vector<Request> registered;  // this process' own registrations, replayed on reconnect
 };
 
@@ -424,6 +491,7 @@ Client& client() {
       me.fd = -1;
       me.owner = 0;
       me.tracker = 0;
+      me.stale = 0;
       new (&me.registered) std::vector<Request>();  // the old one may be mid-update: leak it
     });
     return made;
@@ -431,66 +499,155 @@ Client& client() {
   return *c;
 }
 
-bool exchange(int fd, const Request& r, Reply& reply) {
-  if (::send(fd, &r, sizeof r, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof r)) return false;
+[[noreturn]] void throw_timeout(pid_t tracker) {
+  throw SharedMemoryError("shm tracker" + (tracker > 0 ? " (pid " + std::to_string(tracker) + ")" : std::string()) +
+                          " did not answer within " + std::to_string(reply_timeout_ms.load()) +
+                          " ms (stopped or overloaded?)");
+}
+
+// Waits until `fd` is ready for `events`; false when `deadline` passed first.
+bool wait_ready(int fd, short events, Clock::time_point deadline) {
   for (;;) {
-    ssize_t got = ::recv(fd, &reply, sizeof reply, 0);
-    if (got == static_cast<ssize_t>(sizeof reply)) return true;
-    if (got < 0 && errno == EINTR) continue;
-    return false;
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    pollfd p{fd, events, 0};
+    int rc = ::poll(&p, 1, static_cast<int>(std::clamp<decltype(left)>(left, 0, 60'000)));
+    if (rc > 0) return true;  // readiness, or an error/hangup the next call reports
+    if (rc == 0 && left <= 0) return false;
+    if (rc < 0 && errno != EINTR) return true;
+  }
+}
+
+enum class Outcome { ok, closed, timed_out };
+
+// Reads the reply to our request, discarding `stale` replies to earlier
+// requests that timed out (the tracker answers each request once, in order).
+// With `wait` false only what is queued already is read.
+Outcome receive(int fd, Reply& reply, int& stale, bool wait, Clock::time_point deadline) {
+  for (;;) {
+    if (wait && !wait_ready(fd, POLLIN, deadline)) return Outcome::timed_out;
+    ssize_t got = ::recv(fd, &reply, sizeof reply, MSG_DONTWAIT);
+    if (got == static_cast<ssize_t>(sizeof reply)) {
+      if (stale == 0) return Outcome::ok;
+      --stale;
+      continue;
+    }
+    // ECONNRESET: the tracker closed with our request unread (a refusal); it
+    // is reported once, before the reply still queued.
+    if (got < 0 && (errno == EINTR || errno == ECONNRESET)) continue;
+    if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait) continue;
+    return Outcome::closed;
+  }
+}
+
+// One request and its reply, bounded by `deadline`. A request that timed out
+// after it was sent leaves a reply due: `stale` counts it for the next call.
+Outcome exchange(int fd, const Request& r, Reply& reply, int& stale, Clock::time_point deadline) {
+  for (;;) {
+    ssize_t sent = ::send(fd, &r, sizeof r, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (sent == static_cast<ssize_t>(sizeof r)) break;
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (!wait_ready(fd, POLLOUT, deadline)) return Outcome::timed_out;
+      continue;
+    }
+    // The tracker closed the connection; a refusal (see refuse()) may be queued.
+    return receive(fd, reply, stale, false, deadline);
+  }
+  Outcome got = receive(fd, reply, stale, true, deadline);
+  if (got == Outcome::timed_out) ++stale;
+  return got;
+}
+
+// Why the tracker turned us away (its reply to our first request).
+std::string refusal_reason(int status) {
+  switch (status) {
+    case EMFILE:
+    case ENFILE: return "it is out of file descriptors";
+    case EUSERS: return "it serves " + std::to_string(kMaxClients) + " processes already";
+    case EACCES: return "this process' user differs from its user";
+    default: return std::strerror(status);
   }
 }
 
 // Opens this process' connection; spawns the tracker when `spawn` and none
-// runs. Returns false when no tracker runs and `spawn` is false.
-bool connect_locked(Client& c, bool spawn) {
+// runs. Returns false when no tracker runs and `spawn` is false. Throws
+// SharedMemoryError when the tracker refuses us or does not answer by `deadline`.
+bool connect_locked(Client& c, bool spawn, Clock::time_point deadline) {
   if (c.owner == current_pid() && c.fd >= 0) return true;
   c.fd = -1;  // an inherited connection is left open on purpose (see above)
+  c.stale = 0;
   c.registered.clear();
   const TrackerNames names = tracker_names();
   for (int attempt = 0; attempt < 50; ++attempt) {
-    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    // Non-blocking: connect would otherwise block on a full listen queue.
+    int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) throw SharedMemoryError(std::string("shm tracker: socket: ") + std::strerror(errno));
     if (::connect(fd, reinterpret_cast<const sockaddr*>(&names.addr), names.addr_len) == 0) {
       Request ping{};
       ping.op = op_ping;
       Reply reply{};
-      if (exchange(fd, ping, reply)) {
+      int stale = 0;
+      Outcome got = exchange(fd, ping, reply, stale, deadline);
+      if (got == Outcome::ok && reply.status == 0) {
         c.fd = fd;
         c.owner = current_pid();
         c.tracker = reply.pid;
         return true;
       }
-      ::close(fd);  // the tracker was exiting (or refused us): try again
-      ::usleep(1000);
+      ::close(fd);
+      if (got == Outcome::timed_out) throw_timeout(0);
+      if (got == Outcome::ok) {
+        int status = reply.status;
+        if (status == EMFILE || status == ENFILE) {
+          static std::atomic<bool> logged{false};  // once per process: the exception says it each time
+          if (!logged.exchange(true))
+            get_logger()->warn("the shared-memory tracker (pid {}) is out of file descriptors and refuses clients",
+                               reply.pid);
+        }
+        throw SharedMemoryError("shm tracker (pid " + std::to_string(reply.pid) +
+                                ") refused this process: " + refusal_reason(status));
+      }
+      ::usleep(1000);  // the tracker was exiting: try again
       continue;
     }
     int err = errno;
     ::close(fd);
-    if (err != ECONNREFUSED && err != ENOENT && err != EAGAIN)
+    if (err == EAGAIN) {  // its listen queue is full
+      if (Clock::now() >= deadline) throw_timeout(0);
+      ::usleep(1000);
+      --attempt;  // bounded by the deadline, not by the attempts
+      continue;
+    }
+    if (err != ECONNREFUSED && err != ENOENT)
       throw SharedMemoryError(std::string("shm tracker: connect: ") + std::strerror(err));
     if (!spawn) return false;
-    if (err == ECONNREFUSED || err == ENOENT) spawn_tracker(names);
+    spawn_tracker(names);
   }
   throw SharedMemoryError("shm tracker: could not reach or start the tracker");
 }
 
 // Sends `r`; on a broken connection (tracker killed) reconnects, replays
-// this process' registrations and retries once.
-std::int32_t request_locked(Client& c, const Request& r, bool spawn) {
+// this process' registrations and retries once. Throws SharedMemoryError when
+// the tracker does not answer within the reply timeout.
+std::int32_t request_locked(Client& c, const Request& r, bool spawn,
+                            Clock::time_point deadline = deadline_from_now()) {
   for (int attempt = 0; attempt < 2; ++attempt) {
-    if (!connect_locked(c, spawn || !c.registered.empty())) return 0;
+    if (!connect_locked(c, spawn || !c.registered.empty(), deadline)) return 0;
     Reply reply{};
-    if (exchange(c.fd, r, reply)) {
+    Outcome got = exchange(c.fd, r, reply, c.stale, deadline);
+    if (got == Outcome::timed_out) throw_timeout(c.tracker);
+    if (got == Outcome::ok) {
       c.tracker = reply.pid;
       return reply.status;
     }
     ::close(c.fd);
     c.fd = -1;
     auto replay = std::move(c.registered);
-    if (!connect_locked(c, true)) return ESRCH;
+    if (!connect_locked(c, true, deadline)) return ESRCH;
     for (auto& old : replay) {
-      if (exchange(c.fd, old, reply) && reply.status == 0) c.registered.push_back(old);
+      got = exchange(c.fd, old, reply, c.stale, deadline);
+      if (got == Outcome::timed_out) throw_timeout(c.tracker);
+      if (got == Outcome::ok && reply.status == 0) c.registered.push_back(old);
     }
   }
   return EPIPE;
@@ -564,12 +721,13 @@ void unlinked(const std::string& object) noexcept {
     Client& c = client();
     std::lock_guard lock(c.mu);
     remove_registrations(c, object, false);
+    const auto deadline = deadline_from_now();
     if (c.owner != current_pid() || c.fd < 0) {
       // No connection of our own: tell the tracker anyway if it runs, so it
       // does not later unlink a namesake created after this unlink.
-      if (!connect_locked(c, false)) return;
+      if (!connect_locked(c, false, deadline)) return;
     }
-    (void)request_locked(c, make_request(op_unlinked, object), false);
+    (void)request_locked(c, make_request(op_unlinked, object), false, deadline);
   } catch (...) {
   }
 }
@@ -578,15 +736,20 @@ pid_t tracker_pid() noexcept {
   try {
     Client& c = client();
     std::lock_guard lock(c.mu);
-    if (!connect_locked(c, false)) return 0;
+    const auto deadline = deadline_from_now();
+    if (!connect_locked(c, false, deadline)) return 0;
     Reply reply{};
     Request ping{};
     ping.op = op_ping;
-    if (!exchange(c.fd, ping, reply)) return 0;
+    if (exchange(c.fd, ping, reply, c.stale, deadline) != Outcome::ok) return 0;
     return reply.pid;
   } catch (...) {
     return 0;
   }
+}
+
+void set_reply_timeout(std::chrono::milliseconds timeout) noexcept {
+  reply_timeout_ms.store(std::max<std::int64_t>(timeout.count(), 1), std::memory_order_relaxed);
 }
 
 }  // namespace mpx::detail::shm_tracker

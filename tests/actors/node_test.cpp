@@ -21,6 +21,8 @@
 
 #include "child_process.hpp"
 #include "mpx/actors.hpp"
+#include "mpx/detail/shm_tracker.hpp"
+#include "mpx/shared_memory.hpp"
 #include "netns.hpp"
 #include "test_support.hpp"
 
@@ -429,14 +431,65 @@ TEST(NodeNetns, ThreeNodesRequestsAndMonitorsOverVeth) {
   EXPECT_EQ(code, 0);
 }
 
-// DISABLED: it failed in both fresh-clone CI runs of 2026-11-30 (ctest -j2,
-// next to NodeNetns.ThreeNodes...): the driver's first request (or remote
-// spawn) to an actor in a host of node b, right after connect, timed out
-// after 10 s, while the same binary passed 40 runs here (alone, under CPU
-// load, beside the three-node test). A packet to a host of another node that
-// is lost is a bug to find (issue 13); until then this test documents it.
-// Run it with --gtest_also_run_disabled_tests.
-TEST(NodeNetns, DISABLED_CutLinkIsDetectedRequestsFailFastAndReconnectWorks) {
+// Issue 13. A process that enters a network namespace gets a shared-memory
+// tracker of its own there (the tracker's socket is per namespace), while
+// /dev/shm and the tracker's table are shared by all. Processes of this
+// namespace that came and went afterwards (in CI: the tests running beside)
+// were then taken by this namespace's tracker for holders of node b's
+// segments: it unlinked b's outbound mailbox, and the first reply of b's host
+// (the only sender that opens it by name, at its first message to another
+// node) was lost. Here such processes come and go on purpose. Fixed in the
+// tracker: a tracker that cannot lock the table file keeps a private one.
+TEST(NodeNetns, FirstRequestToAHostIsAnsweredWhileProcessesOfAnotherNamespaceComeAndGo) {
+  if (::geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
+  // This namespace's tracker runs, with this process as a client, before b's starts.
+  auto held = mpx::SharedMemory::create(4096);
+  struct Unlink {
+    mpx::SharedMemory& segment;
+    ~Unlink() {
+      try {
+        segment.unlink();
+      } catch (const mpx::Error&) {
+      }
+    }
+  } unlink_held{held};
+  NetNamespaces net(2, 3);
+  const std::string host_b = unique("hqb");
+  const auto options_a = options_for("qa").with_address(net.address(0), kNsPort);
+  RemoteNode b(options_for("qb").with_address(net.address(1), kNsPort), net.name(1), host_b, {"w"});
+  {
+    // Processes here, each a tracker client, all at once; then they are killed.
+    constexpr int kPassers = 32;
+    Signal ready;
+    std::vector<std::unique_ptr<Child>> passers;
+    for (int i = 0; i < kPassers; ++i)
+      passers.push_back(std::make_unique<Child>([&ready]() -> int {
+        auto segment = mpx::SharedMemory::create(4096);
+        ready.notify();
+        (void)Signal().wait(60s);  // until killed
+        return 0;
+      }));
+    for (int i = 0; i < kPassers; ++i) ASSERT_TRUE(ready.wait(30s)) << "passer " << i << " did not start";
+    for (auto& p : passers) {
+      p->kill();
+      (void)p->join(10s);
+    }
+  }
+  // Two round trips with the tracker: the passers' ends were queued before
+  // the first, so they are handled before the second is answered.
+  (void)mpx::detail::shm_tracker::tracker_pid();
+  (void)mpx::detail::shm_tracker::tracker_pid();
+  const int code = run_driver(net, 0, [&]() -> int {
+    ma::Node a(options_a);
+    const std::string pb = a.connect(net.address(1), kNsPort, 10s);
+    NODE_CHECK(a.actor(pb, host_b, "w").request<int>(Ping{2}).get(5s) == 3);
+    NODE_CHECK(a.spawn(pb, host_b, "echo", "w2").request<int>(Ping{3}).get(5s) == 4);
+    return 0;
+  });
+  EXPECT_EQ(code, 0);
+}
+
+TEST(NodeNetns, CutLinkIsDetectedRequestsFailFastAndReconnectWorks) {
   if (::geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
   NetNamespaces net(2, 2);
   const std::string host_b = unique("hcb");

@@ -347,49 +347,73 @@ TEST(ReadmeClaims, TrackerServesAtMost1024ConnectedProcessesThenCreationThrows) 
   EXPECT_FALSE(exists(third)) << "a refused creation left its segment";
 }
 
-// KNOWN BUG, disabled until fixed (reported): the tracker inherits the
-// RLIMIT_NOFILE of the process that happens to start it. With the common
-// soft limit of 1024 it cannot accept its 1021st client: accept4 fails with
-// EMFILE, the connection stays queued, the tracker's poll loop spins on the
-// listening socket, and the client waits for the reply to its ping forever
-// (no timeout in the client's exchange), so SharedMemory creation hangs
-// instead of throwing SharedMemoryError as docs/shared-memory.md says. Here
-// with a limit of 64 to keep it small.
-TEST(ReadmeClaims, DISABLED_TrackerStartedUnderALowFdLimitRefusesInsteadOfHanging) {
+// mpx/detail/shm_tracker.hpp, "Descriptors": a client the tracker cannot
+// take for want of descriptors "is refused, never left queued"; its
+// register_created (so SharedMemory creation) "throws SharedMemoryError
+// naming the reason". Issue 15: the tracker inherited its starter's
+// RLIMIT_NOFILE, accept4 failed with EMFILE, its poll loop spun on the
+// queued connection and the client waited for a reply forever. Here the
+// starter's hard limit is 64 too, so the tracker cannot raise it.
+TEST(ReadmeClaims, TrackerStartedUnderALowFdLimitRefusesInsteadOfHanging) {
   mpx::test::PrivateTracker tracker;
-  auto first = unique_name("lowfd"), second = unique_name("lowfd");
-  Cleanup cleanup{{first, second}};
+  auto first = unique_name("lowfd"), second = unique_name("lowfd"), third = unique_name("lowfd");
+  Cleanup cleanup{{first, second, third}};
   Signal ready;
-  Child holder([&] {  // starts the tracker with a soft limit of 64 descriptors
+  mpx::RawValue<pid_t> tracker_pid(0);
+  Child holder([&] {  // starts the tracker with a soft and hard limit of 64 descriptors
     rlimit low{64, 64};
     if (::setrlimit(RLIMIT_NOFILE, &low) != 0) return 1;
     mpx::SharedMemory shm(first, true, 64);
+    *tracker_pid = mpx::detail::shm_tracker::tracker_pid();
     ready.notify();
     ::pause();
     return 0;
   });
   ASSERT_EQ(ready.wait(), 'x');
+  ASSERT_GT(*tracker_pid, 0);
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   const std::string path = "mpx-shm-tracker-" + std::to_string(::getuid()) + "-" + tracker.tag();
   std::memcpy(addr.sun_path + 1, path.data(), path.size());
   const auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + path.size());
-  std::vector<int> fds;
-  for (int i = 0; i < 80; ++i) {
+  struct Fds {
+    std::vector<int> fds;
+    ~Fds() { close_all(); }
+    void close_all() {
+      for (int fd : fds) ::close(fd);
+      fds.clear();
+    }
+  } bare;
+  for (int i = 0; i < 80; ++i) {  // more connections than the tracker has descriptors
     int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     ASSERT_GE(fd, 0);
-    fds.push_back(fd);
+    bare.fds.push_back(fd);
     (void)::connect(fd, reinterpret_cast<const sockaddr*>(&addr), addr_len);
   }
-  Child late([&] {
-    try {
-      mpx::SharedMemory shm(second, true, 64);
-      return 0;
-    } catch (const mpx::SharedMemoryError&) {
-      return 2;
-    }
-  });
-  const int code = late.join(10s);  // -1000: still blocked after 10 s (then killed)
-  for (int fd : fds) ::close(fd);
-  EXPECT_NE(code, -1000) << "SharedMemory creation hung on a tracker out of descriptors";
+  // Exit codes: 0 served, 2 refused with a message naming the descriptors, 3 another SharedMemoryError.
+  auto create = [](const std::string& name) {
+    return [name] {
+      try {
+        mpx::SharedMemory shm(name, true, 64);
+        return 0;
+      } catch (const mpx::SharedMemoryError& e) {
+        return std::string(e.what()).find("file descriptors") != std::string::npos ? 2 : 3;
+      }
+    };
+  };
+  {
+    Child late(create(second));
+    const int code = late.join(30s);  // -1000: still blocked after 30 s (then killed)
+    ASSERT_NE(code, -1000) << "SharedMemory creation hung on a tracker out of descriptors";
+    EXPECT_EQ(code, 2) << "not refused for want of descriptors";
+  }
+  EXPECT_FALSE(exists(second)) << "a refused creation left its segment";
+  // Refusing is not spinning: the tracker goes back to sleep in poll.
+  EXPECT_TRUE(mpx::test::eventually([&] { return state_of(*tracker_pid) == 'S'; }, 10s))
+      << "the tracker never slept (state " << state_of(*tracker_pid) << ")";
+  // Once descriptors are free again, the same tracker serves new processes.
+  bare.close_all();
+  Child later(create(third));
+  EXPECT_EQ(later.join(30s), 0) << "the tracker did not recover after descriptors were freed";
+  EXPECT_TRUE(mpx::test::pid_exists(*tracker_pid)) << "the tracker died";
 }

@@ -42,7 +42,10 @@
 // FileExistsError when creating a name that exists, FileNotFoundError when
 // attaching to a name that does not; SharedMemoryError for a bad name
 // (empty, containing '/', longer than 253 bytes), a negative size, a size 0
-// on create, an empty segment on attach, use after close(), and OS failures.
+// on create, an empty segment on attach, use after close(), and OS failures;
+// creation also throws SharedMemoryError when the tracker refuses this
+// process (out of descriptors, 1024 processes served) or does not answer
+// within 10 s (detail/shm_tracker.hpp).
 // Threads: a handle may be used from several threads; close() must not race
 // with buf() on the same handle.
 #pragma once
