@@ -7,15 +7,20 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <mutex>
+#include <new>
 #include <random>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "mpx/detail/demangle.hpp"
+#include "mpx/detail/shared_mapping.hpp"
 #include "mpx/detail/unique_fd.hpp"
 #include "mpx/logging.hpp"
 #include "mpx/actors/detail/status_segment.hpp"
@@ -28,8 +33,9 @@ using Clock = std::chrono::steady_clock;
 
 std::string ExitReport::to_string() const {
   std::string code = exit_code ? std::to_string(*exit_code) : "unknown";
-  return supervisor + "/" + child + " (pid " + std::to_string(pid) + ") " + how + ", exit code " + code +
-         ", restarts " + std::to_string(restarts);
+  std::string out = supervisor + "/" + child + " (pid " + std::to_string(pid) + ") " + how + ", exit code " + code;
+  if (exception) out += ", uncaught " + exception->type + (exception->message.empty() ? "" : ": " + exception->message);
+  return out + ", restarts " + std::to_string(restarts);
 }
 
 ChildSpec ChildSpec::process(std::string id, std::function<void()> target) {
@@ -60,6 +66,72 @@ ChildSpec ChildSpec::supervisor(std::string id, SupervisorOptions options, std::
 }
 
 namespace {
+
+// Where a forked child leaves the exception its target died of, in memory
+// shared with the supervisor: written once by the child before it exits,
+// read by the supervisor after it has exited, cleared before each start.
+struct ExceptionSlot {
+  static constexpr std::size_t type_capacity = 255;
+  static constexpr std::size_t message_capacity = 3072;
+  std::atomic<std::uint32_t> written{0};  // 1 once the sizes and text are in place
+  std::uint32_t type_size = 0;
+  std::uint32_t message_size = 0;
+  char type[type_capacity];
+  char message[message_capacity];
+
+  // In the child, inside the handler; must not throw (the exception in
+  // flight is what the child exits with).
+  void record(const char* message_text) noexcept {
+    try {
+      const std::string name = mpx::detail::current_exception_type();
+      type_size = static_cast<std::uint32_t>(std::min(name.size(), type_capacity));
+      std::memcpy(type, name.data(), type_size);
+      message_size = static_cast<std::uint32_t>(std::min(std::strlen(message_text), message_capacity));
+      std::memcpy(message, message_text, message_size);
+      written.store(1, std::memory_order_release);
+    } catch (...) {
+      // Out of memory describing it: the report has no exception, the exit code 1 stays.
+    }
+  }
+
+  [[nodiscard]] std::optional<ChildException> read() const {
+    if (written.load(std::memory_order_acquire) != 1) return std::nullopt;
+    return ChildException{std::string(type, std::min<std::size_t>(type_size, type_capacity)),
+                          std::string(message, std::min<std::size_t>(message_size, message_capacity))};
+  }
+};
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "shared between processes");
+
+// A child's target, recording an uncaught exception in `slot` before it
+// reaches the process bootstrap (which logs it and exits 1). mpx::exit
+// unwinds with SystemExit: an exit code, not a failure.
+std::function<void()> recording(std::function<void()> target, ExceptionSlot* slot) {
+  return [target = std::move(target), slot] {
+    try {
+      target();
+    } catch (const mpx::SystemExit&) {
+      throw;
+    } catch (const std::exception& e) {
+      slot->record(e.what());
+      throw;
+    } catch (...) {
+      slot->record("");
+      throw;
+    }
+  };
+}
+
+bool has_limits(const ProcessLimits& l) {
+  return l.address_space || l.cpu_seconds || l.open_files || l.nice || !l.cpu_affinity.empty();
+}
+
+// Refuses what cannot be honoured, before anything starts (nested specs too).
+void check_spec(const std::string& supervisor, const ChildSpec& spec) {
+  if (spec.kind == ChildSpec::Kind::host && has_limits(spec.limits))
+    throw ActorError("mpx supervisor " + supervisor + ": host child '" + spec.id +
+                     "' has limits, which host children do not support yet (HostOptions has none)");
+  for (const auto& child : spec.children) check_spec(spec.id, child);
+}
 
 // The body of a nested supervisor's process: runs the supervisor until it
 // gives up (exit 1: its parent sees the escalation) or gets SIGTERM (exit 0).
@@ -98,6 +170,9 @@ struct Supervisor::Impl {
     Clock::time_point started_at{};
     Clock::time_point restart_at{};
     std::optional<int> last_exit;
+    // process and supervisor children: an ExceptionSlot the forked child shares
+    mpx::detail::SharedMapping exception_memory;
+    ExceptionSlot* exception_slot = nullptr;  // in exception_memory
     bool removed = false;
     // The previous snapshot's reading of the host's message count, for rates.
     mutable std::uint64_t rate_count = 0;
@@ -139,16 +214,18 @@ struct Supervisor::Impl {
         c.handle = c.host->process();
         break;
       case ChildSpec::Kind::process:
-        c.process.emplace(ProcessOptions().with_name(c.spec.id).with_start_method(StartMethod::fork), c.spec.target);
-        c.process->start();
-        c.handle = c.process->handle();
-        break;
       case ChildSpec::Kind::supervisor: {
-        auto options = c.spec.supervisor_options;
-        auto specs = c.spec.children;
-        auto id = c.spec.id;
-        c.process.emplace(ProcessOptions().with_name(c.spec.id).with_start_method(StartMethod::fork),
-                          [id, options, specs] { run_nested(id, *options, specs); });
+        std::function<void()> target = c.spec.target;
+        if (c.spec.kind == ChildSpec::Kind::supervisor) {
+          target = [id = c.spec.id, options = c.spec.supervisor_options, specs = c.spec.children] {
+            run_nested(id, *options, specs);
+          };
+        }
+        c.process.emplace(ProcessOptions()
+                              .with_name(c.spec.id)
+                              .with_start_method(StartMethod::fork)
+                              .with_limits(c.spec.limits),
+                          recording(std::move(target), fresh_exception_slot(c)));
         c.process->start();
         c.handle = c.process->handle();
         break;
@@ -157,6 +234,14 @@ struct Supervisor::Impl {
     c.state = Child::State::running;
     c.started_at = Clock::now();
     get_logger()->info("mpx supervisor {}: started {} (pid {})", name, c.spec.id, c.handle->pid());
+  }
+
+  // The child's slot, made at its first start, emptied for this one.
+  ExceptionSlot* fresh_exception_slot(Child& c) {
+    if (!c.exception_memory)
+      c.exception_memory = mpx::detail::SharedMapping::anonymous(sizeof(ExceptionSlot), "a supervisor's exception slot");
+    c.exception_slot = ::new (c.exception_memory.data()) ExceptionSlot();
+    return c.exception_slot;
   }
 
   // Stops a running child in order; its exit is reported as stopped.
@@ -195,6 +280,7 @@ struct Supervisor::Impl {
     r.pid = c.handle ? c.handle->pid() : 0;
     r.exit_code = c.handle ? c.handle->exitcode() : std::nullopt;
     r.how = std::move(how);
+    if (c.exception_slot) r.exception = c.exception_slot->read();
     r.restarts = c.restarts;
     r.when = std::chrono::system_clock::now();
     c.last_exit = r.exit_code;
@@ -373,16 +459,28 @@ Supervisor::Supervisor(std::string name, SupervisorOptions options, std::vector<
     impl_->template_spec = std::move(children.front());
     children.clear();
   }
+  if (impl_->template_spec) check_spec(impl_->name, *impl_->template_spec);
+  for (const auto& spec : children) check_spec(impl_->name, spec);
   for (auto& spec : children) {
     Impl::Child c;
     c.spec = std::move(spec);
     impl_->children.push_back(std::move(c));
   }
+  std::string starting;
   try {
-    for (auto& c : impl_->children) impl_->start_child(c);
+    for (auto& c : impl_->children) {
+      starting = c.spec.id;
+      impl_->start_child(c);
+    }
   } catch (...) {
     for (auto it = impl_->children.rbegin(); it != impl_->children.rend(); ++it) impl_->stop_child(*it);
-    throw;
+    try {
+      throw;
+    } catch (const ActorError&) {
+      throw;
+    } catch (const mpx::Error& e) {  // a ProcessError (bad limits, a failed fork): the contract says ActorError
+      throw ActorError("mpx supervisor " + impl_->name + ": cannot start " + starting + ": " + e.what());
+    }
   }
   impl_->status = std::make_unique<detail::StatusWriter>(impl_->name);
   impl_->publish_status();
@@ -424,6 +522,7 @@ std::string Supervisor::start_child(ChildSpec spec) {
   for (const auto& c : impl_->children)
     if (!c.removed && c.spec.id == spec.id)
       throw ActorError("mpx supervisor " + impl_->name + ": a child '" + spec.id + "' exists");
+  check_spec(impl_->name, spec);
   Impl::Child c;
   c.spec = std::move(spec);
   impl_->children.push_back(std::move(c));

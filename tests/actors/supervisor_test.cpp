@@ -8,8 +8,10 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -407,4 +409,153 @@ TEST(Supervisor, SnapshotShowsAHostsMessageRate) {
   ASSERT_TRUE(second.children[0].messages_per_s);
   EXPECT_GT(*second.children[0].messages_per_s, 0.0);
   EXPECT_NE(second.to_json().find("\"messages_per_s\""), std::string::npos);
+}
+
+// ---- exceptions in reports, limits per child
+
+namespace {
+
+// Collects the reports on_exit gets; waits for them without polling.
+struct ReportLog {
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<ma::ExitReport> reports;
+
+  ma::SupervisorOptions options(int restarts = 10) {
+    return ma::SupervisorOptions().with_intensity(restarts, 60000ms).with_on_exit([this](const ma::ExitReport& r) {
+      std::lock_guard lock(m);
+      reports.push_back(r);
+      cv.notify_all();
+    });
+  }
+  bool wait_for(std::size_t n, std::chrono::milliseconds timeout = 60000ms) {
+    std::unique_lock lock(m);
+    return cv.wait_for(lock, timeout, [&] { return reports.size() >= n; });
+  }
+  std::vector<ma::ExitReport> copy() {
+    std::lock_guard lock(m);
+    return reports;
+  }
+};
+
+// Burns CPU; returns after 60 s of wall time if no limit ended it.
+void burn_cpu() {
+  const auto end = std::chrono::steady_clock::now() + 60s;
+  volatile std::uint64_t x = 0;
+  while (std::chrono::steady_clock::now() < end)
+    for (int i = 0; i < 1'000'000; ++i) x = x + 1;
+}
+
+// 1 GiB, not touched (one byte): only an address-space limit makes it fail.
+void allocate_a_gibibyte() {
+  constexpr std::size_t size = std::size_t{1} << 30;
+  char* block = new char[size];
+  static_cast<volatile char*>(block)[0] = 1;  // the allocation may not be elided
+  delete[] block;
+}
+
+}  // namespace
+
+TEST(Supervisor, ExitReportCarriesTheUncaughtException) {
+  ReportLog log;
+  mpx::Event threw;  // made before the fork: the restarted child sees it set
+  mpx::Event idle;
+  ma::Supervisor sup(
+      "s-exceptions", log.options(),
+      {ma::ChildSpec::process("throws", [threw, idle]() mutable {
+         if (!threw.is_set()) {
+           threw.set();
+           throw std::runtime_error("boom");
+         }
+         idle.set();  // the restart: waits to be SIGKILLed
+         idle_forever();
+       }),
+       ma::ChildSpec::process("exit3", [] { mpx::exit(3); }).with_restart(ma::RestartType::temporary),
+       ma::ChildSpec::process("int", [] { throw 7; }).with_restart(ma::RestartType::temporary)});
+  ASSERT_TRUE(log.wait_for(3));
+  ASSERT_TRUE(idle.wait(60s));
+  ::kill(pids(sup)["throws"], SIGKILL);  // the same child's slot, after a restart: no stale exception
+  ASSERT_TRUE(log.wait_for(4));
+  std::map<std::string, std::vector<ma::ExitReport>> by_child;
+  for (const auto& r : log.copy()) by_child[r.child].push_back(r);
+  ASSERT_EQ(by_child["throws"].size(), 2u);
+  const auto& boom = by_child["throws"][0];
+  EXPECT_EQ(boom.exit_code, 1);
+  ASSERT_TRUE(boom.exception);
+  EXPECT_EQ(boom.exception->type, "std::runtime_error");
+  EXPECT_EQ(boom.exception->message, "boom");
+  EXPECT_NE(boom.to_string().find("uncaught std::runtime_error: boom"), std::string::npos) << boom.to_string();
+  const auto& killed = by_child["throws"][1];
+  EXPECT_EQ(killed.exit_code, -SIGKILL);
+  EXPECT_EQ(killed.restarts, 1u);
+  EXPECT_FALSE(killed.exception) << killed.exception->type;
+  ASSERT_EQ(by_child["exit3"].size(), 1u);
+  EXPECT_EQ(by_child["exit3"][0].exit_code, 3);
+  EXPECT_FALSE(by_child["exit3"][0].exception);  // mpx::exit is not an exception
+  ASSERT_EQ(by_child["int"].size(), 1u);
+  ASSERT_TRUE(by_child["int"][0].exception);
+  EXPECT_EQ(by_child["int"][0].exception->type, "int");
+  EXPECT_EQ(by_child["int"][0].exception->message, "");
+  // The history holds the same reports.
+  bool in_history = false;
+  for (const auto& r : sup.reports())
+    in_history = in_history || (r.child == "throws" && r.exception && r.exception->message == "boom");
+  EXPECT_TRUE(in_history);
+}
+
+TEST(Supervisor, AnAddressSpaceLimitAppliesAtEveryRestart) {
+  ReportLog log;
+  mpx::ProcessLimits limits;
+  limits.address_space = std::uint64_t{512} << 20;
+  // Intensity 1: the first failure is restarted (under the limit again), the
+  // second makes the supervisor give up.
+  ma::Supervisor sup("s-memory", log.options(1),
+                     {ma::ChildSpec::process("greedy", allocate_a_gibibyte).with_limits(limits)});
+  ASSERT_TRUE(sup.wait_failed(60000ms));
+  const auto reports = log.copy();
+  ASSERT_EQ(reports.size(), 2u);
+  for (unsigned i = 0; i < 2; ++i) {
+    EXPECT_EQ(reports[i].exit_code, 1) << i;
+    EXPECT_EQ(reports[i].restarts, i);
+    ASSERT_TRUE(reports[i].exception) << i << ": the allocation did not fail";
+    EXPECT_EQ(reports[i].exception->type, "std::bad_alloc");
+  }
+}
+
+TEST(Supervisor, ACpuLimitKillsTheChildAndItIsRestarted) {
+  ReportLog log;
+  mpx::ProcessLimits limits;
+  limits.cpu_seconds = 1;
+  ma::Supervisor sup("s-cpu", log.options(), {ma::ChildSpec::process("spinner", burn_cpu).with_limits(limits)});
+  ASSERT_TRUE(log.wait_for(2));  // the first run and its restart both hit the limit
+  sup.stop();
+  const auto reports = log.copy();
+  for (unsigned i = 0; i < 2; ++i) {
+    EXPECT_EQ(reports[i].exit_code, -SIGXCPU) << i;
+    EXPECT_EQ(reports[i].how, "killed by signal");
+    EXPECT_EQ(reports[i].restarts, i);
+    EXPECT_FALSE(reports[i].exception);
+  }
+}
+
+TEST(Supervisor, LimitsAreRefusedForHostChildrenAndBadOnesThrowActorError) {
+  mpx::ProcessLimits limits;
+  limits.cpu_seconds = 5;
+  EXPECT_THROW(ma::Supervisor("s-host-limits", ma::SupervisorOptions(),
+                              {ma::ChildSpec::host("limited-host", ma::HostOptions(), {}).with_limits(limits)}),
+               ma::ActorError);
+  EXPECT_THROW(ma::Supervisor("s-nested-limits", ma::SupervisorOptions(),
+                              {ma::ChildSpec::supervisor(
+                                  "inner", ma::SupervisorOptions(),
+                                  {ma::ChildSpec::host("limited-host", ma::HostOptions(), {}).with_limits(limits)})}),
+               ma::ActorError);
+  mpx::ProcessLimits bad;
+  bad.nice = 25;
+  EXPECT_THROW(ma::Supervisor("s-bad-limits", ma::SupervisorOptions(),
+                              {ma::ChildSpec::process("a", idle_forever), ma::ChildSpec::process("b", idle_forever).with_limits(bad)}),
+               ma::ActorError);
+  ma::Supervisor sup("s-dynamic-limits", ma::SupervisorOptions(), {ma::ChildSpec::process("a", idle_forever)});
+  EXPECT_THROW(sup.start_child(ma::ChildSpec::host("limited-host", ma::HostOptions(), {}).with_limits(limits)),
+               ma::ActorError);
+  EXPECT_EQ(sup.count_children().specs, 1u);
 }

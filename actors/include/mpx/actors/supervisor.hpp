@@ -17,7 +17,10 @@
 //   thread at any time.
 // - A child exits: an ExitReport is made (to the log at info, or warn for
 //   an abnormal exit; to SupervisorOptions::on_exit on the watcher thread;
-//   to the bounded history). permanent children are restarted, transient
+//   to the bounded history). A process or nested supervisor child whose
+//   target ended with an uncaught exception has it in the report (type and
+//   what(), bounded), written by the child to memory shared with the
+//   supervisor before it exits. permanent children are restarted, transient
 //   ones only after an abnormal exit (exit code != 0), temporary never.
 //   Strategies: one_for_one restarts the child; one_for_all stops the others
 //   (reverse order) and restarts all in order; rest_for_one does so for the
@@ -39,6 +42,10 @@
 //   then SIGKILL; brutal_kill (timeout 0) is SIGKILL at once.
 // - Start methods: host children follow HostOptions; process and nested
 //   supervisor children are forked (their targets are closures).
+// - Limits: ChildSpec::limits (ProcessLimits) are applied at every start and
+//   restart of a process or nested supervisor child (whose own children
+//   inherit the rlimits, nice value and affinity through fork); a host
+//   child with limits is refused (ActorError): HostOptions has none yet.
 #pragma once
 
 #include <sys/types.h>
@@ -53,6 +60,7 @@
 
 #include "mpx/actors/detail/spawn_args.hpp"
 #include "mpx/actors/host.hpp"
+#include "mpx/process.hpp"
 
 namespace mpx::actors {
 
@@ -83,12 +91,22 @@ struct Backoff {
   std::chrono::milliseconds reset_after{10000};
 };
 
+// The uncaught exception a child's target ended with.
+struct ChildException {
+  std::string type;     // demangled: "std::runtime_error"; at most 255 bytes
+  std::string message;  // what(), empty for a type not derived from std::exception; at most 3 KiB
+};
+
 struct ExitReport {
   std::string supervisor;
   std::string child;
   pid_t pid = 0;
   std::optional<int> exit_code;  // -N: signal N
   std::string how;               // "exited", "killed by signal", "stopped by the supervisor"
+  // Process and nested supervisor children whose target threw (exit code 1,
+  // unless a signal ended the child while it was shutting down); empty
+  // otherwise, and always for host children.
+  std::optional<ChildException> exception;
   unsigned restarts = 0;         // of this child before this exit
   std::chrono::system_clock::time_point when;
   [[nodiscard]] std::string to_string() const;
@@ -140,6 +158,10 @@ struct ChildSpec {
   RestartType restart = RestartType::permanent;
   std::chrono::milliseconds shutdown{5000};  // 0: brutal_kill; milliseconds::max(): infinity
   bool significant = false;                  // see AutoShutdown
+  // process and supervisor children: applied at every (re)start (ProcessLimits
+  // in mpx/process.hpp; a CPU limit ends the child with -SIGXCPU, an address
+  // space limit makes allocations throw std::bad_alloc)
+  ProcessLimits limits;
   // process
   std::function<void()> target;
   // host
@@ -168,6 +190,11 @@ struct ChildSpec {
     return *this;
   }
   ChildSpec&& with_shutdown(std::chrono::milliseconds value) && { return std::move(with_shutdown(value)); }
+  ChildSpec& with_limits(ProcessLimits value) & {
+    limits = std::move(value);
+    return *this;
+  }
+  ChildSpec&& with_limits(ProcessLimits value) && { return std::move(with_limits(std::move(value))); }
 };
 
 struct ChildInfo {
