@@ -1,8 +1,8 @@
 // process_bench: start + join of an empty process, mpx side by side with the
 // machine's limit and with Python's multiprocessing, in one run.
-// Usage: process_bench [--rounds R] [--iters N] [--py-iters N] [--spawn-iters N] [--no-python] [--quick]
-//                      [--json FILE]
-//        process_bench --loop bare|mpx_fork|mpx_forkserver N   (one contender only, for strace/perf)
+// Usage: process_bench [--rounds R] [--iters N] [--py-iters N] [--spawn-iters N] [--heap-mib M]
+//                      [--heap-iters N] [--no-python] [--quick] [--json FILE]
+//        process_bench --loop bare|mpx_fork|mpx_forkserver|mpx_spawn N   (one contender only, for strace/perf)
 //
 // Contenders (each timed iteration is one complete start + join):
 //   bare_fork_exit_waitpid  fork(); the child _exit(0)s; waitpid(). The limit.
@@ -13,12 +13,20 @@
 //                           StartMethod::forkserver); the server is started
 //                           by set_start_method(forkserver) first thing in
 //                           main, before any thread exists.
+//   mpx_spawn               the same with StartMethod::spawn: a new run of
+//                           this program (it calls mpx::freeze_support()
+//                           first thing in main).
 //   python_fork/forkserver/spawn
 //                           ctx.Process(target=_empty); start(); join(), in
 //                           bench/python/process_start_join.py, kept running
 //                           as a co-process (started once, warmed up) so its
 //                           rounds interleave with ours.
-// Both mpx contenders run the same registered empty function.
+// The mpx contenders run the same registered empty function.
+//
+// Then process_start_large_heap: the parent touches a heap of M MiB (1024
+// unless --heap-mib) and the fork, forkserver and spawn contenders and the
+// bare fork start + join again, alternating, --heap-iters times each: what
+// a service with a large heap pays per child.
 //
 // The machine is shared and noisy: the run is R rounds; in each round the
 // C++ contenders alternate in blocks of 10 iterations (order rotated per
@@ -106,6 +114,20 @@ double mpx_forkserver_once() {
   }
   double us = us_since(t0);
   if (code != 0) fail("mpx forkserver child did not exit with 0");
+  return us;
+}
+
+double mpx_spawn_once() {
+  auto t0 = Clock::now();
+  std::optional<int> code;
+  {
+    mpx::Process p(mpx::ProcessOptions().with_start_method(mpx::StartMethod::spawn), empty_target);
+    p.start();
+    p.join();
+    code = p.exitcode();
+  }
+  double us = us_since(t0);
+  if (code != 0) fail("mpx spawn child did not exit with 0");
   return us;
 }
 
@@ -242,6 +264,7 @@ bool has_flag(int argc, char** argv, const char* flag) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  mpx::freeze_support();  // where a spawned child takes over
   // First, while this process has a single thread: fork the mpx fork server.
   // The default stays fork; the forkserver contender asks for it per Process.
   mpx::set_start_method(mpx::StartMethod::forkserver);
@@ -252,9 +275,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 2 < argc; ++i) {
     if (std::strcmp(argv[i], "--loop") != 0) continue;
     const std::map<std::string, double (*)()> by_name = {
-        {"bare", bare_fork_once}, {"mpx_fork", mpx_fork_once}, {"mpx_forkserver", mpx_forkserver_once}};
+        {"bare", bare_fork_once},
+        {"mpx_fork", mpx_fork_once},
+        {"mpx_forkserver", mpx_forkserver_once},
+        {"mpx_spawn", mpx_spawn_once}};
     auto it = by_name.find(argv[i + 1]);
-    if (it == by_name.end()) fail("--loop takes bare, mpx_fork or mpx_forkserver");
+    if (it == by_name.end()) fail("--loop takes bare, mpx_fork, mpx_forkserver or mpx_spawn");
     std::printf("%s: median %.1f us\n", argv[i + 1], round_median(std::max(1, std::atoi(argv[i + 2])), it->second));
     return 0;
   }
@@ -264,6 +290,8 @@ int main(int argc, char** argv) {
   int iters = int_arg(argc, argv, "--iters", quick ? 50 : 200);
   int py_iters = int_arg(argc, argv, "--py-iters", quick ? 20 : 60);
   int spawn_iters = int_arg(argc, argv, "--spawn-iters", quick ? 3 : 6);
+  int heap_mib = int_arg(argc, argv, "--heap-mib", quick ? 256 : 1024);
+  int heap_iters = int_arg(argc, argv, "--heap-iters", quick ? 10 : 40);
   bool python = !has_flag(argc, argv, "--no-python");
 
   std::printf("process_bench: start + join of an empty process; %d rounds, %d iterations per round for "
@@ -281,9 +309,11 @@ int main(int argc, char** argv) {
     bare_fork_once();
     mpx_fork_once();
     mpx_forkserver_once();
+    mpx_spawn_once();
   }
 
-  Series bare{"bare_fork_exit_waitpid", {}}, mpx_fork{"mpx_fork", {}}, mpx_server{"mpx_forkserver", {}};
+  Series bare{"bare_fork_exit_waitpid", {}}, mpx_fork{"mpx_fork", {}}, mpx_server{"mpx_forkserver", {}},
+      mpx_spawn{"mpx_spawn", {}};
   Series py_fork{"python_fork", {}}, py_server{"python_forkserver", {}}, py_spawn{"python_spawn", {}};
   bool python_ok = peer.has_value();
 
@@ -297,7 +327,7 @@ int main(int argc, char** argv) {
     std::vector<double> samples;
   };
   std::vector<Cpp> cpp = {{&bare, bare_fork_once, {}}, {&mpx_fork, mpx_fork_once, {}},
-                          {&mpx_server, mpx_forkserver_once, {}}};
+                          {&mpx_server, mpx_forkserver_once, {}}, {&mpx_spawn, mpx_spawn_once, {}}};
   auto cpp_round = [&](int r) {
     for (auto& c : cpp) c.samples.clear();
     for (int done = 0; done < iters; done += kBlock) {
@@ -324,8 +354,9 @@ int main(int argc, char** argv) {
     if (r % 2) python_round(r);
     cpp_round(r);
     if (r % 2 == 0) python_round(r);
-    std::printf("round %d/%d: bare %.0f us, mpx fork %.0f us, mpx forkserver %.0f us", r + 1, rounds,
-                bare.rounds.back(), mpx_fork.rounds.back(), mpx_server.rounds.back());
+    std::printf("round %d/%d: bare %.0f us, mpx fork %.0f us, mpx forkserver %.0f us, mpx spawn %.0f us", r + 1,
+                rounds, bare.rounds.back(), mpx_fork.rounds.back(), mpx_server.rounds.back(),
+                mpx_spawn.rounds.back());
     if (static_cast<int>(py_fork.rounds.size()) == r + 1)
       std::printf(", python fork %.0f us, forkserver %.0f us, spawn %.0f us", py_fork.rounds.back(),
                   py_server.rounds.back(), py_spawn.rounds.back());
@@ -341,7 +372,7 @@ int main(int argc, char** argv) {
   std::printf("\n%-24s | %24s | %18s | %26s | %s\n", "scenario", "median us per start+join", "ratio to bare fork",
               "mpx speedup vs Python fork", "round medians min..max us");
   std::printf("%s\n", std::string(128, '-').c_str());
-  for (const Series* s : {&bare, &mpx_fork, &mpx_server, &py_fork, &py_server, &py_spawn}) {
+  for (const Series* s : {&bare, &mpx_fork, &mpx_server, &mpx_spawn, &py_fork, &py_server, &py_spawn}) {
     if (s->rounds.empty()) {
       std::printf("%-24s | %24s | %18s | %26s | %s\n", s->scenario.c_str(), "-", "-", "-", "-");
       continue;
@@ -368,6 +399,8 @@ int main(int argc, char** argv) {
   }
   if (!py_server.rounds.empty())
     std::printf("  (info) mpx forkserver vs Python forkserver: %.2fx faster\n", py_server.value() / mpx_server.value());
+  if (!py_spawn.rounds.empty())
+    std::printf("  (info) mpx spawn vs Python spawn: %.2fx faster\n", py_spawn.value() / mpx_spawn.value());
   std::printf("\nratios are of the medians of this run (median of %d round medians each); the C++ contenders "
               "alternate every %d iterations, the Python rounds interleave with theirs. Placement left to the "
               "scheduler.\n",
@@ -379,11 +412,56 @@ int main(int argc, char** argv) {
     return out;
   };
   const double py_server_us = py_server.rounds.empty() ? 0.0 : py_server.value();
+  const double py_spawn_us = py_spawn.rounds.empty() ? 0.0 : py_spawn.value();
+
+  // ---- process_start_large_heap: the same starts from a parent with a large touched heap.
+  std::printf("\nprocess_start_large_heap: touching %d MiB in the parent, then %d start + join of each, "
+              "alternating...\n",
+              heap_mib, heap_iters);
+  std::fflush(stdout);
+  std::vector<char> heap(static_cast<std::size_t>(heap_mib) << 20);
+  for (std::size_t i = 0; i < heap.size(); i += 4096) heap[i] = static_cast<char>(i);
+  struct HeapRun {
+    const char* name;
+    double (*once)();
+    std::vector<double> samples;
+  };
+  std::vector<HeapRun> heap_runs = {{"bare_fork_exit_waitpid", bare_fork_once, {}},
+                                    {"fork", mpx_fork_once, {}},
+                                    {"forkserver", mpx_forkserver_once, {}},
+                                    {"spawn", mpx_spawn_once, {}}};
+  for (int i = 0; i < heap_iters; ++i) {
+    for (std::size_t k = 0; k < heap_runs.size(); ++k) {
+      auto& h = heap_runs[(k + static_cast<std::size_t>(i)) % heap_runs.size()];
+      h.samples.push_back(h.once());
+    }
+  }
+  std::printf("%-32s | %14s | %14s\n", "with the heap", "median us", "p99 us");
+  for (auto& h : heap_runs) {
+    std::printf("%-32s | %14.1f | %14.1f\n", h.name, median(h.samples), mpx::bench::p99(h.samples));
+  }
+  const double heap_bare_us = median(heap_runs[0].samples);
+  const std::string heap_note = "start + join from a parent with " + std::to_string(heap_mib) +
+                                " MiB touched; median of " + std::to_string(heap_iters);
+  const auto heap_peers = [&](std::size_t self) {
+    std::vector<std::pair<std::string, double>> out{{"bare_fork_exit_waitpid", heap_bare_us}};
+    for (std::size_t k = 1; k < heap_runs.size(); ++k)
+      if (k != self) out.emplace_back(std::string("mpx_") + heap_runs[k].name, median(heap_runs[k].samples));
+    return out;
+  };
+  heap.clear();
+  heap.shrink_to_fit();
+
   const std::vector<mpx::bench::Record> records{
       {"process_start_join_fork", "us", mpx_fork.value(), peers("python_fork", py_fork_us), false,
        "start + join of an empty process; median of round medians"},
       {"process_start_join_forkserver", "us", mpx_server.value(), peers("python_forkserver", py_server_us), false,
        "start + join of an empty process; median of round medians"},
+      {"process_start_join_spawn", "us", mpx_spawn.value(), peers("python_spawn", py_spawn_us), false,
+       "start + join of an empty process; median of round medians"},
+      {"process_start_large_heap_fork", "us", median(heap_runs[1].samples), heap_peers(1), false, heap_note},
+      {"process_start_large_heap_forkserver", "us", median(heap_runs[2].samples), heap_peers(2), false, heap_note},
+      {"process_start_large_heap_spawn", "us", median(heap_runs[3].samples), heap_peers(3), false, heap_note},
   };
   return mpx::bench::write_json(mpx::bench::parse_options(argc, argv).json_path, "process_bench", records) ? 0 : 1;
 }

@@ -28,6 +28,7 @@
 
 #include "mpx/connection.hpp"
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/detail/ring.hpp"
 #include "mpx/sync_error.hpp"
 
@@ -138,6 +139,43 @@ std::pair<Connection, Connection> make_pipe(bool duplex) {
   }
   return {Connection(a), Connection(b)};
 }
+
+namespace detail {
+
+PassedConnection send_connection(const Connection& c) {
+  if (!c.s_) throw ConnectionError("mpx::Connection: not connected");
+  const int fd = c.s_->fd.load(std::memory_order_acquire);
+  if (fd < 0) throw ConnectionError("mpx::Connection: the connection is closed");
+  PassedConnection passed;
+  passed.socket = send_fd(fd, "a Pipe end");
+  for (int r = 0; r < 2 && c.s_->core->rings[r]; ++r) {
+    passed.rings[r] = send_fd(c.s_->core->rings[r].base_fd(), "a Pipe end");
+    passed.ring_count = static_cast<std::uint8_t>(r + 1);
+  }
+  passed.end = static_cast<std::uint8_t>(c.s_->end);
+  passed.readable = c.s_->readable;
+  passed.writable = c.s_->writable;
+  return passed;
+}
+
+Connection receive_connection(const PassedConnection& passed) {
+  if (passed.ring_count < 1 || passed.ring_count > 2 || passed.end > 1)
+    throw ConnectionError("mpx::Connection: a received pipe end is malformed");
+  auto core = std::make_shared<PipeCore>();
+  for (int r = 0; r < passed.ring_count; ++r) {
+    UniqueFd file = receive_fd(passed.rings[r], "a Pipe end");
+    core->rings[r] = Ring::attach(pipe_ring_options(), file.get(), UniqueFd());
+  }
+  auto state = std::make_shared<ConnectionState>();
+  state->fd = receive_fd(passed.socket, "a Pipe end").release();
+  state->end = passed.end;
+  state->readable = passed.readable;
+  state->writable = passed.writable;
+  state->core = std::move(core);
+  return Connection(std::move(state));
+}
+
+}  // namespace detail
 
 ConnectionState& Connection::state(bool for_send) const {
   if (!s_) throw ConnectionError("mpx::Connection: not connected");

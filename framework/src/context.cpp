@@ -9,13 +9,20 @@ Context get_context(std::string_view method) {
     if (method == to_string(m)) return Context(m);
   }
   throw ProcessError("cannot find context for '" + std::string(method) +
-                     "': mpx offers the start methods 'fork' and 'forkserver'");
+                     "': mpx offers the start methods 'fork', 'forkserver' and 'spawn'");
 }
 
-std::vector<StartMethod> get_all_start_methods() { return {StartMethod::fork, StartMethod::forkserver}; }
+std::vector<StartMethod> get_all_start_methods() {
+  return {StartMethod::fork, StartMethod::forkserver, StartMethod::spawn};
+}
 
 std::string_view to_string(StartMethod method) noexcept {
-  return method == StartMethod::forkserver ? "forkserver" : "fork";
+  switch (method) {
+    case StartMethod::forkserver: return "forkserver";
+    case StartMethod::spawn: return "spawn";
+    case StartMethod::fork: break;
+  }
+  return "fork";
 }
 
 }  // namespace mpx

@@ -3,7 +3,7 @@
 // workers on request so that a multi-threaded parent never forks itself.
 //
 // Protocol, over a SOCK_SEQPACKET socketpair (one datagram per message):
-//   parent -> server  ForkRequest (encoded with mpx::encode), with an id, and
+//   parent -> server  StartRequest (start_request.hpp, encoded with mpx::encode), with an id, and
 //                     SCM_RIGHTS [the descriptors of the primitives among the
 //                     arguments] (fd_passing.hpp)
 //   server -> parent  ForkReply with the same id, and SCM_RIGHTS [pidfd,
@@ -39,33 +39,17 @@
 #include <mutex>
 
 #include "mpx/detail/deadline.hpp"
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/logging.hpp"
+#include "mpx/sync_error.hpp"
 #include "process_runtime.hpp"
+#include "start_request.hpp"
 
 namespace mpx::detail {
 
 namespace {
 
-constexpr std::size_t kMaxRequestSize = 160 * 1024;
 std::atomic<std::int64_t> g_reply_timeout_ms{30'000};
-
-struct ForkRequest {
-  std::string function;
-  std::string arguments;  // encoded argument tuple
-  std::string name;
-  bool daemon = false;
-  std::vector<int> identity;
-  std::string parent_name;
-  int parent_pid = 0;
-  int log_level = 0;
-  std::uint64_t id = 0;
-  ProcessLimits limits;
-
-  template <class Archive>
-  void serialize(Archive& ar) {
-    ar(id, function, arguments, name, daemon, identity, parent_name, parent_pid, log_level, limits);
-  }
-};
 
 struct ForkReply {
   std::uint64_t id = 0;  // the request's
@@ -115,69 +99,6 @@ struct sigaction g_inherited[std::size(kServerSignals)];
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 void pidfd_kill(int pidfd) { ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0); }
 
-// Waits at most `ms` for `fd` to become readable.
-bool wait_readable(int fd, int ms) {
-  pollfd p{fd, POLLIN, 0};
-  int rc;
-  do rc = ::poll(&p, 1, ms);
-  while (rc < 0 && errno == EINTR);
-  return rc > 0;
-}
-
-// Room for the most descriptors one message carries.
-constexpr std::size_t kControlBytes = CMSG_SPACE(sizeof(int) * kMaxPassedFds);
-
-void send_with_fds(int socket, std::span<const std::byte> data, std::span<const int> fds) {
-  iovec iov{const_cast<std::byte*>(data.data()), data.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  if (fds.size() > kMaxPassedFds) throw ProcessError("too many descriptors for the fork server");
-  alignas(cmsghdr) char control[kControlBytes]{};
-  if (!fds.empty()) {
-    msg.msg_control = control;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
-  }
-  ssize_t n;
-  do n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
-  while (n < 0 && errno == EINTR);
-  if (n < 0) throw_errno("sending to the fork server (sendmsg)");
-}
-
-// Receives one datagram and the descriptors that came with it (owned, in
-// order). Returns the number of bytes, 0 on EOF.
-std::size_t receive_with_fds(int socket, std::vector<std::byte>& buffer, std::vector<UniqueFd>& fds) {
-  fds.clear();
-  iovec iov{buffer.data(), buffer.size()};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[kControlBytes]{};
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
-  while (n < 0 && errno == EINTR);
-  if (n < 0) throw_errno("receiving from the fork server (recvmsg)");
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      for (std::size_t i = 0; i < count; ++i) {
-        int fd;
-        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-        fds.emplace_back(fd);
-      }
-    }
-  }
-  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) throw ProcessError("fork server message truncated");
-  return static_cast<std::size_t>(n);
-}
-
 int count_threads() {
   int n = 0;
   if (DIR* d = ::opendir("/proc/self/task")) {
@@ -194,38 +115,26 @@ struct Worker {
   UniqueFd status_write;
 };
 
-[[noreturn]] void run_worker(const ForkRequest& request, pid_t server_pid, std::vector<UniqueFd>& passed) {
+[[noreturn]] void run_worker(const StartRequest& request, pid_t server_pid, std::vector<UniqueFd>& passed) {
   for (int fd : *g_server_fds) ::close(fd);
   for (std::size_t i = 0; i < std::size(kServerSignals); ++i) ::sigaction(kServerSignals[i], &g_inherited[i], nullptr);
-  ProcessInfo parent;
-  parent.name = request.parent_name;
-  parent.pid = request.parent_pid;
-  ChildIdentity who{request.name,     request.daemon,         request.identity, parent,
-                    server_pid,       StartMethod::forkserver, request.limits};
-  become_child(who);
-  get_logger()->set_level(static_cast<spdlog::level::level_enum>(request.log_level));
-  auto invoker = functions().by_name.at(request.function);
-  std::span<const std::byte> arguments(reinterpret_cast<const std::byte*>(request.arguments.data()),
-                                       request.arguments.size());
-  run_child_and_exit([&] { invoker(arguments, passed); });
+  run_start_request(request, server_pid, StartMethod::forkserver, passed);
 }
 
-ForkReply failed(const ForkRequest& request, const std::string& error) { return ForkReply{request.id, 0, error}; }
+ForkReply failed(const StartRequest& request, const std::string& error) { return ForkReply{request.id, 0, error}; }
 
 // Forks the requested worker and sends the reply with its descriptors;
 // returns the reply to send when it failed. Throws when the parent is gone.
 // `passed`: the descriptors that came with the request, for the worker.
 std::optional<ForkReply> serve_request(int socket, std::span<const std::byte> message, std::vector<UniqueFd>& passed,
                                        std::map<int, Worker>& workers) {
-  ForkRequest request;
+  StartRequest request;
   try {
-    request = decode<ForkRequest>(message);
+    request = decode<StartRequest>(message);
   } catch (const std::exception& e) {
     return failed(request, std::string("bad fork request: ") + e.what());
   }
-  if (!functions().by_name.count(request.function)) {
-    return failed(request, "function '" + request.function + "' is not registered in the fork server");
-  }
+  if (auto why = unregistered_reason(request.function); !why.empty()) return failed(request, why);
   int status_pipe[2];
   if (::pipe2(status_pipe, O_CLOEXEC) < 0) return failed(request, std::string("pipe: ") + std::strerror(errno));
   UniqueFd status_read(status_pipe[0]), status_write(status_pipe[1]);
@@ -276,7 +185,7 @@ void reap_worker(std::map<int, Worker>::iterator it, std::map<int, Worker>& work
 [[noreturn]] void server_main(UniqueFd socket) {
   g_server_fds = new std::vector<int>{socket.get()};
   std::map<int, Worker> workers;  // by pidfd
-  std::vector<std::byte> buffer(kMaxRequestSize);
+  std::vector<std::byte> buffer(kMaxStartRequestSize);
   for (;;) {
     std::vector<pollfd> fds{{socket.get(), POLLIN, 0}};
     for (auto& [fd, worker] : workers) fds.push_back({fd, POLLIN, 0});
@@ -310,6 +219,41 @@ void reap_worker(std::map<int, Worker>::iterator it, std::map<int, Worker>& work
 
 }  // namespace
 
+StartRequest make_start_request(const ChildIdentity& who, const RemoteCall& call, const std::string& authkey) {
+  StartRequest request;
+  request.function = call.function;
+  request.arguments.assign(reinterpret_cast<const char*>(call.arguments.data()), call.arguments.size());
+  request.name = who.name;
+  request.daemon = who.daemon;
+  request.identity = who.identity;
+  request.parent_name = who.parent.name;
+  request.parent_pid = who.parent.pid;
+  request.log_level = static_cast<int>(get_logger()->level());
+  request.limits = who.limits;
+  request.authkey = authkey;
+  return request;
+}
+
+std::string unregistered_reason(const std::string& function) {
+  if (functions().by_name.count(function)) return {};
+  return "function '" + function + "' is not registered in this program (MPX_REGISTER_FUNCTION)";
+}
+
+void run_start_request(const StartRequest& request, pid_t expected_ppid, StartMethod method,
+                       std::vector<UniqueFd>& passed) {
+  ProcessInfo parent;
+  parent.name = request.parent_name;
+  parent.pid = request.parent_pid;
+  ChildIdentity who{request.name, request.daemon, request.identity, parent, expected_ppid, method, request.limits};
+  become_child(who);
+  adopt_authkey(request.authkey);
+  get_logger()->set_level(static_cast<spdlog::level::level_enum>(request.log_level));
+  auto invoker = functions().by_name.at(request.function);
+  std::span<const std::byte> arguments(reinterpret_cast<const std::byte*>(request.arguments.data()),
+                                       request.arguments.size());
+  run_child_and_exit([&] { invoker(arguments, passed); });
+}
+
 bool register_function(const char* name, void (*function)(), RemoteInvoker invoker) {
   auto& registry = functions();
   if (!registry.by_name.emplace(name, invoker).second) {
@@ -334,9 +278,9 @@ namespace {
 void drop_server_locked(Client& c) {
   c.socket.reset();
   if (c.server_pidfd && c.owner == ::getpid()) {
-    if (!wait_readable(c.server_pidfd.get(), 5000)) {  // closed its socket: it is exiting
+    if (!wait_readable(c.server_pidfd.get(), std::chrono::seconds(5))) {  // closed its socket: it is exiting
       pidfd_kill(c.server_pidfd.get());
-      wait_readable(c.server_pidfd.get(), 5000);
+      wait_readable(c.server_pidfd.get(), std::chrono::seconds(5));
     }
     siginfo_t info{};
     int rc;
@@ -413,7 +357,7 @@ void start_server_locked(Client& c) {
 // A running server, started or restarted as needed.
 void ensure_running_locked(Client& c) {
   if (c.socket && c.owner == ::getpid()) {
-    if (!wait_readable(c.server_pidfd.get(), 0)) return;
+    if (!wait_readable(c.server_pidfd.get(), std::chrono::seconds(0))) return;
     get_logger()->warn("the fork server (pid {}) has died; starting a new one", c.server_pid);
     drop_server_locked(c);
   }
@@ -451,19 +395,11 @@ void close_forkserver_in_child() {
   c.owner = 0;
 }
 
-std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const RemoteCall& call) {
+std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const RemoteCall& call,
+                                             const std::string& authkey) {
   auto& c = client();
   std::lock_guard lock(c.mutex);
-  ForkRequest request{call.function,
-                      std::string(reinterpret_cast<const char*>(call.arguments.data()), call.arguments.size()),
-                      who.name,
-                      who.daemon,
-                      who.identity,
-                      who.parent.name,
-                      who.parent.pid,
-                      static_cast<int>(get_logger()->level()),
-                      0,
-                      who.limits};
+  StartRequest request = make_start_request(who, call, authkey);
   const std::string starting = "starting '" + who.name + "' with the fork server";
   // Sent to a live server; a server that died just before gets the request
   // once more, from a new server (the first never received it).
@@ -471,14 +407,14 @@ std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const Rem
     ensure_running_locked(c);
     request.id = ++c.last_id;
     auto message = encode(request);
-    if (message.size() > kMaxRequestSize) {
+    if (message.size() > kMaxStartRequestSize) {
       throw ProcessError("forkserver arguments of '" + who.name + "' too large: " + std::to_string(message.size()) +
-                         " bytes encoded, at most " + std::to_string(kMaxRequestSize));
+                         " bytes encoded, at most " + std::to_string(kMaxStartRequestSize));
     }
     try {
       send_with_fds(c.socket.get(), message, call.fds);
       break;
-    } catch (const ProcessOSError& e) {
+    } catch (const OSError& e) {
       if (attempt > 0 || (e.code() != EPIPE && e.code() != ECONNRESET)) throw ProcessOSError(starting, e.code());
       drop_server_locked(c);
     }
@@ -486,26 +422,26 @@ std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const Rem
   pid_t server = c.server_pid;
   auto deadline = Deadline::after(std::chrono::milliseconds(g_reply_timeout_ms.load()));
   for (;;) {
-    if (!wait_readable(c.socket.get(), deadline.poll_timeout_ms())) {
+    std::vector<std::byte> buffer(4096);
+    std::vector<UniqueFd> fds;
+    std::optional<std::size_t> n = 0;
+    try {
+      n = receive_with_fds(c.socket.get(), buffer, fds, 2, deadline);  // the reply's pidfd and status pipe
+    } catch (const OSError& e) {
+      if (e.code() != ECONNRESET) throw ProcessOSError(starting, e.code());
+    }
+    if (!n) {
       throw ProcessError(starting + ": the fork server (pid " + std::to_string(server) + ") did not answer within " +
                          std::to_string(g_reply_timeout_ms.load()) + " ms");
     }
-    std::vector<std::byte> buffer(4096);
-    std::vector<UniqueFd> fds;
-    std::size_t n = 0;
-    try {
-      n = receive_with_fds(c.socket.get(), buffer, fds);
-    } catch (const ProcessOSError& e) {
-      if (e.code() != ECONNRESET) throw ProcessOSError(starting, e.code());
-    }
-    if (n == 0) {
+    if (*n == 0) {
       drop_server_locked(c);
       throw ProcessError(starting + ": the fork server (pid " + std::to_string(server) +
                          ") died before answering; the next start() starts a new one");
     }
     ForkReply reply;
     try {
-      reply = decode<ForkReply>(std::span(buffer.data(), n));
+      reply = decode<ForkReply>(std::span(buffer.data(), *n));
     } catch (const Error& e) {
       throw ProcessError(starting + ": unreadable reply: " + e.what());
     }

@@ -27,7 +27,9 @@
 
 #include "mpx/detail/deadline.hpp"
 #include "mpx/logging.hpp"
+#include "mpx/context.hpp"
 #include "process_runtime.hpp"
+#include "start_request.hpp"
 
 namespace mpx {
 
@@ -240,12 +242,15 @@ void put_authkey(std::string key) {
   a.key = std::move(key);
 }
 
-// In a freshly forked, single-threaded child: the key its Process carried.
+}  // namespace
+
 void adopt_authkey(const std::string& key) {
   auto& a = authkey_state();
   a.mutex = new std::mutex;  // the inherited one may be locked; abandoned
   a.key = key;
 }
+
+namespace {
 
 std::shared_ptr<ChildState> fork_start(const ChildIdentity& who, Process& process, void (Process::*run)()) {
   flush_std_streams();
@@ -256,6 +261,12 @@ std::shared_ptr<ChildState> fork_start(const ChildIdentity& who, Process& proces
     adopt_authkey(process.authkey());
     run_child_and_exit([&] { (process.*run)(); });
   }
+  return watch_direct_child(pid, who.name);
+}
+
+}  // namespace
+
+std::shared_ptr<ChildState> watch_direct_child(pid_t pid, const std::string& name) {
   auto state = std::make_shared<ChildState>();
   state->pid = pid;
   state->owner = ::getpid();
@@ -266,7 +277,7 @@ std::shared_ptr<ChildState> fork_start(const ChildIdentity& who, Process& proces
     if (err != ESRCH && err != ECHILD) {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
-      throw ProcessOSError("starting '" + who.name + "' (pidfd_open)", err);
+      throw ProcessOSError("starting '" + name + "' (pidfd_open)", err);
     }
     // A short child was reaped by a host's SIGCHLD handler (or SIGCHLD is
     // ignored) before its pidfd existed, and its pid may already be someone
@@ -275,15 +286,13 @@ std::shared_ptr<ChildState> fork_start(const ChildIdentity& who, Process& proces
     get_logger()->warn(
         "{} (pid {}) ended and was reaped by another waiter (a SIGCHLD handler calling waitpid(-1, ...), or "
         "SIGCHLD ignored) before mpx could watch it; its exitcode is unknown",
-        who.name, pid);
+        name, pid);
     state->pidfd.reset(::eventfd(1, EFD_CLOEXEC));
-    if (!state->pidfd) throw ProcessOSError("starting '" + who.name + "' (eventfd)", errno);
+    if (!state->pidfd) throw ProcessOSError("starting '" + name + "' (eventfd)", errno);
     state->status_lost = true;
   }
   return state;
 }
-
-}  // namespace
 
 ChildState::~ChildState() {
   // A forked child inherits these descriptors but closes them itself at the
@@ -755,27 +764,24 @@ void Process::start() {
   detail::validate_limits(options_.limits, options_.name);
   detail::ChildIdentity who{options_.name, options_.daemon, identity_, rt.self, ::getpid(), method, options_.limits};
   std::shared_ptr<detail::ChildState> state;
-  if (method == StartMethod::forkserver) {
+  if (method == StartMethod::forkserver || method == StartMethod::spawn) {
+    const std::string with = "cannot start '" + options_.name + "' with the " + std::string(mpx::to_string(method)) +
+                             " start method: ";
     std::optional<detail::RemoteCall> call;
     try {
       if (remote_call_) call = remote_call_();
     } catch (const ProcessError&) {
       throw;
     } catch (const Error& e) {  // an argument that cannot travel (a Barrier with an action, a closed SharedMemory)
-      throw ProcessError("cannot start '" + options_.name + "' with the forkserver start method: " + e.what());
-    }
-    if (authkey_ != current_process().authkey()) {
-      throw ProcessError("cannot start '" + options_.name +
-                         "' with the forkserver start method and an authkey of its own: its child has the fork "
-                         "server's key (use the fork start method)");
+      throw ProcessError(with + e.what());
     }
     if (!call) {
-      throw ProcessError("cannot start '" + options_.name +
-                         "' with the forkserver start method: its target must be a function registered with "
-                         "MPX_REGISTER_FUNCTION, with serializable arguments (closures and run() overrides "
-                         "need the fork start method)");
+      throw ProcessError(with +
+                         "its target must be a function registered with MPX_REGISTER_FUNCTION, with serializable "
+                         "arguments (closures and run() overrides need the fork start method)");
     }
-    state = detail::forkserver_start(who, *call);
+    state = method == StartMethod::spawn ? detail::spawn_start(who, *call, authkey_)
+                                         : detail::forkserver_start(who, *call, authkey_);
   } else {
     state = detail::fork_start(who, *this, &Process::run);
   }

@@ -73,6 +73,15 @@ void become_child(const ChildIdentity& who);
 // _exits with the exit code. Never returns.
 [[noreturn]] void run_child_and_exit(const std::function<void()>& body);
 
+// The parent's side of a child it forked or spawned itself: a ChildState
+// with the child's pidfd (waited with waitid). A child already reaped by a
+// host's SIGCHLD handler is an ended child with an unknown exit code.
+std::shared_ptr<ChildState> watch_direct_child(pid_t pid, const std::string& name);
+
+// In a new, single-threaded child: the key its Process carried becomes
+// current_process().authkey().
+void adopt_authkey(const std::string& key);
+
 // Terminates daemon children and joins the others (atexit and child end).
 void finalize_children();
 void ensure_atexit_registered();
@@ -80,7 +89,8 @@ void flush_std_streams();
 
 // Fork server (forkserver.cpp).
 void ensure_forkserver();
-std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const RemoteCall& call);
+std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const RemoteCall& call,
+                                             const std::string& authkey);
 void close_forkserver_in_child();
 // A worker's status pipe closed without a status: its server `server_pid`
 // died. Reaps that server if it is the current one.

@@ -72,6 +72,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -423,7 +424,17 @@ bool process_alive(pid_t pid) noexcept {
   return !owner_gone(pid, 0);  // a zombie (killed, not yet reaped) counts as dead
 }
 
-Ring Ring::create(const RingOptions& options) {
+// The sizes and offsets that follow from the options, the same in every
+// process that maps the ring (create, attach).
+struct Ring::Layout {
+  std::size_t cells_off = 0;
+  std::size_t lanes_off = 0;
+  std::size_t ctl_off = 0;
+  std::size_t data_off = 0;
+  std::size_t total = 0;
+};
+
+Ring::Layout Ring::lay_out(const RingOptions& options) {
   // Only Queue passes user-chosen options; its error names them.
   auto bad = [](const char* rule) { throw QueueError(std::string("mpx queue: QueueOptions: ") + rule); };
   if (options.capacity == 0 || options.capacity > (std::size_t{1} << 26)) bad("capacity must be in [1, 2^26]");
@@ -432,50 +443,86 @@ Ring Ring::create(const RingOptions& options) {
   if (options.lane_bytes < 4096) bad("lane_bytes must be >= 4096");
   if (options.small_lanes && (options.small_lane_bytes <= kInlineBytes || options.small_lane_bytes > options.lane_bytes))
     bad("small_lane_bytes must be in (48, lane_bytes]");
+  options_ = options;
+  base_cells_ = options.capacity;
+  capacity_ = options.grow ? kGrowCapacity : options.capacity;
+  spill_ = options.spill;
+  max_bytes_ = options.max_bytes;
+  while ((std::size_t{1} << shift_) < capacity_) ++shift_;
+  mask_ = (std::uint64_t{1} << shift_) - 1;
+  small_count_ = options.small_lanes;
+  small_bytes_ = options.small_lanes ? options.small_lane_bytes : 0;
+  small_stride_ = round_up(small_bytes_, 64);
+  lane_count_ = options.small_lanes + options.lanes;
+  lane_bytes_ = options.lane_bytes;
+  lane_stride_ = round_up(options.lane_bytes, 4096);
+  Layout l;
+  l.cells_off = round_up(sizeof(RingHeader), 64);
+  l.lanes_off = l.cells_off + base_cells_ * sizeof(RingCell);
+  l.ctl_off = l.lanes_off + lane_count_ * sizeof(RingLane);
+  const std::size_t ctl_bytes = spill_ ? kMaxChunks * sizeof(std::uint64_t) : 0;
+  l.data_off = round_up(l.ctl_off + ctl_bytes, 4096);
+  l.total = l.data_off + round_up(small_count_ * small_stride_, 4096) + options.lanes * lane_stride_;
+  return l;
+}
+
+void Ring::place(const Layout& l) {
+  auto* base = static_cast<std::byte*>(mapping_.data());
+  header_ = reinterpret_cast<RingHeader*>(base);
+  armed_ = &header_->reader_armed;
+  cells_ = reinterpret_cast<RingCell*>(base + l.cells_off);
+  lanes_ = base + l.lanes_off;
+  lane_data_ = base + l.data_off;
+}
+
+std::unique_ptr<Ring::Growth> Ring::make_growth(UniqueFd fd, const Layout& l) const {
+  auto g = std::make_unique<Growth>();
+  g->fd = std::move(fd);
+  g->segments = options_.grow ? static_cast<std::size_t>((capacity_ - base_cells_ + kSegCells - 1) / kSegCells) : 0;
+  g->chunk_off = round_up(g->segments * kSegCells * sizeof(RingCell), std::size_t{2} << 20);
+  if (spill_) g->ctl = reinterpret_cast<std::atomic<std::uint64_t>*>(static_cast<std::byte*>(mapping_.data()) + l.ctl_off);
+  return g;
+}
+
+Ring Ring::create(const RingOptions& options) {
   Ring r;
-  r.base_cells_ = options.capacity;
-  r.capacity_ = options.grow ? kGrowCapacity : options.capacity;
-  r.spill_ = options.spill;
-  r.max_bytes_ = options.max_bytes;
-  while ((std::size_t{1} << r.shift_) < r.capacity_) ++r.shift_;
-  r.mask_ = (std::uint64_t{1} << r.shift_) - 1;
-  r.small_count_ = options.small_lanes;
-  r.small_bytes_ = options.small_lanes ? options.small_lane_bytes : 0;
-  r.small_stride_ = round_up(r.small_bytes_, 64);
-  r.lane_count_ = options.small_lanes + options.lanes;
-  r.lane_bytes_ = options.lane_bytes;
-  r.lane_stride_ = round_up(options.lane_bytes, 4096);
-  std::size_t cells_off = round_up(sizeof(RingHeader), 64);
-  std::size_t lanes_off = cells_off + r.base_cells_ * sizeof(RingCell);
-  std::size_t ctl_off = lanes_off + r.lane_count_ * sizeof(RingLane);
-  std::size_t ctl_bytes = r.spill_ ? kMaxChunks * sizeof(std::uint64_t) : 0;
-  std::size_t data_off = round_up(ctl_off + ctl_bytes, 4096);
-  std::size_t total = data_off + round_up(r.small_count_ * r.small_stride_, 4096) + options.lanes * r.lane_stride_;
-  r.mapping_ = SharedMapping::reserved(total, "a message ring (Queue or Pipe)");
-  auto* base = static_cast<std::byte*>(r.mapping_.data());
+  const Layout l = r.lay_out(options);
+  r.mapping_ = SharedMapping::reserved(l.total, "a message ring (Queue or Pipe)");
   // Zero-filled memory is a valid initial state: every cell FREE(0), every
   // lane free with generation 0 and unlinked, every chunk free. Only the
   // constants need writing; nothing past the header page is touched.
-  r.header_ = new (base) RingHeader{};
+  new (r.mapping_.data()) RingHeader{};
+  r.place(l);
   r.header_->magic = kMagic;
   r.header_->capacity = r.capacity_;
   r.header_->open_block.store(kNoOpen, std::memory_order_relaxed);
   r.header_->reader_armed.store(1, std::memory_order_relaxed);  // the first put signals a reader's descriptor
-  r.armed_ = &r.header_->reader_armed;
-  r.cells_ = reinterpret_cast<RingCell*>(base + cells_off);
-  r.lanes_ = base + lanes_off;
-  r.lane_data_ = base + data_off;
   if (options.grow || options.spill) {
-    auto g = std::make_unique<Growth>();
-    g->fd = UniqueFd(::memfd_create("mpx-queue-growth", MFD_CLOEXEC));
-    if (!g->fd) throw OSError(errno, "mpx queue: memfd_create for the queue's growth file");
-    g->segments = options.grow ? static_cast<std::size_t>((r.capacity_ - r.base_cells_ + kSegCells - 1) / kSegCells) : 0;
-    g->chunk_off = round_up(g->segments * kSegCells * sizeof(RingCell), std::size_t{2} << 20);
-    const std::uint64_t size = g->chunk_off + (r.spill_ ? std::uint64_t{kMaxChunks} * kChunkBytes : 0);
-    if (::ftruncate(g->fd.get(), static_cast<off_t>(size)) != 0)
+    UniqueFd fd(::memfd_create("mpx-queue-growth", MFD_CLOEXEC));
+    if (!fd) throw OSError(errno, "mpx queue: memfd_create for the queue's growth file");
+    r.growth_ = r.make_growth(std::move(fd), l);
+    const std::uint64_t size = r.growth_->chunk_off + (r.spill_ ? std::uint64_t{kMaxChunks} * kChunkBytes : 0);
+    if (::ftruncate(r.growth_->fd.get(), static_cast<off_t>(size)) != 0)
       throw OSError(errno, "mpx queue: ftruncate of the queue's growth file to " + std::to_string(size) + " bytes");
-    if (r.spill_) g->ctl = reinterpret_cast<std::atomic<std::uint64_t>*>(base + ctl_off);
-    r.growth_ = std::move(g);
+  }
+  return r;
+}
+
+Ring Ring::attach(const RingOptions& options, int base_fd, UniqueFd growth_fd) {
+  Ring r;
+  const Layout l = r.lay_out(options);
+  struct stat st {};
+  if (::fstat(base_fd, &st) != 0) throw OSError(errno, "mpx queue: fstat of a received ring");
+  if (static_cast<std::uint64_t>(st.st_size) < l.total)
+    throw QueueError("mpx queue: a received ring is smaller than its options say (" + std::to_string(st.st_size) +
+                     " < " + std::to_string(l.total) + " bytes)");
+  r.mapping_ = SharedMapping::of_fd(base_fd, l.total, "a received message ring");
+  r.place(l);
+  if (r.header_->magic != kMagic || r.header_->capacity != r.capacity_)
+    throw QueueError("mpx queue: a received descriptor does not hold a ring made with these options");
+  if (options.grow || options.spill) {
+    if (!growth_fd) throw QueueError("mpx queue: a received ring lacks its growth file");
+    r.growth_ = r.make_growth(std::move(growth_fd), l);
   }
   return r;
 }

@@ -1,10 +1,13 @@
 #include "mpx/detail/sync_handle.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <string>
 
 #include "mpx/detail/fd_passing.hpp"
@@ -101,6 +104,93 @@ Placement receive_placement(const PassedPlacement& passed, const char* what) {
                     std::to_string(mapping->size()) + " bytes");
   void* at = static_cast<std::byte*>(mapping->data()) + passed.offset;
   return Placement{std::move(mapping), at};
+}
+
+// ---- SCM_RIGHTS --------------------------------------------------------------
+
+namespace {
+// Room for the most descriptors one message carries.
+constexpr std::size_t kControlBytes = CMSG_SPACE(sizeof(int) * kMaxPassedFds);
+}  // namespace
+
+void send_with_fds(int socket, std::span<const std::byte> data, std::span<const int> fds) {
+  if (fds.size() > kMaxPassedFds)
+    throw OSError(EINVAL, "sendmsg of " + std::to_string(fds.size()) + " descriptors (at most " +
+                              std::to_string(kMaxPassedFds) + ")");
+  iovec iov{const_cast<std::byte*>(data.data()), data.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[kControlBytes]{};
+  if (!fds.empty()) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t n;
+  do n = ::sendmsg(socket, &msg, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) throw OSError(errno, "sendmsg with descriptors");
+  if (static_cast<std::size_t>(n) != data.size())
+    throw OSError(EMSGSIZE, "sendmsg with descriptors sent " + std::to_string(n) + " of " +
+                                std::to_string(data.size()) + " bytes");
+}
+
+std::size_t receive_with_fds(int socket, std::span<std::byte> buffer, std::vector<UniqueFd>& fds,
+                             std::size_t max_fds) {
+  fds.clear();
+  if (max_fds > kMaxPassedFds) max_fds = kMaxPassedFds;
+  iovec iov{buffer.data(), buffer.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[kControlBytes]{};
+  msg.msg_control = control;
+  // CMSG_SPACE may leave room for one more descriptor: counted below.
+  msg.msg_controllen = CMSG_SPACE(sizeof(int) * max_fds);
+  ssize_t n;
+  do n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) throw OSError(errno, "recvmsg with descriptors");
+  // Owned at once, so that every way out below closes them.
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+      fds.emplace_back(fd);
+    }
+  }
+  const bool truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 || fds.size() > max_fds;
+  if (truncated) {
+    fds.clear();
+    throw OSError(EMSGSIZE, "recvmsg: the message or its descriptors were truncated (room for " +
+                                std::to_string(buffer.size()) + " bytes and " + std::to_string(max_fds) +
+                                " descriptors)");
+  }
+  return static_cast<std::size_t>(n);
+}
+
+std::optional<std::size_t> receive_with_fds(int socket, std::span<std::byte> buffer, std::vector<UniqueFd>& fds,
+                                            std::size_t max_fds, const Deadline& deadline) {
+  if (!wait_readable(socket, deadline)) {
+    fds.clear();
+    return std::nullopt;
+  }
+  return receive_with_fds(socket, buffer, fds, max_fds);
+}
+
+bool wait_readable(int fd, const Deadline& deadline) {
+  pollfd p{fd, POLLIN, 0};
+  int rc;
+  do rc = ::poll(&p, 1, deadline.poll_timeout_ms());
+  while (rc < 0 && errno == EINTR);
+  return rc > 0;
 }
 
 Placement allocate_shared_block(std::size_t size) {

@@ -25,6 +25,9 @@ QueueCore::QueueCore(Ring r, std::size_t max)
   if (!event_fd) throw OSError(errno, "mpx queue: eventfd for the queue's readable descriptor");
 }
 
+QueueCore::QueueCore(Ring r, std::size_t max, UniqueFd event)
+    : ring(std::move(r)), event_fd(std::move(event)), maxsize(max) {}
+
 void queue_signal_reader(QueueCore& core) noexcept {
   const std::uint64_t one = 1;
   // Only fails with EAGAIN at a count of 2^64-2: readable anyway.

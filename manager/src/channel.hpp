@@ -104,8 +104,4 @@ class Channel {
   SharedMapping mapping_;
 };
 
-// SCM_RIGHTS: one byte and one descriptor.
-bool send_fd(int socket, int fd);
-int recv_fd(int socket, const Deadline& deadline);  // -1 on failure
-
 }  // namespace mpx::detail::manager

@@ -1,15 +1,17 @@
 // The client side of the manager protocol: one connection per thread and
 // process to each manager (opened lazily, again after fork), and call().
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <memory>
+#include <optional>
+#include <span>
 #include <unordered_map>
 
 #include "channel.hpp"
 #include "mpx/barrier.hpp"
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/detail/identity.hpp"
 #include "mpx/detail/unique_fd.hpp"
 #include "mpx/listener.hpp"
@@ -67,9 +69,18 @@ std::unique_ptr<ClientConnection> open(const Endpoint& ep) {
                           " was restarted; this proxy names an object of the previous server, which is gone");
   }
   if (welcome.shared_memory) {
-    UniqueFd fd(recv_fd(c->socket.fileno(), deadline));
-    if (!fd || welcome.channel_bytes != kChannelBytes) gone(ep, "the shared-memory channel did not arrive");
-    c->channel = Channel(SharedMapping::of_fd(fd.get(), kChannelBytes, "a manager channel"));
+    // One byte with the channel's memfd.
+    std::byte byte{};
+    std::vector<UniqueFd> fds;
+    std::optional<std::size_t> n;
+    try {
+      n = receive_with_fds(c->socket.fileno(), std::span(&byte, 1), fds, 1, deadline);
+    } catch (const OSError& e) {
+      gone(ep, std::string("the shared-memory channel did not arrive: ") + e.what());
+    }
+    if (n != 1 || fds.size() != 1 || welcome.channel_bytes != kChannelBytes)
+      gone(ep, "the shared-memory channel did not arrive");
+    c->channel = Channel(SharedMapping::of_fd(fds[0].get(), kChannelBytes, "a manager channel"));
   }
   return c;
 }
@@ -156,55 +167,6 @@ void throw_remote(const Response& r) {
     case Code::bad_request: throw ManagerError(r.message);
     default: throw RemoteError(r.type, r.message);
   }
-}
-
-bool send_fd(int socket, int fd) {
-  char byte = 'F';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
-  for (;;) {
-    if (::sendmsg(socket, &msg, MSG_NOSIGNAL) == 1) return true;
-    if (errno != EINTR) return false;
-  }
-}
-
-int recv_fd(int socket, const Deadline& deadline) {
-  pollfd p{socket, POLLIN, 0};
-  for (;;) {
-    int r = ::poll(&p, 1, deadline.poll_timeout_ms());
-    if (r > 0) break;
-    if (r == 0 || errno != EINTR) return -1;
-  }
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t n;
-  do n = ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC);
-  while (n < 0 && errno == EINTR);
-  if (n != 1) return -1;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int))) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c), sizeof(int));
-      return fd;
-    }
-  }
-  return -1;
 }
 
 }  // namespace mpx::detail::manager

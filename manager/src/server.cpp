@@ -23,6 +23,7 @@
 
 #include "channel.hpp"
 #include "mpx/detail/demangle.hpp"
+#include "mpx/detail/fd_passing.hpp"
 #include "mpx/detail/unique_fd.hpp"
 #include "mpx/logging.hpp"
 #include "mpx/manager_registry.hpp"
@@ -714,7 +715,11 @@ void serve_connection(Server& server, SocketConnection socket, bool local_listen
       welcome.channel_bytes = kChannelBytes;
     }
     socket.send(welcome);
-    if (memfd && !send_fd(ctx.fd, memfd.get())) throw OSError(errno, "mpx::Manager: sending a client its channel");
+    if (memfd) {
+      const std::byte byte{'F'};
+      const int fd = memfd.get();
+      send_with_fds(ctx.fd, std::span(&byte, 1), std::span(&fd, 1));
+    }
     memfd.reset();
 
     Bytes in;

@@ -183,7 +183,12 @@ class PoolCore {
 
 namespace {
 StartMethod checked_start_method(const PoolOptions& options) {
-  return options.start_method.value_or(get_start_method());
+  const StartMethod method = options.start_method.value_or(get_start_method());
+  // Tasks travel as the addresses of their (template-instantiated) invokers,
+  // which a new program image, loaded elsewhere, does not share.
+  if (method == StartMethod::spawn)
+    throw PoolError("mpx::Pool: the spawn start method is not supported (use fork or forkserver)");
+  return method;
 }
 int checked_processes(const PoolOptions& options) {
   const int n = options.processes.value_or(cpu_count());

@@ -220,6 +220,8 @@ TEST(Pool, MisuseIsATypedError) {
   EXPECT_THROW(mpx::Pool(0), mpx::PoolError);
   EXPECT_THROW(mpx::Pool(-1), mpx::PoolError);
   EXPECT_THROW(mpx::Pool(mpx::PoolOptions().with_processes(1).with_maxtasksperchild(0)), mpx::PoolError);
+  EXPECT_THROW(mpx::Pool(mpx::PoolOptions().with_processes(1).with_start_method(mpx::StartMethod::spawn)),
+               mpx::PoolError);
 
   mpx::Pool pool(1);
   EXPECT_THROW(pool.join(), mpx::PoolError);  // before close()

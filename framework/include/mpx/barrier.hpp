@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <functional>
 #include <optional>
+#include <tuple>
 
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/fd_passing.hpp"
@@ -41,7 +42,7 @@ namespace detail {
 struct BarrierState;
 }
 
-class Barrier {
+class Barrier : public detail::PassedToChild<Barrier> {
  public:
   using Timeout = std::chrono::nanoseconds;
   // timeout: the default of wait() (none: wait() waits forever). Like the
@@ -74,24 +75,17 @@ class Barrier {
   // The default timeout of wait(), if any.
   [[nodiscard]] std::optional<Timeout> timeout() const { return timeout_; }
 
-  // Serialization, only to pass it as an argument of a process started
-  // with forkserver: its shared memory travels as a descriptor
-  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
+  // save()/load(): only as a forkserver process argument (detail::PassedToChild).
   // The default timeout travels; an action cannot (it is a closure): a
-  // Barrier with an action throws SyncError when passed.
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(timeout_, passed());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    detail::PassedPlacement p;
-    ar(timeout_, p);
-    action_ = {};
-    arrive(p);
-  }
+  // Barrier with an action throws SyncError when passed, and one loaded has none.
 
  private:
+  friend class detail::PassedToChild<Barrier>;
+  template <class Self>
+  static auto travelling(Self& self) {
+    return std::tie(self.timeout_);
+  }
+  void reset_after_arrival() { action_ = {}; }
   std::size_t wait_until(const detail::Deadline& deadline);
   [[nodiscard]] detail::PassedPlacement passed() const;
   void arrive(const detail::PassedPlacement& p);

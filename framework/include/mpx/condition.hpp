@@ -31,6 +31,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <tuple>
 #include <variant>
 
 #include "mpx/detail/deadline.hpp"
@@ -45,7 +46,7 @@ namespace detail {
 struct ConditionState;
 }
 
-class Condition {
+class Condition : public detail::PassedToChild<Condition> {
  public:
   Condition();  // with a new RLock
   explicit Condition(Lock lock);
@@ -92,22 +93,15 @@ class Condition {
   void notify(int n = 1);
   void notify_all();
 
-  // Serialization, only to pass it as an argument of a process started
-  // with forkserver: its shared memory travels as a descriptor
-  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
+  // save()/load(): only as a forkserver process argument (detail::PassedToChild).
   // Its lock travels with it (the same shared lock in the child).
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(lock_, passed());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    detail::PassedPlacement p;
-    ar(lock_, p);
-    arrive(p);
-  }
 
  private:
+  friend class detail::PassedToChild<Condition>;
+  template <class Self>
+  static auto travelling(Self& self) {
+    return std::tie(self.lock_);
+  }
   bool wait_until(const detail::Deadline& deadline);
   void check_held(const char* what) const;
   [[nodiscard]] detail::PassedPlacement passed() const;

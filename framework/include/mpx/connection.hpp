@@ -34,6 +34,10 @@
 //   the peer end, in every process, is closed (a process that dies closes its
 //   copies); detected within 1-20 ms. After fork, both processes hold both
 //   ends: as in Python, close the ends you do not use, or EOF never comes.
+//   An end may also be an argument of a process started with forkserver or
+//   spawn: its rings and socket travel as descriptors (the child holds a copy
+//   of the end, as a forked child would); encoding one anywhere else throws
+//   SyncError.
 //   send to a peer closed everywhere throws BrokenPipeError (checked at most
 //   once per millisecond per end while sends succeed, and while blocked).
 // - Direction: the ends of Pipe(false) are receive-only and send-only; the
@@ -50,6 +54,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <span>
@@ -92,6 +97,23 @@ namespace detail {
 struct ConnectionState;
 // wait.hpp: a message waiting or end of file; with arm, arms fileno() when not.
 bool connection_ready(const Connection& c, bool arm);
+// An end as a process argument (forkserver, spawn): descriptor indexes
+// (fd_passing.hpp) of its socket and rings, and its direction.
+struct PassedConnection {
+  std::uint32_t socket = 0;
+  std::uint32_t rings[2] = {0, 0};
+  std::uint8_t ring_count = 0;  // 1: Pipe(false)
+  std::uint8_t end = 0;
+  bool readable = false;
+  bool writable = false;
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(socket, rings[0], rings[1], ring_count, end, readable, writable);
+  }
+};
+PassedConnection send_connection(const Connection& c);
+Connection receive_connection(const PassedConnection& passed);
 }  // namespace detail
 
 class Connection {
@@ -141,9 +163,23 @@ class Connection {
   [[nodiscard]] bool writable() const;
   [[nodiscard]] int fileno() const;
 
+  // As a forkserver or spawn argument only (see the contract); SyncError elsewhere.
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(detail::send_connection(*this));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    detail::PassedConnection passed;
+    ar(passed);
+    *this = detail::receive_connection(passed);
+  }
+
  private:
   friend std::pair<Connection, Connection> make_pipe(bool duplex);
   friend bool detail::connection_ready(const Connection& c, bool arm);
+  friend detail::PassedConnection detail::send_connection(const Connection& c);
+  friend Connection detail::receive_connection(const detail::PassedConnection& passed);
   explicit Connection(std::shared_ptr<detail::ConnectionState> s) : s_(std::move(s)) {}
   static std::span<const std::byte> as_bytes(std::string_view s) {
     return {reinterpret_cast<const std::byte*>(s.data()), s.size()};

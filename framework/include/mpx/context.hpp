@@ -17,8 +17,10 @@
 //   Python's.
 // - A context never starts anything by itself: the fork server of a
 //   forkserver context is started by the first start() that needs it.
-// - Errors: get_context("spawn") and any other unknown name throw
-//   ProcessError (mpx has fork and forkserver, see get_all_start_methods()).
+// - Errors: an unknown name throws ProcessError (mpx has fork, forkserver
+//   and spawn, see get_all_start_methods()).
+// - A spawn context needs mpx::freeze_support() at the top of main (see
+//   mpx/process.hpp).
 // - Contexts are small values; copy them freely, across threads too.
 #pragma once
 
@@ -107,11 +109,11 @@ class Context {
 // Python's get_context(None): the default context.
 [[nodiscard]] inline Context get_context() { return Context(); }
 [[nodiscard]] inline Context get_context(StartMethod method) { return Context(method); }
-// "fork" or "forkserver"; ProcessError for any other name ("spawn" included).
+// "fork", "forkserver" or "spawn"; ProcessError for any other name.
 [[nodiscard]] Context get_context(std::string_view method);
-// The start methods mpx offers, the default first: {fork, forkserver}.
+// The start methods mpx offers, the default first: {fork, forkserver, spawn}.
 [[nodiscard]] std::vector<StartMethod> get_all_start_methods();
-// "fork" / "forkserver", as Python spells them.
+// "fork" / "forkserver" / "spawn", as Python spells them.
 [[nodiscard]] std::string_view to_string(StartMethod method) noexcept;
 
 }  // namespace mpx

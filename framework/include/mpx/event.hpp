@@ -31,7 +31,7 @@ namespace detail {
 struct EventState;
 }
 
-class Event {
+class Event : public detail::PassedToChild<Event> {
  public:
   static constexpr std::size_t shared_size = 64;
   static constexpr std::size_t shared_align = 64;
@@ -57,21 +57,10 @@ class Event {
     return wait_until(detail::Deadline::after(timeout));
   }
 
-  // Serialization, only to pass it as an argument of a process started
-  // with forkserver: its shared memory travels as a descriptor
-  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(passed());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    detail::PassedPlacement p;
-    ar(p);
-    arrive(p);
-  }
+  // save()/load(): only as a forkserver process argument (detail::PassedToChild).
 
  private:
+  friend class detail::PassedToChild<Event>;
   explicit Event(detail::Placement p) : handle_(std::move(p)) {}
   bool wait_until(const detail::Deadline& deadline);
   [[nodiscard]] detail::PassedPlacement passed() const;

@@ -1,8 +1,10 @@
-// mpx/forkserver.hpp: functions the fork server may run, registered by name.
+// mpx/forkserver.hpp: functions the fork server (or a spawned child) may
+// run, registered by name.
 //
 // Under the forkserver start method the child is forked by a clean helper
-// process, not by the caller, so the target cannot be a closure: it must be
-// a plain function registered once at namespace scope,
+// process, not by the caller, and under spawn it is a new run of the
+// program, so the target cannot be a closure: it must be a plain function
+// registered once at namespace scope,
 //
 //     void worker(int id, std::string text);
 //     MPX_REGISTER_FUNCTION(worker);

@@ -130,7 +130,7 @@ class LockInterface {
 };
 }  // namespace detail
 
-class Lock : public detail::LockInterface<Lock> {
+class Lock : public detail::LockInterface<Lock>, public detail::PassedToChild<Lock> {
  public:
   static constexpr std::size_t shared_size = 64;  // bytes needed by create_at()
   static constexpr std::size_t shared_align = 64;
@@ -158,23 +158,12 @@ class Lock : public detail::LockInterface<Lock> {
   // True when both handles refer to the same shared lock.
   [[nodiscard]] bool same_as(const Lock& other) const noexcept { return handle_.same_state(other.handle_); }
 
-  // Serialization, only to pass it as an argument of a process started
-  // with forkserver: its shared memory travels as a descriptor
-  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(passed());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    detail::PassedPlacement p;
-    ar(p);
-    arrive(p);
-  }
+  // save()/load(): only as a forkserver process argument (detail::PassedToChild).
 
  private:
   friend class Condition;
   friend class detail::LockInterface<Lock>;
+  friend class detail::PassedToChild<Lock>;
   static constexpr const char* kind_name = "Lock";
   explicit Lock(detail::Placement p) : handle_(std::move(p)) {}
   LockStatus status_until(const detail::Deadline& deadline, bool block);
@@ -183,7 +172,7 @@ class Lock : public detail::LockInterface<Lock> {
   detail::SyncHandle<detail::LockState> handle_;
 };
 
-class RLock : public detail::LockInterface<RLock> {
+class RLock : public detail::LockInterface<RLock>, public detail::PassedToChild<RLock> {
  public:
   static constexpr std::size_t shared_size = 64;
   static constexpr std::size_t shared_align = 64;
@@ -213,23 +202,12 @@ class RLock : public detail::LockInterface<RLock> {
 
   [[nodiscard]] bool same_as(const RLock& other) const noexcept { return handle_.same_state(other.handle_); }
 
-  // Serialization, only to pass it as an argument of a process started
-  // with forkserver: its shared memory travels as a descriptor
-  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(passed());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    detail::PassedPlacement p;
-    ar(p);
-    arrive(p);
-  }
+  // save()/load(): only as a forkserver process argument (detail::PassedToChild).
 
  private:
   friend class Condition;
   friend class detail::LockInterface<RLock>;
+  friend class detail::PassedToChild<RLock>;
   static constexpr const char* kind_name = "RLock";
   explicit RLock(detail::Placement p) : handle_(std::move(p)) {}
   LockStatus status_until(const detail::Deadline& deadline, bool block);

@@ -29,6 +29,16 @@
 //               (SIGKILL), the next start() reaps it and forks a new one.
 //               Its workers die with it: their join() returns and their
 //               exitcode() is -SIGKILL.
+//   spawn       a fresh run of this program (posix_spawn of /proc/self/exe,
+//               same argv and environment): the child shares and copies
+//               nothing of the parent's memory, and starting it costs the
+//               same whatever the parent's heap. Targets and arguments as
+//               for forkserver, and the child's authkey is its Process's.
+//               The program's main() must call mpx::freeze_support() first
+//               thing: that is where a spawned child takes over (runs its
+//               target and exits, so main's own work never runs in it);
+//               start() throws ProcessError in a program whose main has not
+//               called it. Static initialisers do run in the child.
 // In a child, get_start_method() is the method the child was started with.
 //
 // Lifetime guarantees:
@@ -106,7 +116,13 @@ class ProcessOSError : public ProcessError {
   int code_;
 };
 
-enum class StartMethod { fork, forkserver };
+enum class StartMethod { fork, forkserver, spawn };
+
+// Call first thing in main() of a program that starts processes with the
+// spawn start method (Python's freeze_support): in a spawned child it runs
+// the child's target and exits, never returning; elsewhere it returns at
+// once. Safe to call in any program.
+void freeze_support();
 
 // Sets the default start method of this process. `forkserver` starts the
 // fork server now if it is not running: call it before creating threads.
@@ -355,10 +371,8 @@ class Process {
 
   // The key the child will have as current_process().authkey(): the
   // creating process' key at construction, unless set here before start().
-  // Honoured by the fork start method. Under forkserver a child has the fork
-  // server's key (the one of the process that started the server, as it was
-  // then); start() throws ProcessError when this key differs from the calling
-  // process' current key, since the server cannot be told another one.
+  // Honoured by every start method (forkserver and spawn send it with the
+  // start request).
   [[nodiscard]] const std::string& authkey() const noexcept { return authkey_; }
   void set_authkey(std::string key);
 

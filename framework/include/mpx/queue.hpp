@@ -7,7 +7,12 @@
 //
 // Contract
 // - Create the queue in a parent; every process forked afterwards shares it
-//   (Python's fork semantics). A Queue object is a cheap shared handle: copies
+//   (Python's fork semantics). A queue may also be an argument of a process
+//   started with forkserver or spawn: its files and readable_fd() travel as
+//   descriptors (mpx/detail/fd_passing.hpp); the child's handle has its own
+//   "closed" flag. Anywhere else (a Queue inside a queued message), encoding
+//   one throws SyncError, as Python's "Queue objects should only be shared
+//   between processes through inheritance". A Queue object is a cheap shared handle: copies
 //   in one process share one mapping and one "closed" flag; the mapping lives
 //   as long as any process holds a handle. Any thread of any process may call
 //   put/get concurrently: many producers, many consumers.
@@ -138,6 +143,7 @@ namespace detail {
 
 struct QueueCore {
   QueueCore(Ring r, std::size_t max);
+  QueueCore(Ring r, std::size_t max, UniqueFd event);  // a received queue: its eventfd came along
   Ring ring;
   UniqueFd event_fd;  // readable_fd(): an eventfd shared by every process forked afterwards
   std::size_t maxsize;
@@ -158,6 +164,23 @@ inline std::shared_ptr<QueueCore> make_queue_core(std::size_t maxsize, const Que
   ro.max_bytes = options.max_bytes;
   return std::make_shared<QueueCore>(Ring::create(ro), maxsize);
 }
+
+// A queue as a process argument (forkserver, spawn; queue_passing.cpp).
+struct PassedQueue {
+  std::uint32_t base = 0;    // descriptor indexes (fd_passing.hpp)
+  std::uint32_t growth = 0;
+  std::uint32_t event = 0;
+  RingOptions options;
+  std::uint64_t maxsize = 0;
+  bool joinable = false;
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(base, growth, event, options, maxsize, joinable);
+  }
+};
+[[nodiscard]] PassedQueue send_queue(const QueueCore& core);
+[[nodiscard]] std::shared_ptr<QueueCore> receive_queue(const PassedQueue& passed);
 
 // Event-loop readiness of a queue (wait.cpp): queue_signal_reader writes the
 // eventfd (a put found the reader armed); queue_rearm_reader, after an Empty:
@@ -236,6 +259,19 @@ class Queue {
   void join_thread() {}
   void cancel_join_thread() {}
 
+  // As a forkserver or spawn argument only (see the contract); SyncError elsewhere.
+  template <class Archive>
+  void save(Archive& ar) const {
+    check_open();
+    ar(detail::send_queue(*core_));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    detail::PassedQueue passed;
+    ar(passed);
+    core_ = detail::receive_queue(passed);
+  }
+
  protected:
   friend class Waitable;
   static std::shared_ptr<detail::QueueCore> make(std::size_t maxsize, const QueueOptions& options) {
@@ -307,6 +343,16 @@ class SimpleQueue {
   [[nodiscard]] T get(Timeout timeout) { return queue_.get(timeout); }
   [[nodiscard]] bool empty() const { return queue_.empty(); }
   void close() { queue_.close(); }
+
+  // As Queue's: a forkserver or spawn argument only.
+  template <class Archive>
+  void save(Archive& ar) const {
+    ar(queue_);
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    ar(queue_);
+  }
 
  private:
   Queue<T> queue_;

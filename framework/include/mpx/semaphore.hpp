@@ -32,7 +32,7 @@ namespace detail {
 struct SemaphoreState;
 }
 
-class Semaphore {
+class Semaphore : public detail::PassedToChild<Semaphore> {
  public:
   static constexpr std::size_t shared_size = 64;
   static constexpr std::size_t shared_align = 64;
@@ -65,26 +65,15 @@ class Semaphore {
   [[nodiscard]] bool try_lock() { return try_acquire(); }
   void unlock() { release(); }
 
-  // Serialization, only to pass it as an argument of a process started
-  // with forkserver: its shared memory travels as a descriptor
-  // (mpx/detail/fd_passing.hpp). Elsewhere (inside a message) SyncError.
+  // save()/load(): only as a forkserver process argument (detail::PassedToChild).
   // A BoundedSemaphore arrives bounded (the bound is in the shared state).
-  template <class Archive>
-  void save(Archive& ar) const {
-    ar(passed());
-  }
-  template <class Archive>
-  void load(Archive& ar) {
-    detail::PassedPlacement p;
-    ar(p);
-    arrive(p);
-  }
 
  protected:
   Semaphore(std::uint32_t value, std::uint32_t bound);
   explicit Semaphore(detail::Placement p) : handle_(std::move(p)) {}
 
  private:
+  friend class detail::PassedToChild<Semaphore>;
   bool acquire_until(const detail::Deadline& deadline, bool block);
   [[nodiscard]] detail::PassedPlacement passed() const;
   void arrive(const detail::PassedPlacement& p);

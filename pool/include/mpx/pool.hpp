@@ -20,7 +20,9 @@
 // mpx::encode, so any serializable user type works. That rule is the same
 // under `fork` and `forkserver` (a pool works in a multi-threaded host under
 // forkserver); targets must be code of the program image or of libraries
-// loaded before the pool (or the fork server) started.
+// loaded before the pool (or the fork server) started. The `spawn` start
+// method is refused (PoolError at construction): tasks travel as addresses
+// of code, which a new image of the program does not share.
 //
 // Threads: every member may be called from any thread. Callbacks and
 // progress reports run on the pool's own thread, one at a time, before the

@@ -18,13 +18,21 @@
 // and receive_* throw SyncError: primitives cross processes only by
 // inheritance or as process arguments, as in Python.
 // Scopes are per thread and do not nest.
+//
+// Below them, the one implementation of SCM_RIGHTS over a Unix socket
+// (send_with_fds, receive_with_fds): the fork server's requests and replies,
+// and the manager's channel memfd for a local client.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <vector>
 
+#include "mpx/detail/deadline.hpp"
 #include "mpx/detail/sync_handle.hpp"
 #include "mpx/detail/unique_fd.hpp"
 
@@ -73,21 +81,42 @@ class FdReceiveScope {
 // In load(): a duplicate of the descriptor at `index`, owned by the caller.
 [[nodiscard]] UniqueFd receive_fd(std::uint32_t index, const char* what);
 
-// Where a placement is, as it travels: its mapping's descriptor index and
-// its offset in that mapping.
-struct PassedPlacement {
-  std::uint32_t fd_index = 0;
-  std::uint64_t offset = 0;
-  std::uint64_t size = 0;  // bytes the primitive needs there, checked on arrival
-
-  template <class Archive>
-  void serialize(Archive& ar) {
-    ar(fd_index, offset, size);
-  }
-};
+// PassedPlacement (sync_handle.hpp): where a placement is, as it travels.
 // `keep` must be the SharedMapping a Placement keeps (sync_handle.hpp).
 [[nodiscard]] PassedPlacement send_placement(const std::shared_ptr<void>& keep, const void* at, std::size_t size,
                                              const char* what);
 [[nodiscard]] Placement receive_placement(const PassedPlacement& passed, const char* what);
+
+// ---- SCM_RIGHTS over a Unix socket ------------------------------------------
+// Errors are OSError (mpx/sync_error.hpp); code() is the errno.
+
+// Sends `data` in one sendmsg with `fds` attached (borrowed: the caller keeps
+// them open), without SIGPIPE, retrying on EINTR. Throws OSError with the
+// errno of sendmsg (EPIPE or ECONNRESET: the peer is gone), EINVAL for more
+// than kMaxPassedFds descriptors, EMSGSIZE when a stream socket took only
+// part of `data` (keep it small there: a byte).
+void send_with_fds(int socket, std::span<const std::byte> data, std::span<const int> fds);
+
+// Receives one message (a datagram, or what a stream socket has, up to
+// buffer.size() bytes) and at most `max_fds` (<= kMaxPassedFds) descriptors,
+// which replace the content of `fds`: owned, close-on-exec, in the order
+// sent. Returns the bytes received, 0 at end of file. Retries on EINTR.
+// Throws OSError with the errno of recvmsg, or EMSGSIZE when more than
+// `max_fds` descriptors came (MSG_CTRUNC) or a datagram did not fit
+// `buffer` (MSG_TRUNC): then every descriptor that came is closed.
+std::size_t receive_with_fds(int socket, std::span<std::byte> buffer, std::vector<UniqueFd>& fds,
+                             std::size_t max_fds = kMaxPassedFds);
+// The same, waiting at most until `deadline` for a message: nullopt (and
+// `fds` emptied) when none came by then.
+std::optional<std::size_t> receive_with_fds(int socket, std::span<std::byte> buffer, std::vector<UniqueFd>& fds,
+                                            std::size_t max_fds, const Deadline& deadline);
+
+// Whether `fd` is readable (data, end of file, an error; a pidfd: its process
+// ended) by `deadline`; false too when poll itself fails. Retries on EINTR.
+bool wait_readable(int fd, const Deadline& deadline);
+template <class Rep, class Period>
+bool wait_readable(int fd, std::chrono::duration<Rep, Period> timeout) {
+  return wait_readable(fd, Deadline::after(timeout));
+}
 
 }  // namespace mpx::detail

@@ -67,6 +67,7 @@
 #include "mpx/detail/deadline.hpp"
 #include "mpx/detail/identity.hpp"
 #include "mpx/detail/shared_mapping.hpp"
+#include "mpx/detail/unique_fd.hpp"
 
 namespace mpx::detail {
 
@@ -87,6 +88,11 @@ struct RingOptions {
   bool spill = false;      // no free lane (or larger than a lane): a block of the growth file instead of waiting
   bool grow = false;       // `capacity` cells first, then segments of the growth file, up to 2^30
   std::size_t max_bytes = 0;  // byte budget of the messages queued (0: none)
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(capacity, small_lanes, small_lane_bytes, lanes, lane_bytes, spill, grow, max_bytes);
+  }
 };
 
 // A callable reference that does not allocate: the consumer hands the message
@@ -121,6 +127,13 @@ class Ring {
   static constexpr std::size_t kInlineBytes = 48;
 
   [[nodiscard]] static Ring create(const RingOptions& options);
+  // The ring another process made with create(options), from its base file
+  // (base_fd(); duplicated here, the caller keeps its descriptor) and its
+  // growth file (growth_fd(); empty when the options have neither spill nor
+  // grow): how a ring reaches a process that was not forked from its creator
+  // (a forkserver or spawn child). Throws QueueError when the files do not
+  // hold such a ring, OSError when they cannot be mapped.
+  [[nodiscard]] static Ring attach(const RingOptions& options, int base_fd, UniqueFd growth_fd);
 
   Ring();
   ~Ring();
@@ -153,6 +166,9 @@ class Ring {
   // The growth file (spill/grow rings), -1 otherwise: a process that was not
   // forked from the creator needs it as well as the base mapping's fd.
   [[nodiscard]] int growth_fd() const noexcept;
+  // The base file (header, cells, lanes) and the options it was made with.
+  [[nodiscard]] int base_fd() const noexcept { return mapping_.fd(); }
+  [[nodiscard]] const RingOptions& options() const noexcept { return options_; }
 
   // Readiness for event loops. arm_reader(): a reader is about to sleep on
   // its descriptor; the next put must signal it. Returns true when the ring
@@ -188,6 +204,13 @@ class Ring {
  private:
   enum class Claim { claimed, full, retry };
 
+  // create() and attach(): sizes and offsets from the options, pointers into the mapping.
+  struct Layout;
+  struct Growth;
+  Layout lay_out(const RingOptions& options);
+  void place(const Layout& layout);
+  std::unique_ptr<Growth> make_growth(UniqueFd fd, const Layout& layout) const;
+
   template <class Fill>
   bool put_cell(Fill&& fill, const Deadline& deadline, bool block, const StopCheck* stop);
   bool put_large(std::span<const std::byte> message, const Deadline& deadline, bool block, const StopCheck* stop);
@@ -195,7 +218,6 @@ class Ring {
                 const StopCheck* stop);
   // Growth file (ring.cpp, "Growth").
   struct Block;
-  struct Growth;
   bool alloc_block(std::size_t bytes, Block& out);
   bool put_block(const Block& b, std::span<const std::byte> message, const Deadline& deadline, bool block,
                  const StopCheck* stop);
@@ -228,6 +250,7 @@ class Ring {
   RingLane& lane(std::size_t i) const;
   std::byte* lane_data(std::size_t i) const;
 
+  RingOptions options_;
   SharedMapping mapping_;
   RingHeader* header_ = nullptr;
   RingCell* cells_ = nullptr;

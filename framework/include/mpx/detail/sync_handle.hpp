@@ -8,12 +8,14 @@
 // live handle; only a moved-from handle has no state, and using it throws
 // SyncError. Copies refer to the same state. Every mapping keeps its file
 // descriptor, so a primitive can be passed to a forkserver child
-// (fd_passing.hpp).
+// (fd_passing.hpp); PassedToChild gives each primitive the save/load that
+// does it.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <tuple>
 #include <utility>
 
 #include "mpx/sync_error.hpp"
@@ -72,6 +74,61 @@ class SyncHandle {
  private:
   std::shared_ptr<void> keep_;
   State* state_ = nullptr;
+};
+
+// Where a placement is, as it travels: its mapping's descriptor index and
+// its offset in that mapping.
+struct PassedPlacement {
+  std::uint32_t fd_index = 0;
+  std::uint64_t offset = 0;
+  std::uint64_t size = 0;  // bytes the primitive needs there, checked on arrival
+
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(fd_index, offset, size);
+  }
+};
+
+// The save/load of a primitive handle, written once (CRTP): only to pass it
+// as an argument of a process started with forkserver, where its shared
+// memory travels as a descriptor (fd_passing.hpp); elsewhere (inside a
+// message) passed() throws SyncError. On the wire: the handle's own fields
+// that travel, then the PassedPlacement of its state.
+// Derived befriends this base and provides
+//   PassedPlacement passed() const;        // send_placement of its state
+//   void arrive(const PassedPlacement&);   // takes the received state
+// and, to send fields of its own, hides travelling() with
+//   template <class Self> static auto travelling(Self& self) { return std::tie(self.field...); }
+// and, to reset fields that do not travel, reset_after_arrival().
+template <class Derived>
+class PassedToChild {
+ public:
+  template <class Archive>
+  void save(Archive& ar) const {
+    const auto& self = static_cast<const Derived&>(*this);
+    std::apply([&](const auto&... fields) { ar(fields..., self.passed()); }, Derived::travelling(self));
+  }
+  template <class Archive>
+  void load(Archive& ar) {
+    auto& self = static_cast<Derived&>(*this);
+    PassedPlacement p;
+    std::apply([&](auto&... fields) { ar(fields..., p); }, Derived::travelling(self));
+    self.arrive(p);
+    self.reset_after_arrival();
+  }
+
+ protected:
+  // Only as a base; the handle lives in Derived.
+  PassedToChild() = default;
+  PassedToChild(const PassedToChild&) = default;
+  PassedToChild& operator=(const PassedToChild&) = default;
+  PassedToChild(PassedToChild&&) noexcept = default;
+  PassedToChild& operator=(PassedToChild&&) noexcept = default;
+  ~PassedToChild() = default;
+
+  // By default nothing but the state travels, and nothing is reset.
+  static std::tuple<> travelling(const Derived&) { return {}; }
+  void reset_after_arrival() {}
 };
 
 }  // namespace mpx::detail
