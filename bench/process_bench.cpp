@@ -103,33 +103,22 @@ double mpx_fork_once() {
   return us;
 }
 
-double mpx_forkserver_once() {
+// One start + join of the registered empty function with `method`.
+double mpx_start_once(mpx::StartMethod method) {
   auto t0 = Clock::now();
   std::optional<int> code;
   {
-    mpx::Process p(mpx::ProcessOptions().with_start_method(mpx::StartMethod::forkserver), empty_target);
+    mpx::Process p(mpx::ProcessOptions().with_start_method(method), empty_target);
     p.start();
     p.join();
     code = p.exitcode();
   }
   double us = us_since(t0);
-  if (code != 0) fail("mpx forkserver child did not exit with 0");
+  if (code != 0) fail("an mpx forkserver or spawn child did not exit with 0");
   return us;
 }
-
-double mpx_spawn_once() {
-  auto t0 = Clock::now();
-  std::optional<int> code;
-  {
-    mpx::Process p(mpx::ProcessOptions().with_start_method(mpx::StartMethod::spawn), empty_target);
-    p.start();
-    p.join();
-    code = p.exitcode();
-  }
-  double us = us_since(t0);
-  if (code != 0) fail("mpx spawn child did not exit with 0");
-  return us;
-}
+double mpx_forkserver_once() { return mpx_start_once(mpx::StartMethod::forkserver); }
+double mpx_spawn_once() { return mpx_start_once(mpx::StartMethod::spawn); }
 
 double round_median(int iters, double (*once)()) {
   std::vector<double> samples;
