@@ -43,7 +43,16 @@ int die_by_signal(int) {
   return 0;
 }
 int die_by_abort(int) { std::abort(); }
-int die_by_exit(int) { std::exit(3); }
+int die_by_exit(int) {
+#if defined(__SANITIZE_ADDRESS__)
+  // LeakSanitizer checks at std::exit and turns the exit code into 23; the
+  // test is about the exit code a worker dies with, so leave as std::exit
+  // would without it.
+  ::_exit(3);
+#else
+  std::exit(3);
+#endif
+}
 int spin_forever(int) {
   for (unsigned long n = 0;; ++n) asm volatile("" : "+r"(n));  // burns CPU; not optimised away
 }
@@ -191,6 +200,11 @@ TEST(Pool, ImapConsumesAnEndlessInputLazily) {
 }
 
 TEST(Pool, ImapUnorderedOfTenMillionItemsRunsInBoundedMemory) {
+#if defined(__SANITIZE_ADDRESS__)
+  // ASan's shadow memory and quarantine grow the resident set by far more
+  // than the bound this test checks.
+  GTEST_SKIP() << "the resident-set bound does not hold under ASan's shadow memory";
+#endif
   mpx::Pool pool(2);
   const long before = resident_kib();
   long long sum = 0;
