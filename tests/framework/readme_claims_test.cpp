@@ -38,20 +38,9 @@ using mpx::test::Signal;
 
 namespace {
 
-std::string unique_name(const std::string& tag) {
-  static std::atomic<int> counter{0};
-  return "mpx_claims_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
-}
-
-bool exists(const std::string& name) { return mpx::test::dev_shm_names().count(name) > 0; }
-
-// Unlinks segments by name when the test ends, whatever happened.
-struct Cleanup {
-  std::vector<std::string> names;
-  ~Cleanup() {
-    for (auto& n : names) ::shm_unlink(("/" + n).c_str());
-  }
-};
+std::string unique_name(const std::string& tag) { return mpx::test::unique_segment_name("mpx_claims", tag); }
+using mpx::test::SegmentCleanup;
+using mpx::test::segment_exists;
 
 std::size_t count_with_prefix(const std::string& prefix) {
   auto names = mpx::test::dev_shm_names();
@@ -219,7 +208,7 @@ TEST(ReadmeClaims, ALaneClaimedByAProducerKilledBeforeItClaimedACellIsReclaimed)
 TEST(ReadmeClaims, TrackerExitsTwoSecondsAfterItsLastClientAndRemovesItsTable) {
   mpx::test::PrivateTracker tracker;
   auto name = unique_name("linger");
-  Cleanup cleanup{{name}};
+  SegmentCleanup cleanup{{name}};
   mpx::RawValue<pid_t> tracker_pid(0);
   Child client([&] {
     mpx::SharedMemory shm(name, true, 64);
@@ -233,7 +222,7 @@ TEST(ReadmeClaims, TrackerExitsTwoSecondsAfterItsLastClientAndRemovesItsTable) {
   const double lingered = mpx::test::seconds_since(t0);
   EXPECT_GE(lingered, 1.5) << "exited without lingering";  // 2 s, minus what join took
   EXPECT_LT(lingered, 10.0);
-  EXPECT_FALSE(exists(name));
+  EXPECT_FALSE(segment_exists(name));
   EXPECT_NE(::access(tracker.state_path().c_str(), F_OK), 0) << "table file left behind";
 }
 
@@ -243,7 +232,7 @@ TEST(ReadmeClaims, TrackerExitsTwoSecondsAfterItsLastClientAndRemovesItsTable) {
 TEST(ReadmeClaims, TrackerTracksAtMost4096NamesThenCreationThrows) {
   mpx::test::PrivateTracker tracker;
   const std::string prefix = unique_name("limit") + "_";
-  Cleanup cleanup;
+  SegmentCleanup cleanup;
   for (int i = 0; i <= 4097; ++i) cleanup.names.push_back(prefix + std::to_string(i));
   // Exit codes: 0 as documented, 1: the 4096th failed, 2: the 4097th did not, 3: no room after an unlink.
   Child creator([&] {
@@ -271,7 +260,7 @@ TEST(ReadmeClaims, TrackerTracksAtMost4096NamesThenCreationThrows) {
     return 0;
   });
   EXPECT_EQ(creator.join(60s), 0);
-  EXPECT_FALSE(exists(prefix + "4096")) << "a failed creation left its segment";
+  EXPECT_FALSE(segment_exists(prefix + "4096")) << "a failed creation left its segment";
   // The creator is gone: the tracker unlinks every segment it held.
   EXPECT_TRUE(mpx::test::eventually([&] { return count_with_prefix(prefix) == 0; }, 20s))
       << count_with_prefix(prefix) << " segments leaked";
@@ -299,7 +288,7 @@ TEST(ReadmeClaims, TrackerServesAtMost1024ConnectedProcessesThenCreationThrows) 
 
   mpx::test::PrivateTracker tracker;
   auto first = unique_name("first"), second = unique_name("second"), third = unique_name("third");
-  Cleanup cleanup{{first, second, third}};
+  SegmentCleanup cleanup{{first, second, third}};
   Signal ready;
   Child holder([&] {  // client 1: starts the tracker and stays connected
     mpx::SharedMemory shm(first, true, 64);
@@ -344,7 +333,7 @@ TEST(ReadmeClaims, TrackerServesAtMost1024ConnectedProcessesThenCreationThrows) 
     Child refused(create(third));
     EXPECT_EQ(refused.join(), 2) << "a 1025th process was served";
   }
-  EXPECT_FALSE(exists(third)) << "a refused creation left its segment";
+  EXPECT_FALSE(segment_exists(third)) << "a refused creation left its segment";
 }
 
 // mpx/detail/shm_tracker.hpp, "Descriptors": a client the tracker cannot
@@ -357,7 +346,7 @@ TEST(ReadmeClaims, TrackerServesAtMost1024ConnectedProcessesThenCreationThrows) 
 TEST(ReadmeClaims, TrackerStartedUnderALowFdLimitRefusesInsteadOfHanging) {
   mpx::test::PrivateTracker tracker;
   auto first = unique_name("lowfd"), second = unique_name("lowfd"), third = unique_name("lowfd");
-  Cleanup cleanup{{first, second, third}};
+  SegmentCleanup cleanup{{first, second, third}};
   Signal ready;
   mpx::RawValue<pid_t> tracker_pid(0);
   Child holder([&] {  // starts the tracker with a soft and hard limit of 64 descriptors
@@ -407,7 +396,7 @@ TEST(ReadmeClaims, TrackerStartedUnderALowFdLimitRefusesInsteadOfHanging) {
     ASSERT_NE(code, -1000) << "SharedMemory creation hung on a tracker out of descriptors";
     EXPECT_EQ(code, 2) << "not refused for want of descriptors";
   }
-  EXPECT_FALSE(exists(second)) << "a refused creation left its segment";
+  EXPECT_FALSE(segment_exists(second)) << "a refused creation left its segment";
   // Refusing is not spinning: the tracker goes back to sleep in poll.
   EXPECT_TRUE(mpx::test::eventually([&] { return state_of(*tracker_pid) == 'S'; }, 10s))
       << "the tracker never slept (state " << state_of(*tracker_pid) << ")";

@@ -33,20 +33,9 @@ using mpx::test::Signal;
 
 namespace {
 
-std::string unique_name(const std::string& tag) {
-  static std::atomic<int> counter{0};
-  return "mpx_trk_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
-}
-
-bool exists(const std::string& name) { return mpx::test::dev_shm_names().count(name) > 0; }
-
-// Unlinks segments by name when the test ends, whatever happened.
-struct Cleanup {
-  std::vector<std::string> names;
-  ~Cleanup() {
-    for (auto& n : names) ::shm_unlink(("/" + n).c_str());
-  }
-};
+std::string unique_name(const std::string& tag) { return mpx::test::unique_segment_name("mpx_trk", tag); }
+using mpx::test::SegmentCleanup;
+using mpx::test::segment_exists;
 
 char state_of(pid_t pid) {
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
@@ -90,7 +79,7 @@ TEST(ShmTrackerLimits, TrackerRaisesItsSoftFdLimitToTheHardLimit) {
     GTEST_SKIP() << "RLIMIT_NOFILE hard limit " << own.rlim_max << " is too low for this test";
   mpx::test::PrivateTracker tracker;
   auto first = unique_name("raise"), second = unique_name("raise");
-  Cleanup cleanup{{first, second}};
+  SegmentCleanup cleanup{{first, second}};
   Signal ready;
   mpx::RawValue<pid_t> tracker_pid(0);
   Child holder([&] {  // starts the tracker with a soft limit of 64, the hard one unchanged
@@ -147,7 +136,7 @@ TEST(ShmTrackerLimits, AStoppedTrackerMakesCreationFailInBoundedTimeAndServesAga
   mpx::test::PrivateTracker tracker;
   auto before = unique_name("stop"), during = unique_name("stop"), after = unique_name("stop"),
        fresh_name = unique_name("stop");
-  Cleanup cleanup{{before, during, after, fresh_name}};
+  SegmentCleanup cleanup{{before, during, after, fresh_name}};
   Signal started, stopped, failed, resumed;
   mpx::RawValue<pid_t> tracker_pid(0);
   // Exit codes: 0 as documented; 10+ tells which step failed.
@@ -165,7 +154,7 @@ TEST(ShmTrackerLimits, AStoppedTrackerMakesCreationFailInBoundedTimeAndServesAga
       if (!contains(e.what(), "did not answer")) return 12;
     }
     if (mpx::test::seconds_since(t0) > 5.0) return 13;
-    if (exists(during)) return 14;  // the failed creation removed its segment
+    if (segment_exists(during)) return 14;  // the failed creation removed its segment
     failed.notify();
     if (resumed.wait(20s) != 'x') return 15;
     try {
@@ -197,7 +186,7 @@ TEST(ShmTrackerLimits, AStoppedTrackerMakesCreationFailInBoundedTimeAndServesAga
     });
     EXPECT_EQ(fresh.join(30s), 0) << "-1000: hung on a stopped tracker";
   }
-  EXPECT_FALSE(exists(fresh_name));
+  EXPECT_FALSE(segment_exists(fresh_name));
 
   stopped.notify();
   if (failed.wait(30s) != 'x') FAIL() << "the connected client failed: exit code " << client.join(30s);
@@ -205,7 +194,7 @@ TEST(ShmTrackerLimits, AStoppedTrackerMakesCreationFailInBoundedTimeAndServesAga
   resumed.notify();
   EXPECT_EQ(client.join(30s), 0);
   // The resumed tracker still tracks: the client's segments go with it.
-  EXPECT_TRUE(mpx::test::eventually([&] { return !exists(before) && !exists(after); }, 10s))
+  EXPECT_TRUE(mpx::test::eventually([&] { return !segment_exists(before) && !segment_exists(after); }, 10s))
       << "the resumed tracker did not unlink the exited client's segments";
-  EXPECT_FALSE(exists(during));
+  EXPECT_FALSE(segment_exists(during));
 }

@@ -5,9 +5,11 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <exception>
@@ -16,11 +18,29 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "child_process.hpp"
 #include "test_support.hpp"
 
 namespace mpx::test {
+
+// A shared-memory segment name unique to this process and call:
+// "<prefix>_<tag>_<pid>_<n>".
+inline std::string unique_segment_name(const std::string& prefix, const std::string& tag) {
+  static std::atomic<int> counter{0};
+  return prefix + "_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+}
+
+inline bool segment_exists(const std::string& name) { return dev_shm_names().count(name) > 0; }
+
+// Unlinks segments by name when the test ends, whatever happened.
+struct SegmentCleanup {
+  std::vector<std::string> names;
+  ~SegmentCleanup() {
+    for (auto& n : names) ::shm_unlink(("/" + n).c_str());
+  }
+};
 
 // Polls `condition` every 10 ms up to `timeout`.
 inline bool eventually(const std::function<bool()>& condition,
