@@ -346,7 +346,7 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
 
 // ---- the consumer
 
-std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline) {
+std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std::atomic<bool>* wake) {
   auto& h = *header_;
   int idle = 0;
   std::uint32_t watched_pid = 0;
@@ -400,6 +400,8 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline) {
     if (h.read_pos.load(std::memory_order_relaxed) != h.write_pos.load(std::memory_order_seq_cst) &&
         record_at(h.read_pos.load(std::memory_order_relaxed)).phase.load(std::memory_order_seq_cst) != kWriting)
       continue;
+    // Checked after seq was sampled: a wake set later also bumps seq.
+    if (wake && wake->load(std::memory_order_seq_cst)) return std::nullopt;
     auto tick = Deadline::after(kLivenessTick);
     auto left = deadline.remaining();
     auto result = futex_wait(h.not_empty_seq, seq, (left && *left < kLivenessTick) ? deadline : tick);

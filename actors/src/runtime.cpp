@@ -461,6 +461,7 @@ void watch(Endpoint& endpoint, const std::shared_ptr<MonitorState>& monitor, std
     monitor->target_incarnation = incarnation;
     monitor->target_pid = pid;
   }
+  endpoint.watch_death(pid);
   if (host_gone(*mailbox, incarnation, pid)) {
     endpoint.fire_monitor(monitor, Down{target, DownKind::host_died, describe_host_gone(*mailbox, target.host()),
                                         mailbox->exit_code()});
@@ -543,8 +544,10 @@ std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& m
     pending->target_incarnation = incarnation;
     pending->target_pid = pid;
   }
+  endpoint.watch_death(pid);
   // The mailbox's own word only (no /proc read per request): a death not
-  // yet recorded there is found by the gateway's sweep within 10 ms.
+  // yet recorded there is found by the gateway's sweep as soon as the death
+  // watch sees the pid exit (10 ms at worst).
   if (host_not_serving(*mailbox, incarnation)) {
     std::string why = describe_host_gone(*mailbox, to.host());
     deliver_down_error(target, "mpx actors: request to " + to.to_string() + " failed: " + why, why);
@@ -625,7 +628,15 @@ Endpoint& Endpoint::make_host(const std::string& name, std::shared_ptr<Mailbox> 
 }
 
 Endpoint::Endpoint(std::string name, std::shared_ptr<Mailbox> mailbox, unsigned threads)
-    : name_(std::move(name)), mailbox_(std::move(mailbox)), threads_(threads) {}
+    : name_(std::move(name)),
+      mailbox_(std::move(mailbox)),
+      threads_(threads),
+      death_watch_([this] {
+        sweep_now_.store(true, std::memory_order_seq_cst);
+        mailbox_->interrupt_consumer();
+      }) {}
+
+void Endpoint::watch_death(pid_t pid) { death_watch_.watch(pid); }
 
 caf::actor_system& Endpoint::system() {
   std::call_once(system_once_, [this] {
@@ -1200,7 +1211,7 @@ void Endpoint::run_gateway() {
       flight_cv_.wait_for(lock, kSweepInterval, [&] { return in_flight_.load() < limit || stop_.load(); });
     } else {
       try {
-        taken = mailbox_->take(Deadline::after(kSweepInterval));
+        taken = mailbox_->take(Deadline::after(kSweepInterval), &sweep_now_);
       } catch (const std::exception& e) {
         get_logger()->error("mpx actors: gateway of {}: {}", name_, e.what());
       }
@@ -1220,7 +1231,8 @@ void Endpoint::run_gateway() {
     }
     flush_batch();
     auto now = std::chrono::steady_clock::now();
-    if (now >= next_sweep) {
+    if (now >= next_sweep || sweep_now_.load(std::memory_order_relaxed)) {
+      sweep_now_.store(false, std::memory_order_seq_cst);  // before the sweep: a later death sweeps again
       next_sweep = now + kSweepInterval;
       try {
         sweep_watches();

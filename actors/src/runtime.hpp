@@ -34,6 +34,7 @@
 #include "mpx/actors/detail/value.hpp"
 #include "mpx/actors/messages.hpp"
 #include "mpx/actors/registry.hpp"
+#include "mpx/actors/detail/death_watch.hpp"
 
 namespace mpx::actors::detail {
 
@@ -251,6 +252,9 @@ class Endpoint {
   [[nodiscard]] bool shutdown_requested() const noexcept { return shutdown_.load(); }
   // A message record handed to an actor was completed.
   void record_finished();
+  // Sweep as soon as `pid` (a host this endpoint waits on) exits, instead of
+  // at the next 10 ms tick.
+  void watch_death(pid_t pid);
 
   caf::actor_system& system();
 
@@ -284,6 +288,8 @@ class Endpoint {
   std::condition_variable flight_cv_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> shutdown_{false};
+  std::atomic<bool> sweep_now_{false};  // set by death_watch_: a watched host exited
+  DeathWatch death_watch_;
   std::thread gateway_;
 };
 

@@ -89,9 +89,10 @@ class Mailbox {
     std::span<const std::byte> bytes;
     bool redelivered;
   };
-  // Consumer side: the next record, or nullopt at the deadline or after
-  // interrupt_consumer().
-  [[nodiscard]] std::optional<Taken> take(const Deadline& deadline);
+  // Consumer side: the next record, or nullopt at the deadline, after
+  // interrupt_consumer(), or (when given) once `*wake` is true: set it,
+  // then call interrupt_consumer(), and the consumer cannot sleep past it.
+  [[nodiscard]] std::optional<Taken> take(const Deadline& deadline, const std::atomic<bool>* wake = nullptr);
   void mark_handling(std::uint64_t pos);
   void complete(std::uint64_t pos);
   // Wakes a consumer blocked in take() (which then returns nullopt once).
