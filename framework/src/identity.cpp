@@ -19,12 +19,14 @@ namespace {
 std::atomic<pid_t> g_pid{0};
 thread_local pid_t t_tid = 0;
 thread_local std::uint64_t t_ident = 0;
+std::atomic<std::uint64_t> g_ident{0};
 
 void refresh_after_fork() noexcept {
   // Runs in the child of fork(), in the only thread there is.
   g_pid.store(static_cast<pid_t>(::syscall(SYS_getpid)), std::memory_order_relaxed);
   t_tid = 0;
   t_ident = 0;
+  g_ident.store(0, std::memory_order_relaxed);
 }
 
 void register_atfork() noexcept {
@@ -129,6 +131,16 @@ std::uint64_t current_thread_ident() noexcept {
     t_ident = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(tid)) << 32) | fold(task_marker(tid));
   }
   return t_ident;
+}
+
+std::uint64_t current_process_ident() noexcept {
+  const pid_t pid = current_pid();
+  std::uint64_t ident = g_ident.load(std::memory_order_relaxed);
+  if (static_cast<pid_t>(ident >> 32) != pid) {  // not made yet, or made before a fork
+    ident = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(pid)) << 32) | fold(task_marker(pid));
+    g_ident.store(ident, std::memory_order_relaxed);
+  }
+  return ident;
 }
 
 bool owner_gone(pid_t tid, std::uint64_t ident) noexcept {

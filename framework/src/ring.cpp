@@ -2,6 +2,7 @@
 //
 // Layout of the mapping:
 //   RingHeader                 tail, head, wake-up words, JoinableQueue count
+//   RingClaimer[kClaimers]     who claims: id -> (pid, identity), see "Claimers"
 //   RingCell[capacity]         one 64-byte cache line per message in flight
 //   RingLane[lanes]            control block of each lane (small lanes first)
 //   lane data[lanes]           small lanes packed, then lane_bytes each, page aligned
@@ -10,13 +11,13 @@
 // it is used (SharedMapping::reserved).
 //
 // Cells follow Vyukov's bounded MPMC queue, with the claim made on the cell
-// itself so that it carries the claimer's pid. A cell's state word is
-//   turn (32 bits) | phase (2 bits) | pid or aux (30 bits)
+// itself so that it carries who claimed it. A cell's state word is
+//   turn (32 bits) | phase (2 bits) | claimer or aux (30 bits)
 // where turn = position / capacity (the lap). For position p of lap t:
-//   FREE(t)        the producer of p may claim it (CAS -> WRITING(t, pid))
-//   WRITING(t,pid) being filled; FULL(t) publishes it (one release store)
+//   FREE(t)        the producer of p may claim it (CAS -> WRITING(t, me))
+//   WRITING(t,me)  being filled; FULL(t) publishes it (one release store)
 //   FULL(t,aux)    ready; aux = kAbandoned marks a skipped half-written cell
-//   READING(t,pid) claimed by a consumer; released as FREE(t+1)
+//   READING(t,me)  claimed by a consumer; released as FREE(t+1)
 // tail and head are advanced by whoever sees the cell at them claimed
 // (helping), so a process killed between claiming a cell and moving the index
 // never stalls the others. An index only moves past p after the cell at p was
@@ -41,7 +42,23 @@
 // then pays for a syscall. A waiter killed while asleep leaves the flag set:
 // the next notifier clears it and wakes nobody, once.
 //
-// Lanes: a lane's claim word is (generation << 32) | owner pid (0 = free);
+// Claimers: `me` above is the process' claimer word, the same in every claim
+// it makes on this ring (cells and lanes): kClaimerBit | id, where id comes
+// from the header's counter when the process first claims (then cached in
+// its Ring, with its pid so that a forked child takes its own). The id's
+// entry in the claimer table (id % kClaimers) holds (id, pid) and the
+// process' identity (detail::current_process_ident: the pid's pidfs inode,
+// or its start time). A waiter that suspects a claim's holder looks it up:
+// the entry holds another id (retaken: that only happens once its owner is
+// gone) or owner_gone(pid, identity) says so: dead, even when the pid has
+// been reused since. An entry is retaken only from an owner that is gone;
+// when all kClaimers entries that a registrant tries belong to live
+// processes, it claims by its bare pid (no kClaimerBit), as all claims did
+// before (liveness by pid: a pid reused within ~20 ms looks alive).
+// The hot path pays one compare of the cached pid; registration is per
+// process and ring, a few system calls.
+//
+// Lanes: a lane's claim word is (generation << 32) | owner's claimer word (0 = free);
 // its pos word is the linked cell's position + 1 (0 = not linked). Producers
 // take the lowest free small lane at or above a shared hint that every free
 // lowers, so the lanes in use stay the lowest ones. A
@@ -119,8 +136,19 @@ constexpr std::size_t kStreamChunk = 256 * 1024;
 constexpr std::uint64_t kJumpAt = 1024;
 constexpr std::uint64_t kCellsPerPage = 64;
 // In the low bits of a READING state: the cell is a jump, not a message
-// (pids are below 2^22, kAbandoned is 1).
+// (claimer words are below 2^29, kAbandoned is 1).
 constexpr std::uint32_t kJumpBit = 1u << 29;
+// A claimer word (see "Claimers"): kClaimerBit | id, or a bare pid (below 2^22).
+constexpr std::uint32_t kClaimerBit = 1u << 28;
+constexpr std::uint32_t kClaimerIdMask = kClaimerBit - 1;
+constexpr std::uint32_t kClaimers = 1024;  // entries of the claimer table: 16 KiB
+// An entry's key: (kKeyUsed | id) << 32 | pid; pid 0 while it is being filled in.
+constexpr std::uint32_t kKeyUsed = 0x80000000u;
+constexpr std::uint64_t make_key(std::uint32_t id, pid_t pid) {
+  return (std::uint64_t{kKeyUsed | id} << 32) | static_cast<std::uint32_t>(pid);
+}
+constexpr std::uint32_t key_id(std::uint64_t k) { return static_cast<std::uint32_t>(k >> 32) & ~kKeyUsed; }
+constexpr pid_t key_pid(std::uint64_t k) { return static_cast<pid_t>(static_cast<std::uint32_t>(k)); }
 
 constexpr std::uint32_t kKindBlock = 2;
 // Growth file.
@@ -154,13 +182,14 @@ constexpr std::uint64_t make_state(std::uint32_t turn, Phase phase, std::uint32_
 constexpr std::uint32_t turn_of_state(std::uint64_t w) { return static_cast<std::uint32_t>(w >> 32); }
 constexpr Phase phase_of(std::uint64_t w) { return static_cast<Phase>((w >> 30) & 3u); }
 constexpr std::uint32_t low_of(std::uint64_t w) { return static_cast<std::uint32_t>(w & 0x3fffffffu); }
-// The pid of the process holding a WRITING or READING cell.
-constexpr pid_t holder_of(std::uint64_t w) { return static_cast<pid_t>(low_of(w) & ~kJumpBit); }
+// The claimer word of the process holding a WRITING or READING cell.
+constexpr std::uint32_t holder_of(std::uint64_t w) { return low_of(w) & ~kJumpBit; }
 // Signed lap distance of state w from lap t (wraps correctly at 2^32).
 constexpr std::int32_t lap_diff(std::uint64_t w, std::uint32_t t) {
   return static_cast<std::int32_t>(turn_of_state(w) - t);
 }
 
+// The claimer word in a lane's claim (0: free).
 constexpr std::uint32_t claim_pid(std::uint64_t claim) { return static_cast<std::uint32_t>(claim); }
 constexpr std::uint32_t claim_gen(std::uint64_t claim) { return static_cast<std::uint32_t>(claim >> 32); }
 
@@ -278,7 +307,7 @@ inline void advance(std::atomic<std::uint64_t>& index, std::uint64_t pos, std::u
   index.compare_exchange_strong(pos, next, std::memory_order_acq_rel);
 }
 
-// A lane claim whose pid carries this bit is being freed by that pid.
+// A lane claim whose claimer word carries this bit is being freed by that claimer.
 constexpr std::uint32_t kFreeingBit = 0x80000000u;
 
 
@@ -298,6 +327,7 @@ struct alignas(64) RingHeader {
   std::atomic<std::uint32_t> lane_waiters;
   std::atomic<std::uint32_t> lane_hint;
   std::atomic<std::uint32_t> lanes_busy;  // spill rings: the last scan found no lane; go straight to a block
+  alignas(64) std::atomic<std::uint32_t> next_claimer;  // the next claimer id to hand out
   alignas(64) std::atomic<std::uint64_t> unfinished;
   std::atomic<std::uint32_t> unfinished_seq;
   std::atomic<std::uint32_t> join_waiters;
@@ -308,6 +338,12 @@ struct alignas(64) RingHeader {
   std::atomic<std::uint32_t> chunks_used;
   std::atomic<std::uint64_t> chunk_bits[kMaxChunks / 64];
 };
+
+struct RingClaimer {
+  std::atomic<std::uint64_t> key;    // make_key(id, pid); 0: never used
+  std::atomic<std::uint64_t> ident;  // current_process_ident() of pid
+};
+static_assert(sizeof(RingClaimer) == 16);
 
 struct alignas(64) RingCell {
   std::atomic<std::uint64_t> state;
@@ -424,9 +460,49 @@ bool process_alive(pid_t pid) noexcept {
   return !owner_gone(pid, 0);  // a zombie (killed, not yet reaped) counts as dead
 }
 
+std::uint32_t Ring::claimer() {
+  const pid_t pid = current_pid();
+  const std::uint64_t c = claimer_.word.load(std::memory_order_relaxed);
+  if (static_cast<pid_t>(c >> 32) == pid) [[likely]] return static_cast<std::uint32_t>(c);
+  const std::uint32_t me = register_claimer();
+  claimer_.word.store((std::uint64_t{static_cast<std::uint32_t>(pid)} << 32) | me, std::memory_order_relaxed);
+  return me;
+}
+
+std::uint32_t Ring::register_claimer() {
+  const pid_t pid = current_pid();
+  const std::uint64_t ident = current_process_ident();
+  for (std::uint32_t tries = 0; tries < kClaimers; ++tries) {
+    const std::uint32_t id = header_->next_claimer.fetch_add(1, std::memory_order_relaxed) & kClaimerIdMask;
+    RingClaimer& e = claimers_[id % kClaimers];
+    std::uint64_t k = e.key.load(std::memory_order_acquire);
+    // Never used, or its owner is gone (then no live claim names it any more).
+    if (k != 0 && (key_pid(k) == 0 || !owner_gone(key_pid(k), e.ident.load(std::memory_order_acquire)))) continue;
+    if (!e.key.compare_exchange_strong(k, make_key(id, 0), std::memory_order_acq_rel)) continue;
+    e.ident.store(ident, std::memory_order_relaxed);
+    e.key.store(make_key(id, pid), std::memory_order_release);  // before any claim that names id
+    return kClaimerBit | id;
+  }
+  return static_cast<std::uint32_t>(pid);  // every entry tried is held by a live process
+}
+
+bool Ring::claimer_gone(std::uint32_t who) const noexcept {
+  if (!(who & kClaimerBit)) return !process_alive(static_cast<pid_t>(who));
+  const std::uint32_t id = who & kClaimerIdMask;
+  const RingClaimer& e = claimers_[id % kClaimers];
+  const std::uint64_t k = e.key.load(std::memory_order_acquire);
+  if (key_id(k) != id) return true;  // retaken, which needs its owner gone
+  const pid_t pid = key_pid(k);
+  if (pid == 0) return false;  // not possible for a claim's id (it was filled in before): be safe
+  const std::uint64_t ident = e.ident.load(std::memory_order_acquire);
+  if (e.key.load(std::memory_order_acquire) != k) return true;  // retaken meanwhile
+  return owner_gone(pid, ident);
+}
+
 // The sizes and offsets that follow from the options, the same in every
 // process that maps the ring (create, attach).
 struct Ring::Layout {
+  std::size_t claimers_off = 0;
   std::size_t cells_off = 0;
   std::size_t lanes_off = 0;
   std::size_t ctl_off = 0;
@@ -457,7 +533,8 @@ Ring::Layout Ring::lay_out(const RingOptions& options) {
   lane_bytes_ = options.lane_bytes;
   lane_stride_ = round_up(options.lane_bytes, 4096);
   Layout l;
-  l.cells_off = round_up(sizeof(RingHeader), 64);
+  l.claimers_off = round_up(sizeof(RingHeader), 64);
+  l.cells_off = l.claimers_off + kClaimers * sizeof(RingClaimer);
   l.lanes_off = l.cells_off + base_cells_ * sizeof(RingCell);
   l.ctl_off = l.lanes_off + lane_count_ * sizeof(RingLane);
   const std::size_t ctl_bytes = spill_ ? kMaxChunks * sizeof(std::uint64_t) : 0;
@@ -470,6 +547,7 @@ void Ring::place(const Layout& l) {
   auto* base = static_cast<std::byte*>(mapping_.data());
   header_ = reinterpret_cast<RingHeader*>(base);
   armed_ = &header_->reader_armed;
+  claimers_ = reinterpret_cast<RingClaimer*>(base + l.claimers_off);
   cells_ = reinterpret_cast<RingCell*>(base + l.cells_off);
   lanes_ = base + l.lanes_off;
   lane_data_ = base + l.data_off;
@@ -573,7 +651,7 @@ void Ring::release_cell(RingCell& cell, std::uint64_t pos) {
 template <class Fill>
 bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block, const StopCheck* stop) {
   RingHeader& h = *header_;
-  const auto me = static_cast<std::uint32_t>(current_pid());
+  const std::uint32_t me = claimer();
   Waiter waiter;
   StuckWatch watch;
   StopPoll stopped(stop);
@@ -621,7 +699,7 @@ bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block, const Sto
     {
       // An older lap's message still occupies the cell: the ring is full.
       if (!block || deadline.expired() || stopped(waiter)) return false;
-      if (phase_of(w) == kReading && watch.stuck(w) && !process_alive(holder_of(w))) {
+      if (phase_of(w) == kReading && watch.stuck(w) && claimer_gone(holder_of(w))) {
         // Its consumer died while holding it: that one message is lost.
         // A consumer still at the old position sees a later lap and moves on.
         if (c.state.compare_exchange_strong(w, make_state(t, kFree, 0), std::memory_order_acq_rel))
@@ -657,7 +735,7 @@ bool Ring::put(std::span<const std::byte> message, const Deadline& deadline, boo
 
 bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
   RingHeader& h = *header_;
-  const auto me = static_cast<std::uint32_t>(current_pid());
+  const std::uint32_t me = claimer();
   Waiter waiter;
   StuckWatch watch;
   for (;;) {
@@ -712,7 +790,7 @@ bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
       // while items wait behind a cell whose writer is dead.
       const bool stuck = watch.stuck(w);
       const bool giving_up = (!block && waiter.spun_out()) || (block && deadline.expired());
-      if ((stuck || giving_up) && !process_alive(holder_of(w))) {
+      if ((stuck || giving_up) && claimer_gone(holder_of(w))) {
         if (c.state.compare_exchange_strong(w, make_state(t, kFull, kAbandoned), std::memory_order_acq_rel))
           notify_consumers();
         continue;
@@ -731,7 +809,7 @@ bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
 
 int Ring::acquire_lane(std::size_t bytes, const Deadline& deadline, bool block, const StopCheck* stop) {
   RingHeader& h = *header_;
-  const auto me = static_cast<std::uint32_t>(current_pid());
+  const std::uint32_t me = claimer();
   Waiter waiter;
   StopPoll stopped(stop);
   bool check_orphans = false;
@@ -787,8 +865,8 @@ int Ring::acquire_lane(std::size_t bytes, const Deadline& deadline, bool block, 
 bool Ring::lane_orphaned(RingLane& l, std::uint64_t claim) {
   const std::uint64_t linked = l.pos.load(std::memory_order_acquire);
   if (l.claim.load(std::memory_order_acquire) != claim) return false;
-  if (claim_pid(claim) & kFreeingBit) return !process_alive(static_cast<pid_t>(claim_pid(claim) & ~kFreeingBit));
-  if (linked == kNoPos) return !process_alive(static_cast<pid_t>(claim_pid(claim)));  // never linked to a cell
+  if (claim_pid(claim) & kFreeingBit) return claimer_gone(claim_pid(claim) & ~kFreeingBit);
+  if (linked == kNoPos) return claimer_gone(claim_pid(claim));  // never linked to a cell
   const std::uint64_t pos = linked - 1;
   RingCell& c = cell_at(pos);
   std::uint64_t w = c.state.load(std::memory_order_acquire);
@@ -798,7 +876,7 @@ bool Ring::lane_orphaned(RingLane& l, std::uint64_t claim) {
   switch (phase_of(w)) {
     case kFull: return low_of(w) == kAbandoned;  // skipped cells never free their lane
     case kWriting:
-    case kReading: return !process_alive(holder_of(w));
+    case kReading: return claimer_gone(holder_of(w));
     case kFree: return false;
   }
   return false;
@@ -809,7 +887,7 @@ void Ring::free_lane(RingLane& l, std::uint64_t claim) {
   // a new claimer always finds the lane unlinked: claim -> "being freed by
   // me" -> free.
   const std::uint64_t gen = std::uint64_t{claim_gen(claim)} << 32;
-  const std::uint64_t freeing = gen | (static_cast<std::uint32_t>(current_pid()) | kFreeingBit);
+  const std::uint64_t freeing = gen | (claimer() | kFreeingBit);
   if (!l.claim.compare_exchange_strong(claim, freeing, std::memory_order_acq_rel)) return;
   l.pos.store(kNoPos, std::memory_order_release);
   l.claim.store(gen, std::memory_order_seq_cst);
@@ -913,7 +991,7 @@ bool Ring::put_lane(int idx, std::span<const std::byte> message, const Deadline&
     // message is lost with it; the lane is ours to free.
     std::uint64_t cw = c.state.load(std::memory_order_acquire);
     if (lap_diff(cw, t) == 0 && phase_of(cw) == kReading && watch.stuck(cw) &&
-        !process_alive(holder_of(cw))) {
+        claimer_gone(holder_of(cw))) {
       free_lane(l, claim);
       return true;
     }
@@ -962,7 +1040,7 @@ bool Ring::read_lane(RingCell& cell, std::uint64_t /*pos*/, ByteSink sink) {
   std::uint64_t r = 0;
   Waiter waiter;
   StuckWatch watch;
-  const auto owner = static_cast<pid_t>(claim_pid(ref.claim));
+  const std::uint32_t owner = claim_pid(ref.claim);
   while (r < n) {
     std::uint64_t w = l.written.load(std::memory_order_acquire);
     if (w > r) {
@@ -979,7 +1057,7 @@ bool Ring::read_lane(RingCell& cell, std::uint64_t /*pos*/, ByteSink sink) {
       continue;
     }
     if (l.aborted.load(std::memory_order_acquire) != 0) return false;
-    if (watch.stuck(w) && !process_alive(owner)) return false;  // producer died mid-message
+    if (watch.stuck(w) && claimer_gone(owner)) return false;  // producer died mid-message
     waiter.wait(
         [&] {
           return l.written.load(std::memory_order_seq_cst) != w || l.aborted.load(std::memory_order_relaxed) != 0;

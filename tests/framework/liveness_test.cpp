@@ -19,9 +19,12 @@
 #include <cstdio>
 #include <functional>
 #include <optional>
+#include <span>
+#include <vector>
 #include <mpx/mpx.hpp>
 
 #include "mpx/detail/identity.hpp"
+#include "mpx/detail/ring.hpp"
 #include "mpx/lock.hpp"
 
 using namespace std::chrono_literals;
@@ -189,5 +192,100 @@ TEST(Liveness, LockOfDeadHolderIsRecoveredAfterPidReuse) {
   });
   if (code == kSkip) GTEST_SKIP() << "no fresh pid namespace here (needs root)";
   EXPECT_NE(code, 1) << "the lock stayed held by a dead owner whose pid was recycled";
+  EXPECT_EQ(code, 0);
+}
+
+// ---- The message ring under Queue: a claim whose holder died is recovered
+// although its pid now runs again (and that process uses the ring too).
+
+namespace {
+
+using mpx::detail::ByteSink;
+using mpx::detail::Deadline;
+using mpx::detail::Ring;
+using mpx::detail::RingOptions;
+
+RingOptions small_ring(std::size_t capacity) {
+  RingOptions o;
+  o.capacity = capacity;
+  o.small_lanes = 0;
+  o.lanes = 2;
+  o.lane_bytes = 4096;
+  return o;
+}
+
+std::vector<std::byte> message(std::size_t n, int seed) {
+  std::vector<std::byte> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((static_cast<int>(i) * 31 + seed) & 0xff);
+  return v;
+}
+
+std::optional<std::vector<std::byte>> take(Ring& r, Deadline d) {
+  std::optional<std::vector<std::byte>> out;
+  auto sink = [&](std::span<const std::byte> b) { out.emplace(b.begin(), b.end()); };
+  if (!r.get(ByteSink(sink), d)) return std::nullopt;
+  return out;
+}
+
+}  // namespace
+
+// A producer dies between claiming a cell and publishing it; a process with
+// its pid then puts to the same ring. The consumer skips the dead claim and
+// takes the impostor's message instead of waiting for it forever.
+TEST(Liveness, RingClaimOfDeadProducerIsSkippedAfterPidReuse) {
+  int code = in_fresh_pid_namespace([] {
+    std::optional<Ring> ring;
+    Recycled b = recycle_pid_within_one_tick(
+        [&] {
+          Ring::test_hook_after_claim_put = [] { ::_exit(0); };  // dies holding the claim
+          (void)ring->put(message(8, 1), Deadline::after(5s));
+        },
+        [&](int ready) {
+          bool put = ring->put(message(8, 2), Deadline::after(5s));
+          (void)::write(ready, put ? "r" : "x", 1);
+        },
+        [&] { ring.emplace(Ring::create(small_ring(16))); });
+    if (b.pid < 0) return kSkip;
+    auto got = take(*ring, Deadline::after(3s));
+    ::close(b.release_fd);
+    ::waitpid(b.pid, nullptr, 0);
+    if (!got) return 1;
+    return *got == message(8, 2) ? 0 : 2;
+  });
+  if (code == kSkip) GTEST_SKIP() << "no fresh pid namespace here (needs root)";
+  EXPECT_NE(code, 1) << "get waited on a dead producer's claim because its pid was recycled";
+  EXPECT_EQ(code, 0);
+}
+
+// A consumer dies holding a cell of a full ring; a process with its pid then
+// uses the ring. The next put recovers the cell instead of timing out.
+TEST(Liveness, RingClaimOfDeadConsumerIsRecoveredAfterPidReuse) {
+  int code = in_fresh_pid_namespace([] {
+    std::optional<Ring> ring;
+    Recycled b = recycle_pid_within_one_tick(
+        [&] {
+          Ring::test_hook_after_claim_get = [] { ::_exit(0); };  // dies holding item 1
+          (void)take(*ring, Deadline::after(5s));
+        },
+        [&](int ready) {
+          bool full = !ring->put(message(8, 9), Deadline::never(), false);  // registers; the ring is full
+          (void)::write(ready, full ? "r" : "x", 1);
+        },
+        [&] {
+          ring.emplace(Ring::create(small_ring(2)));
+          (void)ring->put(message(8, 1), Deadline::after(1s));
+          (void)ring->put(message(8, 2), Deadline::after(1s));
+        });
+    if (b.pid < 0) return kSkip;
+    bool put = ring->put(message(8, 3), Deadline::after(3s));
+    ::close(b.release_fd);
+    ::waitpid(b.pid, nullptr, 0);
+    if (!put) return 1;
+    auto second = take(*ring, Deadline::after(1s));
+    auto third = take(*ring, Deadline::after(1s));
+    return second == message(8, 2) && third == message(8, 3) ? 0 : 2;
+  });
+  if (code == kSkip) GTEST_SKIP() << "no fresh pid namespace here (needs root)";
+  EXPECT_NE(code, 1) << "put waited on a dead consumer's cell because its pid was recycled";
   EXPECT_EQ(code, 0);
 }

@@ -71,7 +71,9 @@
 // - Faults (docs/queues-and-pipes.md has the details): a process SIGKILLed
 //   inside put or get never blocks the others; the item it was putting (not
 //   yet published) or getting (taken, not yet returned) is lost, nothing
-//   else. Recovery happens within ~20-50 ms of someone waiting on that cell.
+//   else. Recovery happens within ~20-50 ms of someone waiting on that cell,
+//   also when the dead process' pid already runs another process (identity
+//   by pidfs inode, as locks; limits in mpx/detail/ring.hpp, "Faults").
 //   A process killed while blocked (nothing claimed) loses nothing.
 // - JoinableQueue: put counts an unfinished task; task_done() uncounts one
 //   and throws QueueError when called more often than items were put; join()

@@ -33,6 +33,10 @@ namespace mpx::detail {
 // half is 0 when no marker could be read.
 [[nodiscard]] std::uint64_t current_thread_ident() noexcept;
 
+// The same for this process: (pid << 32) | the folded task_marker of the pid
+// (its main thread's task). Cached, refreshed by fork. For owner_gone(pid, ident).
+[[nodiscard]] std::uint64_t current_process_ident() noexcept;
+
 // Reads /proc/<tid>/stat (a pid is a tid too): the state letter (field 3) and
 // the start time (field 22). False when it cannot be read or parsed (gone, or
 // /proc not mounted). Only system calls and string functions, no allocation:

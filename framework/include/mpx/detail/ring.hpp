@@ -20,15 +20,26 @@
 //   published when they fit, streamed through a large lane while the consumer
 //   reads when they do not (spill rings: a block of the growth file when no
 //   lane is free or the message is larger than a lane; see Growth).
-// - Faults: every claim records the claimer's pid in the cell's state word
-//   with the same CAS that claims it. A process killed between claim and
-//   release is detected (kill(pid,0) and /proc state) by whoever waits on it
-//   after kLivenessTick, and the cell is recovered: a half-written message is
-//   skipped, a half-read one is dropped. At most the one message in the hands
-//   of the dead process is lost. pid reuse within that window is not handled.
+// - Faults: every claim records who claims in the cell's state word (or the
+//   lane's claim word) with the same CAS that claims it: an id that the
+//   ring's claimer table maps to the process' pid and its exact identity
+//   (detail::current_process_ident: the pidfs inode of the task, or its start
+//   time where there is no pidfs), registered once per process and ring on
+//   its first put/get. A process killed between claim and release is
+//   detected by whoever waits on it after kLivenessTick (detail::owner_gone:
+//   gone, a zombie, or its pid now carried by another process), and the cell
+//   is recovered: a half-written message is skipped, a half-read one is
+//   dropped. At most the one message in the hands of the dead process is
+//   lost. A reused pid is not taken for the dead claimer, except (a) without
+//   pidfs (Linux < 6.9), within the same 10 ms clock tick; (b) when the
+//   table's 1024 entries are all held by live processes (more than 1024
+//   processes putting/getting at once): the later ones claim by bare pid
+//   (liveness by pid, as kill(pid,0)); (c) a dead claim left unnoticed while
+//   2^28 more processes register on the ring (its id comes round again).
 // - Memory: the mapping is reserved, not committed (SharedMapping::reserved:
 //   no commit charge until a page is touched), and construction touches only
-//   the header page. A queue that stays shallow reuses its first cells (it
+//   the header page (the claimer table after it, 16 KiB, fills a page per
+//   256 processes that put/get). A queue that stays shallow reuses its first cells (it
 //   starts a new lap early when it finds itself empty, see ring.cpp) and its
 //   lowest lanes, so its resident memory follows its depth, not its traffic.
 //   EXCEPT a grow ring (below): it only starts a new lap when it finds
@@ -74,9 +85,10 @@ namespace mpx::detail {
 struct RingHeader;
 struct RingCell;
 struct RingLane;
+struct RingClaimer;
 
 // True unless `pid` certainly no longer runs (no such process, or a zombie).
-// Claims record current_pid() (detail/identity.hpp: cached, refreshed by fork).
+// By pid only: a reused pid looks alive (the ring's claims are exact, above).
 bool process_alive(pid_t pid) noexcept;
 
 struct RingOptions {
@@ -204,6 +216,22 @@ class Ring {
  private:
   enum class Claim { claimed, full, retry };
 
+  // This process' claimer word on this ring (ring.cpp, "Claimers"), made on
+  // its first claim and cached with the pid: a forked child makes its own.
+  struct ClaimerCache {
+    std::atomic<std::uint64_t> word{0};  // pid << 32 | claimer word
+    ClaimerCache() = default;
+    ClaimerCache(ClaimerCache&& o) noexcept : word(o.word.load(std::memory_order_relaxed)) {}
+    ClaimerCache& operator=(ClaimerCache&& o) noexcept {
+      word.store(o.word.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      return *this;
+    }
+  };
+  std::uint32_t claimer();
+  std::uint32_t register_claimer();
+  // True when the claim of `who` (a claimer word) belongs to a process that has ended.
+  bool claimer_gone(std::uint32_t who) const noexcept;
+
   // create() and attach(): sizes and offsets from the options, pointers into the mapping.
   struct Layout;
   struct Growth;
@@ -253,6 +281,8 @@ class Ring {
   RingOptions options_;
   SharedMapping mapping_;
   RingHeader* header_ = nullptr;
+  RingClaimer* claimers_ = nullptr;
+  ClaimerCache claimer_;
   RingCell* cells_ = nullptr;
   std::byte* lanes_ = nullptr;
   std::byte* lane_data_ = nullptr;
