@@ -12,6 +12,7 @@
 #include <string>
 
 #include "mpx/auth.hpp"
+#include "mpx/detail/challenge.hpp"
 #include "mpx/detail/deadline.hpp"
 #include "mpx/sync_error.hpp"
 
@@ -114,21 +115,30 @@ void verify_challenge(std::string_view authkey, std::string_view message, std::s
     throw AuthenticationError("mpx::AuthenticationError: digest received was wrong");
 }
 
-Bytes recv_handshake(SocketConnection& c, const Deadline& deadline, const char* waiting_for) {
-  auto left = deadline.remaining();
-  if (!left) return c.recv_bytes(kMaxHandshakeMessage);
-  auto message = c.recv_bytes(kMaxHandshakeMessage, Timeout(*left));
+Bytes recv_handshake(detail::MessageStream& s, const Deadline& deadline, const char* waiting_for) {
+  auto message = s.receive(kMaxHandshakeMessage, deadline);
   if (!message)
     throw TimeoutError(std::string("mpx::TimeoutError: authentication: the peer did not send ") + waiting_for +
                        " in time");
   return std::move(*message);
 }
 
-void send_handshake(SocketConnection& c, std::string_view message, const Deadline& deadline) {
-  auto left = deadline.remaining();
-  if (left) c.send_bytes(message, Timeout(*left));
-  else c.send_bytes(message);
-}
+// A SocketConnection as a MessageStream: its untimed calls for Deadline::never().
+class SocketStream final : public detail::MessageStream {
+ public:
+  explicit SocketStream(SocketConnection& c) : c_(c) {}
+  void send(std::string_view message, const Deadline& deadline) override {
+    if (auto left = deadline.remaining()) c_.send_bytes(message, Timeout(*left));
+    else c_.send_bytes(message);
+  }
+  std::optional<Bytes> receive(std::uint64_t max, const Deadline& deadline) override {
+    if (auto left = deadline.remaining()) return c_.recv_bytes(max, Timeout(*left));
+    return c_.recv_bytes(max);
+  }
+
+ private:
+  SocketConnection& c_;
+};
 
 std::string random_bytes(std::size_t n) {
   std::string out(n, '\0');
@@ -144,20 +154,24 @@ std::string random_bytes(std::size_t n) {
   return out;
 }
 
-void deliver(SocketConnection& c, std::string_view authkey, const Deadline& deadline) {
+}  // namespace
+
+namespace detail {
+
+void deliver_challenge(MessageStream& c, std::string_view authkey, const Deadline& deadline) {
   const std::string message = "{sha256}" + random_bytes(kMessageLength);
-  send_handshake(c, std::string(kChallenge) + message, deadline);
+  c.send(std::string(kChallenge) + message, deadline);
   const Bytes response = recv_handshake(c, deadline, "its answer to the challenge");
   try {
     verify_challenge(authkey, message, view(response));
   } catch (const AuthenticationError&) {
-    send_handshake(c, kFailure, deadline);
+    c.send(kFailure, deadline);
     throw;
   }
-  send_handshake(c, kWelcome, deadline);
+  c.send(kWelcome, deadline);
 }
 
-void answer(SocketConnection& c, std::string_view authkey, const Deadline& deadline) {
+void answer_challenge(MessageStream& c, std::string_view authkey, const Deadline& deadline) {
   const Bytes challenge = recv_handshake(c, deadline, "the challenge");
   std::string_view message = view(challenge);
   if (!message.starts_with(kChallenge))
@@ -167,24 +181,28 @@ void answer(SocketConnection& c, std::string_view authkey, const Deadline& deadl
   if (message.size() < kMd5OnlyMessageLength)
     throw AuthenticationError("mpx::AuthenticationError: challenge too short: " + std::to_string(message.size()) +
                               " bytes");
-  send_handshake(c, create_response(authkey, message), deadline);
+  c.send(create_response(authkey, message), deadline);
   const Bytes reply = recv_handshake(c, deadline, "its verdict on our answer");
   if (view(reply) != kWelcome) throw AuthenticationError("mpx::AuthenticationError: digest sent was rejected");
 }
 
-}  // namespace
+}  // namespace detail
 
 void deliver_challenge(SocketConnection& connection, std::string_view authkey) {
-  deliver(connection, authkey, Deadline::never());
+  SocketStream s(connection);
+  detail::deliver_challenge(s, authkey, Deadline::never());
 }
 void deliver_challenge(SocketConnection& connection, std::string_view authkey, Timeout timeout) {
-  deliver(connection, authkey, Deadline::after(timeout));
+  SocketStream s(connection);
+  detail::deliver_challenge(s, authkey, Deadline::after(timeout));
 }
 void answer_challenge(SocketConnection& connection, std::string_view authkey) {
-  answer(connection, authkey, Deadline::never());
+  SocketStream s(connection);
+  detail::answer_challenge(s, authkey, Deadline::never());
 }
 void answer_challenge(SocketConnection& connection, std::string_view authkey, Timeout timeout) {
-  answer(connection, authkey, Deadline::after(timeout));
+  SocketStream s(connection);
+  detail::answer_challenge(s, authkey, Deadline::after(timeout));
 }
 
 }  // namespace mpx

@@ -19,6 +19,7 @@
 #include "mpx/queue.hpp"
 #include "mpx/sync_error.hpp"
 #include "manager_address.hpp"
+#include "transport.hpp"
 
 namespace mpx::detail::manager {
 
@@ -33,7 +34,7 @@ constexpr std::chrono::microseconds kClientSpin{30};
 
 struct ClientConnection {
   pid_t pid = 0;
-  SocketConnection socket;
+  Transport socket;
   Channel channel;
 };
 
@@ -49,17 +50,41 @@ std::unique_ptr<ClientConnection> open(const Endpoint& ep) {
   c->pid = ::getpid();
   const auto deadline = Deadline::after(kConnectTimeout);
   Welcome welcome;
+  // Outside the try: a file that cannot be loaded is this client's error, named as such.
+  const auto tls = ep.local() || !ep.tls.enabled() ? nullptr : client_context(ep.tls);
+  bool authenticated = false;
   try {
-    c->socket = Client(parse_address(ep.address), ep.authkey, kConnectTimeout);
+    const Address address = parse_address(ep.address);
+    // Connect only: the challenge runs on the transport (inside TLS when on).
+    auto socket = Client(address, {}, std::chrono::duration<double>(*deadline.remaining()));
+    c->socket = tls ? Transport::tls_connect(std::move(socket), *tls, address.host(), deadline)
+                    : Transport(std::move(socket));
+    c->socket.authenticate(ep.authkey, false, deadline);
+    authenticated = true;
     c->socket.set_max_message_size(kMaxMessage);
-    c->socket.send(Hello{kProtocolVersion, ep.local(), ::getpid()});
-    auto w = c->socket.recv<Welcome>(std::chrono::duration<double>(*deadline.remaining()));
+    c->socket.send(Hello{kProtocolVersion, ep.local(), ::getpid()}, deadline);
+    auto w = c->socket.recv<Welcome>(deadline);
     if (!w) gone(ep, "no answer to the hello");
     welcome = *w;
   } catch (const AuthenticationError&) {
     throw;
-  } catch (const ManagerGoneError&) {
-    throw;
+  } catch (const ManagerTlsError& e) {
+    // In TLS 1.3 a server's refusal of our certificate arrives at our first read.
+    throw ManagerTlsError("mpx::Manager: TLS with the manager at " + ep.address + " failed: " + e.what());
+  } catch (const ManagerError&) {
+    throw;  // ManagerGoneError, a malformed address
+  } catch (const EOFError& e) {
+    // Hung up on before the challenge passed: a TLS server refusing a plain
+    // client (or our certificate), or a plain server refusing TLS.
+    if (!authenticated && !ep.local()) {
+      throw ManagerTlsError("mpx::Manager: the manager at " + ep.address + " hung up during " +
+                            (tls ? "the TLS handshake or the challenge (did it refuse our certificate, or "
+                                   "not speak TLS?)"
+                                 : "the challenge (a TLS server refuses a plain client: connect with "
+                                   "ManagerTlsOptions)") +
+                            ": " + e.what());
+    }
+    gone(ep, e.what());
   } catch (const Error& e) {
     gone(ep, e.what());
   }
@@ -88,8 +113,12 @@ std::unique_ptr<ClientConnection> open(const Endpoint& ep) {
 }  // namespace
 
 Endpoint::Endpoint() : serial(next_serial.fetch_add(1)) {}
-Endpoint::Endpoint(std::string address_, std::string authkey_, std::uint64_t instance_)
-    : address(std::move(address_)), authkey(std::move(authkey_)), instance(instance_), serial(next_serial.fetch_add(1)) {}
+Endpoint::Endpoint(std::string address_, std::string authkey_, std::uint64_t instance_, ManagerTlsOptions tls_)
+    : address(std::move(address_)),
+      authkey(std::move(authkey_)),
+      instance(instance_),
+      tls(std::move(tls_)),
+      serial(next_serial.fetch_add(1)) {}
 // The connections of other threads stay until those threads end.
 Endpoint::~Endpoint() { connections.erase(serial); }
 

@@ -11,6 +11,7 @@
 #include "mpx/logging.hpp"
 #include "mpx/process.hpp"
 #include "server.hpp"
+#include "transport.hpp"
 
 namespace mpx {
 
@@ -37,9 +38,14 @@ struct Manager::Server {
   Process process;
 };
 
-Manager::Manager(ManagerOptions options) : authkey_(std::move(options.authkey)) {
+Manager::Manager(ManagerOptions options) : authkey_(std::move(options.authkey)), tls_(std::move(options.tls)) {
   if (authkey_.empty()) authkey_ = random_hex(32);
   tcp_address_ = std::move(options.address);
+  if (tls_.enabled()) {
+    if (tcp_address_.empty() || tcp_address_[0] == '@')
+      throw ManagerTlsError("mpx::Manager: ManagerOptions::tls needs a TCP address (\"host:port\")");
+    (void)detail::manager::TlsContext::server(tls_);  // a file that cannot be loaded fails here, not at start()
+  }
   pending_start_ = true;
   if (options.start) start();
 }
@@ -53,6 +59,7 @@ Manager& Manager::operator=(Manager&& other) noexcept {
     local_address_ = std::move(other.local_address_);
     tcp_address_ = std::move(other.tcp_address_);
     authkey_ = std::move(other.authkey_);
+    tls_ = std::move(other.tls_);
     server_pid_ = std::exchange(other.server_pid_, 0);
     owner_pid_ = std::exchange(other.owner_pid_, 0);
     pending_start_ = std::exchange(other.pending_start_, false);
@@ -73,17 +80,19 @@ Manager::~Manager() {
 
 void Manager::start() {
   if (!pending_start_) throw ManagerError("mpx::Manager: start() on a manager that was already started");
-  std::vector<Listener> listeners;
-  listeners.emplace_back(Address::abstract("mpx-manager-" + std::to_string(::getpid()) + "-" + random_hex(8)), authkey_,
-                         64);
-  local_address_ = detail::manager::address_text(listeners.back().address());
+  std::vector<detail::manager::ServedListener> listeners;
+  listeners.push_back(
+      {Listener(Address::abstract("mpx-manager-" + std::to_string(::getpid()) + "-" + random_hex(8)), {}, 64), authkey_,
+       nullptr});
+  local_address_ = detail::manager::address_text(listeners.back().listener.address());
   if (!tcp_address_.empty()) {
-    listeners.emplace_back(detail::manager::parse_address(tcp_address_), authkey_, 64);
-    tcp_address_ = detail::manager::address_text(listeners.back().address());
+    auto tls = tls_.enabled() ? detail::manager::TlsContext::server(tls_) : nullptr;
+    listeners.push_back({Listener(detail::manager::parse_address(tcp_address_), {}, 64), authkey_, std::move(tls)});
+    tcp_address_ = detail::manager::address_text(listeners.back().listener.address());
   }
   // The listeners are bound here, so the address is known and clients may
   // connect as soon as the server runs; the parent closes its copies.
-  auto shared = std::make_shared<std::vector<Listener>>(std::move(listeners));
+  auto shared = std::make_shared<std::vector<detail::manager::ServedListener>>(std::move(listeners));
   server_ = std::make_unique<Server>(Server{Process(ProcessOptions{}.with_daemon(true).with_name("Manager-server"),
                                                    [shared] { detail::manager::serve(std::move(*shared)); })});
   server_->process.start();
@@ -100,21 +109,38 @@ void Manager::start() {
 }
 
 Manager Manager::connect(const std::string& address, const std::string& authkey) {
-  Manager m(ManagerOptions{{}, authkey, false});
+  return connect(address, authkey, ManagerTlsOptions{});
+}
+
+Manager Manager::connect(const std::string& address, const std::string& authkey, const ManagerTlsOptions& tls) {
+  Manager m(ManagerOptions{.address = {}, .authkey = authkey, .start = false});
   m.pending_start_ = false;
   m.authkey_ = authkey;  // even when empty (the constructor would pick a random one)
   detail::manager::parse_address(address);  // ManagerError for a malformed address
-  detail::manager::Endpoint probe(address, authkey, 0);
+  if (tls.enabled() && address[0] == '@')
+    throw ManagerTlsError("mpx::Manager: TLS is for a TCP address, not " + address);
+  // The endpoint carries the TLS settings: every process that uses one of its
+  // proxies (a forked, forkserver or spawned child) connects with them.
+  detail::manager::Endpoint probe(address, authkey, 0, tls);
   const auto instance = detail::manager::connect_instance(probe);
-  m.endpoint_ = std::make_shared<const detail::manager::Endpoint>(address, authkey, instance);
+  m.endpoint_ = std::make_shared<const detail::manager::Endpoint>(address, authkey, instance, tls);
   (address[0] == '@' ? m.local_address_ : m.tcp_address_) = address;
   return m;
 }
 
 void Manager::serve_forever(const std::string& address, const std::string& authkey) {
-  std::vector<Listener> listeners;
-  listeners.emplace_back(detail::manager::parse_address(address), authkey, 64);
-  get_logger()->info("mpx::Manager: serving on {}", listeners.back().address().to_string());
+  serve_forever(address, authkey, ManagerTlsOptions{});
+}
+
+void Manager::serve_forever(const std::string& address, const std::string& authkey, const ManagerTlsOptions& tls) {
+  std::vector<detail::manager::ServedListener> listeners;
+  const auto parsed = detail::manager::parse_address(address);
+  if (tls.enabled() && parsed.family() != Family::inet)
+    throw ManagerTlsError("mpx::Manager: TLS is for a TCP address, not " + address);
+  auto ctx = tls.enabled() ? detail::manager::TlsContext::server(tls) : nullptr;
+  listeners.push_back({Listener(parsed, {}, 64), authkey, std::move(ctx)});
+  get_logger()->info("mpx::Manager: serving on {}{}", listeners.back().listener.address().to_string(),
+                     tls.enabled() ? " (TLS)" : "");
   detail::manager::serve(std::move(listeners));
 }
 

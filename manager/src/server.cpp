@@ -27,6 +27,7 @@
 #include "mpx/detail/unique_fd.hpp"
 #include "mpx/logging.hpp"
 #include "mpx/manager_registry.hpp"
+#include "transport.hpp"
 
 namespace mpx::detail::manager {
 
@@ -35,7 +36,8 @@ namespace {
 // The request's client went away while its request waited.
 struct ClientGone {};
 
-// How long a freshly accepted client has to say hello.
+// How long a freshly accepted client has for the TLS handshake and the
+// challenge together, and then again to say hello.
 constexpr std::chrono::seconds kHelloTimeout{5};
 // How long a connection thread spins for the next request before sleeping.
 constexpr std::chrono::microseconds kServerSpin{50};
@@ -687,19 +689,28 @@ SharedMapping make_channel(UniqueFd& fd) {
 }
 
 // Serves one client until it goes, breaks the protocol, or asks for shutdown.
-void serve_connection(Server& server, SocketConnection socket, bool local_listener) {
+void serve_connection(Server& server, SocketConnection accepted, const ServedListener& served) {
   auto log = get_logger();
+  const bool local_listener = served.listener.address().family() == Family::unix_socket;
+  const std::string where = served.listener.address().to_string();
   Ctx ctx;
   ctx.conn = next_connection.fetch_add(1);
-  ctx.fd = socket.fileno();
+  ctx.fd = accepted.fileno();
   std::set<std::shared_ptr<Object>> held;
   ctx.held = &held;
   Channel channel;
   bool shutdown = false;
+  bool authenticated = false;
   ctx.pid = peer_pid(ctx.fd, 0);
+  Transport socket;
   try {
+    const auto deadline = Deadline::after(kHelloTimeout);
+    socket = served.tls ? Transport::tls_accept(std::move(accepted), *served.tls, deadline)
+                        : Transport(std::move(accepted));
+    socket.authenticate(served.authkey, true, deadline);
+    authenticated = true;
     socket.set_max_message_size(kMaxMessage);
-    auto hello = socket.recv<Hello>(kHelloTimeout);
+    auto hello = socket.recv<Hello>(Deadline::after(kHelloTimeout));
     if (!hello) {
       log->warn("mpx::Manager: a client did not say hello in time; connection closed");
       return;
@@ -756,11 +767,23 @@ void serve_connection(Server& server, SocketConnection socket, bool local_listen
       }
     }
   } catch (const ClientGone&) {
-  } catch (const EOFError&) {
+  } catch (const AuthenticationError& e) {
+    log->warn("mpx::Manager: refused a client on {}: {}", where, e.what());
+  } catch (const ManagerTlsError& e) {
+    log->warn("mpx::Manager: refused a client on {}: {}", where, e.what());
+  } catch (const TimeoutError& e) {
+    log->warn("mpx::Manager: a client on {} did not {} in time; connection closed: {}", where,
+              served.tls ? "finish the TLS handshake and the challenge" : "answer the challenge", e.what());
+  } catch (const EOFError& e) {
+    if (!authenticated) log->warn("mpx::Manager: a client on {} hung up before it was authenticated: {}", where, e.what());
   } catch (const DecodeError& e) {
     log->warn("mpx::Manager: a malformed request from pid {}: {}; connection closed", ctx.pid, e.what());
   } catch (const MessageLengthError& e) {
-    log->warn("mpx::Manager: an oversized request from pid {}: {}; connection closed", ctx.pid, e.what());
+    if (!authenticated)
+      log->warn("mpx::Manager: refused a client on {} (not the challenge; a TLS client to a plain server?): {}", where,
+                e.what());
+    else
+      log->warn("mpx::Manager: an oversized request from pid {}: {}; connection closed", ctx.pid, e.what());
   } catch (const std::exception& e) {
     log->warn("mpx::Manager: connection of pid {} closed: {}", ctx.pid, e.what());
   }
@@ -771,19 +794,18 @@ void serve_connection(Server& server, SocketConnection socket, bool local_listen
   }
 }
 
-void accept_loop(Server& server, Listener& listener) {
-  const bool local = listener.address().family() == Family::unix_socket;
+void accept_loop(Server& server, ServedListener& served) {
   auto log = get_logger();
+  auto& listener = served.listener;
   for (;;) {
     pollfd p{listener.fileno(), POLLIN, 0};
     if (::poll(&p, 1, -1) <= 0) continue;
     try {
-      // The challenge is bounded, so a client that never answers cannot stall the others.
-      auto c = listener.accept(std::chrono::duration<double>(kHelloTimeout));
+      // No key on the listener: accept returns at once, and the connection's
+      // thread runs the (bounded) handshake, so a silent client stalls nobody.
+      auto c = listener.accept(std::chrono::duration<double>(0));
       if (!c) continue;
-      std::thread(serve_connection, std::ref(server), std::move(*c), local).detach();
-    } catch (const AuthenticationError& e) {
-      log->warn("mpx::Manager: refused a client on {}: {}", listener.address().to_string(), e.what());
+      std::thread(serve_connection, std::ref(server), std::move(*c), std::cref(served)).detach();
     } catch (const std::exception& e) {
       log->warn("mpx::Manager: a client on {} failed to connect: {}", listener.address().to_string(), e.what());
     }
@@ -811,7 +833,7 @@ Response handle_request_bytes(std::span<const std::byte> bytes) {
   }
 }
 
-void serve(std::vector<Listener> listeners) {
+void serve(std::vector<ServedListener> listeners) {
   static Server server;  // lives until the process ends: connection threads use it
   std::vector<std::thread> threads;
   for (std::size_t i = 1; i < listeners.size(); ++i) threads.emplace_back(accept_loop, std::ref(server), std::ref(listeners[i]));

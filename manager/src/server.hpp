@@ -7,14 +7,27 @@
 #include <span>
 #include <vector>
 
+#include <memory>
+#include <string>
+
 #include "mpx/detail/manager_protocol.hpp"
 #include "mpx/listener.hpp"
 
 namespace mpx::detail::manager {
 
+class TlsContext;
+
+struct ServedListener {
+  Listener listener;  // made without a key: each connection's thread runs the challenge
+  std::string authkey;
+  std::shared_ptr<const TlsContext> tls;  // a TCP listener's; nullptr: plain
+};
+
 // Serves clients on every listener until a shutdown request, which ends the
-// process with exit code 0 after answering. Never returns.
-[[noreturn]] void serve(std::vector<Listener> listeners);
+// process with exit code 0 after answering. Never returns. The accepting
+// thread only accepts: the TLS handshake, the challenge and the hello run in
+// the connection's own thread, bounded, so a silent client delays nobody.
+[[noreturn]] void serve(std::vector<ServedListener> listeners);
 
 // For the fuzz target (fuzz/manager_request_fuzz.cpp): decodes `bytes` as
 // the server's connection loop does (DecodeError for anything malformed) and

@@ -11,6 +11,8 @@
 //
 //     mpx::Manager served({.address = "127.0.0.1:5000", .authkey = "secret"});
 //     // another program: auto m = mpx::Manager::connect("127.0.0.1:5000", "secret");
+//     // TLS: .tls = {.certificate = "srv.pem", .key = "srv.key"} on the server,
+//     // connect("127.0.0.1:5000", "secret", {.cafile = "ca.pem"}) on the client.
 //
 // Contract
 // - Manager() forks a server process (a daemon child: it never outlives this
@@ -31,11 +33,26 @@
 //   client sends the same requests over the socket. Requests and responses
 //   are mpx::encode envelopes (never code); a malformed, truncated or
 //   oversized (> 16 MiB) request closes that client's connection with a log
-//   line, and the server goes on.
+//   line, and the server goes on. The accepting thread only accepts; the
+//   challenge and the hello run in the connection's thread, each within 5 s,
+//   so a silent client delays nobody and is dropped.
+// - TLS (ManagerTlsOptions; docs/manager.md): with ManagerOptions::tls the
+//   TCP listener speaks only TLS (1.2 at least), and the challenge runs
+//   inside it; the local address is unchanged. connect(address, authkey,
+//   tls) verifies the server's certificate and name; a server with a cafile
+//   requires a client certificate that verifies against it. A refused
+//   certificate, a plaintext client to a TLS server or a TLS client to a
+//   plain server throw ManagerTlsError at the client and are logged by the
+//   server, which goes on; a file that cannot be loaded throws
+//   ManagerTlsError naming it, from the constructor, connect or
+//   serve_forever. Without TLS, frames after the challenge are neither
+//   encrypted nor authenticated.
 // - connect(address, authkey) reaches a manager served on TCP (or a local
 //   "@name" address) from any program: a Manager that does not own the server
 //   (shutdown() asks the server to exit but reaps nothing; destruction does
-//   nothing). serve_forever(address, authkey) runs a server in the calling
+//   nothing). Its proxies carry the TLS settings (the file names, not the
+//   files): a forked, forkserver or spawned child reconnects with them.
+//   serve_forever(address, authkey[, tls]) runs a server in the calling
 //   process; it returns only by ending the process (exit code 0) when a
 //   client calls shutdown(), as Python's serve_forever.
 // - Objects live until the server ends (there is no per-proxy reference
@@ -69,10 +86,13 @@
 
 namespace mpx {
 
+// ManagerTlsOptions (TLS on the TCP transport) is in mpx/detail/manager_protocol.hpp.
+
 struct ManagerOptions {
   std::string address;   // empty: local only; "host:port": also serve on TCP
   std::string authkey;   // empty: a random key
   bool start = true;
+  ManagerTlsOptions tls = {};  // for the TCP listener; needs `address`
 };
 
 class Manager {
@@ -89,11 +109,18 @@ class Manager {
   ~Manager();
 
   // Reaches a running manager ("host:port", or a local "@name") with its key.
-  // Throws AuthenticationError for a wrong key, ManagerGoneError when nobody answers.
+  // Throws AuthenticationError for a wrong key, ManagerGoneError when nobody
+  // answers, ManagerTlsError when TLS fails (a file that cannot be loaded, a
+  // certificate refused by either side, TLS on one side only).
   [[nodiscard]] static Manager connect(const std::string& address, const std::string& authkey);
+  [[nodiscard]] static Manager connect(const std::string& address, const std::string& authkey,
+                                       const ManagerTlsOptions& tls);
   // Serves on `address` ("host:port"; port 0 picks one and is logged at info
   // level) in this process until a client calls shutdown(); then exits(0).
+  // With `tls`, only over TLS (ManagerTlsError here for a file that cannot be loaded).
   [[noreturn]] static void serve_forever(const std::string& address, const std::string& authkey);
+  [[noreturn]] static void serve_forever(const std::string& address, const std::string& authkey,
+                                         const ManagerTlsOptions& tls);
 
   void start();
   void shutdown();
@@ -183,6 +210,7 @@ class Manager {
   std::string local_address_;
   std::string tcp_address_;
   std::string authkey_;
+  ManagerTlsOptions tls_;  // the TCP listener's, until start()
   pid_t server_pid_ = 0;
   pid_t owner_pid_ = 0;
   bool pending_start_ = false;

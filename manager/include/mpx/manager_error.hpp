@@ -6,6 +6,11 @@
 // unreachable): every proxy call raises it promptly instead of hanging.
 // StaleProxyError: a ManagerGoneError for a proxy whose server was replaced by
 // a new one at the same address; the object it named died with the old server.
+// ManagerTlsError: TLS on a manager's TCP transport failed: a certificate,
+// key or CA file that cannot be loaded (the message names the file), a
+// handshake refused by either side (a certificate the peer does not trust, a
+// server that does not speak TLS), or a plaintext client refused by a TLS
+// server. The server goes on serving its other clients.
 // KeyError / IndexError: RemoteErrors with those type names, as Python's
 // manager re-raises them (catch either the class or RemoteError).
 #pragma once
@@ -29,6 +34,11 @@ class ManagerGoneError : public ManagerError {
 class StaleProxyError : public ManagerGoneError {
  public:
   using ManagerGoneError::ManagerGoneError;
+};
+
+class ManagerTlsError : public ManagerError {
+ public:
+  using ManagerError::ManagerError;
 };
 
 class KeyError : public RemoteError {

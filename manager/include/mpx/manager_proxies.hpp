@@ -9,8 +9,10 @@
 //   manager's address and key. Copies name the same server-side object. Any
 //   thread of any process may use it: each thread (and each forked child)
 //   opens its own connection to the server on first use. Proxies are
-//   serializable (address, key, object id), so they travel as arguments of a
-//   forkserver child; note that this carries the authkey.
+//   serializable (address, key, the client's TLS settings, object id), so
+//   they travel as arguments of a forkserver or spawned child, which connects
+//   as the parent does; note that this carries the authkey and the TLS key's
+//   passphrase (the key itself stays a file name).
 // - Every operation is one request, atomic on the server (the object's own
 //   mutex). Compound operations that Python users get wrong with two calls
 //   are one call here: setdefault, pop, update, apply (a registered update
@@ -72,14 +74,15 @@ class ProxyBase {
   template <class A>
   void save(A& a) const {
     if (!ep_) throw ManagerError("mpx::Manager: a default-constructed proxy cannot be serialized");
-    a(ep_->address, ep_->authkey, ep_->instance, id_);
+    a(ep_->address, ep_->authkey, ep_->instance, ep_->tls, id_);
   }
   template <class A>
   void load(A& a) {
     std::string address, authkey;
     std::uint64_t instance = 0;
-    a(address, authkey, instance, id_);
-    ep_ = std::make_shared<const Endpoint>(std::move(address), std::move(authkey), instance);
+    ManagerTlsOptions tls;
+    a(address, authkey, instance, tls, id_);
+    ep_ = std::make_shared<const Endpoint>(std::move(address), std::move(authkey), instance, std::move(tls));
   }
 
  protected:

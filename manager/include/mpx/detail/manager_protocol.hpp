@@ -6,6 +6,7 @@
 // needs no knowledge of the user's types.
 #pragma once
 
+#include <compare>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -13,6 +14,39 @@
 #include <vector>
 
 #include "mpx/serialization.hpp"
+
+namespace mpx {
+
+// TLS on the manager's TCP transport (OpenSSL; TLS 1.2 at least, 1.3
+// preferred); the names mirror NodeOptions' tls_* (mpx/actors/node.hpp). All
+// empty: plain TCP. Defined here because every proxy's Endpoint carries the
+// client's (mpx/manager.hpp is where users meet it).
+// - Server (ManagerOptions::tls, serve_forever): certificate and key are
+//   required; with cafile every client must present a certificate that
+//   verifies against it (mutual TLS), else clients present none.
+// - Client (connect): the server's certificate must verify against cafile
+//   (the system's CA store when cafile is empty) and name the host of the
+//   address, or server_name when set (an IP is checked as an IP). certificate
+//   and key are this client's own, for a server that requires one.
+// - Files are named, not loaded: a process that uses a proxy loads them
+//   itself (a forkserver or spawned child, too), so relative paths resolve
+//   against that process' working directory.
+struct ManagerTlsOptions {
+  // (= {}: a designated initializer may name only the fields it sets, warning-free)
+  std::string certificate = {};  // PEM file: the certificate (chain, leaf first)
+  std::string key = {};          // PEM file: its private key
+  std::string cafile = {};       // PEM file: the CA certificates the peer is checked against
+  std::string passphrase = {};   // of an encrypted key
+  std::string server_name = {};  // client: the DNS name or IP the server's certificate must carry
+  [[nodiscard]] bool enabled() const noexcept { return !certificate.empty() || !key.empty() || !cafile.empty(); }
+  auto operator<=>(const ManagerTlsOptions&) const = default;
+  template <class A>
+  void serialize(A& a) {
+    a(certificate, key, cafile, passphrase, server_name);
+  }
+};
+
+}  // namespace mpx
 
 namespace mpx::detail::manager {
 
@@ -115,14 +149,16 @@ struct Welcome {
 };
 
 // Where a manager is and how to reach it; shared by all proxies of a Manager
-// and serialized with them (a forkserver child rebuilds it).
+// and serialized with them, TLS settings included (a forkserver or spawned
+// child rebuilds it and connects exactly as the parent does).
 struct Endpoint {
   std::string address;      // "@name" (local, abstract Unix) or "host:port"
   std::string authkey;
   std::uint64_t instance = 0;
+  ManagerTlsOptions tls;     // the client's; not enabled: plain (always for a local address)
   std::uint64_t serial = 0;  // this process' cache key for connections (not serialized)
   Endpoint();
-  Endpoint(std::string address_, std::string authkey_, std::uint64_t instance_);
+  Endpoint(std::string address_, std::string authkey_, std::uint64_t instance_, ManagerTlsOptions tls_ = {});
   ~Endpoint();
   Endpoint(const Endpoint&) = delete;
   Endpoint& operator=(const Endpoint&) = delete;
