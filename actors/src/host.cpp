@@ -5,10 +5,13 @@
 
 #include <map>
 #include <mutex>
+#include <new>
 #include <thread>
 
 #include "mpx/forkserver.hpp"
 #include "mpx/logging.hpp"
+#include "mpx/shared_memory.hpp"
+#include "exception_slot.hpp"
 #include "runtime.hpp"
 
 namespace mpx::actors::detail {
@@ -24,8 +27,33 @@ struct HostConfig {
   }
 };
 
+namespace {
+void run_host(const std::string& name, std::int32_t tree, const HostConfig& config,
+              const std::vector<SpawnRequest>& specs);
+}
+
 // The body of a host process (registered: hosts start under forkserver too).
-void host_main(std::string name, std::int32_t tree, HostConfig config, std::vector<SpawnRequest> specs) {
+// An exception that escapes it is left in `exception_memory` (an
+// ExceptionSlot, see Host::exception) before the bootstrap logs it and exits 1.
+void host_main(std::string name, std::int32_t tree, HostConfig config, std::vector<SpawnRequest> specs,
+               SharedMemory exception_memory) {
+  auto* slot = std::launder(reinterpret_cast<ExceptionSlot*>(exception_memory.buf().data()));
+  try {
+    run_host(name, tree, config, specs);
+  } catch (const mpx::SystemExit&) {
+    throw;
+  } catch (const std::exception& e) {
+    slot->record(e.what());
+    throw;
+  } catch (...) {
+    slot->record("");
+    throw;
+  }
+}
+
+namespace {
+void run_host(const std::string& name, std::int32_t tree, const HostConfig& config,
+              const std::vector<SpawnRequest>& specs) {
   set_tree_root(static_cast<pid_t>(tree));
   if (!config.node.empty() && local_node_name().empty())
     set_local_node(config.node, static_cast<std::size_t>(config.node_max_message));
@@ -48,6 +76,7 @@ void host_main(std::string name, std::int32_t tree, HostConfig config, std::vect
   endpoint.stop_all_actors(std::chrono::milliseconds(config.shutdown_ms));
   mailbox->set_host_state(HostState::stopped, 0);
 }
+}  // namespace
 
 }  // namespace mpx::actors::detail
 
@@ -66,6 +95,10 @@ struct HostControl {
   std::optional<Process> process;
   std::optional<ProcessHandle> handle;
   std::vector<SpawnRequest> specs;  // named spawns, replayed by restart()
+  // An ExceptionSlot the host process shares (passed to host_main: a
+  // descriptor under forkserver and spawn); its name is unlinked at once.
+  SharedMemory exception_memory;
+  ExceptionSlot* exception_slot = nullptr;  // in exception_memory
   unsigned restarts = 0;
   bool shut_down = false;
 
@@ -106,14 +139,26 @@ void HostControl::start() {
   process_options.name = name;
   process_options.daemon = options.daemon;
   process_options.start_method = options.start_method;
-  process.emplace(process_options, &host_main, name, static_cast<std::int32_t>(tree_root()), config, specs);
+  process_options.limits = options.limits;
+  if (exception_memory.closed()) {
+    exception_memory = SharedMemory::create(sizeof(ExceptionSlot), SharedMemory::Lifetime::persistent);
+    exception_memory.unlink();  // the mapping (and its descriptor) is all the host needs
+  }
+  exception_slot = ::new (exception_memory.buf().data()) ExceptionSlot();
+  process.emplace(process_options, &host_main, name, static_cast<std::int32_t>(tree_root()), config, specs,
+                  exception_memory);
   process->start();
   handle = process->handle();
   auto deadline = mpx::detail::Deadline::after(options.spawn_timeout);
   while (mailbox->incarnation() != expected || mailbox->host_state() != HostState::running) {
-    if (!handle->is_alive())
-      throw ActorError("mpx actors: host '" + name + "' exited while starting" +
-                       (handle->exitcode() ? " (exit code " + std::to_string(*handle->exitcode()) + ")" : ""));
+    if (!handle->is_alive()) {
+      // It started, then died at once (the watcher of whoever restarts it sees that).
+      if (mailbox->incarnation() == expected && mailbox->host_state() == HostState::running) break;
+      std::string why = handle->exitcode() ? "exit code " + std::to_string(*handle->exitcode()) : "";
+      if (auto e = exception_slot->read())
+        why += ", uncaught " + e->type + (e->message.empty() ? "" : ": " + e->message);
+      throw ActorError("mpx actors: host '" + name + "' exited while starting" + (why.empty() ? "" : " (" + why + ")"));
+    }
     if (deadline.expired()) {
       handle->kill();
       handle->join();
@@ -313,6 +358,11 @@ ProcessHandle Host::process() const {
 unsigned Host::restarts() const {
   std::lock_guard lock(control_->mutex);
   return control_->restarts;
+}
+std::optional<ChildException> Host::exception() const {
+  std::lock_guard lock(control_->mutex);
+  if (!control_->exception_slot || !control_->handle || control_->handle->is_alive()) return std::nullopt;
+  return control_->exception_slot->read();
 }
 std::size_t Host::mailbox_depth() const { return control_->mailbox->depth(); }
 std::uint64_t Host::dropped() const { return control_->mailbox->dropped(); }

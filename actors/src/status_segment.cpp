@@ -1,11 +1,14 @@
 // The supervisor status segment (see mpx/actors/detail/status_segment.hpp).
 #include "mpx/actors/detail/status_segment.hpp"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstring>
 #include <new>
 #include <thread>
 
+#include "mpx/detail/identity.hpp"
 #include "mpx/logging.hpp"
 
 namespace mpx::actors::detail {
@@ -20,26 +23,68 @@ struct StatusHeader {
   std::atomic<std::uint64_t> seq;  // odd while the text is being rewritten
   std::atomic<std::uint32_t> length;
   std::uint32_t capacity;
+  std::int32_t writer_pid;       // who publishes here, to tell a live tree from a dead one's leftover
+  std::uint64_t writer_marker;   // task_marker(writer_pid): against pid reuse
 };
+
+// Readers attach without becoming holders of the segment (Lifetime::persistent
+// on attach does not register with the shared-memory tracker): a reader must
+// not keep a dead tree's segment alive, or the tree restarted under the same
+// name could not publish.
+std::optional<SharedMemory> attach(const std::string& supervisor) {
+  try {
+    return SharedMemory(status_segment_name(supervisor), false, 0, SharedMemory::Lifetime::persistent);
+  } catch (const SharedMemoryError&) {
+    return std::nullopt;
+  }
+}
+
+// The segment of that name was left by a writer that is gone (SIGKILLed, and
+// the tracker has not unlinked it yet): removes it and says so.
+bool remove_if_stale(const std::string& supervisor) {
+  auto shm = attach(supervisor);
+  if (!shm || shm->size() < sizeof(StatusHeader)) return false;
+  const auto* header = std::launder(reinterpret_cast<const StatusHeader*>(shm->buf().data()));
+  if (header->magic != kMagic) return false;
+  char state = 0;
+  std::uint64_t start = 0;
+  const pid_t pid = header->writer_pid;
+  const std::uint64_t marker = header->writer_marker;
+  const bool gone = !mpx::detail::read_proc_stat(pid, state, start) || state == 'Z' ||
+                    (marker != 0 && mpx::detail::task_marker(pid) != marker);
+  if (!gone) return false;
+  try {
+    shm->unlink();
+  } catch (const SharedMemoryError&) {
+    // unlinked meanwhile (the tracker): creating it again is what we want
+  }
+  return true;
+}
 
 }  // namespace
 
 std::string status_segment_name(const std::string& supervisor) { return "mpx-top." + supervisor; }
 
 StatusWriter::StatusWriter(const std::string& supervisor) {
-  try {
-    shm_.emplace(status_segment_name(supervisor), true, static_cast<std::int64_t>(sizeof(StatusHeader) + kCapacity));
-  } catch (const FileExistsError&) {
-    get_logger()->warn("mpx supervisor {}: another running tree publishes its status under this name; mpx-top "
-                       "shows that one",
-                       supervisor);
-    return;
-  } catch (const SharedMemoryError& e) {
-    get_logger()->warn("mpx supervisor {}: no status segment for mpx-top: {}", supervisor, e.what());
-    return;
+  for (bool retried = false;; retried = true) {
+    try {
+      shm_.emplace(status_segment_name(supervisor), true, static_cast<std::int64_t>(sizeof(StatusHeader) + kCapacity));
+      break;
+    } catch (const FileExistsError&) {
+      if (!retried && remove_if_stale(supervisor)) continue;
+      get_logger()->warn("mpx supervisor {}: another running tree publishes its status under this name; mpx-top "
+                         "shows that one",
+                         supervisor);
+      return;
+    } catch (const SharedMemoryError& e) {
+      get_logger()->warn("mpx supervisor {}: no status segment for mpx-top: {}", supervisor, e.what());
+      return;
+    }
   }
   auto* header = new (shm_->buf().data()) StatusHeader{};
   header->capacity = kCapacity;
+  header->writer_pid = ::getpid();
+  header->writer_marker = mpx::detail::task_marker(header->writer_pid);
   header->magic = kMagic;
 }
 
@@ -63,12 +108,8 @@ void StatusWriter::publish(std::string_view json) {
 }
 
 std::optional<std::string> read_status(const std::string& supervisor) {
-  std::optional<SharedMemory> shm;
-  try {
-    shm.emplace(status_segment_name(supervisor), false);
-  } catch (const SharedMemoryError&) {
-    return std::nullopt;
-  }
+  auto shm = attach(supervisor);
+  if (!shm) return std::nullopt;
   if (shm->size() < sizeof(StatusHeader)) return std::nullopt;
   auto* header = std::launder(reinterpret_cast<StatusHeader*>(shm->buf().data()));
   const auto* text = reinterpret_cast<const char*>(shm->buf().data() + sizeof(StatusHeader));

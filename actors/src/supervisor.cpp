@@ -13,18 +13,16 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
-#include <new>
 #include <random>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
-#include "mpx/detail/demangle.hpp"
-#include "mpx/detail/shared_mapping.hpp"
 #include "mpx/detail/unique_fd.hpp"
 #include "mpx/logging.hpp"
 #include "mpx/actors/detail/status_segment.hpp"
 #include "mpx/process.hpp"
+#include "exception_slot.hpp"
 #include "runtime.hpp"
 
 namespace mpx::actors {
@@ -67,70 +65,24 @@ ChildSpec ChildSpec::supervisor(std::string id, SupervisorOptions options, std::
 
 namespace {
 
-// Where a forked child leaves the exception its target died of, in memory
-// shared with the supervisor: written once by the child before it exits,
-// read by the supervisor after it has exited, cleared before each start.
-struct ExceptionSlot {
-  static constexpr std::size_t type_capacity = 255;
-  static constexpr std::size_t message_capacity = 3072;
-  std::atomic<std::uint32_t> written{0};  // 1 once the sizes and text are in place
-  std::uint32_t type_size = 0;
-  std::uint32_t message_size = 0;
-  char type[type_capacity];
-  char message[message_capacity];
+using detail::ExceptionSlot;
 
-  // In the child, inside the handler; must not throw (the exception in
-  // flight is what the child exits with).
-  void record(const char* message_text) noexcept {
-    try {
-      const std::string name = mpx::detail::current_exception_type();
-      type_size = static_cast<std::uint32_t>(std::min(name.size(), type_capacity));
-      std::memcpy(type, name.data(), type_size);
-      message_size = static_cast<std::uint32_t>(std::min(std::strlen(message_text), message_capacity));
-      std::memcpy(message, message_text, message_size);
-      written.store(1, std::memory_order_release);
-    } catch (...) {
-      // Out of memory describing it: the report has no exception, the exit code 1 stays.
-    }
-  }
-
-  [[nodiscard]] std::optional<ChildException> read() const {
-    if (written.load(std::memory_order_acquire) != 1) return std::nullopt;
-    return ChildException{std::string(type, std::min<std::size_t>(type_size, type_capacity)),
-                          std::string(message, std::min<std::size_t>(message_size, message_capacity))};
-  }
-};
-static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "shared between processes");
-
-// A child's target, recording an uncaught exception in `slot` before it
-// reaches the process bootstrap (which logs it and exits 1). mpx::exit
-// unwinds with SystemExit: an exit code, not a failure.
+// A forked child's target, recording an uncaught exception in `slot`.
 std::function<void()> recording(std::function<void()> target, ExceptionSlot* slot) {
-  return [target = std::move(target), slot] {
-    try {
-      target();
-    } catch (const mpx::SystemExit&) {
-      throw;
-    } catch (const std::exception& e) {
-      slot->record(e.what());
-      throw;
-    } catch (...) {
-      slot->record("");
-      throw;
-    }
-  };
+  return [target = std::move(target), slot] { detail::run_recording(*slot, target); };
 }
 
 bool has_limits(const ProcessLimits& l) {
   return l.address_space || l.cpu_seconds || l.open_files || l.nice || !l.cpu_affinity.empty();
 }
 
-// Refuses what cannot be honoured, before anything starts (nested specs too).
-void check_spec(const std::string& supervisor, const ChildSpec& spec) {
-  if (spec.kind == ChildSpec::Kind::host && has_limits(spec.limits))
-    throw ActorError("mpx supervisor " + supervisor + ": host child '" + spec.id +
-                     "' has limits, which host children do not support yet (HostOptions has none)");
-  for (const auto& child : spec.children) check_spec(spec.id, child);
+// The options a host child is started with: the spec's limits, when it has
+// any, and its start method, when set, replace those of its HostOptions.
+HostOptions host_options(const ChildSpec& spec) {
+  HostOptions options = spec.host_options;
+  if (has_limits(spec.limits)) options.limits = spec.limits;
+  if (spec.start_method) options.start_method = spec.start_method;
+  return options;
 }
 
 // The body of a nested supervisor's process: runs the supervisor until it
@@ -158,6 +110,10 @@ void run_nested(const std::string& name, const SupervisorOptions& options, const
 
 }  // namespace
 
+void detail::run_supervised(const SharedMemory& slot, const std::function<void()>& body) {
+  run_recording(exception_slot_in(slot), body);
+}
+
 struct Supervisor::Impl {
   struct Child {
     ChildSpec spec;
@@ -170,8 +126,10 @@ struct Supervisor::Impl {
     Clock::time_point started_at{};
     Clock::time_point restart_at{};
     std::optional<int> last_exit;
-    // process and supervisor children: an ExceptionSlot the forked child shares
-    mpx::detail::SharedMapping exception_memory;
+    // process and supervisor children: an ExceptionSlot the child shares
+    // (inherited through fork, or a SharedMemory argument), made at its first
+    // start, emptied before each
+    SharedMemory exception_memory;
     ExceptionSlot* exception_slot = nullptr;  // in exception_memory
     bool removed = false;
     // The previous snapshot's reading of the host's message count, for rates.
@@ -207,7 +165,7 @@ struct Supervisor::Impl {
     switch (c.spec.kind) {
       case ChildSpec::Kind::host:
         if (!c.host) {
-          c.host.emplace(c.spec.id, c.spec.host_options, c.spec.actors);
+          c.host.emplace(c.spec.id, host_options(c.spec), c.spec.actors);
         } else {
           c.host->restart();  // same mailbox; named actors spawned again
         }
@@ -215,17 +173,26 @@ struct Supervisor::Impl {
         break;
       case ChildSpec::Kind::process:
       case ChildSpec::Kind::supervisor: {
-        std::function<void()> target = c.spec.target;
-        if (c.spec.kind == ChildSpec::Kind::supervisor) {
-          target = [id = c.spec.id, options = c.spec.supervisor_options, specs = c.spec.children] {
-            run_nested(id, *options, specs);
-          };
+        auto process_options = ProcessOptions().with_name(c.spec.id).with_limits(c.spec.limits);
+        c.exception_slot = detail::fresh_exception_slot(c.exception_memory);
+        if (c.spec.start) {
+          // a plain function: any start method; the slot travels as an argument
+          process_options.start_method = c.spec.start_method;
+          c.process.emplace(c.spec.start(std::move(process_options), c.exception_memory));
+        } else {
+          if (c.spec.start_method && *c.spec.start_method != StartMethod::fork)
+            throw ActorError("mpx supervisor " + name + ": " + c.spec.id +
+                             ": closure and nested supervisor children are forked; give another start method a "
+                             "ChildSpec::process<Function> child");
+          std::function<void()> target = c.spec.target;
+          if (c.spec.kind == ChildSpec::Kind::supervisor) {
+            target = [id = c.spec.id, options = c.spec.supervisor_options, specs = c.spec.children] {
+              run_nested(id, *options, specs);
+            };
+          }
+          c.process.emplace(std::move(process_options).with_start_method(StartMethod::fork),
+                            recording(std::move(target), c.exception_slot));
         }
-        c.process.emplace(ProcessOptions()
-                              .with_name(c.spec.id)
-                              .with_start_method(StartMethod::fork)
-                              .with_limits(c.spec.limits),
-                          recording(std::move(target), fresh_exception_slot(c)));
         c.process->start();
         c.handle = c.process->handle();
         break;
@@ -234,14 +201,6 @@ struct Supervisor::Impl {
     c.state = Child::State::running;
     c.started_at = Clock::now();
     get_logger()->info("mpx supervisor {}: started {} (pid {})", name, c.spec.id, c.handle->pid());
-  }
-
-  // The child's slot, made at its first start, emptied for this one.
-  ExceptionSlot* fresh_exception_slot(Child& c) {
-    if (!c.exception_memory)
-      c.exception_memory = mpx::detail::SharedMapping::anonymous(sizeof(ExceptionSlot), "a supervisor's exception slot");
-    c.exception_slot = ::new (c.exception_memory.data()) ExceptionSlot();
-    return c.exception_slot;
   }
 
   // Stops a running child in order; its exit is reported as stopped.
@@ -281,6 +240,7 @@ struct Supervisor::Impl {
     r.exit_code = c.handle ? c.handle->exitcode() : std::nullopt;
     r.how = std::move(how);
     if (c.exception_slot) r.exception = c.exception_slot->read();
+    if (c.host) r.exception = c.host->exception();
     r.restarts = c.restarts;
     r.when = std::chrono::system_clock::now();
     c.last_exit = r.exit_code;
@@ -459,8 +419,6 @@ Supervisor::Supervisor(std::string name, SupervisorOptions options, std::vector<
     impl_->template_spec = std::move(children.front());
     children.clear();
   }
-  if (impl_->template_spec) check_spec(impl_->name, *impl_->template_spec);
-  for (const auto& spec : children) check_spec(impl_->name, spec);
   for (auto& spec : children) {
     Impl::Child c;
     c.spec = std::move(spec);
@@ -522,7 +480,6 @@ std::string Supervisor::start_child(ChildSpec spec) {
   for (const auto& c : impl_->children)
     if (!c.removed && c.spec.id == spec.id)
       throw ActorError("mpx supervisor " + impl_->name + ": a child '" + spec.id + "' exists");
-  check_spec(impl_->name, spec);
   Impl::Child c;
   c.spec = std::move(spec);
   impl_->children.push_back(std::move(c));
@@ -653,6 +610,59 @@ const char* strategy_name(Strategy strategy) {
   }
   return "unknown";
 }
+
+// A child snapshot from the JSON to_json() writes (a nested supervisor's
+// published status); fields it lacks keep their defaults.
+ChildSnapshot child_from_json(const nlohmann::json& j) {
+  ChildSnapshot c;
+  c.id = j.value("id", std::string());
+  c.kind = j.value("kind", std::string());
+  c.state = j.value("state", std::string());
+  c.pid = j.value("pid", pid_t{0});
+  c.restarts = j.value("restarts", 0u);
+  c.uptime_s = j.value("uptime_s", 0.0);
+  if (j.contains("last_exit") && j["last_exit"].is_number_integer()) c.last_exit = j["last_exit"].get<int>();
+  if (j.contains("mailbox_depth")) c.mailbox_depth = j["mailbox_depth"].get<std::size_t>();
+  if (j.contains("in_flight")) c.in_flight = j["in_flight"].get<std::uint64_t>();
+  if (j.contains("dropped")) c.dropped = j["dropped"].get<std::uint64_t>();
+  if (j.contains("messages_per_s")) c.messages_per_s = j["messages_per_s"].get<double>();
+  if (j.contains("children"))
+    for (const auto& grandchild : j["children"]) c.children.push_back(child_from_json(grandchild));
+  return c;
+}
+
+// The children of the nested supervisor `id` running as process `pid`, as it
+// published them; empty when it has not (yet), or when the segment of that
+// name belongs to another tree (a supervisor of the same name elsewhere).
+std::vector<ChildSnapshot> nested_children(const std::string& id, pid_t pid) {
+  std::vector<ChildSnapshot> out;
+  const auto text = detail::read_status(id);
+  if (!text) return out;
+  try {
+    const auto tree = nlohmann::json::parse(*text);
+    if (tree.value("pid", pid_t{0}) != pid) return out;
+    for (const auto& child : tree.at("children")) out.push_back(child_from_json(child));
+  } catch (const nlohmann::json::exception&) {
+    out.clear();  // cut at the capacity, or not ours: show none rather than a part
+  }
+  return out;
+}
+
+nlohmann::json child_to_json(const ChildSnapshot& c) {
+  nlohmann::json child{{"id", c.id}, {"kind", c.kind}, {"state", c.state}, {"pid", c.pid},
+                       {"restarts", c.restarts}, {"uptime_s", c.uptime_s}};
+  child["last_exit"] = c.last_exit ? nlohmann::json(*c.last_exit) : nlohmann::json(nullptr);
+  if (c.mailbox_depth) child["mailbox_depth"] = *c.mailbox_depth;
+  if (c.in_flight) child["in_flight"] = *c.in_flight;
+  if (c.dropped) child["dropped"] = *c.dropped;
+  if (c.messages_per_s) child["messages_per_s"] = *c.messages_per_s;
+  if (c.kind == "supervisor") {
+    child["children"] = nlohmann::json::array();
+    for (const auto& grandchild : c.children) child["children"].push_back(child_to_json(grandchild));
+  }
+  return child;
+}
+
 }  // namespace
 
 SupervisorSnapshot Supervisor::snapshot() const {
@@ -680,6 +690,7 @@ SupervisorSnapshot Supervisor::Impl::snapshot_locked() const {
         child.state = "running";
         child.pid = c.handle->pid();
         child.uptime_s = std::chrono::duration<double>(now - c.started_at).count();
+        if (c.spec.kind == ChildSpec::Kind::supervisor) child.children = nested_children(c.spec.id, child.pid);
         break;
       case Child::State::restarting: child.state = "restarting"; break;
       case Child::State::stopped: child.state = "stopped"; break;
@@ -709,16 +720,7 @@ std::string SupervisorSnapshot::to_json(int indent) const {
   tree["failed"] = failed;
   if (failed) tree["failure"] = failure;
   tree["children"] = nlohmann::json::array();
-  for (const auto& c : children) {
-    nlohmann::json child{{"id", c.id}, {"kind", c.kind}, {"state", c.state}, {"pid", c.pid},
-                         {"restarts", c.restarts}, {"uptime_s", c.uptime_s}};
-    child["last_exit"] = c.last_exit ? nlohmann::json(*c.last_exit) : nlohmann::json(nullptr);
-    if (c.mailbox_depth) child["mailbox_depth"] = *c.mailbox_depth;
-    if (c.in_flight) child["in_flight"] = *c.in_flight;
-    if (c.dropped) child["dropped"] = *c.dropped;
-    if (c.messages_per_s) child["messages_per_s"] = *c.messages_per_s;
-    tree["children"].push_back(std::move(child));
-  }
+  for (const auto& c : children) tree["children"].push_back(child_to_json(c));
   return tree.dump(indent);
 }
 

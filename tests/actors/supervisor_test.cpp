@@ -9,8 +9,12 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -18,6 +22,7 @@
 
 #include "mpx/actors.hpp"
 #include "mpx/event.hpp"
+#include "test_support.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -411,6 +416,116 @@ TEST(Supervisor, SnapshotShowsAHostsMessageRate) {
   EXPECT_NE(second.to_json().find("\"messages_per_s\""), std::string::npos);
 }
 
+namespace {
+
+// The child `id` of a snapshot's children, or null.
+const ma::ChildSnapshot* child_named(const std::vector<ma::ChildSnapshot>& children, const std::string& id) {
+  for (const auto& c : children)
+    if (c.id == id) return &c;
+  return nullptr;
+}
+
+// Polls sup.snapshot() (bounded) until the child at `path` (ids from the
+// root) satisfies `ok`; returns a copy of it, or nullopt at the deadline.
+std::optional<ma::ChildSnapshot> wait_for_child(const ma::Supervisor& sup, const std::vector<std::string>& path,
+                                                const std::function<bool(const ma::ChildSnapshot&)>& ok,
+                                                std::chrono::seconds limit = 30s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const auto snap = sup.snapshot();
+    const std::vector<ma::ChildSnapshot>* level = &snap.children;
+    const ma::ChildSnapshot* found = nullptr;
+    for (const auto& id : path) {
+      found = child_named(*level, id);
+      if (!found) break;
+      level = &found->children;
+    }
+    if (found && ok(*found)) return *found;
+    std::this_thread::sleep_for(10ms);
+  }
+  return std::nullopt;
+}
+
+bool is_child_of(pid_t child, pid_t parent) {
+  for (const auto& e : mpx::test::children_of(parent))
+    if (e.pid == child) return true;
+  return false;
+}
+
+}  // namespace
+
+TEST(Supervisor, SnapshotShowsNestedSupervisorsChildrenToAnyDepth) {
+  // root (this process) -> s-tree-mid -> s-tree-inner -> deep-leaf: three levels
+  // of supervisors, each nested one in its own process.
+  ma::Supervisor sup("s-tree", with(ma::Strategy::one_for_one),
+                     {ma::ChildSpec::process("top-leaf", idle_forever),
+                      ma::ChildSpec::supervisor(
+                          "s-tree-mid", with(ma::Strategy::one_for_one),
+                          {ma::ChildSpec::process("mid-leaf", idle_forever),
+                           ma::ChildSpec::supervisor("s-tree-inner", with(ma::Strategy::one_for_one),
+                                                     {ma::ChildSpec::process("deep-leaf", idle_forever)})})});
+  const std::vector<std::string> deep{"s-tree-mid", "s-tree-inner", "deep-leaf"};
+  auto running = [](const ma::ChildSnapshot& c) { return c.state == "running" && c.pid > 0; };
+  const auto first = wait_for_child(sup, deep, running);
+  ASSERT_TRUE(first) << sup.snapshot().to_json(2);
+  const auto snap = sup.snapshot();
+  const auto* mid = child_named(snap.children, "s-tree-mid");
+  ASSERT_TRUE(mid);
+  EXPECT_EQ(mid->kind, "supervisor");
+  EXPECT_EQ(mid->pid, pids(sup)["s-tree-mid"]);
+  const auto* mid_leaf = child_named(mid->children, "mid-leaf");
+  const auto* inner = child_named(mid->children, "s-tree-inner");
+  ASSERT_TRUE(mid_leaf && inner) << snap.to_json(2);
+  EXPECT_EQ(mid_leaf->kind, "process");
+  EXPECT_EQ(inner->kind, "supervisor");
+  // The pids shown are the real processes of the tree.
+  EXPECT_TRUE(is_child_of(mid_leaf->pid, mid->pid)) << mid_leaf->pid;
+  EXPECT_TRUE(is_child_of(inner->pid, mid->pid)) << inner->pid;
+  EXPECT_TRUE(is_child_of(first->pid, inner->pid)) << first->pid;
+  EXPECT_EQ(first->restarts, 0u);
+  EXPECT_FALSE(first->last_exit);
+  // The JSON (what mpx-top --json shows) has the same tree.
+  const auto json = nlohmann::json::parse(snap.to_json());
+  EXPECT_EQ(json["children"][1]["children"][1]["children"][0]["id"], "deep-leaf");
+  EXPECT_EQ(json["children"][0].count("children"), 0u);  // a process child has none
+
+  // A grandchild of a grandchild dies: the root's view shows its restart.
+  ASSERT_EQ(::kill(first->pid, SIGKILL), 0);
+  const auto restarted = wait_for_child(sup, deep, [&](const ma::ChildSnapshot& c) {
+    return running(c) && c.pid != first->pid && c.restarts == 1;
+  });
+  ASSERT_TRUE(restarted) << sup.snapshot().to_json(2);
+  EXPECT_EQ(restarted->last_exit, -SIGKILL);
+  EXPECT_TRUE(is_child_of(restarted->pid, inner->pid)) << restarted->pid;
+  const auto after = sup.snapshot();
+  const auto* mid_after = child_named(after.children, "s-tree-mid");
+  ASSERT_TRUE(mid_after);
+  EXPECT_EQ(mid_after->pid, mid->pid);  // only the leaf was restarted
+  EXPECT_EQ(mid_after->restarts, 0u);
+  const auto* inner_after = child_named(mid_after->children, "s-tree-inner");
+  ASSERT_TRUE(inner_after);
+  EXPECT_EQ(inner_after->pid, inner->pid);
+  EXPECT_EQ(inner_after->restarts, 0u);
+  EXPECT_TRUE(sup.reports().empty());  // the root itself restarted nothing
+
+  // The middle supervisor is SIGKILLed (its children die with it): its
+  // restart publishes again under its name, and the root shows the new tree.
+  ASSERT_EQ(::kill(mid->pid, SIGKILL), 0);
+  const auto new_leaf = wait_for_child(sup, deep, [&](const ma::ChildSnapshot& c) {
+    return running(c) && c.pid != restarted->pid && c.restarts == 0;
+  });
+  ASSERT_TRUE(new_leaf) << sup.snapshot().to_json(2);
+  const auto last = sup.snapshot();
+  const auto* new_mid = child_named(last.children, "s-tree-mid");
+  ASSERT_TRUE(new_mid);
+  EXPECT_NE(new_mid->pid, mid->pid);
+  EXPECT_EQ(new_mid->restarts, 1u);
+  const auto* new_inner = child_named(new_mid->children, "s-tree-inner");
+  ASSERT_TRUE(new_inner);
+  EXPECT_TRUE(is_child_of(new_inner->pid, new_mid->pid)) << new_inner->pid;
+  EXPECT_TRUE(is_child_of(new_leaf->pid, new_inner->pid)) << new_leaf->pid;
+}
+
 // ---- exceptions in reports, limits per child
 
 namespace {
@@ -543,24 +658,132 @@ TEST(Supervisor, ACpuLimitKillsTheChildAndItIsRestarted) {
   }
 }
 
-TEST(Supervisor, LimitsAreRefusedForHostChildrenAndBadOnesThrowActorError) {
-  mpx::ProcessLimits limits;
-  limits.cpu_seconds = 5;
-  EXPECT_THROW(ma::Supervisor("s-host-limits", ma::SupervisorOptions(),
-                              {ma::ChildSpec::host("limited-host", ma::HostOptions(), {}).with_limits(limits)}),
-               ma::ActorError);
-  EXPECT_THROW(ma::Supervisor("s-nested-limits", ma::SupervisorOptions(),
-                              {ma::ChildSpec::supervisor(
-                                  "inner", ma::SupervisorOptions(),
-                                  {ma::ChildSpec::host("limited-host", ma::HostOptions(), {}).with_limits(limits)})}),
-               ma::ActorError);
+TEST(Supervisor, BadLimitsThrowActorErrorForEveryKind) {
   mpx::ProcessLimits bad;
   bad.nice = 25;
   EXPECT_THROW(ma::Supervisor("s-bad-limits", ma::SupervisorOptions(),
                               {ma::ChildSpec::process("a", idle_forever), ma::ChildSpec::process("b", idle_forever).with_limits(bad)}),
                ma::ActorError);
-  ma::Supervisor sup("s-dynamic-limits", ma::SupervisorOptions(), {ma::ChildSpec::process("a", idle_forever)});
-  EXPECT_THROW(sup.start_child(ma::ChildSpec::host("limited-host", ma::HostOptions(), {}).with_limits(limits)),
+  EXPECT_THROW(ma::Supervisor("s-bad-host-limits", ma::SupervisorOptions(),
+                              {ma::ChildSpec::process("a", idle_forever),
+                               ma::ChildSpec::host("bad-limits-host", ma::HostOptions(), {}).with_limits(bad)}),
                ma::ActorError);
-  EXPECT_EQ(sup.count_children().specs, 1u);
+  // The host's mailbox was removed: the name can be used again.
+  ma::Supervisor sup("s-host-limits-ok", ma::SupervisorOptions(),
+                     {ma::ChildSpec::host("bad-limits-host", ma::HostOptions(), {})});
+  EXPECT_EQ(sup.count_children().active, 1u);
+}
+
+namespace {
+
+// The soft limit /proc/<pid>/limits shows for `what` ("Max open files"), or "".
+std::string soft_limit(pid_t pid, const std::string& what) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/limits");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(what, 0) == 0) {
+      std::istringstream fields(line.substr(what.size()));
+      std::string soft;
+      fields >> soft;
+      return soft;
+    }
+  return "";
+}
+
+struct Burn {
+  template <class A>
+  void serialize(A&) {}
+};
+ma::Behavior burner(ma::Context&) {
+  return {[](const Burn&) { burn_cpu(); }};
+}
+MPX_REGISTER_ACTOR(burner);
+
+}  // namespace
+
+TEST(Supervisor, HostChildLimitsApplyAtEveryRestart) {
+  // HostOptions::limits, and a spec's limits replacing them.
+  mpx::ProcessLimits files;
+  files.open_files = 200;
+  mpx::ProcessLimits spec_files;
+  spec_files.open_files = 300;
+  ma::Supervisor sup("s-host-files", with(ma::Strategy::one_for_one),
+                     {ma::ChildSpec::host("files-host", ma::HostOptions().with_limits(files), {}),
+                      ma::ChildSpec::host("spec-files-host", ma::HostOptions().with_limits(files), {})
+                          .with_limits(spec_files)});
+  auto before = pids(sup);
+  EXPECT_EQ(soft_limit(before["files-host"], "Max open files"), "200");
+  EXPECT_EQ(soft_limit(before["spec-files-host"], "Max open files"), "300");
+  ::kill(before["files-host"], SIGKILL);
+  ::kill(before["spec-files-host"], SIGKILL);
+  ASSERT_TRUE(settled(sup, 2));
+  auto after = pids(sup);
+  ASSERT_NE(after["files-host"], before["files-host"]);
+  EXPECT_EQ(soft_limit(after["files-host"], "Max open files"), "200");
+  EXPECT_EQ(soft_limit(after["spec-files-host"], "Max open files"), "300");
+}
+
+TEST(Supervisor, ACpuLimitKillsAHostChildAndItIsRestarted) {
+  ReportLog log;
+  mpx::ProcessLimits limits;
+  limits.cpu_seconds = 1;
+  ma::Supervisor sup("s-host-cpu", log.options(),
+                     {ma::ChildSpec::host("cpu-host", ma::HostOptions(), {ma::ActorSpec::make("burner", "b")})
+                          .with_limits(limits)
+                          .with_shutdown(0ms)});
+  // The host dies burning the first Burn; the restarted one is given it again
+  // (redelivered: it was in hand) and dies of it too.
+  auto b = sup.host("cpu-host").actor("b");
+  b.send(Burn{});
+  b.send(Burn{});
+  ASSERT_TRUE(log.wait_for(2));
+  sup.stop();
+  const auto reports = log.copy();
+  for (unsigned i = 0; i < 2; ++i) {
+    EXPECT_EQ(reports[i].child, "cpu-host");
+    EXPECT_EQ(reports[i].exit_code, -SIGXCPU) << i;
+    EXPECT_EQ(reports[i].how, "killed by signal");
+    EXPECT_EQ(reports[i].restarts, i);
+    EXPECT_FALSE(reports[i].exception);
+  }
+}
+
+namespace host_crash {
+struct Unbuildable {};  // not a std::exception: the host's spawn loop cannot log it and go on
+ma::Behavior unbuildable(ma::Context&) { throw Unbuildable{}; }
+MPX_REGISTER_ACTOR(unbuildable);
+}  // namespace host_crash
+
+TEST(Supervisor, ExitReportCarriesTheExceptionAHostDiedOf) {
+  ReportLog log;
+  // Intensity 1: the host dies at its start and at its restart, then the
+  // supervisor gives up; both reports name the exception.
+  ma::Supervisor sup("s-host-exception", log.options(1),
+                     {ma::ChildSpec::host("crashing-host", ma::HostOptions(), {ma::ActorSpec::make("unbuildable", "u")})});
+  ASSERT_TRUE(sup.wait_failed(60000ms));
+  const auto reports = log.copy();
+  ASSERT_EQ(reports.size(), 2u);
+  for (unsigned i = 0; i < 2; ++i) {
+    EXPECT_EQ(reports[i].child, "crashing-host");
+    EXPECT_EQ(reports[i].exit_code, 1) << i;
+    EXPECT_EQ(reports[i].restarts, i);
+    ASSERT_TRUE(reports[i].exception) << i;
+    EXPECT_EQ(reports[i].exception->type, "host_crash::Unbuildable");
+    EXPECT_EQ(reports[i].exception->message, "");
+    EXPECT_NE(reports[i].to_string().find("uncaught host_crash::Unbuildable"), std::string::npos)
+        << reports[i].to_string();
+  }
+}
+
+TEST(Supervisor, AHostStoppedInOrderHasNoException) {
+  ReportLog log;
+  {
+    ma::Supervisor sup("s-host-clean", log.options(),
+                       {ma::ChildSpec::host("clean-host", ma::HostOptions(), {ma::ActorSpec::make("tally", "t", 0)})});
+    EXPECT_EQ(sup.host("clean-host").actor("t").request<int>(Read{}).get(30s), 0);
+    EXPECT_FALSE(sup.host("clean-host").exception());  // running
+  }
+  const auto reports = log.copy();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].exit_code, 0);
+  EXPECT_FALSE(reports[0].exception);
 }

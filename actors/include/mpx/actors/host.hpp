@@ -10,8 +10,10 @@
 //   host's mailbox (shared memory named after the tree and the host name,
 //   owned by this process) and starts the child (an mpx::Process, with the
 //   start method of HostOptions or the process default; under forkserver a
-//   multi-threaded program can start hosts). The child runs a fresh CAF
-//   actor system and a gateway thread that takes messages from the mailbox.
+//   multi-threaded program can start hosts; HostOptions::limits applied
+//   at every start; invalid ones make the constructor throw ProcessError).
+//   The child runs a fresh CAF actor system and a gateway thread that takes
+//   messages from the mailbox.
 //   Names are [A-Za-z0-9_.-]{1,64} and unique in the tree while the host lives
 //   (a second live Host of that name throws ActorError). A mailbox whose
 //   owner died without removing it (a SIGKILLed nested supervisor: the
@@ -36,6 +38,10 @@
 //   had taken but not handled is handled now, and the message each actor
 //   was handling is delivered again flagged redelivered (docs/actors.md).
 //   Throws ActorError while the process is still alive.
+// - exception(): an exception that escaped the host process' main (it then
+//   exits 1) is written by it, before it exits, into a small block it shares
+//   with this process (a descriptor under every start method), made anew at
+//   each start; "exited while starting" errors name it too.
 // - Methods may be called from any thread of the parent; the process calls
 //   (join, terminate, kill, exitcode) are Process's.
 #pragma once
@@ -64,6 +70,10 @@ struct HostOptions {
   unsigned threads = 0;                              // CAF scheduler threads; 0: min(cpu_count(), 4)
   std::chrono::milliseconds shutdown_timeout{5000};  // poison pill -> exit; then SIGTERM, then SIGKILL
   std::chrono::milliseconds spawn_timeout{10000};
+  // Applied to the host process at its start and at every restart()
+  // (mpx/process.hpp: a CPU limit ends it with -SIGXCPU; an address-space
+  // limit must leave room for the CAF actor system and its threads' stacks).
+  ProcessLimits limits;
 
   HostOptions& with_daemon(bool value = true) & {
     daemon = value;
@@ -92,6 +102,18 @@ struct HostOptions {
   HostOptions&& with_shutdown_timeout(std::chrono::milliseconds value) && {
     return std::move(with_shutdown_timeout(value));
   }
+  HostOptions& with_limits(ProcessLimits value) & {
+    limits = std::move(value);
+    return *this;
+  }
+  HostOptions&& with_limits(ProcessLimits value) && { return std::move(with_limits(std::move(value))); }
+};
+
+// The uncaught exception a child process ended with (a host's, or a
+// supervisor's process child's).
+struct ChildException {
+  std::string type;     // demangled: "std::runtime_error"; at most 255 bytes
+  std::string message;  // what(), empty for a type not derived from std::exception; at most 3 KiB
 };
 
 namespace detail {
@@ -157,6 +179,11 @@ class Host {
   [[nodiscard]] ProcessHandle process() const;
   // How many times restart() started a new process.
   [[nodiscard]] unsigned restarts() const;
+  // The exception the current process ended with when one escaped the host's
+  // main (e.g. thrown by an actor of the ActorSpec constructor that is not a
+  // std::exception, which the host cannot log and skip); nullopt while it
+  // runs and after any other end.
+  [[nodiscard]] std::optional<ChildException> exception() const;
 
   // Mailbox figures: messages waiting, dropped by drop_oldest, taken and
   // being handled.

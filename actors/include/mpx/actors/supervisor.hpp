@@ -4,7 +4,9 @@
 //     using namespace mpx::actors;
 //     Supervisor sup("service", SupervisorOptions().with_strategy(Strategy::one_for_one),
 //                    {ChildSpec::host("worker-1", HostOptions(), {ActorSpec::make("adder", "adder-1")}),
-//                     ChildSpec::process("cleaner", [] { clean_forever(); })});
+//                     ChildSpec::process("cleaner", [] { clean_forever(); }),   // forked
+//                     ChildSpec::process<index_shard>("shard-3", 3, jobs)        // any start method
+//                         .with_start_method(mpx::StartMethod::forkserver)});
 //     sup.host("worker-1").actor("adder-1").request<int>(Add{1, 2}).get(1s);
 //     sup.stop();                                   // reverse order; also the destructor
 //
@@ -18,9 +20,10 @@
 // - A child exits: an ExitReport is made (to the log at info, or warn for
 //   an abnormal exit; to SupervisorOptions::on_exit on the watcher thread;
 //   to the bounded history). A process or nested supervisor child whose
-//   target ended with an uncaught exception has it in the report (type and
-//   what(), bounded), written by the child to memory shared with the
-//   supervisor before it exits. permanent children are restarted, transient
+//   target ended with an uncaught exception, or a host child whose main let
+//   one escape (Host::exception), has it in the report (type and what(),
+//   bounded), written by the child to memory shared with the supervisor
+//   before it exits. permanent children are restarted, transient
 //   ones only after an abnormal exit (exit code != 0), temporary never.
 //   Strategies: one_for_one restarts the child; one_for_all stops the others
 //   (reverse order) and restarts all in order; rest_for_one does so for the
@@ -40,12 +43,31 @@
 //   SIGTERM, 1 s, SIGKILL, and keeps its mailbox, so a restarted host
 //   handles what was sent meanwhile; a process gets SIGTERM, its timeout,
 //   then SIGKILL; brutal_kill (timeout 0) is SIGKILL at once.
-// - Start methods: host children follow HostOptions; process and nested
-//   supervisor children are forked (their targets are closures).
+// - snapshot() is the live tree. A nested supervisor child runs in its own
+//   process and publishes its snapshot (mpx/actors/detail/status_segment.hpp:
+//   at every change and every 0.5 s); the parent's snapshot reads it (only
+//   if it was published by that child's pid) and shows the nested children
+//   under it, to any depth: a change deep in the tree reaches the root's
+//   view within about 0.5 s per level below the first.
+// - Start methods: host children follow HostOptions (ChildSpec::start_method,
+//   when set, replaces its start_method). A process child made
+//   from a closure (ChildSpec::process(id, closure)) is forked, and so is a
+//   nested supervisor (under forkserver or spawn they are out of scope:
+//   asking for another start method makes their start throw ActorError). A
+//   process child made from a plain function and serializable arguments
+//   (ChildSpec::process<worker>(id, args...)) starts with the spec's
+//   start_method (empty: get_start_method() at each start): fork,
+//   forkserver (a multi-threaded program supervising plain workers) or
+//   spawn; its arguments, the framework's primitives included, are copied
+//   into each start as for Process, and its exception slot travels as a
+//   SharedMemory argument: restarts, shutdown, limits and reports
+//   (ExitReport::exception included) are the same under every start method.
 // - Limits: ChildSpec::limits (ProcessLimits) are applied at every start and
-//   restart of a process or nested supervisor child (whose own children
-//   inherit the rlimits, nice value and affinity through fork); a host
-//   child with limits is refused (ActorError): HostOptions has none yet.
+//   restart of a child of any kind: process, nested supervisor (whose own
+//   children inherit the rlimits, nice value and affinity through fork) and
+//   host (through HostOptions::limits, which the spec's limits replace when
+//   it has any). Invalid ones (a nice value outside [-20, 19]) make the
+//   constructor throw ActorError.
 #pragma once
 
 #include <sys/types.h>
@@ -56,13 +78,41 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "mpx/actors/detail/spawn_args.hpp"
 #include "mpx/actors/host.hpp"
 #include "mpx/process.hpp"
+#include "mpx/shared_memory.hpp"
 
 namespace mpx::actors {
+
+namespace detail {
+
+// In a supervised child: runs `body`, leaving an exception that escapes it
+// in the exception slot `slot` (memory shared with the supervisor) before it
+// reaches the process bootstrap (which logs it and exits 1).
+void run_supervised(const SharedMemory& slot, const std::function<void()>& body);
+
+// The registered body of a ChildSpec::process<Function> child: one per
+// function, registered during static initialisation (so a fork server or a
+// spawned child knows it) under its type's name; the exception slot comes
+// last, as a SharedMemory argument.
+template <auto Function, class Arguments>
+struct SupervisedFunction;
+template <auto Function, class... P>
+struct SupervisedFunction<Function, std::tuple<P...>> {
+  static void main(P... args, SharedMemory slot) {
+    run_supervised(slot, [&] { Function(args...); });
+  }
+  static inline const bool registered = mpx::detail::register_function(
+      std::string(mpx::type_name<SupervisedFunction>()).c_str(), reinterpret_cast<void (*)()>(&main),
+      &mpx::detail::invoke_remote<&main>);
+};
+
+}  // namespace detail
 
 enum class RestartType { permanent, transient, temporary };
 // simple_one_for_one: the one spec given is a template; children are made
@@ -91,11 +141,7 @@ struct Backoff {
   std::chrono::milliseconds reset_after{10000};
 };
 
-// The uncaught exception a child's target ended with.
-struct ChildException {
-  std::string type;     // demangled: "std::runtime_error"; at most 255 bytes
-  std::string message;  // what(), empty for a type not derived from std::exception; at most 3 KiB
-};
+// ChildException (the uncaught exception a child ended with) is in host.hpp.
 
 struct ExitReport {
   std::string supervisor;
@@ -103,9 +149,9 @@ struct ExitReport {
   pid_t pid = 0;
   std::optional<int> exit_code;  // -N: signal N
   std::string how;               // "exited", "killed by signal", "stopped by the supervisor"
-  // Process and nested supervisor children whose target threw (exit code 1,
-  // unless a signal ended the child while it was shutting down); empty
-  // otherwise, and always for host children.
+  // Process and nested supervisor children whose target threw, host children
+  // whose main let an exception escape (exit code 1, unless a signal ended
+  // the child while it was shutting down); empty otherwise.
   std::optional<ChildException> exception;
   unsigned restarts = 0;         // of this child before this exit
   std::chrono::system_clock::time_point when;
@@ -158,12 +204,19 @@ struct ChildSpec {
   RestartType restart = RestartType::permanent;
   std::chrono::milliseconds shutdown{5000};  // 0: brutal_kill; milliseconds::max(): infinity
   bool significant = false;                  // see AutoShutdown
-  // process and supervisor children: applied at every (re)start (ProcessLimits
-  // in mpx/process.hpp; a CPU limit ends the child with -SIGXCPU, an address
-  // space limit makes allocations throw std::bad_alloc)
+  // applied at every (re)start (ProcessLimits in mpx/process.hpp; a CPU limit
+  // ends the child with -SIGXCPU, an address space limit makes allocations
+  // throw std::bad_alloc); for a host child, when any is set, they replace
+  // its HostOptions::limits
   ProcessLimits limits;
-  // process
+  // process: a closure (forked), or a plain function with its arguments
+  // (`start` makes the child's Process from its options and exception slot)
   std::function<void()> target;
+  std::function<Process(ProcessOptions, SharedMemory)> start;
+  // empty: get_start_method() at each (re)start of a process child, the
+  // HostOptions' for a host child (which it replaces when set). A closure
+  // child or a nested supervisor takes fork only (others: ActorError).
+  std::optional<StartMethod> start_method;
   // host
   HostOptions host_options;
   std::vector<ActorSpec> actors;
@@ -172,6 +225,15 @@ struct ChildSpec {
   std::vector<ChildSpec> children;
 
   static ChildSpec process(std::string id, std::function<void()> target);
+  // A child running Function(args...) (a plain function; its arguments
+  // serializable, copied now and sent at each start) under the spec's start
+  // method. Function need not be registered: the supervisor registers a
+  // wrapper for it under the wrapper's type name (two functions of the same
+  // name and signature in anonymous namespaces of two files of one program
+  // collide: the second is logged at registration and its start fails
+  // under forkserver or spawn).
+  template <auto Function, class... Args>
+  static ChildSpec process(std::string id, Args&&... args);
   static ChildSpec host(std::string id, HostOptions options, std::vector<ActorSpec> actors);
   static ChildSpec supervisor(std::string id, SupervisorOptions options, std::vector<ChildSpec> children);
 
@@ -195,7 +257,34 @@ struct ChildSpec {
     return *this;
   }
   ChildSpec&& with_limits(ProcessLimits value) && { return std::move(with_limits(std::move(value))); }
+  ChildSpec& with_start_method(StartMethod value) & {
+    start_method = value;
+    return *this;
+  }
+  ChildSpec&& with_start_method(StartMethod value) && { return std::move(with_start_method(value)); }
 };
+
+template <auto Function, class... Args>
+ChildSpec ChildSpec::process(std::string id, Args&&... args) {
+  using Fn = decltype(Function);
+  static_assert(std::is_pointer_v<Fn> && std::is_function_v<std::remove_pointer_t<Fn>>,
+                "ChildSpec::process<Function>: Function must be a plain function");
+  using Arguments = typename mpx::detail::FunctionTraits<Fn>::Arguments;
+  static_assert(mpx::detail::all_serializable<Arguments>(),
+                "ChildSpec::process<Function>: its parameters must be serializable");
+  using Body = detail::SupervisedFunction<Function, Arguments>;
+  (void)Body::registered;  // instantiates (so performs) the registration
+  ChildSpec spec;
+  spec.id = std::move(id);
+  spec.kind = Kind::process;
+  spec.start = [arguments = std::make_shared<const Arguments>(std::forward<Args>(args)...)](
+                   ProcessOptions options, SharedMemory slot) {
+    return std::apply(
+        [&](const auto&... values) { return Process(std::move(options), &Body::main, values..., std::move(slot)); },
+        *arguments);
+  };
+  return spec;
+}
 
 struct ChildInfo {
   std::string id;
@@ -220,6 +309,10 @@ struct ChildSnapshot {
   std::optional<std::uint64_t> in_flight;
   std::optional<std::uint64_t> dropped;
   std::optional<double> messages_per_s;  // taken by the host since the previous snapshot (the 0.5 s published ones count)
+  // supervisors only: the nested supervisor's own children, to any depth, as
+  // it last published them (status segment, see the contract); empty while it
+  // is not running or has not published yet.
+  std::vector<ChildSnapshot> children;
 };
 
 struct SupervisorSnapshot {
@@ -229,7 +322,8 @@ struct SupervisorSnapshot {
   bool failed = false;
   std::string failure;
   std::vector<ChildSnapshot> children;
-  // {"name": ..., "pid": ..., "strategy": ..., "failed": ..., "children": [{...}, ...]}
+  // {"name": ..., "pid": ..., "strategy": ..., "failed": ..., "children": [{...}, ...]}; a
+  // supervisor child has its own "children" array.
   [[nodiscard]] std::string to_json(int indent = -1) const;
 };
 

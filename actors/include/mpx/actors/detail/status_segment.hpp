@@ -5,7 +5,10 @@
 // One writer (the supervisor's process), any number of readers, no lock: a
 // sequence word is odd while the text is rewritten (a seqlock), readers
 // retry. The segment is unlinked by the writer's destructor, and by the
-// shared-memory tracker when the supervisor's process dies.
+// shared-memory tracker when the supervisor's process dies; readers do not
+// hold it (they attach untracked), and a writer finding the segment of a
+// writer that is gone (not unlinked yet) replaces it. A parent supervisor
+// reads its nested supervisors' segments to show their children.
 #pragma once
 
 #include <memory>
@@ -21,8 +24,9 @@ namespace mpx::actors::detail {
 
 class StatusWriter {
  public:
-  // Creates the segment; when another live tree already publishes under this
-  // name, ok() is false and publish() does nothing (logged once).
+  // Creates the segment (replacing one a dead writer left); when another
+  // live tree already publishes under this name, ok() is false and publish()
+  // does nothing (logged once).
   explicit StatusWriter(const std::string& supervisor);
   StatusWriter(const StatusWriter&) = delete;
   StatusWriter& operator=(const StatusWriter&) = delete;
