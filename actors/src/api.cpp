@@ -44,6 +44,7 @@ const char* to_string(DownKind kind) noexcept {
     case DownKind::host_died: return "host_died";
     case DownKind::noproc: return "noproc";
     case DownKind::linked: return "linked";
+    case DownKind::node_down: return "node_down";
   }
   return "unknown";
 }

@@ -11,7 +11,9 @@
 // (runtime.hpp). Packets for another node reach the Node directly in the
 // node's process, or through its outbound mailbox ("@<name>") from the other
 // processes of the tree. The Node remembers the requests and monitors it
-// carried to each peer, so that a peer lost fails them at once.
+// carried to each peer, so that a peer lost fails them at once, and the
+// address of each peer it connected to, so that a thread of its own can
+// connect to a lost one again (NodeOptions::reconnect_interval).
 #include "mpx/actors/node.hpp"
 
 #include <netdb.h>
@@ -24,6 +26,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -166,6 +169,7 @@ class NodeImpl {
   void on_frame(const caf::actor_addr& from, const std::vector<char>& frame);
   void fail(const std::string& origin, std::uint64_t id, const Tracked& tracked, const std::string& why);
   void run_forwarder();
+  void run_redialer();
 
   std::unique_ptr<caf::actor_system_config> config_;
   std::unique_ptr<caf::actor_system> system_;
@@ -178,8 +182,26 @@ class NodeImpl {
   mutable std::mutex mutex_;
   std::map<std::string, Peer, std::less<>> peers_;  // authenticated, up
   std::map<caf::actor_addr, std::string> by_addr_;
-  std::map<caf::actor_addr, Handshake> handshakes_;
+  // By client gateway and client nonce: one gateway may run several at once
+  // (a reconnect under way and a connect() of the user).
+  std::map<std::pair<caf::actor_addr, std::string>, Handshake> handshakes_;
   std::map<std::pair<std::string, std::uint64_t>, Tracked> tracked_;  // (origin endpoint, request/monitor id)
+
+  // Reconnecting: where each peer this node connected to was reached, and
+  // the lost ones to connect to again (due time, current backoff).
+  struct Address {
+    std::string host;
+    std::uint16_t port = 0;
+  };
+  struct Redial {
+    Address address;
+    Clock::time_point due;
+    std::chrono::milliseconds backoff;
+  };
+  std::map<std::string, Address, std::less<>> dialed_;
+  std::map<std::string, Redial, std::less<>> redial_;
+  std::condition_variable redial_cv_;  // with mutex_: a new lost peer, or stopping_
+  std::thread redialer_;
 };
 
 namespace {
@@ -207,15 +229,15 @@ caf::behavior doorman_actor(caf::event_based_actor* self, NodeImpl* node) {
                                        static_cast<std::uint64_t>(node->pid), hs.nonce_server, std::move(mine));
         std::lock_guard lock(node->mutex_);
         if (node->handshakes_.size() > 1024) node->handshakes_.clear();  // abandoned ones
-        node->handshakes_[sender_of(self)] = std::move(hs);
+        node->handshakes_[{sender_of(self), nonce_client}] = std::move(hs);
         return reply;
       },
-      [self, node](auth_atom, const std::string& client_proof) -> caf::message {
+      [self, node](auth_atom, const std::string& client_proof, const std::string& nonce_client) -> caf::message {
         const caf::actor_addr from = sender_of(self);
         std::optional<NodeImpl::Handshake> hs;
         {
           std::lock_guard lock(node->mutex_);
-          auto it = node->handshakes_.find(from);
+          auto it = node->handshakes_.find({from, nonce_client});
           if (it != node->handshakes_.end()) {
             hs = std::move(it->second);
             node->handshakes_.erase(it);
@@ -291,7 +313,7 @@ caf::behavior gateway_actor(caf::event_based_actor* self, NodeImpl* node) {
                     return;
                   }
                   auto mine = proof(node->options.secret, "client", {node->options.name, server, nonce_server, nonce_client});
-                  self->request(remote, timeout, auth_atom::value, std::move(mine))
+                  self->request(remote, timeout, auth_atom::value, std::move(mine), nonce_client)
                       .then(
                           [self, node, rp, server, server_endpoint, server_pid](auth_atom, bool ok,
                                                                                 const caf::actor& server_gateway) mutable {
@@ -356,6 +378,9 @@ NodeImpl::NodeImpl(NodeOptions opts) : options(std::move(opts)) {
   if (options.secret.empty()) throw NodeError("mpx nodes: NodeOptions::secret is required (the deployment's shared secret)");
   if (options.heartbeat_interval.count() <= 0 || options.heartbeat_timeout <= options.heartbeat_interval)
     throw NodeError("mpx nodes: heartbeat_timeout must be longer than a positive heartbeat_interval");
+  if (options.reconnect_interval.count() < 0 ||
+      (options.reconnect_interval.count() > 0 && options.reconnect_max_interval < options.reconnect_interval))
+    throw NodeError("mpx nodes: reconnect_max_interval must be at least a non-negative reconnect_interval");
   tls = !options.tls_certificate.empty() || !options.tls_key.empty() || !options.tls_cafile.empty();
   if (tls && (options.tls_certificate.empty() || options.tls_key.empty() || options.tls_cafile.empty()))
     throw NodeError("mpx nodes: TLS needs tls_certificate, tls_key and tls_cafile");
@@ -369,11 +394,16 @@ NodeImpl::NodeImpl(NodeOptions opts) : options(std::move(opts)) {
   // The outbound mailbox of the tree's other processes.
   MailboxOptions box;
   box.bytes = std::max<std::size_t>(box.bytes, 4 * (options.max_message_size + 4096));
+  // A node restarted at once after a SIGKILL finds the mailbox its dead
+  // process left (the tracker unlinks it later): it takes it over.
+  bool adopted = false;
   try {
-    outbound_ = Mailbox::create(mailbox_name(node_mailbox_host(options.name)), box);
+    outbound_ = Mailbox::create_or_adopt(mailbox_name(node_mailbox_host(options.name)), box, adopted);
   } catch (const FileExistsError&) {
     throw NodeError("mpx nodes: a node named '" + options.name + "' already exists in this process tree");
   }
+  if (adopted)
+    get_logger()->warn("mpx nodes: node '{}' took over the outbound mailbox its dead process left", options.name);
   outbound_->attach_consumer();
   endpoint_name = Endpoint::instance().name();
 
@@ -410,6 +440,7 @@ NodeImpl::NodeImpl(NodeOptions opts) : options(std::move(opts)) {
   g_node_pid = mpx::detail::current_pid();
   g_node.store(this, std::memory_order_release);
   forwarder_ = std::thread([this] { run_forwarder(); });
+  if (options.reconnect_interval.count() > 0) redialer_ = std::thread([this] { run_redialer(); });
   get_logger()->info("mpx nodes: node '{}' listens on {}:{}{}", options.name, options.address, port,
                      tls ? " (TLS)" : "");
 }
@@ -419,6 +450,11 @@ NodeImpl::~NodeImpl() {
   stopping_.store(true);
   outbound_->interrupt_consumer();
   if (forwarder_.joinable()) forwarder_.join();
+  {
+    std::lock_guard lock(mutex_);  // the redialer checks stopping_ under it
+  }
+  redial_cv_.notify_all();
+  if (redialer_.joinable()) redialer_.join();  // waits for an attempt under way (bounded)
   // Goodbye to the peers, each bounded: they see this node down at once.
   std::vector<caf::actor> gateways;
   {
@@ -475,6 +511,7 @@ void NodeImpl::add_peer(const std::string& peer, std::string endpoint, std::uint
     std::lock_guard lock(mutex_);
     by_addr_[gateway.address()] = peer;
     peers_[peer] = Peer{std::move(endpoint), peer_pid, std::move(gateway), Clock::now()};
+    redial_.erase(peer);  // back, whoever connected
   }
   get_logger()->info("mpx nodes: {} connected to node '{}'", options.name, peer);
 }
@@ -512,6 +549,10 @@ void NodeImpl::node_down(const std::string& peer, const std::string& why) {
     if (it == peers_.end()) return;
     by_addr_.erase(it->second.gateway.address());
     peers_.erase(it);
+    if (auto d = dialed_.find(peer); d != dialed_.end() && options.reconnect_interval.count() > 0 && !stopping_.load()) {
+      redial_[peer] = Redial{d->second, Clock::now() + options.reconnect_interval, options.reconnect_interval};
+      redial_cv_.notify_all();
+    }
     for (auto t = tracked_.begin(); t != tracked_.end();) {
       if (t->second.node == peer) {
         lost.emplace_back(t->first, std::move(t->second));
@@ -530,7 +571,7 @@ void NodeImpl::fail(const std::string& origin, std::uint64_t id, const Tracked& 
   const ActorRef me(endpoint_name, "", 0, pid);
   try {
     if (tracked.monitor) {
-      Down down{tracked.target, DownKind::host_died, why, {}};
+      Down down{tracked.target, DownKind::node_down, why, {}};
       post_packet(origin, PacketKind::down, 0, "", 0, me, id, borrow_value(down), Deadline::never(), true);
     } else {
       ErrorInfo info{"nodedown", "", "mpx nodes: request to node '" + tracked.node + "' failed: " + why, why};
@@ -676,7 +717,58 @@ std::string NodeImpl::connect(const std::string& address, std::uint16_t peer_por
     throw NodeError("mpx nodes: " + options.name + " cannot connect to " + address + ":" + std::to_string(peer_port) +
                     ": " + result);
   }
+  std::lock_guard lock(mutex_);
+  dialed_[result] = Address{address, peer_port};
   return result;
+}
+
+void NodeImpl::run_redialer() {
+  // An attempt is bounded (the destructor waits for it): a peer that does not
+  // answer within a heartbeat timeout is not back yet.
+  const auto attempt_timeout = std::min(options.connect_timeout, options.heartbeat_timeout);
+  std::unique_lock lock(mutex_);
+  while (!stopping_.load()) {
+    auto next = redial_.end();
+    for (auto it = redial_.begin(); it != redial_.end(); ++it)
+      if (next == redial_.end() || it->second.due < next->second.due) next = it;
+    if (next == redial_.end()) {
+      redial_cv_.wait(lock);
+      continue;
+    }
+    if (next->second.due > Clock::now()) {
+      redial_cv_.wait_until(lock, next->second.due);
+      continue;
+    }
+    const std::string peer = next->first;
+    const Address address = next->second.address;
+    lock.unlock();
+    std::string got, error;
+    try {
+      got = connect(address.host, address.port, attempt_timeout);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    lock.lock();
+    auto it = redial_.find(peer);
+    if (!error.empty()) {
+      get_logger()->debug("mpx nodes: {}: reconnecting to node '{}' failed: {}", options.name, peer, error);
+      if (it != redial_.end()) {
+        it->second.backoff = std::min(it->second.backoff * 2, options.reconnect_max_interval);
+        it->second.due = Clock::now() + it->second.backoff;
+      }
+    } else if (got != peer) {
+      // Another node listens there now: it is connected, the lost one is not.
+      get_logger()->warn("mpx nodes: {}: found node '{}' at {}:{} instead of lost node '{}'; no longer reconnecting to it",
+                         options.name, got, address.host, address.port, peer);
+      if (it != redial_.end()) redial_.erase(it);
+      if (auto d = dialed_.find(peer); d != dialed_.end() && d->second.host == address.host &&
+                                       d->second.port == address.port)
+        dialed_.erase(d);
+    } else {
+      get_logger()->info("mpx nodes: {}: reconnected to node '{}' at {}:{}", options.name, peer, address.host,
+                         address.port);
+    }
+  }
 }
 
 // ---- runtime hooks

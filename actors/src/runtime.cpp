@@ -440,7 +440,7 @@ void watch(Endpoint& endpoint, const std::shared_ptr<MonitorState>& monitor, std
       post_packet(route_name(target), PacketKind::monitor, flags, target.name(), target.id(), watcher, monitor->id,
                   Value{}, Deadline::never(), true);
     } catch (const ActorDown& e) {
-      endpoint.fire_monitor(monitor, Down{target, DownKind::host_died, e.reason() + ": " + e.what(), {}});
+      endpoint.fire_monitor(monitor, Down{target, DownKind::node_down, e.reason() + ": " + e.what(), {}});
     }
     return;
   }

@@ -95,6 +95,40 @@ ma::Behavior echo(ma::Context& self) {
 }
 MPX_REGISTER_ACTOR(echo);
 
+struct LinkTo {
+  ma::ActorRef target;
+  bool trap = false;
+  template <class A>
+  void serialize(A& ar) {
+    ar(target, trap);
+  }
+};
+struct LastEvent {
+  template <class A>
+  void serialize(A&) {}
+};
+struct Boom {
+  template <class A>
+  void serialize(A&) {}
+};
+
+// Links to a target (trapping exits or not) and remembers the last
+// ExitSignal it got; Boom makes it stop abnormally.
+ma::Behavior linker(ma::Context& self) {
+  auto last = std::make_shared<std::string>("none");
+  return {
+      [&self](const LinkTo& l) {
+        self.set_trap_exit(l.trap);
+        self.link(l.target);
+        return true;
+      },
+      [last](const ma::ExitSignal& e) { *last = std::string("exit ") + ma::to_string(e.kind) + " " + e.from.name(); },
+      [last](const LastEvent&) { return *last; },
+      [](const Boom&) -> int { throw std::runtime_error("boom"); },
+  };
+}
+MPX_REGISTER_ACTOR(linker);
+
 constexpr const char* kSecret = "node-test-secret";
 
 // Two bytes (a port) from a child to the parent.
@@ -174,7 +208,27 @@ ma::NodeOptions options_for(const std::string& name, const std::string& secret =
   return ma::NodeOptions{}.with_name(unique(name)).with_secret(secret);
 }
 
+// The linker's last event once it starts with `prefix` ("" after 10 s).
+std::string wait_for_event(const ma::ActorRef& linker, const std::string& prefix) {
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < until) {
+    std::string last = linker.request<std::string>(LastEvent{}).get(10s);
+    if (last.rfind(prefix, 0) == 0) return last;
+    std::this_thread::sleep_for(10ms);  // the signal is on its way: ask again
+  }
+  return "";
+}
+
 }  // namespace
+
+// For checks in a child process: they fail its exit code.
+#define NODE_CHECK(cond)                                                                  \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
+      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);       \
+      return 1;                                                                          \
+    }                                                                                    \
+  } while (0)
 
 // ---- on 127.0.0.1
 
@@ -234,6 +288,75 @@ TEST(Node, MonitorsAcrossNodesSeeStopAndKill) {
   auto ghost = ma::monitor(a.actor(peer, unique("hb2"), "ghost")).wait(10s);
   ASSERT_TRUE(ghost);
   EXPECT_EQ(ghost->kind, ma::DownKind::noproc);
+}
+
+// Links across nodes behave as they do across processes
+// (tests/actors/monitor_test.cpp): an abnormal stop stops the linked actor,
+// or is an ExitSignal when it traps exits, in both directions; a normal stop
+// does not propagate. A lost node is an abnormal stop: DownKind::node_down.
+TEST(Node, LinksAcrossNodesPropagateAbnormalStopsAndNodeDown) {
+  RemoteNode b(options_for("b7"), "", unique("hb7"));
+  ma::Node a(options_for("a7"));
+  const std::string peer = a.connect("127.0.0.1", b.port, 10s);
+  const auto remote = [&](const std::string& name) { return a.spawn(peer, unique("hb7"), "linker", name); };
+  const auto local = [&](const std::string& name) { return ma::spawn("linker", unique(name)); };
+  struct Stop {  // the local actors go with the test, also on failure
+    std::vector<ma::ActorRef> refs;
+    ~Stop() {
+      for (auto& r : refs) r.kill();
+    }
+  } stop;
+
+  // Remote actor killed: the trapping local actor gets the ExitSignal and lives on.
+  ma::ActorRef trap = local("l-trap"), t1 = remote("t1");
+  stop.refs.push_back(trap);
+  ASSERT_TRUE(trap.request<bool>(LinkTo{t1, true}).get(10s));
+  t1.kill();
+  EXPECT_EQ(wait_for_event(trap, "exit"), "exit killed t1");
+
+  // Remote actor throws: the non-trapping local actor stops too (linked).
+  ma::ActorRef plain = local("l-plain"), t2 = remote("t2");
+  stop.refs.push_back(plain);
+  auto m_plain = ma::monitor(plain);
+  ASSERT_TRUE(plain.request<bool>(LinkTo{t2, false}).get(10s));
+  EXPECT_THROW((void)t2.request<int>(Boom{}).get(10s), ma::RemoteError);
+  auto d_plain = m_plain.wait(10s);
+  ASSERT_TRUE(d_plain);
+  EXPECT_EQ(d_plain->kind, ma::DownKind::linked);
+  EXPECT_NE(d_plain->reason.find("boom"), std::string::npos) << d_plain->reason;
+
+  // The other direction: the local actor killed stops the remote one.
+  ma::ActorRef victim = local("l-victim"), t3 = remote("t3");
+  auto m_t3 = ma::monitor(t3);
+  ASSERT_TRUE(victim.request<bool>(LinkTo{t3, false}).get(10s));
+  victim.kill();
+  auto d_t3 = m_t3.wait(10s);
+  ASSERT_TRUE(d_t3);
+  EXPECT_EQ(d_t3->kind, ma::DownKind::linked);
+
+  // A normal stop does not propagate.
+  ma::ActorRef calm = local("l-calm"), t4 = remote("t4");
+  stop.refs.push_back(calm);
+  auto m_t4 = ma::monitor(t4);
+  ASSERT_TRUE(calm.request<bool>(LinkTo{t4, false}).get(10s));
+  t4.send(ma::PoisonPill{});
+  ASSERT_TRUE(m_t4.wait(10s));
+  EXPECT_EQ(calm.request<std::string>(LastEvent{}).get(10s), "none");
+
+  // Node b killed: node_down, as an ExitSignal or as the reason of the stop.
+  ma::ActorRef trap2 = local("l-trap2"), plain2 = local("l-plain2"), t5 = remote("t5"), t6 = remote("t6");
+  stop.refs.push_back(trap2);
+  stop.refs.push_back(plain2);
+  auto m_plain2 = ma::monitor(plain2);
+  ASSERT_TRUE(trap2.request<bool>(LinkTo{t5, true}).get(10s));
+  ASSERT_TRUE(plain2.request<bool>(LinkTo{t6, false}).get(10s));
+  b.kill();
+  EXPECT_EQ(wait_for_event(trap2, "exit"), "exit node_down t5");
+  auto d_plain2 = m_plain2.wait(10s);
+  ASSERT_TRUE(d_plain2);
+  EXPECT_EQ(d_plain2->kind, ma::DownKind::linked);
+  EXPECT_NE(d_plain2->reason.find("node down"), std::string::npos) << d_plain2->reason;
+  EXPECT_EQ(calm.request<std::string>(LastEvent{}).get(10s), "none");  // t4 had stopped normally before
 }
 
 TEST(Node, WrongSecretIsRefusedAndReachesNoActor) {
@@ -300,7 +423,7 @@ TEST(Node, SigkillOfANodeIsSeenByTheOthers) {
   auto down = m.wait(5s);
   const auto detected = std::chrono::steady_clock::now() - t0;
   ASSERT_TRUE(down);
-  EXPECT_EQ(down->kind, ma::DownKind::host_died);
+  EXPECT_EQ(down->kind, ma::DownKind::node_down) << ma::to_string(down->kind);
   EXPECT_NE(down->reason.find("node down"), std::string::npos) << down->reason;
   EXPECT_LT(detected, 2s);
   EXPECT_THROW((void)hanging.get(100ms), ma::NodeDown);
@@ -309,6 +432,86 @@ TEST(Node, SigkillOfANodeIsSeenByTheOthers) {
   EXPECT_EQ(a.actor(pc, "echo").request<int>(Ping{1}).get(10s), 2);  // the others are fine
   std::printf("[ figures ] SIGKILL of a node seen after %.1f ms\n",
               std::chrono::duration<double, std::milli>(detected).count());
+}
+
+// A peer this node connected to comes back on the same address and port (a
+// new process): the node reconnects by itself, and the ref to the named
+// actor in b's host works again without a call to connect(). Node a runs in
+// a driver child: b's new process is forked here, from a process that is no
+// node (a forked child would inherit a's node).
+TEST(Node, ReconnectsByItselfToAPeerThatComesBackOnTheSamePort) {
+  const std::string host_b = unique("hrb");
+  std::optional<RemoteNode> b;
+  b.emplace(options_for("b8"), "", host_b, std::vector<std::string>{"w"});
+  const std::uint16_t port = b->port;
+  const auto options_a = options_for("a8").with_reconnect(50ms, 400ms);
+  Signal ready;  // a is connected and watches w: kill and restart b
+  Child driver([&]() -> int {
+    ma::Node a(options_a);
+    const std::string pb = a.connect("127.0.0.1", port, 10s);
+    ma::ActorRef w = a.actor(pb, host_b, "w");
+    NODE_CHECK(w.request<int>(Ping{1}).get(10s) == 2);
+    auto m = ma::monitor(w);
+    ready.notify();
+    auto down = m.wait(5s);
+    NODE_CHECK(down && down->kind == ma::DownKind::node_down);
+    // No connect() here: poll the ref until the deadline (b is restarting,
+    // attempts fail meanwhile and back off).
+    const auto t0 = std::chrono::steady_clock::now();
+    int answer = 0;
+    while (answer == 0 && std::chrono::steady_clock::now() - t0 < 15s) {
+      try {
+        answer = w.request<int>(Ping{2}).get(5s);
+      } catch (const ma::ActorDown&) {
+        // NodeDown: not reconnected yet; noproc: b listens, but its host
+        // has not made w again yet.
+        std::this_thread::sleep_for(20ms);
+      }
+    }
+    NODE_CHECK(answer == 3);
+    NODE_CHECK(a.is_connected(pb));
+    NODE_CHECK(a.actor(pb, "echo").request<int>(Ping{3}).get(10s) == 4);  // the new node process
+    std::printf("[ figures ] reconnected by itself %.1f ms after b was lost\n",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait(30s));
+  b->kill();
+  b.reset();  // reaped
+  b.emplace(options_for("b8").with_address("127.0.0.1", port), "", host_b, std::vector<std::string>{"w"});
+  EXPECT_EQ(driver.join(60s), 0);
+}
+
+// Reconnecting is on by default but can be turned off: then the peer stays
+// down until connect() is called.
+TEST(Node, WithoutReconnectALostPeerStaysDownUntilConnectIsCalled) {
+  EXPECT_GT(ma::NodeOptions{}.reconnect_interval.count(), 0);
+  std::optional<RemoteNode> b;
+  b.emplace(options_for("b9"));
+  const std::uint16_t port = b->port;
+  const auto options_a = options_for("a9").with_reconnect(0ms, 0ms);
+  Signal ready, restarted;
+  Child driver([&]() -> int {
+    ma::Node a(options_a);
+    const std::string pb = a.connect("127.0.0.1", port, 10s);
+    auto m = ma::monitor(a.actor(pb, "echo"));
+    ready.notify();
+    NODE_CHECK(m.wait(5s));
+    NODE_CHECK(restarted.wait(30s));
+    // Nothing to wait for: a reconnecting node would be back within a few
+    // intervals of 250 ms, this one must still be apart after six.
+    std::this_thread::sleep_for(1500ms);
+    NODE_CHECK(!a.is_connected(pb));
+    NODE_CHECK(a.connect("127.0.0.1", port, 10s) == pb);
+    NODE_CHECK(a.actor(pb, "echo").request<int>(Ping{1}).get(10s) == 2);
+    return 0;
+  });
+  ASSERT_TRUE(ready.wait(30s));
+  b->kill();
+  b.reset();
+  b.emplace(options_for("b9").with_address("127.0.0.1", port));
+  restarted.notify();
+  EXPECT_EQ(driver.join(60s), 0);
 }
 
 // ---- TLS (certificates made now with the openssl command, in a temp dir)
@@ -397,14 +600,6 @@ int run_driver(const NetNamespaces& net, int index, const std::function<int()>& 
   return driver.join(120s);
 }
 }  // namespace
-
-#define NODE_CHECK(cond)                                                                  \
-  do {                                                                                   \
-    if (!(cond)) {                                                                       \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);       \
-      return 1;                                                                          \
-    }                                                                                    \
-  } while (0)
 
 TEST(NodeNetns, ThreeNodesRequestsAndMonitorsOverVeth) {
   if (::geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
@@ -513,7 +708,7 @@ TEST(NodeNetns, CutLinkIsDetectedRequestsFailFastAndReconnectWorks) {
     auto down = m.wait(5s);
     const auto detected = std::chrono::steady_clock::now() - t0;
     NODE_CHECK(down.has_value());
-    NODE_CHECK(down->kind == ma::DownKind::host_died);
+    NODE_CHECK(down->kind == ma::DownKind::node_down);
     NODE_CHECK(down->reason.find("node down") != std::string::npos);
     NODE_CHECK(detected < 2s);
     // Pending and new requests fail at once.
@@ -548,6 +743,26 @@ TEST(NodeNetns, CutLinkIsDetectedRequestsFailFastAndReconnectWorks) {
     NODE_CHECK(w.request<int>(Ping{6}).get(10s) == 7);  // the named actor in the host, reachable again
     std::printf("[ figures ] cut link detected after %.1f ms\n",
                 std::chrono::duration<double, std::milli>(detected).count());
+
+    // Cut again and restore: this time the node reconnects by itself.
+    auto m2 = ma::monitor(w);
+    net.cut(1);
+    auto down2 = m2.wait(5s);
+    NODE_CHECK(down2 && down2->kind == ma::DownKind::node_down);
+    net.restore(1);
+    const auto t2 = std::chrono::steady_clock::now();
+    int answer = 0;
+    while (answer == 0 && std::chrono::steady_clock::now() - t2 < 15s) {
+      try {
+        answer = w.request<int>(Ping{7}).get(5s);
+      } catch (const ma::NodeDown&) {
+        std::this_thread::sleep_for(20ms);  // not reconnected yet
+      }
+    }
+    NODE_CHECK(answer == 8);
+    NODE_CHECK(a.is_connected(pb));
+    std::printf("[ figures ] reconnected by itself %.1f ms after the link was restored\n",
+                std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t2).count());
     return 0;
   });
   EXPECT_EQ(code, 0);

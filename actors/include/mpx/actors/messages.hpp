@@ -2,9 +2,11 @@
 //
 //   PoisonPill   send it to stop an actor after everything queued before it
 //                (reason "normal"). Handled by the layer, never by user code.
-//   Down         delivered to a monitor when the monitored actor stops.
+//   Down         delivered to a monitor when the monitored actor stops, or
+//                its node is lost (DownKind::node_down).
 //   ExitSignal   delivered to an actor that traps exits when a linked actor
-//                stopped abnormally (without trap_exit, the actor stops too).
+//                stopped abnormally or its node was lost (without
+//                trap_exit, the actor stops too).
 #pragma once
 
 #include <optional>
@@ -27,6 +29,8 @@ enum class DownKind {
   host_died,  // its host process died (exit_code: as Process reports it, when known)
   noproc,     // there was no such actor when the monitor was set (Erlang's noproc)
   linked,     // a linked actor stopped abnormally
+  node_down,  // the actor's node was lost: died, link cut past the heartbeat
+              // timeout, or said goodbye; the actor itself may still run
 };
 
 [[nodiscard]] const char* to_string(DownKind kind) noexcept;

@@ -29,18 +29,30 @@
 //   certificate, timeout). Calling it again after a node went down
 //   reconnects: named actors there are reachable again.
 // - Failure detection: heartbeats every heartbeat_interval; a peer silent
-//   for heartbeat_timeout (default 1.5 s), or whose connection closes, is
-//   down: monitors of its actors fire (DownKind::host_died, reason
-//   "node down: ..."), pending requests to it fail at once with NodeDown,
-//   and until it is connected again sends to it are dropped (logged) and
-//   requests fail with NodeDown at once.
+//   for heartbeat_timeout (default 1.5 s), whose connection closes, or that
+//   said goodbye, is down: monitors and links of its actors fire with
+//   DownKind::node_down (reason "node down: ..."; the actor itself may still
+//   run; a linked actor that does not trap exits stops as DownKind::linked),
+//   pending requests to it fail at once with NodeDown, and until it is
+//   connected again sends to it are dropped (logged) and requests fail with
+//   NodeDown at once.
+// - Reconnecting (on by default): a lost peer that this node had connected
+//   to (not one that connected to it) is connected to again at the same
+//   address and port by a thread of the node, first after
+//   reconnect_interval (250 ms), then at doubling intervals up to
+//   reconnect_max_interval (5 s), until it is back (by this thread or a
+//   connect() call); then refs to actors in its named hosts work again. A
+//   restarted peer (SIGKILL, then a new process on the same port) counts.
+//   reconnect_interval 0 turns it off.
 // - A message larger than max_message_size is refused at the sender with
 //   MessageTooLarge.
 // - Methods may be called from any thread of the process that made the
-//   node. The destructor says goodbye to the peers (they see the node down
-//   at once, each goodbye bounded by 500 ms) and closes the endpoint; no
-//   thread may still be sending to other nodes meanwhile. The library writes
-//   nothing to stdout.
+//   node. The destructor stops reconnecting (it waits for an attempt under
+//   way, whose TCP probe and handshake are each bounded by
+//   min(connect_timeout, heartbeat_timeout)), says goodbye to the peers
+//   (they see the node down at once, each goodbye bounded by 500 ms) and
+//   closes the endpoint; no thread may still be sending to other nodes
+//   meanwhile. The library writes nothing to stdout.
 #pragma once
 
 #include <chrono>
@@ -70,6 +82,12 @@ struct NodeOptions {
   std::chrono::milliseconds heartbeat_timeout{1500};
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds spawn_timeout{10000};
+  // Reconnecting by itself to a lost peer that this node connected to (not
+  // one that connected to it): the first try reconnect_interval after the
+  // loss, then at doubling intervals up to reconnect_max_interval, until it
+  // is back. reconnect_interval 0: off.
+  std::chrono::milliseconds reconnect_interval{250};
+  std::chrono::milliseconds reconnect_max_interval{5000};
   std::size_t max_message_size = std::size_t{16} << 20;
   unsigned threads = 2;  // CAF scheduler threads of the node's own actor system
 
@@ -107,6 +125,14 @@ struct NodeOptions {
   }
   NodeOptions&& with_heartbeat(std::chrono::milliseconds interval, std::chrono::milliseconds timeout) && {
     return std::move(with_heartbeat(interval, timeout));
+  }
+  NodeOptions& with_reconnect(std::chrono::milliseconds interval, std::chrono::milliseconds max_interval) & {
+    reconnect_interval = interval;
+    reconnect_max_interval = max_interval;
+    return *this;
+  }
+  NodeOptions&& with_reconnect(std::chrono::milliseconds interval, std::chrono::milliseconds max_interval) && {
+    return std::move(with_reconnect(interval, max_interval));
   }
   NodeOptions& with_max_message_size(std::size_t value) & {
     max_message_size = value;
