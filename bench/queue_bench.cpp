@@ -7,6 +7,8 @@
 // Scenarios (names as in the table):
 //   queue_spsc_int64     Queue<int64_t>, 1 producer process -> 1 consumer process
 //   queue_spsc_1k        1 KiB std::string items, 1 -> 1
+//   queue_spsc_int64_grow, _fixed, queue_spsc_1k_grow, _fixed
+//                        the same with QueueOptions::grow_cells on and off
 //   queue_spsc_1m        1 MiB std::string items, 1 -> 1, in GB/s
 //   queue_mpmc_4x4       Queue<int64_t>, 4 producer processes -> 4 consumer processes
 //   queue_memory_*      1,000 default Queue<std::string>: resident memory
@@ -162,8 +164,8 @@ double memcpy_gbs(std::size_t bytes, int reps) {
 
 // ---- mpx
 
-double mpx_spsc_int64(std::size_t n) {
-  mpx::Queue<std::int64_t> q;
+double mpx_spsc_int64(std::size_t n, const mpx::QueueOptions& options = {}) {
+  mpx::Queue<std::int64_t> q(0, options);
   StartLine line;
   pid_t prod = spawn([&] {
     pin_to(1);
@@ -184,8 +186,8 @@ double mpx_spsc_int64(std::size_t n) {
   return static_cast<double>(n) / dt;
 }
 
-double mpx_spsc_string(std::size_t n, std::size_t size) {
-  mpx::Queue<std::string> q;
+double mpx_spsc_string(std::size_t n, std::size_t size, const mpx::QueueOptions& options = {}) {
+  mpx::Queue<std::string> q(0, options);
   StartLine line;
   pid_t prod = spawn([&] {
     std::string item(size, 'x');
@@ -326,6 +328,14 @@ int main(int argc, char** argv) {
   double spsc = best([&] { return mpx_spsc_int64(n_int); });
   double s1k = best([&] { return mpx_spsc_string(n_1k, 1024); });
   double s1m = best([&] { return mpx_spsc_string(n_1m, 1 << 20) * (1 << 20) / 1e9; });
+  // The same two with the ring's cells growing and not (whatever the default is).
+  mpx::QueueOptions grow_on, grow_off;
+  grow_on.grow_cells = true;
+  grow_off.grow_cells = false;
+  double spsc_grow = best([&] { return mpx_spsc_int64(n_int, grow_on); });
+  double spsc_fixed = best([&] { return mpx_spsc_int64(n_int, grow_off); });
+  double s1k_grow = best([&] { return mpx_spsc_string(n_1k, 1024, grow_on); });
+  double s1k_fixed = best([&] { return mpx_spsc_string(n_1k, 1024, grow_off); });
   double mpmc = best([&] { return mpx_mpmc_int64(n_mpmc, 4, 4); });
   std::vector<QueueMemory> mems;
   for (int i = 0; i < repeat; ++i) mems.push_back(queue_memory(1000, 300));
@@ -345,6 +355,10 @@ int main(int argc, char** argv) {
   std::printf("%-18s %-8s %14s %14s %10s %14s\n", "scenario", "unit", "mpx", "python", "mpx/py", "machine limit");
   row("queue_spsc_int64", "items/s", spsc, p("queue_spsc_int64"), ring, "bare_ring");
   row("queue_spsc_1k", "items/s", s1k, p("queue_spsc_1k"), 0, "");
+  row("queue_spsc_int64_grow", "items/s", spsc_grow, 0, 0, "");
+  row("queue_spsc_int64_fixed", "items/s", spsc_fixed, 0, 0, "");
+  row("queue_spsc_1k_grow", "items/s", s1k_grow, 0, 0, "");
+  row("queue_spsc_1k_fixed", "items/s", s1k_fixed, 0, 0, "");
   row("queue_spsc_1m", "GB/s", s1m, p("queue_spsc_1m"), mc_cold, "memcpy_64m_cold");
   row("", "", s1m, 0, mc, "memcpy_1m_hot");
   row("queue_mpmc_4x4", "items/s", mpmc, p("queue_mpmc_4x4"), 0, "");
@@ -354,6 +368,10 @@ int main(int argc, char** argv) {
   const std::vector<Record> records{
       {"queue_spsc_int64", "items/s", spsc, {{"python", p("queue_spsc_int64")}, {"bare_ring", ring}}, true, ""},
       {"queue_spsc_1k", "items/s", s1k, {{"python", p("queue_spsc_1k")}}, true, ""},
+      {"queue_spsc_int64_grow", "items/s", spsc_grow, {}, true, "QueueOptions::grow_cells = true"},
+      {"queue_spsc_int64_fixed", "items/s", spsc_fixed, {}, true, "QueueOptions::grow_cells = false"},
+      {"queue_spsc_1k_grow", "items/s", s1k_grow, {}, true, "QueueOptions::grow_cells = true"},
+      {"queue_spsc_1k_fixed", "items/s", s1k_fixed, {}, true, "QueueOptions::grow_cells = false"},
       {"queue_spsc_1m", "GB/s", s1m, {{"python", p("queue_spsc_1m")}, {"memcpy_64m_cold", mc_cold}}, true, ""},
       {"queue_mpmc_4x4", "items/s", mpmc, {{"python", p("queue_mpmc_4x4")}}, true, ""},
       {"queue_memory_idle_resident", "KiB/queue", mem_idle, {}, false, "1000 idle queues"},

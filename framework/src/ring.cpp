@@ -33,7 +33,25 @@
 // of the last lap that used them: a FREE cell of an older lap is as free as
 // one of this lap, and a cell whose turn looks *newer* than the index's lap
 // while the index still points at it can only be one skipped for 2^31 laps
-// (turns are 32 bits): it is read as older. A newer turn with a moved index
+// (turns are 32 bits): it is read as older.
+//
+// Grow: a grow ring's positions run over its base cells (index < base_cells_)
+// and then over the growth file's cell segments (index >= base_cells_, up to
+// capacity_ = 2^30). So that a backlog does not walk into new segments while
+// base cells are free, the producer that claims base cell i looks at the
+// next base cell first and may set kDivertBit in its claim (kept in FULL and
+// READING until the cell is released), which changes where the lap goes on:
+//   i = base-1: cell 0 is FREE for the next lap: the lap ends here, the next
+//     one starts at cell 0 (without the bit: on into the first segment);
+//   i < base-1: cell i+1 is not FREE for this lap (it still holds a message
+//     of the last lap): the lap goes on at index base_cells_ (a "skip"; the
+//     base cells past i are left to the last lap's messages).
+// A cell seen FREE for a lap stays so until that lap claims it, so the lap
+// never runs into an occupied base cell and a put never waits while there
+// is memory. Once in the segments, a lap only ends as before (a jump when
+// empty), so the previous lap's segment cells are all consumed when the
+// next lap skips into them. The header's `skip` word (position + 1) records
+// the latest skip, for size(). A newer turn with a moved index
 // is the usual "someone else got here first".
 //
 // Wake-ups: a side that found nothing spins briefly, then sets its
@@ -138,8 +156,11 @@ constexpr std::uint64_t kCellsPerPage = 64;
 // In the low bits of a READING state: the cell is a jump, not a message
 // (claimer words are below 2^29, kAbandoned is 1).
 constexpr std::uint32_t kJumpBit = 1u << 29;
+// In the low bits of a claimed state (WRITING, FULL, READING) of a grow
+// ring's base cell: the lap does not go on at the next base cell (see "Grow").
+constexpr std::uint32_t kDivertBit = 1u << 28;
 // A claimer word (see "Claimers"): kClaimerBit | id, or a bare pid (below 2^22).
-constexpr std::uint32_t kClaimerBit = 1u << 28;
+constexpr std::uint32_t kClaimerBit = 1u << 27;
 constexpr std::uint32_t kClaimerIdMask = kClaimerBit - 1;
 constexpr std::uint32_t kClaimers = 1024;  // entries of the claimer table: 16 KiB
 // An entry's key: (kKeyUsed | id) << 32 | pid; pid 0 while it is being filled in.
@@ -183,7 +204,9 @@ constexpr std::uint32_t turn_of_state(std::uint64_t w) { return static_cast<std:
 constexpr Phase phase_of(std::uint64_t w) { return static_cast<Phase>((w >> 30) & 3u); }
 constexpr std::uint32_t low_of(std::uint64_t w) { return static_cast<std::uint32_t>(w & 0x3fffffffu); }
 // The claimer word of the process holding a WRITING or READING cell.
-constexpr std::uint32_t holder_of(std::uint64_t w) { return low_of(w) & ~kJumpBit; }
+constexpr std::uint32_t holder_of(std::uint64_t w) { return low_of(w) & ~(kJumpBit | kDivertBit); }
+// A FULL state's aux (0 or kAbandoned), without the divert bit.
+constexpr std::uint32_t aux_of(std::uint64_t w) { return low_of(w) & ~kDivertBit; }
 // Signed lap distance of state w from lap t (wraps correctly at 2^32).
 constexpr std::int32_t lap_diff(std::uint64_t w, std::uint32_t t) {
   return static_cast<std::int32_t>(turn_of_state(w) - t);
@@ -327,6 +350,7 @@ struct alignas(64) RingHeader {
   std::atomic<std::uint32_t> lane_waiters;
   std::atomic<std::uint32_t> lane_hint;
   std::atomic<std::uint32_t> lanes_busy;  // spill rings: the last scan found no lane; go straight to a block
+  alignas(64) std::atomic<std::uint64_t> skip;  // grow rings: the latest skipping cell's position + 1 (see "Grow")
   alignas(64) std::atomic<std::uint32_t> next_claimer;  // the next claimer id to hand out
   alignas(64) std::atomic<std::uint64_t> unfinished;
   std::atomic<std::uint32_t> unfinished_seq;
@@ -629,8 +653,28 @@ std::byte* Ring::chunk_ptr(std::uint32_t chunk) const {
 std::uint32_t Ring::turn_of(std::uint64_t pos) const { return static_cast<std::uint32_t>(pos >> shift_); }
 std::uint64_t Ring::next_pos(std::uint64_t pos, std::uint64_t w) const {
   const bool jump = phase_of(w) == kReading && (low_of(w) & kJumpBit) != 0;
-  if (jump || (pos & mask_) + 1 == capacity_) return ((pos >> shift_) + 1) << shift_;
+  const std::uint64_t idx = pos & mask_;
+  const std::uint64_t next_lap = ((pos >> shift_) + 1) << shift_;
+  if (phase_of(w) != kFree && (low_of(w) & kDivertBit) != 0)  // see "Grow"
+    return idx + 1 == base_cells_ ? next_lap : (pos & ~mask_) | base_cells_;
+  if (jump || idx + 1 == capacity_) return next_lap;
   return pos + 1;
+}
+
+std::uint32_t Ring::divert_at(std::uint64_t pos) const {
+  const std::uint64_t idx = pos & mask_;
+  if (!options_.grow || idx >= base_cells_ || base_cells_ < 2) return 0;
+  const std::uint32_t t = turn_of(pos);
+  const bool last = idx + 1 == base_cells_;
+  const std::uint64_t w = cells_[last ? 0 : idx + 1].state.load(std::memory_order_acquire);
+  const bool free = phase_of(w) == kFree && lap_diff(w, last ? t + 1 : t) <= 0;  // a newer turn: not known free
+  return free == last ? kDivertBit : 0;
+}
+
+void Ring::note_skip(std::uint64_t pos, std::uint64_t w) {
+  if ((low_of(w) & kDivertBit) && (pos & mask_) + 1 < base_cells_ &&
+      header_->skip.load(std::memory_order_relaxed) != pos + 1)
+    header_->skip.store(pos + 1, std::memory_order_release);
 }
 RingLane& Ring::lane(std::size_t i) const { return reinterpret_cast<RingLane*>(lanes_)[i]; }
 std::byte* Ring::lane_data(std::size_t i) const {
@@ -679,11 +723,14 @@ bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block, const Sto
         }
         continue;
       }
-      if (c.state.compare_exchange_strong(w, make_state(t, kWriting, me), std::memory_order_acq_rel)) {
-        advance(h.tail, pos, next_pos(pos, 0));
+      const std::uint32_t divert = divert_at(pos);
+      const std::uint64_t mine = make_state(t, kWriting, me | divert);
+      if (c.state.compare_exchange_strong(w, mine, std::memory_order_acq_rel)) {
+        note_skip(pos, mine);
+        advance(h.tail, pos, next_pos(pos, mine));
         if (test_hook_after_claim_put) test_hook_after_claim_put();
         fill(c, pos);
-        c.state.store(make_state(t, kFull, 0), std::memory_order_seq_cst);
+        c.state.store(make_state(t, kFull, divert), std::memory_order_seq_cst);
         notify_consumers();
         return true;
       }
@@ -693,6 +740,7 @@ bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block, const Sto
       // Someone claimed this position (maybe and died before moving tail): help.
       const std::uint64_t next = next_pos(pos, w);
       if (phase_of(w) == kReading && (low_of(w) & kJumpBit)) advance(h.head, pos, next);  // head first, as its maker
+      note_skip(pos, w);  // in case its claimer died before it did
       advance(h.tail, pos, next);
       continue;
     }
@@ -755,9 +803,11 @@ bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
       continue;
     }
     if (diff == 0 && phase_of(w) == kFull) {
-      if (!c.state.compare_exchange_strong(w, make_state(t, kReading, me), std::memory_order_acq_rel)) continue;
-      advance(h.head, pos, next_pos(pos, 0));
-      if (low_of(w) == kAbandoned) {
+      if (!c.state.compare_exchange_strong(w, make_state(t, kReading, me | (low_of(w) & kDivertBit)),
+                                           std::memory_order_acq_rel))
+        continue;
+      advance(h.head, pos, next_pos(pos, w));
+      if (aux_of(w) == kAbandoned) {
         release_cell(c, pos);
         continue;
       }
@@ -791,7 +841,8 @@ bool Ring::get(ByteSink sink, const Deadline& deadline, bool block) {
       const bool stuck = watch.stuck(w);
       const bool giving_up = (!block && waiter.spun_out()) || (block && deadline.expired());
       if ((stuck || giving_up) && claimer_gone(holder_of(w))) {
-        if (c.state.compare_exchange_strong(w, make_state(t, kFull, kAbandoned), std::memory_order_acq_rel))
+        if (c.state.compare_exchange_strong(w, make_state(t, kFull, kAbandoned | (low_of(w) & kDivertBit)),
+                                            std::memory_order_acq_rel))
           notify_consumers();
         continue;
       }
@@ -874,7 +925,7 @@ bool Ring::lane_orphaned(RingLane& l, std::uint64_t claim) {
   if (diff > 0) return true;  // its cell was consumed or recycled
   if (diff < 0) return false;
   switch (phase_of(w)) {
-    case kFull: return low_of(w) == kAbandoned;  // skipped cells never free their lane
+    case kFull: return aux_of(w) == kAbandoned;  // skipped cells never free their lane
     case kWriting:
     case kReading: return claimer_gone(holder_of(w));
     case kFree: return false;
@@ -1298,6 +1349,26 @@ std::size_t Ring::size() const noexcept {
   std::uint64_t head = header_->head.load(std::memory_order_acquire);
   std::uint64_t tail = header_->tail.load(std::memory_order_acquire);
   if (tail <= head) return 0;
+  if (options_.grow) {
+    // Messages before `pos` in its lap (see "Grow"): a lap that reached the
+    // segments used base cells up to its skip, or all of them.
+    const std::uint64_t skip = header_->skip.load(std::memory_order_acquire);
+    auto before = [&](std::uint64_t pos) {
+      const std::uint64_t idx = pos & mask_;
+      if (idx < base_cells_) return idx;
+      const bool skipped = skip != 0 && ((skip - 1) >> shift_) == (pos >> shift_);
+      return (skipped ? ((skip - 1) & mask_) + 1 : base_cells_) + (idx - base_cells_);
+    };
+    // A lap that ends with head in it ended at the base cells' end (else
+    // head was moved past it first; a snapshot between two jumps may count
+    // too many, bounded below).
+    const std::uint64_t laps = (tail >> shift_) - (head >> shift_);
+    const std::uint64_t done = laps ? std::min(before(head), std::uint64_t{base_cells_}) : before(head);
+    const std::uint64_t ahead = laps * base_cells_ + before(tail);
+    if (ahead <= done) return 0;
+    const std::uint64_t n = ahead - done;
+    return static_cast<std::size_t>(std::min<std::uint64_t>(n, capacity_));
+  }
   // Positions between head and tail never straddle a jump (one is only made
   // when head == tail), so each lap between them is a full one.
   const std::uint64_t laps = (tail >> shift_) - (head >> shift_);

@@ -4,11 +4,14 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <functional>
 #include <memory>
+#include <sched.h>
 #include <signal.h>
 
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "queue_test_support.hpp"
@@ -304,4 +307,117 @@ TEST(RingFaults, ConsumerKilledMidStreamReleasesTheProducer) {
   EXPECT_EQ(producer.wait(10s), 0);  // returns: its message died with the consumer
   ASSERT_TRUE(give(r, pattern(3000, 3), Deadline::after(5s)));
   EXPECT_EQ(take(r), pattern(3000, 3));
+}
+
+// ---- grow rings (RingOptions::grow): `capacity` base cells, then segments.
+
+namespace {
+
+RingOptions grow_options(std::size_t base_cells) {
+  RingOptions o;
+  o.capacity = base_cells;
+  o.small_lanes = 0;
+  o.lanes = 2;
+  o.lane_bytes = 4096;
+  o.spill = true;
+  o.grow = true;
+  return o;
+}
+
+std::vector<std::byte> numbered(std::uint64_t n) {
+  std::vector<std::byte> v(sizeof n);
+  std::memcpy(v.data(), &n, sizeof n);
+  return v;
+}
+
+// Mappings of a growth file in this process (cell segments, chunks).
+int growth_mappings() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  int n = 0;
+  while (std::getline(maps, line)) n += line.find("mpx-queue-growth") != std::string::npos;
+  return n;
+}
+
+std::uint64_t number_of(const std::vector<std::byte>& v) {
+  std::uint64_t n = ~std::uint64_t{0};
+  if (v.size() == sizeof n) std::memcpy(&n, v.data(), sizeof n);
+  return n;
+}
+
+}  // namespace
+
+// A backlog carried across several ends of the base cells, then no consumer
+// at all: a grow ring takes more than its base cells without blocking, and
+// hands everything back in order.
+TEST(RingGrow, BacklogAcrossLapEndsNeverBlocksAProducer) {
+  constexpr std::size_t kBase = 2048;
+  Ring r = Ring::create(grow_options(kBase));
+  std::uint64_t put = 0, got = 0;
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(give(r, numbered(put++), Deadline::never(), false));
+  for (std::size_t i = 0; i < 3 * kBase + 17; ++i) {  // 100 items in flight over every lap end
+    ASSERT_TRUE(give(r, numbered(put++), Deadline::never(), false)) << "put " << put;
+    auto m = take(r, Deadline::never(), false);
+    ASSERT_TRUE(m) << "get " << got;
+    ASSERT_EQ(number_of(*m), got++);
+  }
+  ASSERT_EQ(r.size(), 100u);
+  // The laps ended at the base cells' end (the next lap's first cells were
+  // free): no cell segment was needed for a backlog of 100.
+  EXPECT_EQ(growth_mappings(), 0);
+  for (std::size_t i = 0; i < kBase + 5000; ++i)
+    ASSERT_TRUE(give(r, numbered(put++), Deadline::never(), false)) << "put " << put << " blocked";
+  ASSERT_EQ(r.size(), put - got);
+  EXPECT_GT(growth_mappings(), 0);  // more than the base cells: a segment
+  while (got < put) {
+    auto m = take(r, Deadline::never(), false);
+    ASSERT_TRUE(m) << "get " << got;
+    ASSERT_EQ(number_of(*m), got++);
+  }
+  EXPECT_EQ(r.size(), 0u);
+  EXPECT_FALSE(take(r, Deadline::never(), false));
+}
+
+// Several producers lap several consumers over and over with items in
+// flight at every lap end: every item arrives exactly once, and each
+// consumer sees each producer's items in the order they were put.
+TEST(RingGrow, ManyProducersLapManyConsumersExactlyOnceInOrder) {
+  constexpr std::size_t kBase = 4096;  // > kJumpAt: empty-ring jumps happen too
+  Ring r = Ring::create(grow_options(kBase));
+  RingOptions ro;
+  ro.capacity = 1u << 18;  // holds every id: nobody drains it before the end
+  Ring results = Ring::create(ro);
+  constexpr std::uint64_t kProducers = 3, kConsumers = 3, kPer = 40000;
+  std::vector<std::unique_ptr<ForkedChild>> kids;
+  for (std::uint64_t p = 0; p < kProducers; ++p)
+    kids.push_back(std::make_unique<ForkedChild>([&, p] {
+      for (std::uint64_t i = 0; i < kPer; ++i) {
+        if (!give(r, numbered(p * kPer + i), Deadline::after(30s))) return 1;
+        if (i % 5000 == 4999) ::sched_yield();  // let the consumers catch up now and then
+      }
+      return 0;
+    }));
+  for (std::uint64_t c = 0; c < kConsumers; ++c)
+    kids.push_back(std::make_unique<ForkedChild>([&, c] {
+      std::vector<std::uint64_t> next(kProducers, 0);
+      for (std::uint64_t n = 0;; ++n) {
+        auto m = take(r, Deadline::after(30s));
+        if (!m) return 2;
+        const std::uint64_t id = number_of(*m);
+        if (id == ~std::uint64_t{0}) return 0;  // poison pill
+        if (id >= kProducers * kPer) return 3;
+        const std::uint64_t p = id / kPer, i = id % kPer;
+        if (i < next[p]) return 4;  // out of order for its producer
+        next[p] = i + 1;
+        if (!give(results, numbered(id), Deadline::after(30s))) return 5;
+        if ((n + c) % 3000 == 0) ::sched_yield();  // fall behind now and then: a backlog builds
+      }
+    }));
+  for (std::uint64_t p = 0; p < kProducers; ++p) ASSERT_EQ(kids[p]->wait(60s), 0);
+  for (std::uint64_t c = 0; c < kConsumers; ++c) ASSERT_TRUE(give(r, pattern(1, 0)));
+  for (std::uint64_t c = 0; c < kConsumers; ++c) ASSERT_EQ(kids[kProducers + c]->wait(60s), 0);
+  std::vector<int> seen(kProducers * kPer, 0);
+  while (auto m = take(results, Deadline::never(), false)) ++seen[number_of(*m)];
+  for (std::uint64_t i = 0; i < kProducers * kPer; ++i) ASSERT_EQ(seen[i], 1) << "item " << i;
+  EXPECT_EQ(r.size(), 0u);
 }

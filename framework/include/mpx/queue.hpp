@@ -35,10 +35,12 @@
 //   up to QueueOptions::capacity items (262144 by default); one more put
 //   blocks (put(x, timeout), put_nowait: Full) until a get makes room. With
 //   QueueOptions::grow_cells the cells grow by segments past that instead
-//   (up to 2^30 items): put then never blocks for want of room, at a cost
-//   (docs/queues-and-pipes.md, "Limits": int64 throughput about 2.5x lower,
-//   memory that follows a backlog that never empties). A bounded queue
-//   counts items against maxsize, whatever their size.
+//   (up to 2^30 items): put then never blocks for want of room. A backlog
+//   under `capacity` stays in the first cells; one that grew past it costs
+//   (docs/queues-and-pipes.md, "Limits": a fast int64 producer runs ahead
+//   into new memory, about 1.5x slower, which stays in use until the queue
+//   empties once). A bounded queue counts items against maxsize, whatever
+//   their size.
 // - Messages of any size: up to 48 encoded bytes travel inside a ring cell;
 //   up to 4 KiB through one of 1024 small shared buffers ("lanes"), up to
 //   1 MiB through one of 64 large lanes (QueueOptions; address space is

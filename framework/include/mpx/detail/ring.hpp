@@ -35,17 +35,20 @@
 //   table's 1024 entries are all held by live processes (more than 1024
 //   processes putting/getting at once): the later ones claim by bare pid
 //   (liveness by pid, as kill(pid,0)); (c) a dead claim left unnoticed while
-//   2^28 more processes register on the ring (its id comes round again).
+//   2^27 more processes register on the ring (its id comes round again).
 // - Memory: the mapping is reserved, not committed (SharedMapping::reserved:
 //   no commit charge until a page is touched), and construction touches only
 //   the header page (the claimer table after it, 16 KiB, fills a page per
 //   256 processes that put/get). A queue that stays shallow reuses its first cells (it
 //   starts a new lap early when it finds itself empty, see ring.cpp) and its
 //   lowest lanes, so its resident memory follows its depth, not its traffic.
-//   EXCEPT a grow ring (below): it only starts a new lap when it finds
-//   itself empty, so a backlog that never empties walks on through new cell
-//   segments, 64 bytes of memory per item carried, until it does (not fixed:
-//   a lap should end at `capacity` whenever the next lap's cells are free).
+//   A grow ring (below) ends a lap at its `capacity` base cells whenever the
+//   next lap's first cell is free, and leaves them for its growth segments
+//   only when the next base cell still holds a message (the base cells are
+//   full); once in the segments, it comes back when it finds itself empty.
+//   So a backlog under `capacity` stays in the base cells, and one that
+//   went past it walks on through segments (64 bytes per item carried)
+//   until the ring empties once.
 // - Growth (RingOptions::spill, grow; Queue sets them, Pipe does not): a
 //   second memfd, sparse and mapped piece by piece on demand in each process,
 //   holds what does not fit. spill: a message over 48 bytes that finds no
@@ -274,6 +277,10 @@ class Ring {
   // The position after `pos`, whose cell is in state `w` (a jump cell: the
   // start of the next lap).
   std::uint64_t next_pos(std::uint64_t pos, std::uint64_t w) const;
+  // Grow rings: kDivertBit when the claim of `pos` must change where its lap
+  // goes on (ring.cpp, "Grow"), else 0. note_skip records a skip for size().
+  std::uint32_t divert_at(std::uint64_t pos) const;
+  void note_skip(std::uint64_t pos, std::uint64_t w);
   void lower_lane_hint(std::size_t idx);
   RingLane& lane(std::size_t i) const;
   std::byte* lane_data(std::size_t i) const;
