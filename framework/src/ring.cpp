@@ -51,7 +51,12 @@
 // is memory. Once in the segments, a lap only ends as before (a jump when
 // empty), so the previous lap's segment cells are all consumed when the
 // next lap skips into them. The header's `skip` word (position + 1) records
-// the latest skip, for size(). A newer turn with a moved index
+// the latest skip, for size(). A blocking put that would take the lap into
+// the segments first gives the consumers kGrowAfter to free the next base
+// cell (wait_before_growing): a consumer that keeps up, only a little behind
+// a faster producer, then keeps the backlog in the base cells (new memory
+// costs ~20 ns an item to fault in), and only a consumer that falls behind
+// for longer makes the ring grow. A newer turn with a moved index
 // is the usual "someone else got here first".
 //
 // Wake-ups: a side that found nothing spins briefly, then sets its
@@ -180,6 +185,7 @@ constexpr std::uint32_t kMaxChunks = 4096;  // 256 GiB of spilled messages
 constexpr std::uint64_t kNoOpen = ~std::uint64_t{0};
 constexpr std::uint64_t kCloseDrainedAt = std::uint64_t{1} << 20;  // see unpin_chunk
 constexpr auto kSpillAfter = std::chrono::microseconds(50);        // see put_large
+constexpr auto kGrowAfter = std::chrono::milliseconds(1);          // see wait_before_growing
 // open word: gen (20 bits) | chunk (12 bits) | offset (32 bits)
 constexpr std::uint64_t make_open(std::uint32_t gen, std::uint32_t chunk, std::uint64_t off) {
   return (std::uint64_t{gen & 0xfffffu} << 44) | (std::uint64_t{chunk & 0xfffu} << 32) | off;
@@ -671,6 +677,26 @@ std::uint32_t Ring::divert_at(std::uint64_t pos) const {
   return free == last ? kDivertBit : 0;
 }
 
+bool Ring::leaves_base(std::uint64_t pos, std::uint32_t divert) const {
+  const std::uint64_t idx = pos & mask_;
+  if (!options_.grow || idx >= base_cells_) return false;
+  return idx + 1 == base_cells_ ? divert == 0 : divert != 0;
+}
+
+std::uint32_t Ring::wait_before_growing(std::uint64_t pos, std::uint32_t divert) const {
+  const auto until = std::chrono::steady_clock::now() + kGrowAfter;
+  for (unsigned i = 1; leaves_base(pos, divert); ++i) {
+    if (header_->tail.load(std::memory_order_acquire) != pos) break;  // another producer took the position
+    if (i % 16 == 0) {
+      if (std::chrono::steady_clock::now() >= until) break;
+      if (i % 256 == 0) sched_yield();  // a consumer may share our core
+    }
+    MPX_CPU_RELAX();
+    divert = divert_at(pos);
+  }
+  return divert;
+}
+
 void Ring::note_skip(std::uint64_t pos, std::uint64_t w) {
   if ((low_of(w) & kDivertBit) && (pos & mask_) + 1 < base_cells_ &&
       header_->skip.load(std::memory_order_relaxed) != pos + 1)
@@ -723,7 +749,8 @@ bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block, const Sto
         }
         continue;
       }
-      const std::uint32_t divert = divert_at(pos);
+      std::uint32_t divert = divert_at(pos);
+      if (block && leaves_base(pos, divert)) divert = wait_before_growing(pos, divert);
       const std::uint64_t mine = make_state(t, kWriting, me | divert);
       if (c.state.compare_exchange_strong(w, mine, std::memory_order_acq_rel)) {
         note_skip(pos, mine);

@@ -281,6 +281,11 @@ class Ring {
   // goes on (ring.cpp, "Grow"), else 0. note_skip records a skip for size().
   std::uint32_t divert_at(std::uint64_t pos) const;
   void note_skip(std::uint64_t pos, std::uint64_t w);
+  // True when claiming base cell `pos` with `divert` takes the lap into the
+  // growth segments; wait_before_growing gives consumers kGrowAfter to free
+  // the next base cell first and returns the divert bit to claim with.
+  bool leaves_base(std::uint64_t pos, std::uint32_t divert) const;
+  std::uint32_t wait_before_growing(std::uint64_t pos, std::uint32_t divert) const;
   void lower_lane_hint(std::size_t idx);
   RingLane& lane(std::size_t i) const;
   std::byte* lane_data(std::size_t i) const;
