@@ -60,18 +60,16 @@ TEST(UnboundedQueue, TakesFarMoreThanTheLaneCountOf100ByteItemsWithoutAConsumer)
   EXPECT_THROW((void)q.get_nowait(), mpx::Empty);
 }
 
-// With QueueOptions::grow_cells: 1,000,000 items of 100 bytes, then 10,000
-// of 64 KiB, put by a producer process with no consumer running; then a
+// A default unbounded queue: 1,000,000 items of 100 bytes, then 10,000 of
+// 64 KiB, put by a producer process with no consumer running; then a
 // consumer in another process receives every one, in order; the memory
-// they took is returned. (Without grow_cells an unbounded queue holds
-// `capacity` items: ReadmeClaims.UnboundedQueueHolds262144ItemsThenPutBlocks.)
-TEST(UnboundedQueue, WithGrowCellsAMillionSmallAndTenThousand64KiBItemsWaitThenArriveInOrderAndTheirMemoryIsReturned) {
+// they took is returned. (With grow_cells = false an unbounded queue holds
+// `capacity` items: ReadmeClaims.UnboundedQueueWithoutGrowCellsHolds262144ItemsThenPutBlocks.)
+TEST(UnboundedQueue, AMillionSmallAndTenThousand64KiBItemsWaitThenArriveInOrderAndTheirMemoryIsReturned) {
   constexpr std::int64_t kSmall = 1'000'000;
   constexpr std::int64_t kLarge = 10'000;
   constexpr std::size_t kLargeBytes = 64 * 1024;
-  mpx::QueueOptions growing;
-  growing.grow_cells = true;
-  InspectableQueue<std::string> q(0, growing);
+  InspectableQueue<std::string> q(0, mpx::QueueOptions{});
   ForkedChild producer([&] {
     for (std::int64_t i = 0; i < kSmall; ++i) q.put_nowait(item(i, 100));
     for (std::int64_t i = 0; i < kLarge; ++i) q.put_nowait(item(i, kLargeBytes));

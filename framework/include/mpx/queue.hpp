@@ -31,16 +31,18 @@
 //   get(timeout) and get_nowait throw Empty. A zero or negative timeout does
 //   not wait: Full / Empty at once, as Python's multiprocessing.Queue
 //   (docs/queues-and-pipes.md, "Timeouts", has the rule for every class).
-// - Unbounded (maxsize 0): items of any size wait with no consumer running,
-//   up to QueueOptions::capacity items (262144 by default); one more put
-//   blocks (put(x, timeout), put_nowait: Full) until a get makes room. With
-//   QueueOptions::grow_cells the cells grow by segments past that instead
-//   (up to 2^30 items): put then never blocks for want of room. A backlog
-//   under `capacity` stays in the first cells; one that grew past it costs
-//   (docs/queues-and-pipes.md, "Limits": a fast int64 producer runs ahead
-//   into new memory, about 1.5x slower, which stays in use until the queue
-//   empties once). A bounded queue counts items against maxsize, whatever
-//   their size.
+// - Unbounded (maxsize 0): items of any size and in any number (up to 2^30)
+//   wait with no consumer running; put never blocks for want of room. The
+//   first QueueOptions::capacity items (262144 by default) take the ring's
+//   base cells; a deeper backlog grows into cell segments of a growth file
+//   (64 bytes an item), which stay mapped while the queue lives (their
+//   spilled message bytes are returned as it drains). A blocking put gives
+//   the consumers 1 ms to free a base cell before it grows the ring, so a
+//   consumer that keeps up keeps the queue in its base cells
+//   (docs/queues-and-pipes.md, "Unbounded queues", "Limits").
+//   QueueOptions::grow_cells = false keeps the old limit: `capacity` items,
+//   then put blocks (put(x, timeout), put_nowait: Full). A bounded queue
+//   counts items against maxsize, whatever their size.
 // - Messages of any size: up to 48 encoded bytes travel inside a ring cell;
 //   up to 4 KiB through one of 1024 small shared buffers ("lanes"), up to
 //   1 MiB through one of 64 large lanes (QueueOptions; address space is
@@ -133,14 +135,14 @@ class QueueClosed : public QueueError {
 
 struct QueueOptions {
   // Cells of the ring; 0 = maxsize when bounded; unbounded: 262144 by
-  // default (the first segment of many with grow_cells).
+  // default (the base cells; more grow past them unless grow_cells is false).
   std::size_t capacity = 0;
   std::size_t small_lanes = 1024;       // messages of 49..small_lane_bytes encoded bytes waiting at once
   std::size_t small_lane_bytes = 4096;
   std::size_t lanes = 64;               // larger messages waiting at once
   std::size_t lane_bytes = (1u << 20) + 4096;  // 1 MiB payloads fit with their envelope; larger go to blocks
   std::size_t max_bytes = 0;            // byte budget of the items queued (0: none; see the contract)
-  bool grow_cells = false;              // unbounded: grow past `capacity` items (see the contract)
+  bool grow_cells = true;               // unbounded: grow past `capacity` items (false: put blocks there)
 };
 
 namespace detail {
