@@ -8,8 +8,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +22,7 @@
 #include "mpx/detail/shm_tracker.hpp"
 #include "mpx/shared_memory.hpp"
 #include "netns.hpp"
+#include "test_certificates.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -514,46 +513,11 @@ TEST(Node, WithoutReconnectALostPeerStaysDownUntilConnectIsCalled) {
   EXPECT_EQ(driver.join(60s), 0);
 }
 
-// ---- TLS (certificates made now with the openssl command, in a temp dir)
+// ---- TLS (certificates made now with the openssl command, in a temp dir:
+// tests/support/test_certificates.hpp)
 
-namespace {
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/mpx-node-tls-XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  [[nodiscard]] std::string file(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-void openssl(const std::vector<std::string>& args) {
-  std::vector<std::string> argv{"/usr/bin/openssl"};
-  argv.insert(argv.end(), args.begin(), args.end());
-  auto r = mpx::test::run_program(argv, 60s);
-  if (r.exit_code != 0) throw std::runtime_error("openssl failed: " + r.err);
-}
-
-// A CA, and a node certificate signed by it: <dir>/<prefix>ca.pem, <prefix>node.pem, <prefix>node.key.
-void make_pki(const TempDir& dir, const std::string& prefix) {
-  const auto f = [&](const std::string& n) { return dir.file(prefix + n); };
-  openssl({"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=" + prefix + "ca", "-keyout",
-           f("ca.key"), "-out", f("ca.pem")});
-  openssl({"req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=" + prefix + "node", "-keyout", f("node.key"),
-           "-out", f("node.csr")});
-  openssl({"x509", "-req", "-in", f("node.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca.key"), "-CAcreateserial",
-           "-days", "1", "-out", f("node.pem")});
-}
-}  // namespace
+using mpx::test::make_pki;
+using mpx::test::TempDir;
 
 TEST(Node, TlsWithCertificatesWorksAndAForeignCertificateIsRefused) {
   TempDir dir;
