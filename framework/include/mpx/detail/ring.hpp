@@ -45,7 +45,9 @@
 //   A grow ring (below) ends a lap at its `capacity` base cells whenever the
 //   next lap's first cell is free, and leaves them for its growth segments
 //   only when the next base cell still holds a message (the base cells are
-//   full); once in the segments, it comes back when it finds itself empty.
+//   full) after a blocking put gave the consumers up to 1 ms to take it (a
+//   non-blocking put does not wait); once in the segments, it comes back
+//   when it finds itself empty.
 //   So a backlog under `capacity` stays in the base cells, and one that
 //   went past it walks on through segments (64 bytes per item carried)
 //   until the ring empties once.
