@@ -9,6 +9,7 @@
 //   queue_spsc_1k        1 KiB std::string items, 1 -> 1
 //   queue_spsc_int64_grow, _fixed, queue_spsc_1k_grow, _fixed
 //                        the same with QueueOptions::grow_cells on and off
+//   queue_spsc_100b      100-byte std::string items, 1 -> 1 (the actors' common size)
 //   queue_spsc_1m        1 MiB std::string items, 1 -> 1, in GB/s
 //   queue_mpmc_4x4       Queue<int64_t>, 4 producer processes -> 4 consumer processes
 //   queue_memory_*      1,000 default Queue<std::string>: resident memory
@@ -16,6 +17,8 @@
 //                       system-wide: other programs add noise) per queue,
 //                       idle and after 300 items of 100 bytes each went
 //                       through one at a time
+//   queue_memory_held    one default Queue<std::string> holding 1,000 items
+//                        of 100 bytes: resident memory (RssShmem), KiB
 // --json FILE writes one record per row: name, unit, mpx, python (0: none).
 // Limits: bare_ring (a bare SPSC shared-memory ring, one cache line per
 // 8-byte message, no claims, no serialization, busy-spinning), memcpy of
@@ -291,6 +294,17 @@ QueueMemory queue_memory(std::size_t queues, int items) {
   return m;
 }
 
+// Resident KiB of one queue while it holds `items` items of 100 bytes.
+double queue_held_kib(int items) {
+  const double rss0 = proc_kib("/proc/self/status", "RssShmem");
+  mpx::Queue<std::string> q;
+  const std::string item(100, 'x');
+  for (int i = 0; i < items; ++i) q.put(item);
+  const double kib = proc_kib("/proc/self/status", "RssShmem") - rss0;
+  for (int i = 0; i < items; ++i) (void)q.get();
+  return kib;
+}
+
 // ---- Python
 
 void row(const char* name, const char* unit, double mpx, double python, double limit, const char* limit_name) {
@@ -327,6 +341,7 @@ int main(int argc, char** argv) {
   double mc_cold = best([&] { return memcpy_cold_gbs(quick ? 500 : 3000); });
   double spsc = best([&] { return mpx_spsc_int64(n_int); });
   double s1k = best([&] { return mpx_spsc_string(n_1k, 1024); });
+  double s100 = best([&] { return mpx_spsc_string(n_1k, 100); });
   double s1m = best([&] { return mpx_spsc_string(n_1m, 1 << 20) * (1 << 20) / 1e9; });
   // The same two with the ring's cells growing and not (whatever the default is).
   mpx::QueueOptions grow_on, grow_off;
@@ -348,6 +363,10 @@ int main(int argc, char** argv) {
   const double mem_idle = median_mem(&QueueMemory::idle_resident_kib);
   const double mem_used = median_mem(&QueueMemory::used_resident_kib);
   const double mem_commit = median_mem(&QueueMemory::committed_kib);
+  std::vector<double> helds;
+  for (int i = 0; i < repeat; ++i) helds.push_back(queue_held_kib(1000));
+  std::sort(helds.begin(), helds.end());
+  const double mem_held = helds[helds.size() / 2];
   std::map<std::string, double> py;
   if (opt.python) py = run_python("queue_bench.py", python_args(opt));
   auto p = [&](const char* k) { return py.count(k) ? py[k] : 0.0; };
@@ -359,12 +378,14 @@ int main(int argc, char** argv) {
   row("queue_spsc_int64_fixed", "items/s", spsc_fixed, 0, 0, "");
   row("queue_spsc_1k_grow", "items/s", s1k_grow, 0, 0, "");
   row("queue_spsc_1k_fixed", "items/s", s1k_fixed, 0, 0, "");
+  row("queue_spsc_100b", "items/s", s100, p("queue_spsc_100b"), 0, "");
   row("queue_spsc_1m", "GB/s", s1m, p("queue_spsc_1m"), mc_cold, "memcpy_64m_cold");
   row("", "", s1m, 0, mc, "memcpy_1m_hot");
   row("queue_mpmc_4x4", "items/s", mpmc, p("queue_mpmc_4x4"), 0, "");
   row("queue_memory_idle", "KiB/q", mem_idle, 0, 0, "");
   row("queue_memory_used", "KiB/q", mem_used, 0, 0, "");
   row("queue_memory_commit", "KiB/q", mem_commit, 0, 0, "");
+  row("queue_memory_held", "KiB", mem_held, 0, 0, "");
   const std::vector<Record> records{
       {"queue_spsc_int64", "items/s", spsc, {{"python", p("queue_spsc_int64")}, {"bare_ring", ring}}, true, ""},
       {"queue_spsc_1k", "items/s", s1k, {{"python", p("queue_spsc_1k")}}, true, ""},
@@ -372,11 +393,13 @@ int main(int argc, char** argv) {
       {"queue_spsc_int64_fixed", "items/s", spsc_fixed, {}, true, "QueueOptions::grow_cells = false"},
       {"queue_spsc_1k_grow", "items/s", s1k_grow, {}, true, "QueueOptions::grow_cells = true"},
       {"queue_spsc_1k_fixed", "items/s", s1k_fixed, {}, true, "QueueOptions::grow_cells = false"},
+      {"queue_spsc_100b", "items/s", s100, {{"python", p("queue_spsc_100b")}}, true, ""},
       {"queue_spsc_1m", "GB/s", s1m, {{"python", p("queue_spsc_1m")}, {"memcpy_64m_cold", mc_cold}}, true, ""},
       {"queue_mpmc_4x4", "items/s", mpmc, {{"python", p("queue_mpmc_4x4")}}, true, ""},
       {"queue_memory_idle_resident", "KiB/queue", mem_idle, {}, false, "1000 idle queues"},
       {"queue_memory_used_resident", "KiB/queue", mem_used, {}, false, "1000 queues after 300 items of 100 B each"},
       {"queue_memory_committed", "KiB/queue", mem_commit, {}, false, "1000 queues, Committed_AS"},
+      {"queue_memory_held_resident", "KiB", mem_held, {}, false, "one queue holding 1000 items of 100 B"},
   };
   if (!write_json(opt.json_path, "queue_bench", records)) return 1;
   std::printf("limits: bare_ring %.4g msg/s, memcpy 1 MiB blocks: %.3g GB/s in cache, %.3g GB/s through 64 MiB\n",

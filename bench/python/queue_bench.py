@@ -92,6 +92,7 @@ def main():
 
     print("queue_spsc_int64", best(lambda: spsc(n_int, 12345)), flush=True)
     print("queue_spsc_1k", best(lambda: spsc(n_1k, b"x" * 1024)), flush=True)
+    print("queue_spsc_100b", best(lambda: spsc(n_1k, b"x" * 100)), flush=True)
     print("queue_spsc_1m", best(lambda: spsc(n_1m, b"x" * (1 << 20))) * (1 << 20) / 1e9, flush=True)
     print("queue_mpmc_4x4", best(lambda: mpmc(n_mpmc, 4, 4)), flush=True)
 

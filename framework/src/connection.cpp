@@ -44,6 +44,8 @@ constexpr auto kSendCheckEvery = std::chrono::milliseconds(1);
 RingOptions pipe_ring_options() {
   RingOptions o;
   o.capacity = 4096;
+  o.tiny_lanes = 1024;  // 49..256-byte messages: a 256-byte lane each, as queues
+  o.mid_lanes = 256;
   o.small_lanes = 256;
   o.lanes = 16;
   o.lane_bytes = 256 * 1024;

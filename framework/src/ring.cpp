@@ -4,8 +4,11 @@
 //   RingHeader                 tail, head, wake-up words, JoinableQueue count
 //   RingClaimer[kClaimers]     who claims: id -> (pid, identity), see "Claimers"
 //   RingCell[capacity]         one 64-byte cache line per message in flight
-//   RingLane[lanes]            control block of each lane (small lanes first)
-//   lane data[lanes]           small lanes packed, then lane_bytes each, page aligned
+//   RingLane[all lanes]        claim word of each lane, 16 bytes: the classes of
+//                              short lanes in ascending size, then the large lanes
+//   RingStream[lanes]          streaming words of each large lane, 256 bytes
+//   lane data                  each class packed (its bytes rounded up to 64),
+//                              then the large lanes, lane_bytes each, page aligned
 // All of it is zero at creation, which is a valid empty ring: creation
 // touches only the header page, and the rest is charged and made resident as
 // it is used (SharedMapping::reserved).
@@ -82,12 +85,16 @@
 // process and ring, a few system calls.
 //
 // Lanes: a lane's claim word is (generation << 32) | owner's claimer word (0 = free);
-// its pos word is the linked cell's position + 1 (0 = not linked). Producers
-// take the lowest free small lane at or above a shared hint that every free
+// its pos word is the linked cell's position + 1 (0 = not linked). A message
+// takes a lane of the smallest class it fits, then of the larger classes in
+// turn, then a large lane (lowest free first). In each class producers take
+// the lowest free lane at or above the class' shared hint, which every free
 // lowers, so the lanes in use stay the lowest ones. A
 // message that fits a lane is copied in before its cell is published, so it
-// is complete the moment a consumer can see it. A longer one is streamed:
-// cell first, then chunks; the consumer copies them out as they arrive.
+// is complete the moment a consumer can see it. A longer one (larger than a
+// large lane: short lanes never stream) is streamed: cell first, then
+// chunks; the consumer copies them out as they arrive, the two sides
+// meeting in the lane's RingStream.
 //
 // Growth (spill and grow rings: queues). A second memfd, sized once at
 // creation (sparse: it costs nothing until written) and never resized, so
@@ -339,6 +346,8 @@ inline void advance(std::atomic<std::uint64_t>& index, std::uint64_t pos, std::u
 // A lane claim whose claimer word carries this bit is being freed by that claimer.
 constexpr std::uint32_t kFreeingBit = 0x80000000u;
 
+constexpr std::size_t kClassHints = 3;  // Ring::kLaneClasses
+
 
 }  // namespace
 
@@ -354,7 +363,7 @@ struct alignas(64) RingHeader {
   std::atomic<std::uint32_t> producers_sleeping;
   alignas(64) std::atomic<std::uint32_t> lane_free_seq;
   std::atomic<std::uint32_t> lane_waiters;
-  std::atomic<std::uint32_t> lane_hint;
+  std::atomic<std::uint32_t> lane_hint[kClassHints];  // per class of short lanes: see acquire_lane
   std::atomic<std::uint32_t> lanes_busy;  // spill rings: the last scan found no lane; go straight to a block
   alignas(64) std::atomic<std::uint64_t> skip;  // grow rings: the latest skipping cell's position + 1 (see "Grow")
   alignas(64) std::atomic<std::uint32_t> next_claimer;  // the next claimer id to hand out
@@ -383,10 +392,14 @@ struct alignas(64) RingCell {
 };
 static_assert(sizeof(RingCell) == 64);
 
-struct alignas(64) RingLane {
+struct RingLane {
   std::atomic<std::uint64_t> claim;
   std::atomic<std::uint64_t> pos;
-  std::atomic<std::uint64_t> size;
+};
+static_assert(sizeof(RingLane) == 16);
+
+// Where a large lane's producer and consumer meet while a message streams.
+struct alignas(64) RingStream {
   std::atomic<std::uint32_t> aborted;
   alignas(64) std::atomic<std::uint64_t> written;
   alignas(64) std::atomic<std::uint64_t> read;
@@ -535,6 +548,7 @@ struct Ring::Layout {
   std::size_t claimers_off = 0;
   std::size_t cells_off = 0;
   std::size_t lanes_off = 0;
+  std::size_t streams_off = 0;
   std::size_t ctl_off = 0;
   std::size_t data_off = 0;
   std::size_t total = 0;
@@ -545,10 +559,25 @@ Ring::Layout Ring::lay_out(const RingOptions& options) {
   auto bad = [](const char* rule) { throw QueueError(std::string("mpx queue: QueueOptions: ") + rule); };
   if (options.capacity == 0 || options.capacity > (std::size_t{1} << 26)) bad("capacity must be in [1, 2^26]");
   if (options.lanes == 0 || options.lanes > 4096) bad("lanes must be in [1, 4096]");
-  if (options.small_lanes > 65536) bad("small_lanes must be at most 65536");
   if (options.lane_bytes < 4096) bad("lane_bytes must be >= 4096");
-  if (options.small_lanes && (options.small_lane_bytes <= kInlineBytes || options.small_lane_bytes > options.lane_bytes))
-    bad("small_lane_bytes must be in (48, lane_bytes]");
+  struct Class {
+    std::size_t count, bytes;
+    const char* rule_count;
+    const char* rule_bytes;
+  };
+  static_assert(kLaneClasses == kClassHints);
+  Class given[kLaneClasses] = {
+      {options.tiny_lanes, options.tiny_lane_bytes, "tiny_lanes must be at most 65536",
+       "tiny_lane_bytes must be in (48, lane_bytes]"},
+      {options.mid_lanes, options.mid_lane_bytes, "mid_lanes must be at most 65536",
+       "mid_lane_bytes must be in (48, lane_bytes]"},
+      {options.small_lanes, options.small_lane_bytes, "small_lanes must be at most 65536",
+       "small_lane_bytes must be in (48, lane_bytes]"},
+  };
+  for (const Class& c : given) {
+    if (c.count > 65536) bad(c.rule_count);
+    if (c.count && (c.bytes <= kInlineBytes || c.bytes > options.lane_bytes)) bad(c.rule_bytes);
+  }
   options_ = options;
   base_cells_ = options.capacity;
   capacity_ = options.grow ? kGrowCapacity : options.capacity;
@@ -556,20 +585,33 @@ Ring::Layout Ring::lay_out(const RingOptions& options) {
   max_bytes_ = options.max_bytes;
   while ((std::size_t{1} << shift_) < capacity_) ++shift_;
   mask_ = (std::uint64_t{1} << shift_) - 1;
-  small_count_ = options.small_lanes;
-  small_bytes_ = options.small_lanes ? options.small_lane_bytes : 0;
-  small_stride_ = round_up(small_bytes_, 64);
-  lane_count_ = options.small_lanes + options.lanes;
+  // The classes with lanes, in ascending size (a stable sort: the same
+  // order in every process), packed one after the other.
+  std::stable_sort(std::begin(given), std::end(given),
+                   [](const Class& a, const Class& b) { return a.bytes < b.bytes; });
+  class_count_ = 0;
+  short_lanes_ = 0;
+  std::size_t data = 0;
+  for (const Class& c : given) {
+    if (c.count == 0) continue;
+    LaneClass& k = classes_[class_count_++];
+    k = LaneClass{short_lanes_, c.count, c.bytes, round_up(c.bytes, 64), data};
+    short_lanes_ += k.count;
+    data += k.count * k.stride;
+  }
+  lane_count_ = short_lanes_ + options.lanes;
+  large_off_ = round_up(data, 4096);
   lane_bytes_ = options.lane_bytes;
   lane_stride_ = round_up(options.lane_bytes, 4096);
   Layout l;
   l.claimers_off = round_up(sizeof(RingHeader), 64);
   l.cells_off = l.claimers_off + kClaimers * sizeof(RingClaimer);
   l.lanes_off = l.cells_off + base_cells_ * sizeof(RingCell);
-  l.ctl_off = l.lanes_off + lane_count_ * sizeof(RingLane);
+  l.streams_off = round_up(l.lanes_off + lane_count_ * sizeof(RingLane), 64);
+  l.ctl_off = l.streams_off + options.lanes * sizeof(RingStream);
   const std::size_t ctl_bytes = spill_ ? kMaxChunks * sizeof(std::uint64_t) : 0;
   l.data_off = round_up(l.ctl_off + ctl_bytes, 4096);
-  l.total = l.data_off + round_up(small_count_ * small_stride_, 4096) + options.lanes * lane_stride_;
+  l.total = l.data_off + large_off_ + options.lanes * lane_stride_;
   return l;
 }
 
@@ -579,7 +621,8 @@ void Ring::place(const Layout& l) {
   armed_ = &header_->reader_armed;
   claimers_ = reinterpret_cast<RingClaimer*>(base + l.claimers_off);
   cells_ = reinterpret_cast<RingCell*>(base + l.cells_off);
-  lanes_ = base + l.lanes_off;
+  lanes_ = reinterpret_cast<RingLane*>(base + l.lanes_off);
+  streams_ = reinterpret_cast<RingStream*>(base + l.streams_off);
   lane_data_ = base + l.data_off;
 }
 
@@ -702,15 +745,24 @@ void Ring::note_skip(std::uint64_t pos, std::uint64_t w) {
       header_->skip.load(std::memory_order_relaxed) != pos + 1)
     header_->skip.store(pos + 1, std::memory_order_release);
 }
-RingLane& Ring::lane(std::size_t i) const { return reinterpret_cast<RingLane*>(lanes_)[i]; }
+RingLane& Ring::lane(std::size_t i) const { return lanes_[i]; }
+RingStream& Ring::stream(std::size_t i) const { return streams_[i - short_lanes_]; }
 std::byte* Ring::lane_data(std::size_t i) const {
-  if (i < small_count_) return lane_data_ + i * small_stride_;
-  return lane_data_ + round_up(small_count_ * small_stride_, 4096) + (i - small_count_) * lane_stride_;
+  if (i >= short_lanes_) return lane_data_ + large_off_ + (i - short_lanes_) * lane_stride_;
+  std::size_t c = 0;
+  while (i >= classes_[c].first + classes_[c].count) ++c;
+  return lane_data_ + classes_[c].data_off + (i - classes_[c].first) * classes_[c].stride;
+}
+std::size_t Ring::lane_size(std::size_t i) const {
+  if (i >= short_lanes_) return lane_bytes_;
+  std::size_t c = 0;
+  while (i >= classes_[c].first + classes_[c].count) ++c;
+  return classes_[c].bytes;
 }
 
 void Ring::notify_consumers() { notify(header_->not_empty_seq, header_->consumers_sleeping); }
 void Ring::notify_producers() { notify(header_->not_full_seq, header_->producers_sleeping); }
-void Ring::notify_lane(RingLane& l) { notify(l.seq, l.sleeping); }
+void Ring::notify_lane(RingStream& s) { notify(s.seq, s.sleeping); }
 void Ring::notify_lane_free() { notify(header_->lane_free_seq, header_->lane_waiters); }
 
 void Ring::release_cell(RingCell& cell, std::uint64_t pos) {
@@ -892,12 +944,15 @@ int Ring::acquire_lane(std::size_t bytes, const Deadline& deadline, bool block, 
   StopPoll stopped(stop);
   bool check_orphans = false;
   StuckWatch watch;  // lanes busy for a liveness tick: look for dead holders
-  // A medium message tries the small lanes first, from the shared hint (the
-  // lowest small lane that may be free: frees lower it, claims raise it past
-  // the lane taken), so the lanes in use stay the lowest ones and a long
-  // backlog is not rescanned on every put; then the large ones.
-  const bool medium = bytes <= small_bytes_;
-  const std::size_t first = medium ? 0 : small_count_;
+  // The smallest class the message fits first, then the larger ones, each
+  // from its shared hint (the lowest lane of the class that may be free:
+  // frees lower it, claims raise it past the lane taken), so the lanes in use
+  // stay the lowest ones and a long backlog is not rescanned on every put;
+  // then the large lanes. Lanes of the classes too small for the message
+  // come before `first` and are never claimed here.
+  std::size_t fit = 0;
+  while (fit < class_count_ && bytes > classes_[fit].bytes) ++fit;
+  const std::size_t first = fit < class_count_ ? classes_[fit].first : short_lanes_;
   auto try_claim = [&](std::size_t idx) {
     RingLane& l = lane(idx);
     std::uint64_t claim = l.claim.load(std::memory_order_acquire);
@@ -909,23 +964,29 @@ int Ring::acquire_lane(std::size_t bytes, const Deadline& deadline, bool block, 
     return false;
   };
   for (;;) {
-    if (medium) {
-      std::uint32_t hint = h.lane_hint.load(std::memory_order_acquire);
-      const std::size_t start = hint < small_count_ ? hint : 0;
-      for (std::size_t k = 0; k < small_count_; ++k) {
-        std::size_t idx = start + k < small_count_ ? start + k : start + k - small_count_;
-        if (try_claim(idx)) {
+    for (std::size_t c = fit; c < class_count_; ++c) {
+      const LaneClass& k = classes_[c];
+      std::uint32_t hint = h.lane_hint[c].load(std::memory_order_acquire);
+      const std::size_t start = hint < k.count ? hint : 0;
+      for (std::size_t j = 0; j < k.count; ++j) {
+        const std::size_t rel = start + j < k.count ? start + j : start + j - k.count;
+        if (try_claim(k.first + rel)) {
           // Unless a free lowered the hint meanwhile.
-          h.lane_hint.compare_exchange_strong(hint, static_cast<std::uint32_t>(idx + 1), std::memory_order_acq_rel);
-          return static_cast<int>(idx);
+          h.lane_hint[c].compare_exchange_strong(hint, static_cast<std::uint32_t>(rel + 1),
+                                                 std::memory_order_acq_rel);
+          return static_cast<int>(k.first + rel);
         }
       }
     }
     // Lowest free large lane first: the lanes in use stay few and warm in cache.
-    for (std::size_t idx = small_count_; idx < lane_count_; ++idx)
+    for (std::size_t idx = short_lanes_; idx < lane_count_; ++idx)
       if (try_claim(idx)) return static_cast<int>(idx);
-    if (check_orphans && !medium)
-      for (std::size_t idx = 0; idx < small_count_; ++idx) (void)try_claim(idx);  // recover small ones too
+    if (check_orphans)
+      for (std::size_t idx = 0; idx < first; ++idx) {  // recover the smaller classes' lanes too (never claim them)
+        RingLane& l = lane(idx);
+        const std::uint64_t claim = l.claim.load(std::memory_order_acquire);
+        if (claim_pid(claim) != 0 && lane_orphaned(l, claim)) free_lane(l, claim);
+      }
     if (!block || deadline.expired() || stopped(waiter)) return -1;
     // Every lane is busy: sleep until one is freed; after each sleep look for
     // lanes whose holders died.
@@ -970,15 +1031,18 @@ void Ring::free_lane(RingLane& l, std::uint64_t claim) {
   l.pos.store(kNoPos, std::memory_order_release);
   l.claim.store(gen, std::memory_order_seq_cst);
   if (header_->lanes_busy.load(std::memory_order_relaxed) != 0) header_->lanes_busy.store(0, std::memory_order_relaxed);
-  lower_lane_hint(static_cast<std::size_t>(&l - reinterpret_cast<RingLane*>(lanes_)));
+  lower_lane_hint(static_cast<std::size_t>(&l - lanes_));
   notify_lane_free();
 }
 
 void Ring::lower_lane_hint(std::size_t idx) {
-  if (idx >= small_count_) return;
-  auto& hint = header_->lane_hint;
+  if (idx >= short_lanes_) return;
+  std::size_t c = 0;
+  while (idx >= classes_[c].first + classes_[c].count) ++c;
+  const auto rel = static_cast<std::uint32_t>(idx - classes_[c].first);
+  auto& hint = header_->lane_hint[c];
   std::uint32_t cur = hint.load(std::memory_order_relaxed);
-  while (idx < cur && !hint.compare_exchange_weak(cur, static_cast<std::uint32_t>(idx), std::memory_order_acq_rel)) {
+  while (rel < cur && !hint.compare_exchange_weak(cur, rel, std::memory_order_acq_rel)) {
   }
 }
 
@@ -1016,14 +1080,13 @@ bool Ring::put_lane(int idx, std::span<const std::byte> message, const Deadline&
   const std::uint64_t n = message.size();
   const std::uint64_t lane_bytes = lane_size(static_cast<std::size_t>(idx));
   const bool fits = n <= lane_bytes;
-  l.size.store(n, std::memory_order_relaxed);
-  l.aborted.store(0, std::memory_order_relaxed);
-  l.read.store(0, std::memory_order_relaxed);
   if (fits) {
-    std::memcpy(data, message.data(), n);
-    l.written.store(n, std::memory_order_release);
+    std::memcpy(data, message.data(), n);  // published with the cell
   } else {
-    l.written.store(0, std::memory_order_release);
+    RingStream& s = stream(static_cast<std::size_t>(idx));  // only large lanes stream
+    s.aborted.store(0, std::memory_order_relaxed);
+    s.read.store(0, std::memory_order_relaxed);
+    s.written.store(0, std::memory_order_release);
   }
   std::uint64_t pos = 0;  // the linked cell's position
   bool linked = put_cell(
@@ -1043,6 +1106,7 @@ bool Ring::put_lane(int idx, std::span<const std::byte> message, const Deadline&
   if (fits) return true;
 
   // Stream: the consumer copies chunks out while we copy them in.
+  RingStream& s = stream(static_cast<std::size_t>(idx));
   RingCell& c = cell_at(pos);
   const std::uint32_t t = turn_of(pos);
   std::uint64_t w = 0;
@@ -1050,7 +1114,7 @@ bool Ring::put_lane(int idx, std::span<const std::byte> message, const Deadline&
   StuckWatch watch;
   StopPoll stopped(stop);
   while (w < n) {
-    std::uint64_t r = l.read.load(std::memory_order_acquire);
+    std::uint64_t r = s.read.load(std::memory_order_acquire);
     std::uint64_t space = lane_bytes - (w - r);
     if (space > 0) {
       std::uint64_t chunk = std::min<std::uint64_t>({space, n - w, kStreamChunk});
@@ -1059,8 +1123,8 @@ bool Ring::put_lane(int idx, std::span<const std::byte> message, const Deadline&
       std::memcpy(data + off, message.data() + w, first);
       if (chunk > first) std::memcpy(data, message.data() + w + first, chunk - first);
       w += chunk;
-      l.written.store(w, std::memory_order_seq_cst);
-      notify_lane(l);
+      s.written.store(w, std::memory_order_seq_cst);
+      notify_lane(s);
       waiter.reset();
       if (test_hook_mid_stream_put && w < n) test_hook_mid_stream_put();
       continue;
@@ -1079,11 +1143,11 @@ bool Ring::put_lane(int idx, std::span<const std::byte> message, const Deadline&
     }
     if ((block && deadline.expired()) || stopped(waiter)) {
       // Give up: the consumer (if any) drops the partial message.
-      l.aborted.store(1, std::memory_order_seq_cst);
-      notify_lane(l);
+      s.aborted.store(1, std::memory_order_seq_cst);
+      notify_lane(s);
       return false;
     }
-    waiter.wait([&] { return l.read.load(std::memory_order_seq_cst) != r; }, l.seq, l.sleeping,
+    waiter.wait([&] { return s.read.load(std::memory_order_seq_cst) != r; }, s.seq, s.sleeping,
                 block ? deadline : Deadline::never());
   }
   return true;
@@ -1109,6 +1173,8 @@ bool Ring::read_lane(RingCell& cell, std::uint64_t /*pos*/, ByteSink sink) {
     sink(std::span<const std::byte>(data, n));
     return true;
   }
+  if (ref.index < short_lanes_) return false;  // only large lanes stream (cannot happen)
+  RingStream& s = stream(ref.index);
   thread_local std::unique_ptr<std::byte[]> buffer;
   thread_local std::size_t buffer_size = 0;
   if (buffer_size < n) {
@@ -1120,7 +1186,7 @@ bool Ring::read_lane(RingCell& cell, std::uint64_t /*pos*/, ByteSink sink) {
   StuckWatch watch;
   const std::uint32_t owner = claim_pid(ref.claim);
   while (r < n) {
-    std::uint64_t w = l.written.load(std::memory_order_acquire);
+    std::uint64_t w = s.written.load(std::memory_order_acquire);
     if (w > r) {
       std::uint64_t chunk = w - r;
       std::uint64_t off = r % lane_bytes;
@@ -1128,19 +1194,19 @@ bool Ring::read_lane(RingCell& cell, std::uint64_t /*pos*/, ByteSink sink) {
       std::memcpy(buffer.get() + r, data + off, first);
       if (chunk > first) std::memcpy(buffer.get() + r + first, data, chunk - first);
       r = w;
-      l.read.store(r, std::memory_order_seq_cst);
-      notify_lane(l);
+      s.read.store(r, std::memory_order_seq_cst);
+      notify_lane(s);
       waiter.reset();
       if (test_hook_mid_stream_get && r < n) test_hook_mid_stream_get();
       continue;
     }
-    if (l.aborted.load(std::memory_order_acquire) != 0) return false;
+    if (s.aborted.load(std::memory_order_acquire) != 0) return false;
     if (watch.stuck(w) && claimer_gone(owner)) return false;  // producer died mid-message
     waiter.wait(
         [&] {
-          return l.written.load(std::memory_order_seq_cst) != w || l.aborted.load(std::memory_order_relaxed) != 0;
+          return s.written.load(std::memory_order_seq_cst) != w || s.aborted.load(std::memory_order_relaxed) != 0;
         },
-        l.seq, l.sleeping, Deadline::never());
+        s.seq, s.sleeping, Deadline::never());
   }
   sink(std::span<const std::byte>(buffer.get(), n));
   return true;

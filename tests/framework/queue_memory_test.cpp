@@ -91,7 +91,7 @@ TEST(QueueMemory, IdleQueueIsUnder64KiBResident) {
   const std::int64_t idle = resident_shmem() - before;
   report("idle queue resident", idle);
   EXPECT_LT(idle, 64 * KiB) << "idle queue resident: " << idle << " bytes";
-  // One item of each kind (in a cell, in a small lane, in a large lane)
+  // One item of each kind (in a cell, in a 256-byte lane, in a large lane)
   // touches a page or so each.
   q.put("x");
   q.put(std::string(100, 'm'));

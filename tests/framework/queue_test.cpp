@@ -116,7 +116,7 @@ TEST(Queue, ChildPutsParentGets) {
 TEST(Queue, ItemsPutJustBeforeExitAreDelivered) {
   mpx::Queue<std::string> q;
   ForkedChild child([&] {
-    // 1000 items, 334 of them medium (small lanes) and 50 large (1 MiB lanes).
+    // 1000 items, 334 of them medium (4 KiB lanes) and 50 large (1 MiB lanes).
     for (int i = 0; i < 1000; ++i)
       q.put(std::to_string(i) + std::string(i % 20 == 0 ? 5000 : (i % 3 == 0 ? 3000 : 10), '.'));
     ::_exit(0);  // no flush, no destructors: nothing is buffered anyway
@@ -131,6 +131,8 @@ TEST(Queue, MessagesBeyondTheLanesSpillAndKeepTheirOrder) {
   // Once every lane is taken, messages over 48 bytes go to blocks of the
   // growth file instead of waiting (queue.hpp, "Unbounded"): no Full.
   mpx::QueueOptions o;
+  o.tiny_lanes = 0;  // 100-byte items take the 4 KiB small lanes here
+  o.mid_lanes = 0;
   o.small_lanes = 2;
   o.lanes = 1;
   mpx::Queue<std::string> q(0, o);

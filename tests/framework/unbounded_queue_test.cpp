@@ -51,12 +51,13 @@ std::string item(std::int64_t i, std::size_t size) {
 }  // namespace
 
 // The symptom: Queue<std::string> with no consumer raised Full after
-// 1,088 puts of 100 bytes (1024 small lanes + 64 large ones).
+// 1,088 puts of 100 bytes (then 1024 small lanes + 64 large ones; now 6,208
+// lanes of four classes, QueueOptions).
 TEST(UnboundedQueue, TakesFarMoreThanTheLaneCountOf100ByteItemsWithoutAConsumer) {
   mpx::Queue<std::string> q;
-  for (int i = 0; i < 5000; ++i) ASSERT_NO_THROW(q.put_nowait(item(i, 100))) << "Full after " << i << " puts";
-  EXPECT_EQ(q.qsize(), 5000u);
-  for (int i = 0; i < 5000; ++i) ASSERT_EQ(q.get_nowait(), item(i, 100));
+  for (int i = 0; i < 20000; ++i) ASSERT_NO_THROW(q.put_nowait(item(i, 100))) << "Full after " << i << " puts";
+  EXPECT_EQ(q.qsize(), 20000u);
+  for (int i = 0; i < 20000; ++i) ASSERT_EQ(q.get_nowait(), item(i, 100));
   EXPECT_THROW((void)q.get_nowait(), mpx::Empty);
 }
 

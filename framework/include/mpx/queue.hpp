@@ -44,9 +44,11 @@
 //   then put blocks (put(x, timeout), put_nowait: Full). A bounded queue
 //   counts items against maxsize, whatever their size.
 // - Messages of any size: up to 48 encoded bytes travel inside a ring cell;
-//   up to 4 KiB through one of 1024 small shared buffers ("lanes"), up to
-//   1 MiB through one of 64 large lanes (QueueOptions; address space is
-//   reserved, memory touched only as used). When no lane is free, or the
+//   longer ones through a shared buffer ("lane") of the smallest class they
+//   fit: 4096 lanes of 256 bytes, 1024 of 1 KiB, 1024 of 4 KiB, 64 of 1 MiB
+//   (QueueOptions; when a class has no free lane, the next larger class
+//   serves; address space is reserved, memory touched only as used, so a
+//   queued message costs memory in proportion to its size). When no lane is free, or the
 //   message is larger than a lane, it is copied into a block of a growth
 //   file (64 MiB chunks, mapped on demand; a chunk's memory is returned to
 //   the system once every message in it was read). put returns once the
@@ -137,7 +139,13 @@ struct QueueOptions {
   // Cells of the ring; 0 = maxsize when bounded; unbounded: 262144 by
   // default (the base cells; more grow past them unless grow_cells is false).
   std::size_t capacity = 0;
-  std::size_t small_lanes = 1024;       // messages of 49..small_lane_bytes encoded bytes waiting at once
+  // Lane classes: a message of 49+ encoded bytes takes a lane of the
+  // smallest class it fits, else of a larger one (0 lanes: no such class).
+  std::size_t tiny_lanes = 4096;        // messages of 49..tiny_lane_bytes encoded bytes waiting at once
+  std::size_t tiny_lane_bytes = 256;
+  std::size_t mid_lanes = 1024;         // up to mid_lane_bytes
+  std::size_t mid_lane_bytes = 1024;
+  std::size_t small_lanes = 1024;       // up to small_lane_bytes
   std::size_t small_lane_bytes = 4096;
   std::size_t lanes = 64;               // larger messages waiting at once
   std::size_t lane_bytes = (1u << 20) + 4096;  // 1 MiB payloads fit with their envelope; larger go to blocks
@@ -161,6 +169,10 @@ inline std::shared_ptr<QueueCore> make_queue_core(std::size_t maxsize, const Que
   RingOptions ro;
   ro.capacity = options.capacity ? options.capacity : (maxsize ? maxsize : (std::size_t{1} << 18));
   if (maxsize && ro.capacity > maxsize) ro.capacity = maxsize;
+  ro.tiny_lanes = options.tiny_lanes;
+  ro.tiny_lane_bytes = options.tiny_lane_bytes;
+  ro.mid_lanes = options.mid_lanes;
+  ro.mid_lane_bytes = options.mid_lane_bytes;
   ro.small_lanes = options.small_lanes;
   ro.small_lane_bytes = options.small_lane_bytes;
   ro.lanes = options.lanes;

@@ -15,11 +15,22 @@
 // - Small messages (<= kInlineBytes) travel inside a 64-byte cell: one cache
 //   line, a claim CAS and a publish store on each side, no syscall unless the
 //   other side sleeps. Larger messages go through a "lane" (a byte buffer
-//   referenced by the cell; `small_lanes` of small_lane_bytes for medium
-//   messages, `lanes` of lane_bytes for the rest): written before the cell is
-//   published when they fit, streamed through a large lane while the consumer
-//   reads when they do not (spill rings: a block of the growth file when no
-//   lane is free or the message is larger than a lane; see Growth).
+//   referenced by the cell): written before the cell is published when they
+//   fit, streamed through a large lane while the consumer reads when they do
+//   not (spill rings: a block of the growth file when no lane is free or the
+//   message is larger than a lane; see Growth).
+// - Lanes come in classes, so that a message costs memory in proportion to
+//   its size: up to three classes of short lanes (`tiny_lanes` of
+//   tiny_lane_bytes, `mid_lanes` of mid_lane_bytes, `small_lanes` of
+//   small_lane_bytes; a class of 0 lanes does not exist; classes are ordered
+//   by their bytes, whatever their names), then `lanes` large lanes of
+//   lane_bytes. A message takes a lane of the smallest class it fits
+//   (the lowest free one), falls back to the next larger class when its
+//   class has no free lane, and to a large lane after the last one. A lane
+//   costs its bytes (rounded up to 64) plus a 16-byte claim word; a large
+//   lane also has a 256-byte stream block. A 100-byte message thus takes
+//   64 + 16 + 256 bytes with a 256-byte class (Queue's default), against
+//   64 + 16 + 4096 with only the 4 KiB class.
 // - Faults: every claim records who claims in the cell's state word (or the
 //   lane's claim word) with the same CAS that claims it: an id that the
 //   ring's claimer table maps to the process' pid and its exact identity
@@ -40,8 +51,8 @@
 //   no commit charge until a page is touched), and construction touches only
 //   the header page (the claimer table after it, 16 KiB, fills a page per
 //   256 processes that put/get). A queue that stays shallow reuses its first cells (it
-//   starts a new lap early when it finds itself empty, see ring.cpp) and its
-//   lowest lanes, so its resident memory follows its depth, not its traffic.
+//   starts a new lap early when it finds itself empty, see ring.cpp) and the
+//   lowest lanes of each class, so its resident memory follows its depth, not its traffic.
 //   A grow ring (below) ends a lap at its `capacity` base cells whenever the
 //   next lap's first cell is free, and leaves them for its growth segments
 //   only when the next base cell still holds a message (the base cells are
@@ -90,6 +101,7 @@ namespace mpx::detail {
 struct RingHeader;
 struct RingCell;
 struct RingLane;
+struct RingStream;
 struct RingClaimer;
 
 // True unless `pid` certainly no longer runs (no such process, or a zombie).
@@ -98,17 +110,25 @@ bool process_alive(pid_t pid) noexcept;
 
 struct RingOptions {
   std::size_t capacity = 1u << 16;         // cells = messages in flight
-  std::size_t small_lanes = 1024;          // messages of 49..small_lane_bytes bytes in flight
+  // Lane classes (see the contract): a message of 49+ bytes takes a lane of
+  // the smallest class it fits, else of a larger class, else a large lane.
+  std::size_t small_lanes = 1024;          // messages of up to small_lane_bytes in flight
   std::size_t small_lane_bytes = 4096;
-  std::size_t lanes = 64;                  // larger messages in flight (smaller ones too when the small lanes run out)
+  std::size_t lanes = 64;                  // larger messages in flight (smaller ones too when their classes run out)
   std::size_t lane_bytes = (1u << 20) + 4096;  // a 1 MiB payload and its envelope fit; larger ones stream
   bool spill = false;      // no free lane (or larger than a lane): a block of the growth file instead of waiting
   bool grow = false;       // `capacity` cells first, then segments of the growth file, up to 2^30
   std::size_t max_bytes = 0;  // byte budget of the messages queued (0: none)
+  // Two more classes for short messages; none by default here (Queue sets them).
+  std::size_t tiny_lanes = 0;
+  std::size_t tiny_lane_bytes = 256;
+  std::size_t mid_lanes = 0;
+  std::size_t mid_lane_bytes = 1024;
 
   template <class Archive>
   void serialize(Archive& ar) {
-    ar(capacity, small_lanes, small_lane_bytes, lanes, lane_bytes, spill, grow, max_bytes);
+    ar(capacity, small_lanes, small_lane_bytes, lanes, lane_bytes, spill, grow, max_bytes, tiny_lanes,
+       tiny_lane_bytes, mid_lanes, mid_lane_bytes);
   }
 };
 
@@ -266,13 +286,13 @@ class Ring {
   // Reads the lane message referenced by a claimed cell; false if abandoned.
   bool read_lane(RingCell& cell, std::uint64_t pos, ByteSink sink);
   int acquire_lane(std::size_t bytes, const Deadline& deadline, bool block, const StopCheck* stop);
-  std::size_t lane_size(std::size_t i) const { return i < small_count_ ? small_bytes_ : lane_bytes_; }
+  std::size_t lane_size(std::size_t i) const;
   bool lane_orphaned(RingLane& lane, std::uint64_t claim);
   void free_lane(RingLane& lane, std::uint64_t claim);
   void release_cell(RingCell& cell, std::uint64_t pos);
   void notify_consumers();
   void notify_producers();
-  void notify_lane(RingLane& lane);
+  void notify_lane(RingStream& stream);
   void notify_lane_free();
   RingCell& cell_at(std::uint64_t pos) const;
   std::uint32_t turn_of(std::uint64_t pos) const;
@@ -290,6 +310,7 @@ class Ring {
   std::uint32_t wait_before_growing(std::uint64_t pos, std::uint32_t divert) const;
   void lower_lane_hint(std::size_t idx);
   RingLane& lane(std::size_t i) const;
+  RingStream& stream(std::size_t i) const;  // of large lane i
   std::byte* lane_data(std::size_t i) const;
 
   RingOptions options_;
@@ -298,7 +319,8 @@ class Ring {
   RingClaimer* claimers_ = nullptr;
   ClaimerCache claimer_;
   RingCell* cells_ = nullptr;
-  std::byte* lanes_ = nullptr;
+  RingLane* lanes_ = nullptr;
+  RingStream* streams_ = nullptr;
   std::byte* lane_data_ = nullptr;
   std::size_t capacity_ = 0;
   std::size_t base_cells_ = 0;  // cells in the base mapping; the rest (grow) in the growth file
@@ -308,10 +330,21 @@ class Ring {
   std::atomic<std::uint32_t>* armed_ = nullptr;  // the header's reader_armed word
   unsigned shift_ = 0;      // a position is lap << shift_ | cell index
   std::uint64_t mask_ = 0;  // (1 << shift_) - 1
-  std::size_t lane_count_ = 0;  // small lanes first, then the large ones
-  std::size_t small_count_ = 0;
-  std::size_t small_bytes_ = 0;
-  std::size_t small_stride_ = 0;
+  // The classes of short lanes that have lanes, in ascending size; their
+  // lanes come first (class by class), then the large ones.
+  static constexpr std::size_t kLaneClasses = 3;
+  struct LaneClass {
+    std::size_t first = 0;     // index of its first lane
+    std::size_t count = 0;
+    std::size_t bytes = 0;
+    std::size_t stride = 0;    // bytes rounded up to 64
+    std::size_t data_off = 0;  // of its first lane's data, from lane_data_
+  };
+  LaneClass classes_[kLaneClasses];
+  std::size_t class_count_ = 0;  // classes in use
+  std::size_t short_lanes_ = 0;  // lanes of all classes: the index of the first large lane
+  std::size_t lane_count_ = 0;
+  std::size_t large_off_ = 0;    // of the first large lane's data, from lane_data_
   std::size_t lane_bytes_ = 0;
   std::size_t lane_stride_ = 0;
 };
