@@ -12,6 +12,7 @@
 //   queue_spsc_100b      100-byte std::string items, 1 -> 1 (the actors' common size)
 //   queue_spsc_1m        1 MiB std::string items, 1 -> 1, in GB/s
 //   queue_mpmc_4x4       Queue<int64_t>, 4 producer processes -> 4 consumer processes
+//   queue_mpmc_4x4_fixed the same with QueueOptions::grow_cells off
 //   queue_memory_*      1,000 default Queue<std::string>: resident memory
 //                       (RssShmem) and commit charge (Committed_AS, which is
 //                       system-wide: other programs add noise) per queue,
@@ -217,8 +218,8 @@ double mpx_spsc_string(std::size_t n, std::size_t size, const mpx::QueueOptions&
   return static_cast<double>(n) / dt;
 }
 
-double mpx_mpmc_int64(std::size_t n, int producers, int consumers) {
-  mpx::Queue<std::int64_t> q;
+double mpx_mpmc_int64(std::size_t n, int producers, int consumers, const mpx::QueueOptions& options = {}) {
+  mpx::Queue<std::int64_t> q(0, options);
   mpx::Queue<std::int64_t> sums;
   StartLine line;
   std::vector<pid_t> kids;
@@ -352,6 +353,7 @@ int main(int argc, char** argv) {
   double s1k_grow = best([&] { return mpx_spsc_string(n_1k, 1024, grow_on); });
   double s1k_fixed = best([&] { return mpx_spsc_string(n_1k, 1024, grow_off); });
   double mpmc = best([&] { return mpx_mpmc_int64(n_mpmc, 4, 4); });
+  double mpmc_fixed = best([&] { return mpx_mpmc_int64(n_mpmc, 4, 4, grow_off); });
   std::vector<QueueMemory> mems;
   for (int i = 0; i < repeat; ++i) mems.push_back(queue_memory(1000, 300));
   auto median_mem = [&](double QueueMemory::*field) {
@@ -382,6 +384,7 @@ int main(int argc, char** argv) {
   row("queue_spsc_1m", "GB/s", s1m, p("queue_spsc_1m"), mc_cold, "memcpy_64m_cold");
   row("", "", s1m, 0, mc, "memcpy_1m_hot");
   row("queue_mpmc_4x4", "items/s", mpmc, p("queue_mpmc_4x4"), 0, "");
+  row("queue_mpmc_4x4_fixed", "items/s", mpmc_fixed, 0, 0, "");
   row("queue_memory_idle", "KiB/q", mem_idle, 0, 0, "");
   row("queue_memory_used", "KiB/q", mem_used, 0, 0, "");
   row("queue_memory_commit", "KiB/q", mem_commit, 0, 0, "");
@@ -396,6 +399,7 @@ int main(int argc, char** argv) {
       {"queue_spsc_100b", "items/s", s100, {{"python", p("queue_spsc_100b")}}, true, ""},
       {"queue_spsc_1m", "GB/s", s1m, {{"python", p("queue_spsc_1m")}, {"memcpy_64m_cold", mc_cold}}, true, ""},
       {"queue_mpmc_4x4", "items/s", mpmc, {{"python", p("queue_mpmc_4x4")}}, true, ""},
+      {"queue_mpmc_4x4_fixed", "items/s", mpmc_fixed, {}, true, "QueueOptions::grow_cells = false"},
       {"queue_memory_idle_resident", "KiB/queue", mem_idle, {}, false, "1000 idle queues"},
       {"queue_memory_used_resident", "KiB/queue", mem_used, {}, false, "1000 queues after 300 items of 100 B each"},
       {"queue_memory_committed", "KiB/queue", mem_commit, {}, false, "1000 queues, Committed_AS"},

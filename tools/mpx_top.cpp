@@ -4,17 +4,23 @@
 //   mpx-top NAME --once     one plain-text table
 //   mpx-top NAME --json     the snapshot as the tree publishes it
 //
+// The table has a row per child of the whole tree, depth first: a nested
+// supervisor's children follow its row, indented under it as pstree draws
+// a process tree ("|-", "`-").
+//
 // NAME is the supervisor's name; any terminal of the same user can attach.
 // The tree publishes a snapshot in /dev/shm/mpx-top.NAME (see
 // mpx/actors/detail/status_segment.hpp); a tree that is gone has none, and
 // mpx-top says so and exits 1. Exit 2: bad arguments.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -33,18 +39,43 @@ std::string cell(const nlohmann::json& j) {
   return j.dump();
 }
 
+// One table row per child, depth first: a nested supervisor's children
+// follow it, indented by level with ASCII branches as `pstree -A` draws them
+// ("|-" a child with siblings after it, "`-" the last; "| " carries a branch
+// down past a deeper level).
+struct Row {
+  std::string name;  // the CHILD column: branches, then the id
+  const nlohmann::json* child;
+};
+
+void collect(const nlohmann::json& children, const std::string& indent, bool nested, std::vector<Row>& rows) {
+  if (!children.is_array()) return;
+  for (std::size_t i = 0; i < children.size(); ++i) {
+    const auto& c = children[i];
+    const bool last = i + 1 == children.size();
+    rows.push_back({indent + (nested ? (last ? "`-" : "|-") : "") + cell(c["id"]), &c});
+    if (c.contains("children")) collect(c["children"], indent + (nested ? (last ? "  " : "| ") : ""), true, rows);
+  }
+}
+
 std::string table(const nlohmann::json& tree) {
   std::string out = "supervisor " + cell(tree["name"]) + " (pid " + cell(tree["pid"]) + ", " +
                     cell(tree["strategy"]) + ")" +
                     (tree.value("failed", false) ? "  FAILED: " + tree.value("failure", std::string()) : "") + "\n";
-  char line[256];
-  std::snprintf(line, sizeof line, "%-20s %-10s %-10s %8s %9s %10s %9s %8s %9s %10s\n", "CHILD", "KIND", "STATE",
+  std::vector<Row> rows;
+  collect(tree["children"], "", false, rows);
+  int width = 20;  // the CHILD column grows with the deepest, longest row
+  for (const auto& r : rows) width = std::max(width, static_cast<int>(r.name.size()));
+  char line[512];
+  std::snprintf(line, sizeof line, "%-*s %-10s %-10s %8s %9s %10s %9s %8s %9s %10s\n", width, "CHILD", "KIND", "STATE",
                 "PID", "RESTARTS", "UPTIME_S", "LAST_EXIT", "MAILBOX", "IN_FLIGHT", "MSG/S");
   out += line;
-  for (const auto& c : tree["children"]) {
-    std::snprintf(line, sizeof line, "%-20s %-10s %-10s %8s %9s %10s %9s %8s %9s %10s\n", cell(c["id"]).c_str(),
-                  cell(c["kind"]).c_str(), cell(c["state"]).c_str(), cell(c["pid"]).c_str(),
-                  cell(c["restarts"]).c_str(), cell(c["uptime_s"]).c_str(), cell(c["last_exit"]).c_str(),
+  for (const auto& r : rows) {
+    const auto& c = *r.child;
+    out += r.name + std::string(static_cast<std::size_t>(width) - r.name.size(), ' ');
+    std::snprintf(line, sizeof line, " %-10s %-10s %8s %9s %10s %9s %8s %9s %10s\n", cell(c["kind"]).c_str(),
+                  cell(c["state"]).c_str(), cell(c["pid"]).c_str(), cell(c["restarts"]).c_str(),
+                  cell(c["uptime_s"]).c_str(), cell(c["last_exit"]).c_str(),
                   cell(c.value("mailbox_depth", nlohmann::json())).c_str(),
                   cell(c.value("in_flight", nlohmann::json())).c_str(),
                   cell(c.value("messages_per_s", nlohmann::json())).c_str());

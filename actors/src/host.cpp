@@ -150,7 +150,9 @@ void HostControl::start() {
   process->start();
   handle = process->handle();
   auto deadline = mpx::detail::Deadline::after(options.spawn_timeout);
-  while (mailbox->incarnation() != expected || mailbox->host_state() != HostState::running) {
+  for (;;) {
+    const HostState state = mailbox->host_state();
+    if (mailbox->incarnation() == expected && state == HostState::running) break;
     if (!handle->is_alive()) {
       // It started, then died at once (the watcher of whoever restarts it sees that).
       if (mailbox->incarnation() == expected && mailbox->host_state() == HostState::running) break;
@@ -164,7 +166,8 @@ void HostControl::start() {
       handle->join();
       throw ActorError("mpx actors: host '" + name + "' did not start within the spawn timeout");
     }
-    (void)handle->join(std::chrono::milliseconds(1));  // waits on the pidfd: returns early if it dies
+    // Woken by the child's attach_consumer(); a child that dies first is seen within 1 ms.
+    mailbox->wait_host_state(state, mpx::detail::Deadline::after(std::chrono::milliseconds(1)));
   }
 }
 

@@ -467,12 +467,18 @@ Mailbox::Recovery Mailbox::attach_consumer() {
   h.exit_code.store(kNoExitCode, std::memory_order_relaxed);
   h.host_state.store(static_cast<std::uint32_t>(HostState::running), std::memory_order_release);
   unlock_producers();
+  futex_wake_all(h.host_state);  // the parent waiting for its host to start
   return recovery;
 }
 
 void Mailbox::set_host_state(HostState state, std::optional<int> code) {
   header_->exit_code.store(code ? *code : kNoExitCode, std::memory_order_relaxed);
   header_->host_state.store(static_cast<std::uint32_t>(state), std::memory_order_release);
+  futex_wake_all(header_->host_state);
+}
+
+void Mailbox::wait_host_state(HostState seen, const Deadline& deadline) const {
+  (void)futex_wait(header_->host_state, static_cast<std::uint32_t>(seen), deadline);
 }
 
 std::size_t Mailbox::depth() const noexcept {

@@ -544,7 +544,6 @@ std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& m
     pending->target_incarnation = incarnation;
     pending->target_pid = pid;
   }
-  endpoint.watch_death(pid);
   // The mailbox's own word only (no /proc read per request): a death not
   // yet recorded there is found by the gateway's sweep as soon as the death
   // watch sees the pid exit (10 ms at worst).
@@ -553,6 +552,9 @@ std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& m
     deliver_down_error(target, "mpx actors: request to " + to.to_string() + " failed: " + why, why);
     return pending;
   }
+  // Only now: watching a pid that is already gone wakes the gateway for a
+  // sweep, which a client retrying a dead host would do at every attempt.
+  endpoint.watch_death(pid);
   try {
     post_packet(to.host(), PacketKind::message, 0, to.name(), to.id(), current_sender(), pending->id, message,
                 Deadline::never(), true);

@@ -12,13 +12,16 @@
 #include <condition_variable>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "mpx/context.hpp"
 #include "mpx/detail/unique_fd.hpp"
+#include "mpx/forkserver.hpp"
 #include "mpx/logging.hpp"
 #include "mpx/actors/detail/status_segment.hpp"
 #include "mpx/process.hpp"
@@ -108,11 +111,231 @@ void run_nested(const std::string& name, const SupervisorOptions& options, const
   }
 }
 
+// Why `spec` (a nested supervisor's) cannot cross to a fork server's child
+// or a new image, or empty when it can: closures and callbacks live only in
+// this process' memory.
+std::string cannot_cross(const ChildSpec& spec) {
+  switch (spec.kind) {
+    case ChildSpec::Kind::host: return "";
+    case ChildSpec::Kind::process:
+      return spec.encode_arguments ? "" : "its child " + spec.id + " is a closure (only a ChildSpec::process<Function> "
+                                                                   "child can cross)";
+    case ChildSpec::Kind::supervisor:
+      if (spec.supervisor_options && spec.supervisor_options->on_exit)
+        return "nested supervisor " + spec.id + " has an on_exit callback";
+      for (const auto& child : spec.children)
+        if (auto why = cannot_cross(child); !why.empty()) return why;
+      return "";
+  }
+  return "unknown child kind";
+}
+
+// The first child below a nested supervisor's `children`, in its process or
+// one forked from it, that asks for the forkserver start method, or empty:
+// a nested supervisor started by the fork server cannot start those.
+std::string asks_forkserver(const std::vector<ChildSpec>& children) {
+  for (const auto& c : children) {
+    const auto method = c.kind == ChildSpec::Kind::host ? host_options(c).start_method : c.start_method;
+    if (method == StartMethod::forkserver) return c.id;
+    if (c.kind == ChildSpec::Kind::supervisor && method != StartMethod::spawn)
+      if (auto id = asks_forkserver(c.children); !id.empty()) return id;
+  }
+  return "";
+}
+
 }  // namespace
+
+namespace detail {
+
+namespace {
+std::mutex g_starts_mutex;
+std::map<std::string, SupervisedStartFactory>& supervised_starts() {
+  static auto* starts = new std::map<std::string, SupervisedStartFactory>;  // never destroyed: used at exit
+  return *starts;
+}
+}  // namespace
+
+bool register_supervised_start(const char* name, SupervisedStartFactory factory) {
+  std::lock_guard lock(g_starts_mutex);
+  return supervised_starts().emplace(name, factory).second;
+}
+
+namespace {
+
+SupervisedStartFactory find_supervised_start(const std::string& name) {
+  std::lock_guard lock(g_starts_mutex);
+  auto it = supervised_starts().find(name);
+  if (it == supervised_starts().end())
+    throw ActorError("mpx supervisor: no supervised function '" + name + "' in this program");
+  return it->second;
+}
+
+// A nested supervisor's spec, as it crosses to a fork server's child or a
+// new image (only specs cannot_cross accepts). Saved while the start encodes
+// its arguments, so the primitives in function children's arguments add
+// their descriptors to that start; loaded while those descriptors are at
+// hand, so function children are decoded (made startable) at once.
+// Durations travel as milliseconds, enums as integers.
+struct NestedSpec {
+  std::string id;
+  std::shared_ptr<const SupervisorOptions> options;
+  std::vector<ChildSpec> children;
+
+  template <class A>
+  void save(A& ar) const {
+    save_options(ar, *options);
+    ar(id, static_cast<std::uint64_t>(children.size()));
+    for (const auto& child : children) save_child(ar, child);
+  }
+  template <class A>
+  void load(A& ar) {
+    auto loaded = std::make_shared<SupervisorOptions>();
+    load_options(ar, *loaded);
+    options = std::move(loaded);
+    std::uint64_t n = 0;
+    ar(id, n);
+    children = load_children(ar, n);
+  }
+
+  template <class A>
+  static void save_options(A& ar, const SupervisorOptions& o) {
+    ar(static_cast<std::int32_t>(o.strategy), static_cast<std::int32_t>(o.auto_shutdown), o.intensity.restarts,
+       static_cast<std::int64_t>(o.intensity.period.count()), static_cast<std::int64_t>(o.backoff.min.count()),
+       static_cast<std::int64_t>(o.backoff.max.count()), o.backoff.jitter,
+       static_cast<std::int64_t>(o.backoff.reset_after.count()), static_cast<std::uint64_t>(o.history));
+  }
+  template <class A>
+  static void load_options(A& ar, SupervisorOptions& o) {
+    std::int32_t strategy = 0, auto_shutdown = 0;
+    std::int64_t period = 0, min = 0, max = 0, reset_after = 0;
+    std::uint64_t history = 0;
+    ar(strategy, auto_shutdown, o.intensity.restarts, period, min, max, o.backoff.jitter, reset_after, history);
+    o.strategy = static_cast<Strategy>(strategy);
+    o.auto_shutdown = static_cast<AutoShutdown>(auto_shutdown);
+    o.intensity.period = std::chrono::milliseconds(period);
+    o.backoff.min = std::chrono::milliseconds(min);
+    o.backoff.max = std::chrono::milliseconds(max);
+    o.backoff.reset_after = std::chrono::milliseconds(reset_after);
+    o.history = static_cast<std::size_t>(history);
+  }
+
+  static std::int32_t method_code(const std::optional<StartMethod>& m) { return m ? static_cast<std::int32_t>(*m) : -1; }
+  static std::optional<StartMethod> method_of(std::int32_t code) {
+    if (code < 0) return std::nullopt;
+    return static_cast<StartMethod>(code);
+  }
+
+  template <class A>
+  static void save_child(A& ar, const ChildSpec& c) {
+    ar(static_cast<std::int32_t>(c.kind), c.id, static_cast<std::int32_t>(c.restart),
+       static_cast<std::int64_t>(c.shutdown.count()), c.significant, c.limits, method_code(c.start_method));
+    switch (c.kind) {
+      case ChildSpec::Kind::process:
+        ar(c.function, c.encode_arguments());
+        break;
+      case ChildSpec::Kind::host: {
+        const auto& h = c.host_options;
+        ar(h.daemon, method_code(h.start_method), static_cast<std::uint64_t>(h.mailbox.capacity),
+           static_cast<std::uint64_t>(h.mailbox.bytes), static_cast<std::int32_t>(h.mailbox.policy),
+           static_cast<std::uint64_t>(h.mailbox.in_flight), h.threads,
+           static_cast<std::int64_t>(h.shutdown_timeout.count()), static_cast<std::int64_t>(h.spawn_timeout.count()),
+           h.limits, static_cast<std::uint64_t>(c.actors.size()));
+        for (const auto& a : c.actors) ar(a.type, a.name, a.args.tag, a.args.bytes);
+        break;
+      }
+      case ChildSpec::Kind::supervisor:
+        NestedSpec{c.id, c.supervisor_options, c.children}.save(ar);
+        break;
+    }
+  }
+
+  template <class A>
+  static std::vector<ChildSpec> load_children(A& ar, std::uint64_t n) {
+    std::vector<ChildSpec> out;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      ChildSpec c;
+      std::int32_t kind = 0, restart = 0, method = -1;
+      std::int64_t shutdown = 0;
+      ar(kind, c.id, restart, shutdown, c.significant, c.limits, method);
+      c.kind = static_cast<ChildSpec::Kind>(kind);
+      c.restart = static_cast<RestartType>(restart);
+      c.shutdown = std::chrono::milliseconds(shutdown);
+      c.start_method = method_of(method);
+      switch (c.kind) {
+        case ChildSpec::Kind::process: {
+          Bytes arguments;
+          ar(c.function, arguments);
+          c.start = find_supervised_start(c.function)(arguments);
+          break;
+        }
+        case ChildSpec::Kind::host: {
+          auto& h = c.host_options;
+          std::int32_t host_method = -1, policy = 0;
+          std::uint64_t capacity = 0, bytes = 0, in_flight = 0, actors = 0;
+          std::int64_t shutdown_timeout = 0, spawn_timeout = 0;
+          ar(h.daemon, host_method, capacity, bytes, policy, in_flight, h.threads, shutdown_timeout, spawn_timeout,
+             h.limits, actors);
+          h.start_method = method_of(host_method);
+          h.mailbox.capacity = static_cast<std::size_t>(capacity);
+          h.mailbox.bytes = static_cast<std::size_t>(bytes);
+          h.mailbox.policy = static_cast<MailboxPolicy>(policy);
+          h.mailbox.in_flight = static_cast<std::size_t>(in_flight);
+          h.shutdown_timeout = std::chrono::milliseconds(shutdown_timeout);
+          h.spawn_timeout = std::chrono::milliseconds(spawn_timeout);
+          for (std::uint64_t k = 0; k < actors; ++k) {
+            ActorSpec a;
+            ar(a.type, a.name, a.args.tag, a.args.bytes);  // type_name stays empty: only for messages
+            c.actors.push_back(std::move(a));
+          }
+          break;
+        }
+        case ChildSpec::Kind::supervisor: {
+          NestedSpec nested;
+          nested.load(ar);
+          c.supervisor_options = std::move(nested.options);
+          c.children = std::move(nested.children);
+          break;
+        }
+        default:
+          throw ActorError("mpx supervisor: a nested spec with an unknown child kind");
+      }
+      out.push_back(std::move(c));
+    }
+    return out;
+  }
+};
+
+// The body of a nested supervisor started under forkserver or spawn (its
+// process shares nothing with this one): takes the tree's root and node, so
+// its hosts' mailboxes are those the tree's refs name, then runs it as a
+// forked one runs.
+void nested_main(NestedSpec spec, std::int32_t tree, std::string node, std::uint64_t node_max_message,
+                 SharedMemory slot) {
+  run_supervised(slot, [&] {
+    set_tree_root(static_cast<pid_t>(tree));
+    if (!node.empty() && local_node_name().empty())
+      set_local_node(node, static_cast<std::size_t>(node_max_message));
+    // A fork server's child cannot start a fork server of its own (the
+    // framework's client lock is inherited held, see forkserver.cpp): its
+    // children fork by default, from this process (no threads but the
+    // supervisor's); start refused those that ask for forkserver.
+    if (get_start_method() == StartMethod::forkserver) set_start_method(StartMethod::fork);
+    run_nested(spec.id, *spec.options, spec.children);
+  });
+}
+
+}  // namespace
+}  // namespace detail
 
 void detail::run_supervised(const SharedMemory& slot, const std::function<void()>& body) {
   run_recording(exception_slot_in(slot), body);
 }
+
+}  // namespace mpx::actors
+
+MPX_REGISTER_FUNCTION(mpx::actors::detail::nested_main);
+
+namespace mpx::actors {
 
 struct Supervisor::Impl {
   struct Child {
@@ -175,14 +398,29 @@ struct Supervisor::Impl {
       case ChildSpec::Kind::supervisor: {
         auto process_options = ProcessOptions().with_name(c.spec.id).with_limits(c.spec.limits);
         c.exception_slot = detail::fresh_exception_slot(c.exception_memory);
+        const bool forked = !c.spec.start_method || *c.spec.start_method == StartMethod::fork;
         if (c.spec.start) {
           // a plain function: any start method; the slot travels as an argument
           process_options.start_method = c.spec.start_method;
           c.process.emplace(c.spec.start(std::move(process_options), c.exception_memory));
+        } else if (c.spec.kind == ChildSpec::Kind::supervisor && !forked) {
+          // a nested supervisor under forkserver or spawn: its spec travels as an argument
+          std::string why = cannot_cross(c.spec);
+          if (const auto id = asks_forkserver(c.spec.children);
+              why.empty() && *c.spec.start_method == StartMethod::forkserver && !id.empty())
+            why = "its child " + id + " asks for forkserver, which a fork server's child cannot start yet";
+          if (!why.empty())
+            throw ActorError("mpx supervisor " + name + ": cannot start nested supervisor " + c.spec.id + " with the " +
+                             std::string(mpx::to_string(*c.spec.start_method)) + " start method: " + why);
+          process_options.start_method = c.spec.start_method;
+          c.process.emplace(std::move(process_options), &detail::nested_main,
+                            detail::NestedSpec{c.spec.id, c.spec.supervisor_options, c.spec.children},
+                            static_cast<std::int32_t>(detail::tree_root()), detail::local_node_name(),
+                            static_cast<std::uint64_t>(detail::local_node_max_message()), c.exception_memory);
         } else {
-          if (c.spec.start_method && *c.spec.start_method != StartMethod::fork)
+          if (!forked)
             throw ActorError("mpx supervisor " + name + ": " + c.spec.id +
-                             ": closure and nested supervisor children are forked; give another start method a "
+                             ": closure children are forked; give another start method a "
                              "ChildSpec::process<Function> child");
           std::function<void()> target = c.spec.target;
           if (c.spec.kind == ChildSpec::Kind::supervisor) {

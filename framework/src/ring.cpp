@@ -50,13 +50,12 @@
 //     of the last lap): the lap goes on at index base_cells_ (a "skip"; the
 //     base cells past i are left to the last lap's messages).
 // A cell seen FREE for a lap stays so until that lap claims it, so the lap
-// never runs into an occupied base cell and a put never waits while there
-// is memory. Once in the segments, a lap only ends as before (a jump when
+// never runs into an occupied base cell. Once in the segments, a lap only ends as before (a jump when
 // empty), so the previous lap's segment cells are all consumed when the
 // next lap skips into them. The header's `skip` word (position + 1) records
 // the latest skip, for size(). A blocking put that would take the lap into
-// the segments first gives the consumers kGrowAfter to free the next base
-// cell (wait_before_growing): a consumer that keeps up, only a little behind
+// the segments first gives the consumers kGrowAfter (10 ms) to free the next
+// base cell (wait_before_growing, sleeping as a put on a full ring does): a consumer that keeps up, only a little behind
 // a faster producer, then keeps the backlog in the base cells (new memory
 // costs ~20 ns an item to fault in), and only a consumer that falls behind
 // for longer makes the ring grow. A newer turn with a moved index
@@ -192,7 +191,7 @@ constexpr std::uint32_t kMaxChunks = 4096;  // 256 GiB of spilled messages
 constexpr std::uint64_t kNoOpen = ~std::uint64_t{0};
 constexpr std::uint64_t kCloseDrainedAt = std::uint64_t{1} << 20;  // see unpin_chunk
 constexpr auto kSpillAfter = std::chrono::microseconds(50);        // see put_large
-constexpr auto kGrowAfter = std::chrono::milliseconds(1);          // see wait_before_growing
+constexpr auto kGrowAfter = std::chrono::milliseconds(10);         // see wait_before_growing
 // open word: gen (20 bits) | chunk (12 bits) | offset (32 bits)
 constexpr std::uint64_t make_open(std::uint32_t gen, std::uint32_t chunk, std::uint64_t off) {
   return (std::uint64_t{gen & 0xfffffu} << 44) | (std::uint64_t{chunk & 0xfffu} << 32) | off;
@@ -726,15 +725,17 @@ bool Ring::leaves_base(std::uint64_t pos, std::uint32_t divert) const {
   return idx + 1 == base_cells_ ? divert == 0 : divert != 0;
 }
 
-std::uint32_t Ring::wait_before_growing(std::uint64_t pos, std::uint32_t divert) const {
-  const auto until = std::chrono::steady_clock::now() + kGrowAfter;
-  for (unsigned i = 1; leaves_base(pos, divert); ++i) {
-    if (header_->tail.load(std::memory_order_acquire) != pos) break;  // another producer took the position
-    if (i % 16 == 0) {
-      if (std::chrono::steady_clock::now() >= until) break;
-      if (i % 256 == 0) sched_yield();  // a consumer may share our core
-    }
-    MPX_CPU_RELAX();
+std::uint32_t Ring::wait_before_growing(std::uint64_t pos, std::uint32_t divert, const Deadline& deadline) const {
+  // As a put on a full fixed ring waits (spin, yield, then sleep until a
+  // consumer frees a cell), but only until kGrowAfter or the put's deadline.
+  RingHeader& h = *header_;
+  const auto left = deadline.remaining();
+  const Deadline until = left && *left < kGrowAfter ? deadline : Deadline::after(kGrowAfter);
+  auto moved_on = [&] { return h.tail.load(std::memory_order_acquire) != pos; };  // another producer took it
+  Waiter waiter;
+  while (leaves_base(pos, divert) && !moved_on() && !until.expired()) {
+    waiter.wait([&] { return !leaves_base(pos, divert_at(pos)) || moved_on(); }, h.not_full_seq,
+                h.producers_sleeping, until);
     divert = divert_at(pos);
   }
   return divert;
@@ -802,7 +803,7 @@ bool Ring::put_cell(Fill&& fill, const Deadline& deadline, bool block, const Sto
         continue;
       }
       std::uint32_t divert = divert_at(pos);
-      if (block && leaves_base(pos, divert)) divert = wait_before_growing(pos, divert);
+      if (block && leaves_base(pos, divert)) divert = wait_before_growing(pos, divert, deadline);
       const std::uint64_t mine = make_state(t, kWriting, me | divert);
       if (c.state.compare_exchange_strong(w, mine, std::memory_order_acq_rel)) {
         note_skip(pos, mine);

@@ -3,11 +3,15 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "mpx/actors.hpp"
+#include "mpx/actors/detail/status_segment.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -32,6 +36,25 @@ mpx::test::RunResult top(std::vector<std::string> args) {
   std::vector<std::string> argv{std::string(MPX_BINARY_DIR) + "/tools/mpx-top"};
   argv.insert(argv.end(), args.begin(), args.end());
   return mpx::test::run_program(argv, 30s);
+}
+
+// The index of the first line starting with `prefix`, or -1.
+int line_starting(const std::vector<std::string>& lines, const std::string& prefix) {
+  for (std::size_t i = 0; i < lines.size(); ++i)
+    if (lines[i].rfind(prefix, 0) == 0) return static_cast<int>(i);
+  return -1;
+}
+
+// Waits (bounded) until the status `name` publishes contains `text`: each
+// nested level reaches the root's segment within about 0.5 s.
+bool wait_published(const std::string& name, const std::string& text, std::chrono::seconds limit = 30s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const auto status = ma::detail::read_status(name);
+    if (status && status->find(text) != std::string::npos) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
 }
 
 }  // namespace
@@ -74,4 +97,59 @@ TEST(MpxTop, BadArguments) {
   EXPECT_EQ(top({}).exit_code, 2);
   EXPECT_EQ(top({"x", "--bogus"}).exit_code, 2);
   EXPECT_EQ(top({"--once"}).exit_code, 2);
+}
+
+// A running tree of three levels: root -> nested supervisor (a host and a
+// supervisor of its own) -> leaf process, then a process of the root's.
+// --once shows every row, each under its parent, indented by level.
+TEST(MpxTop, OnceShowsTheWholeTreeIndentedByLevel) {
+  const std::string tag = std::to_string(::getpid());
+  const std::string name = "top-nest-" + tag, sub = "top-sub-" + tag, subsub = "top-subsub-" + tag,
+                    host = "top-subhost-" + tag;
+  ma::Supervisor sup(
+      name, ma::SupervisorOptions(),
+      {ma::ChildSpec::supervisor(
+           sub, ma::SupervisorOptions(),
+           {ma::ChildSpec::host(host, ma::HostOptions(), {ma::ActorSpec::make("top_actor", "a")}),
+            ma::ChildSpec::supervisor(subsub, ma::SupervisorOptions(), {ma::ChildSpec::process("leaf", idle_forever)})})
+           .with_shutdown(30000ms),  // bounded: a stuck nested supervisor fails the test, not hangs it
+       ma::ChildSpec::process("janitor", idle_forever)});
+  ASSERT_TRUE(wait_published(name, "\"leaf\"")) << ma::detail::read_status(name).value_or("(none)");
+
+  auto json = top({name, "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto tree = nlohmann::json::parse(json.out);
+  const auto& nested = tree["children"][0];
+  const auto host_pid = std::to_string(nested["children"][0]["pid"].get<pid_t>());
+  const auto leaf_pid = std::to_string(nested["children"][1]["children"][0]["pid"].get<pid_t>());
+
+  auto once = top({name, "--once"});
+  ASSERT_EQ(once.exit_code, 0) << once.err;
+  const auto lines = mpx::test::lines_of(once.out);
+  // Depth first, each child right under its parent; the root's children are
+  // not indented, a nested supervisor's are, one level more per level.
+  const int sub_row = line_starting(lines, sub + " ");
+  const int host_row = line_starting(lines, "|-" + host + " ");
+  const int subsub_row = line_starting(lines, "`-" + subsub + " ");
+  const int leaf_row = line_starting(lines, "  `-leaf ");
+  const int janitor_row = line_starting(lines, "janitor ");
+  ASSERT_GE(sub_row, 0) << once.out;
+  EXPECT_EQ(host_row, sub_row + 1) << once.out;
+  EXPECT_EQ(subsub_row, sub_row + 2) << once.out;
+  EXPECT_EQ(leaf_row, sub_row + 3) << once.out;
+  EXPECT_EQ(janitor_row, sub_row + 4) << once.out;
+  ASSERT_GE(leaf_row, 0) << once.out;
+  ASSERT_GE(host_row, 0) << once.out;
+  // Each nested row has the columns of any row: kind, state, pid, and a
+  // host's mailbox.
+  EXPECT_NE(lines[host_row].find(" host "), std::string::npos) << lines[host_row];
+  EXPECT_NE(lines[host_row].find(" running "), std::string::npos) << lines[host_row];
+  EXPECT_NE(lines[host_row].find(" " + host_pid + " "), std::string::npos) << lines[host_row];
+  EXPECT_NE(lines[leaf_row].find(" process "), std::string::npos) << lines[leaf_row];
+  EXPECT_NE(lines[leaf_row].find(" " + leaf_pid + " "), std::string::npos) << lines[leaf_row];
+  // The columns stay aligned: KIND starts at the same offset on every row.
+  const auto kind_at = lines[sub_row].find(" supervisor ");
+  ASSERT_NE(kind_at, std::string::npos);
+  EXPECT_EQ(lines[leaf_row].find(" process "), kind_at) << once.out;
+  EXPECT_EQ(lines[host_row].find(" host "), kind_at) << once.out;
 }

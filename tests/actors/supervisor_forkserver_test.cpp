@@ -12,8 +12,12 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -21,6 +25,7 @@
 
 #include "mpx/actors.hpp"
 #include "mpx/event.hpp"
+#include "mpx/forkserver.hpp"
 #include "mpx/queue.hpp"
 
 using namespace std::chrono_literals;
@@ -213,6 +218,139 @@ void supervise_under(mpx::StartMethod method, const std::string& prefix) {
   EXPECT_EQ(sup->reports().size(), 5u);  // the history holds the same
 }
 
+// The child `id` of a snapshot's children, or null.
+const ma::ChildSnapshot* child_named(const std::vector<ma::ChildSnapshot>& children, const std::string& id) {
+  for (const auto& c : children)
+    if (c.id == id) return &c;
+  return nullptr;
+}
+
+// Polls sup.snapshot() (bounded) until the child at `path` (ids from the
+// root) satisfies `ok`; returns a copy of it, or nullopt at the deadline.
+// A nested supervisor's children reach the root's snapshot through its
+// status segment (published every 0.5 s and at each change).
+std::optional<ma::ChildSnapshot> wait_for_child(const ma::Supervisor& sup, const std::vector<std::string>& path,
+                                                const std::function<bool(const ma::ChildSnapshot&)>& ok,
+                                                std::chrono::seconds limit = 60s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const auto snap = sup.snapshot();
+    const std::vector<ma::ChildSnapshot>* level = &snap.children;
+    const ma::ChildSnapshot* found = nullptr;
+    for (const auto& id : path) {
+      found = child_named(*level, id);
+      if (!found) break;
+      level = &found->children;
+    }
+    if (found && ok(*found)) return *found;
+    std::this_thread::sleep_for(10ms);
+  }
+  return std::nullopt;
+}
+
+// The parent pid of `pid` (from /proc), 0 when unknown.
+pid_t parent_of(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string content;
+  std::getline(stat, content);
+  const auto close_paren = content.rfind(')');
+  if (close_paren == std::string::npos) return 0;
+  std::istringstream rest(content.substr(close_paren + 2));
+  char state = 0;
+  long ppid = 0;
+  rest >> state >> ppid;
+  return static_cast<pid_t>(ppid);
+}
+
+// A nested supervisor started under `method` (its spec crosses: a host and
+// a function child whose Queue argument crosses two starts) runs its
+// children there; its host, SIGKILLed, is restarted by it, which the root's
+// snapshot shows; killed once more it exhausts the nested intensity, and the
+// nested supervisor's exit 1 reaches the root as its report (escalation),
+// and the root starts it again.
+void nested_under(mpx::StartMethod method, const std::string& prefix) {
+  ReportLog log;
+  mpx::Queue<Facts> out;
+  const std::string nested = prefix + "-nested-" + std::to_string(::getpid()),
+                    host = prefix + "-nhost-" + std::to_string(::getpid()), worker = prefix + "-nworker";
+  std::optional<ma::Supervisor> sup;
+  sup.emplace(prefix, log.options(),
+              std::vector<ma::ChildSpec>{
+                  ma::ChildSpec::supervisor(
+                      nested, ma::SupervisorOptions().with_intensity(1, 60000ms),
+                      {ma::ChildSpec::host(host, ma::HostOptions(), {ma::ActorSpec::make("method_teller", "t")}),
+                       ma::ChildSpec::process<announce>(worker, worker, out)})
+                      .with_start_method(method)
+                      .with_shutdown(30000ms)});  // a nested one deaf to SIGTERM fails the test, not hangs it
+  const pid_t nested_pid = info(*sup, nested).pid;
+  ASSERT_GT(nested_pid, 0);
+  if (method == mpx::StartMethod::forkserver) {
+    EXPECT_EQ(parent_of(nested_pid), mpx::detail::forkserver_pid()) << "not forked by the fork server";
+  } else {
+    EXPECT_EQ(parent_of(nested_pid), ::getpid());
+  }
+
+  // Its function child runs (its Queue argument crossed twice) as a child of
+  // the nested supervisor's process, with the nested process' default start
+  // method: spawn under spawn; fork under forkserver (a fork server's child
+  // cannot start a fork server of its own).
+  const int children_method =
+      static_cast<int>(method == mpx::StartMethod::spawn ? mpx::StartMethod::spawn : mpx::StartMethod::fork);
+  const Facts f = out.get(60s);
+  EXPECT_EQ(f.child, worker);
+  EXPECT_EQ(f.start_method, children_method);
+  EXPECT_EQ(parent_of(f.pid), nested_pid);
+  if (method == mpx::StartMethod::spawn) {
+    EXPECT_FALSE(f.main_went_on) << "a spawned child ran main";
+  }
+
+  // Its host is reachable by name from here (the tree's mailbox names).
+  const ma::ActorRef teller(host, "t", 0, 0);
+  EXPECT_EQ(teller.request<int>(WhichMethod{}).get(60s), children_method);
+
+  auto running = [](const ma::ChildSnapshot& c) { return c.state == "running" && c.pid > 0; };
+  const auto first = wait_for_child(*sup, {nested, host}, running);
+  ASSERT_TRUE(first) << sup->snapshot().to_json(2);
+  ASSERT_EQ(::kill(first->pid, SIGKILL), 0);
+  const auto restarted = wait_for_child(*sup, {nested, host}, [&](const ma::ChildSnapshot& c) {
+    return running(c) && c.pid != first->pid && c.restarts == 1;
+  });
+  ASSERT_TRUE(restarted) << sup->snapshot().to_json(2);
+  EXPECT_EQ(restarted->last_exit, -SIGKILL);
+  EXPECT_EQ(teller.request<int>(WhichMethod{}).get(60s), children_method);
+  EXPECT_EQ(info(*sup, nested).pid, nested_pid);  // the nested supervisor restarted it itself
+  EXPECT_TRUE(log.by_child().empty());
+
+  // A second death within the period: the nested supervisor gives up (exit
+  // 1), the root gets that report and starts the nested one again.
+  ASSERT_EQ(::kill(restarted->pid, SIGKILL), 0);
+  ASSERT_TRUE(log.wait_for(1));
+  const auto escalated = log.by_child()[nested];
+  ASSERT_EQ(escalated.size(), 1u);
+  EXPECT_EQ(escalated[0].exit_code, 1);
+  EXPECT_EQ(escalated[0].how, "exited");
+  EXPECT_EQ(escalated[0].pid, nested_pid);
+  EXPECT_FALSE(escalated[0].exception);  // giving up is an exit, not an exception
+  const Facts again = out.get(60s);  // the new nested supervisor's worker
+  EXPECT_EQ(again.child, worker);
+  EXPECT_NE(again.pid, f.pid);
+  const auto back = info(*sup, nested);
+  EXPECT_NE(back.pid, nested_pid);
+  EXPECT_EQ(back.restarts, 1u);
+  EXPECT_EQ(teller.request<int>(WhichMethod{}).get(60s), children_method);
+  const auto fresh_host = wait_for_child(*sup, {nested, host}, [&](const ma::ChildSnapshot& c) {
+    return running(c) && c.restarts == 0 && c.pid != restarted->pid;
+  });
+  EXPECT_TRUE(fresh_host) << sup->snapshot().to_json(2);
+
+  sup->stop();
+  ASSERT_TRUE(log.wait_for(2));
+  const auto stopped = log.by_child()[nested];
+  ASSERT_EQ(stopped.size(), 2u);
+  EXPECT_EQ(stopped[1].how, "stopped by the supervisor");
+  EXPECT_EQ(stopped[1].exit_code, 0);  // SIGTERM: the nested supervisor stops its children and exits 0
+}
+
 }  // namespace
 
 // freeze_support first (a spawned child runs its target there and exits),
@@ -239,17 +377,59 @@ TEST(SupervisorForkserver, FunctionChildStillForksWhenAsked) {
   supervise_under(mpx::StartMethod::fork, "sfk");
 }
 
-// Closures and nested supervisors are forked only: asking for another start
-// method is an error at the start, not a silent fork.
+TEST(SupervisorForkserver, NestedSupervisorRunsRestartsAndEscalatesUnderForkserver) {
+  ASSERT_NE(mpx::detail::forkserver_pid(), 0);
+  nested_under(mpx::StartMethod::forkserver, "nfs");
+}
+
+TEST(SupervisorForkserver, NestedSupervisorRunsRestartsAndEscalatesUnderSpawn) {
+  nested_under(mpx::StartMethod::spawn, "nsp");
+}
+
+// The ActorError the construction of a supervisor with `children` throws
+// (empty when none).
+std::string start_error(const std::string& name, std::vector<ma::ChildSpec> children) {
+  try {
+    ma::Supervisor sup(name, ma::SupervisorOptions(), std::move(children));
+  } catch (const ma::ActorError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Closures are forked only: asking for another start method is an error at
+// the start, not a silent fork; so is a nested supervisor under another
+// start method whose spec cannot cross (a closure child at any depth, an
+// on_exit callback).
 TEST(SupervisorForkserver, ClosureAndNestedChildrenRefuseOtherStartMethods) {
-  EXPECT_THROW(ma::Supervisor("sfs-closure", ma::SupervisorOptions(),
-                              {ma::ChildSpec::process("c", [] { idle_forever(); })
-                                   .with_start_method(mpx::StartMethod::forkserver)}),
-               ma::ActorError);
-  EXPECT_THROW(ma::Supervisor("sfs-nested", ma::SupervisorOptions(),
-                              {ma::ChildSpec::supervisor("n", ma::SupervisorOptions(), {})
-                                   .with_start_method(mpx::StartMethod::spawn)}),
-               ma::ActorError);
+  EXPECT_NE(start_error("sfs-closure", {ma::ChildSpec::process("c", [] { idle_forever(); })
+                                            .with_start_method(mpx::StartMethod::forkserver)}),
+            "");
+  const auto closure = start_error(
+      "sfs-nested", {ma::ChildSpec::supervisor(
+                         "sfs-n", ma::SupervisorOptions(),
+                         {ma::ChildSpec::supervisor("sfs-nn", ma::SupervisorOptions(),
+                                                    {ma::ChildSpec::process("deep", [] { idle_forever(); })})})
+                         .with_start_method(mpx::StartMethod::spawn)});
+  EXPECT_NE(closure.find("cannot start nested supervisor sfs-n with the spawn start method"), std::string::npos)
+      << closure;
+  EXPECT_NE(closure.find("deep is a closure"), std::string::npos) << closure;
+  const auto callback = start_error(
+      "sfs-nested-cb", {ma::ChildSpec::supervisor("sfs-ncb", ma::SupervisorOptions().with_on_exit([](const auto&) {}),
+                                                  {})
+                            .with_start_method(mpx::StartMethod::forkserver)});
+  EXPECT_NE(callback.find("nested supervisor sfs-ncb has an on_exit callback"), std::string::npos) << callback;
+  // Under forkserver, a child that asks for forkserver in the nested process
+  // (or one forked from it) is refused at the start rather than left hanging.
+  const auto server = start_error(
+      "sfs-nested-fs",
+      {ma::ChildSpec::supervisor(
+           "sfs-nfs", ma::SupervisorOptions(),
+           {ma::ChildSpec::supervisor("sfs-nfs2", ma::SupervisorOptions(),
+                                      {ma::ChildSpec::process<idle_forever>("w").with_start_method(
+                                          mpx::StartMethod::forkserver)})})
+           .with_start_method(mpx::StartMethod::forkserver)});
+  EXPECT_NE(server.find("its child w asks for forkserver"), std::string::npos) << server;
   // A closure under the forkserver default is forked: it runs.
   mpx::Event ran;
   ma::Supervisor sup("sfs-default", ma::SupervisorOptions(),

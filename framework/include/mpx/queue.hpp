@@ -32,12 +32,13 @@
 //   not wait: Full / Empty at once, as Python's multiprocessing.Queue
 //   (docs/queues-and-pipes.md, "Timeouts", has the rule for every class).
 // - Unbounded (maxsize 0): items of any size and in any number (up to 2^30)
-//   wait with no consumer running; put never blocks for want of room. The
+//   wait with no consumer running; put never fails for want of room (it
+//   waits at most 10 ms, see below, and put_nowait not at all). The
 //   first QueueOptions::capacity items (262144 by default) take the ring's
 //   base cells; a deeper backlog grows into cell segments of a growth file
 //   (64 bytes an item), which stay mapped while the queue lives (their
 //   spilled message bytes are returned as it drains). A blocking put gives
-//   the consumers 1 ms to free a base cell before it grows the ring, so a
+//   the consumers 10 ms to free a base cell before it grows the ring, so a
 //   consumer that keeps up keeps the queue in its base cells
 //   (docs/queues-and-pipes.md, "Unbounded queues", "Limits").
 //   QueueOptions::grow_cells = false keeps the old limit: `capacity` items,

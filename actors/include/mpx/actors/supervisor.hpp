@@ -51,9 +51,16 @@
 //   view within about 0.5 s per level below the first.
 // - Start methods: host children follow HostOptions (ChildSpec::start_method,
 //   when set, replaces its start_method). A process child made
-//   from a closure (ChildSpec::process(id, closure)) is forked, and so is a
-//   nested supervisor (under forkserver or spawn they are out of scope:
-//   asking for another start method makes their start throw ActorError). A
+//   from a closure (ChildSpec::process(id, closure)) is forked (asking for
+//   another start method makes its start throw ActorError). A nested
+//   supervisor is forked unless its spec's start_method is forkserver or
+//   spawn: then its spec travels to the new process (every child a host, a
+//   function child or a nested supervisor of the same kind, and no on_exit,
+//   at any depth; else its start throws ActorError), with the tree's root and
+//   node, and its children without a start method take that process'
+//   default: spawn under spawn; fork under forkserver (a fork server's child
+//   cannot start a fork server: a child there, or in a supervisor forked
+//   from it, asking for forkserver makes the start throw ActorError). A
 //   process child made from a plain function and serializable arguments
 //   (ChildSpec::process<worker>(id, args...)) starts with the spec's
 //   start_method (empty: get_start_method() at each start): fork,
@@ -64,8 +71,8 @@
 //   (ExitReport::exception included) are the same under every start method.
 // - Limits: ChildSpec::limits (ProcessLimits) are applied at every start and
 //   restart of a child of any kind: process, nested supervisor (whose own
-//   children inherit the rlimits, nice value and affinity through fork) and
-//   host (through HostOptions::limits, which the spec's limits replace when
+//   children inherit the rlimits, nice value and affinity: fork and spawn
+//   keep them) and host (through HostOptions::limits, which the spec's limits replace when
 //   it has any). Invalid ones (a nice value outside [-20, 19]) make the
 //   constructor throw ActorError.
 #pragma once
@@ -77,6 +84,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -100,16 +108,37 @@ void run_supervised(const SharedMemory& slot, const std::function<void()>& body)
 // function, registered during static initialisation (so a fork server or a
 // spawned child knows it) under its type's name; the exception slot comes
 // last, as a SharedMemory argument.
+//
+// Each also registers, under the same name, how to make its start from its
+// encoded arguments: a nested supervisor started under forkserver or spawn
+// receives its function children that way (decoded while the descriptors of
+// the arguments' primitives are at hand).
+using SupervisedStart = std::function<Process(ProcessOptions, SharedMemory)>;
+using SupervisedStartFactory = SupervisedStart (*)(std::span<const std::byte> arguments);
+bool register_supervised_start(const char* name, SupervisedStartFactory factory);
+
 template <auto Function, class Arguments>
 struct SupervisedFunction;
 template <auto Function, class... P>
 struct SupervisedFunction<Function, std::tuple<P...>> {
+  using Arguments = std::tuple<P...>;
   static void main(P... args, SharedMemory slot) {
     run_supervised(slot, [&] { Function(args...); });
   }
-  static inline const bool registered = mpx::detail::register_function(
-      std::string(mpx::type_name<SupervisedFunction>()).c_str(), reinterpret_cast<void (*)()>(&main),
-      &mpx::detail::invoke_remote<&main>);
+  static SupervisedStart start_from(std::shared_ptr<const Arguments> arguments) {
+    return [arguments = std::move(arguments)](ProcessOptions options, SharedMemory slot) {
+      return std::apply(
+          [&](const auto&... values) { return Process(std::move(options), &main, values..., std::move(slot)); },
+          *arguments);
+    };
+  }
+  static SupervisedStart decode_start(std::span<const std::byte> bytes) {
+    return start_from(std::make_shared<const Arguments>(mpx::decode<Arguments>(bytes)));
+  }
+  static inline const bool registered =
+      mpx::detail::register_function(std::string(mpx::type_name<SupervisedFunction>()).c_str(),
+                                     reinterpret_cast<void (*)()>(&main), &mpx::detail::invoke_remote<&main>) &&
+      register_supervised_start(std::string(mpx::type_name<SupervisedFunction>()).c_str(), &decode_start);
 };
 
 }  // namespace detail
@@ -213,9 +242,15 @@ struct ChildSpec {
   // (`start` makes the child's Process from its options and exception slot)
   std::function<void()> target;
   std::function<Process(ProcessOptions, SharedMemory)> start;
+  // a plain function child, as it crosses to a nested supervisor started
+  // under forkserver or spawn: its body's registered name, and its arguments
+  // encoded (called while the nested supervisor's start encodes its spec)
+  std::string function;
+  std::function<Bytes()> encode_arguments;
   // empty: get_start_method() at each (re)start of a process child, the
-  // HostOptions' for a host child (which it replaces when set). A closure
-  // child or a nested supervisor takes fork only (others: ActorError).
+  // HostOptions' for a host child (which it replaces when set), fork for a
+  // nested supervisor (forkserver and spawn: see the contract). A closure
+  // child takes fork only (others: ActorError).
   std::optional<StartMethod> start_method;
   // host
   HostOptions host_options;
@@ -277,12 +312,10 @@ ChildSpec ChildSpec::process(std::string id, Args&&... args) {
   ChildSpec spec;
   spec.id = std::move(id);
   spec.kind = Kind::process;
-  spec.start = [arguments = std::make_shared<const Arguments>(std::forward<Args>(args)...)](
-                   ProcessOptions options, SharedMemory slot) {
-    return std::apply(
-        [&](const auto&... values) { return Process(std::move(options), &Body::main, values..., std::move(slot)); },
-        *arguments);
-  };
+  auto arguments = std::make_shared<const Arguments>(std::forward<Args>(args)...);
+  spec.start = Body::start_from(arguments);
+  spec.function = std::string(mpx::type_name<Body>());
+  spec.encode_arguments = [arguments] { return mpx::encode(*arguments); };
   return spec;
 }
 

@@ -56,7 +56,7 @@
 //   A grow ring (below) ends a lap at its `capacity` base cells whenever the
 //   next lap's first cell is free, and leaves them for its growth segments
 //   only when the next base cell still holds a message (the base cells are
-//   full) after a blocking put gave the consumers up to 1 ms to take it (a
+//   full) after a blocking put gave the consumers up to 10 ms to take it (a
 //   non-blocking put does not wait); once in the segments, it comes back
 //   when it finds itself empty.
 //   So a backlog under `capacity` stays in the base cells, and one that
@@ -304,10 +304,11 @@ class Ring {
   std::uint32_t divert_at(std::uint64_t pos) const;
   void note_skip(std::uint64_t pos, std::uint64_t w);
   // True when claiming base cell `pos` with `divert` takes the lap into the
-  // growth segments; wait_before_growing gives consumers kGrowAfter to free
-  // the next base cell first and returns the divert bit to claim with.
+  // growth segments; wait_before_growing gives consumers kGrowAfter (or
+  // until the put's deadline, if sooner) to free the next base cell first and
+  // returns the divert bit to claim with.
   bool leaves_base(std::uint64_t pos, std::uint32_t divert) const;
-  std::uint32_t wait_before_growing(std::uint64_t pos, std::uint32_t divert) const;
+  std::uint32_t wait_before_growing(std::uint64_t pos, std::uint32_t divert, const Deadline& deadline) const;
   void lower_lane_hint(std::size_t idx);
   RingLane& lane(std::size_t i) const;
   RingStream& stream(std::size_t i) const;  // of large lane i

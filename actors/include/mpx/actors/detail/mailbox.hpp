@@ -107,6 +107,9 @@ class Mailbox {
   Recovery attach_consumer();
   // The consumer says it has stopped (state stopped/died) with an exit code.
   void set_host_state(HostState state, std::optional<int> exit_code = std::nullopt);
+  // Sleeps while host_state() is `seen`, until attach_consumer() or
+  // set_host_state() stores another state (or the deadline); may return early.
+  void wait_host_state(HostState seen, const Deadline& deadline) const;
 
   [[nodiscard]] std::size_t depth() const noexcept;        // messages waiting, not yet taken
   // Log positions: every record reserved before write_position() was read
