@@ -81,10 +81,13 @@ struct Client {
   pid_t owner = 0;
   std::uint64_t last_id = 0;
 };
-Client& client() {
-  static Client* c = new Client();  // never destroyed: used from the atexit handler
-  return *c;
+// Never destroyed: used from the atexit handler. A child replaces it
+// (close_forkserver_in_child).
+Client*& client_slot() {
+  static Client* c = new Client();
+  return c;
 }
+Client& client() { return *client_slot(); }
 
 // In the server: descriptors a worker must not inherit.
 std::vector<int>* g_server_fds = nullptr;
@@ -387,12 +390,14 @@ pid_t forkserver_pid() {
 void set_forkserver_reply_timeout(std::chrono::milliseconds timeout) { g_reply_timeout_ms = timeout.count(); }
 
 void close_forkserver_in_child() {
-  auto& c = client();
-  // Single-threaded child: the mutex may be inherited locked, so do not take it.
-  c.socket.reset();
-  c.server_pidfd.reset();
-  c.server_pid = 0;
-  c.owner = 0;
+  // Single-threaded child: the mutex may be inherited locked (the fork
+  // server itself is forked while it is held, and so are its workers), so
+  // neither take it nor use it again: close the parent's descriptors and
+  // start from a new client (the old one is abandoned, never destroyed).
+  auto& old = client();
+  old.socket.reset();
+  old.server_pidfd.reset();
+  client_slot() = new Client();
 }
 
 std::shared_ptr<ChildState> forkserver_start(const ChildIdentity& who, const RemoteCall& call,

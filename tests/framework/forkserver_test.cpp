@@ -55,6 +55,20 @@ void check_parent(int parent_pid) {
 }
 MPX_REGISTER_FUNCTION(check_parent);
 
+// A forkserver child that starts a forkserver child of its own: exit code
+// 0 when the grandchild ran (it exits 7), 1 when it did not finish in time.
+void start_a_forkserver_grandchild() {
+  mpx::Process grandchild(mpx::ProcessOptions().with_start_method(mpx::StartMethod::forkserver), add_and_exit, 7,
+                          std::string(), std::vector<int>{});
+  grandchild.start();
+  if (!grandchild.join(30s)) {
+    grandchild.kill();
+    mpx::exit(1);
+  }
+  mpx::exit(grandchild.exitcode() == 7 ? 0 : 2);
+}
+MPX_REGISTER_FUNCTION(start_a_forkserver_grandchild);
+
 class ForkServer : public ::testing::Test {
  protected:
   void SetUp() override { mpx::set_start_method(mpx::StartMethod::forkserver); }
@@ -69,6 +83,19 @@ TEST_F(ForkServer, RunsRegisteredFunctionWithArguments) {
   p.join();
   EXPECT_EQ(p.exitcode(), 3 + 4 + 10 + 20);
   EXPECT_TRUE(mpx::active_children().empty());
+}
+
+// The fork server was forked while its client's mutex was held: its workers
+// inherited that mutex locked and hung at their own first forkserver start.
+TEST_F(ForkServer, AForkserverChildCanStartForkserverChildrenOfItsOwn) {
+  mpx::Process child(start_a_forkserver_grandchild);
+  child.start();
+  if (!child.join(60s)) {
+    child.kill();
+    (void)child.join(10s);
+    FAIL() << "the forkserver child hung starting its own forkserver child";
+  }
+  EXPECT_EQ(child.exitcode(), 0) << "1: the grandchild did not finish, 2: wrong exit code";
 }
 
 TEST_F(ForkServer, ChildReportsTheStartMethodItWasStartedWith) {
