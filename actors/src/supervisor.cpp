@@ -130,19 +130,6 @@ std::string cannot_cross(const ChildSpec& spec) {
   return "unknown child kind";
 }
 
-// The first child below a nested supervisor's `children`, in its process or
-// one forked from it, that asks for the forkserver start method, or empty:
-// a nested supervisor started by the fork server cannot start those.
-std::string asks_forkserver(const std::vector<ChildSpec>& children) {
-  for (const auto& c : children) {
-    const auto method = c.kind == ChildSpec::Kind::host ? host_options(c).start_method : c.start_method;
-    if (method == StartMethod::forkserver) return c.id;
-    if (c.kind == ChildSpec::Kind::supervisor && method != StartMethod::spawn)
-      if (auto id = asks_forkserver(c.children); !id.empty()) return id;
-  }
-  return "";
-}
-
 }  // namespace
 
 namespace detail {
@@ -315,11 +302,6 @@ void nested_main(NestedSpec spec, std::int32_t tree, std::string node, std::uint
     set_tree_root(static_cast<pid_t>(tree));
     if (!node.empty() && local_node_name().empty())
       set_local_node(node, static_cast<std::size_t>(node_max_message));
-    // A fork server's child cannot start a fork server of its own (the
-    // framework's client lock is inherited held, see forkserver.cpp): its
-    // children fork by default, from this process (no threads but the
-    // supervisor's); start refused those that ask for forkserver.
-    if (get_start_method() == StartMethod::forkserver) set_start_method(StartMethod::fork);
     run_nested(spec.id, *spec.options, spec.children);
   });
 }
@@ -405,11 +387,7 @@ struct Supervisor::Impl {
           c.process.emplace(c.spec.start(std::move(process_options), c.exception_memory));
         } else if (c.spec.kind == ChildSpec::Kind::supervisor && !forked) {
           // a nested supervisor under forkserver or spawn: its spec travels as an argument
-          std::string why = cannot_cross(c.spec);
-          if (const auto id = asks_forkserver(c.spec.children);
-              why.empty() && *c.spec.start_method == StartMethod::forkserver && !id.empty())
-            why = "its child " + id + " asks for forkserver, which a fork server's child cannot start yet";
-          if (!why.empty())
+          if (const std::string why = cannot_cross(c.spec); !why.empty())
             throw ActorError("mpx supervisor " + name + ": cannot start nested supervisor " + c.spec.id + " with the " +
                              std::string(mpx::to_string(*c.spec.start_method)) + " start method: " + why);
           process_options.start_method = c.spec.start_method;

@@ -58,9 +58,7 @@
 //   function child or a nested supervisor of the same kind, and no on_exit,
 //   at any depth; else its start throws ActorError), with the tree's root and
 //   node, and its children without a start method take that process'
-//   default: spawn under spawn; fork under forkserver (a fork server's child
-//   cannot start a fork server: a child there, or in a supervisor forked
-//   from it, asking for forkserver makes the start throw ActorError). A
+//   default: the start method it was started with. A
 //   process child made from a plain function and serializable arguments
 //   (ChildSpec::process<worker>(id, args...)) starts with the spec's
 //   start_method (empty: get_start_method() at each start): fork,
