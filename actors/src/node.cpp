@@ -38,6 +38,7 @@
 
 #include "mpx/detail/identity.hpp"
 #include "mpx/logging.hpp"
+#include "remote_host.hpp"
 #include "runtime.hpp"
 
 namespace mpx::actors::detail {
@@ -202,6 +203,8 @@ class NodeImpl {
   std::map<std::string, Redial, std::less<>> redial_;
   std::condition_variable redial_cv_;  // with mutex_: a new lost peer, or stopping_
   std::thread redialer_;
+  // Starts and watches the hosts other nodes' supervisors ask for (remote_host.hpp).
+  std::shared_ptr<HostKeeper> keeper_;
 };
 
 namespace {
@@ -441,11 +444,13 @@ NodeImpl::NodeImpl(NodeOptions opts) : options(std::move(opts)) {
   g_node.store(this, std::memory_order_release);
   forwarder_ = std::thread([this] { run_forwarder(); });
   if (options.reconnect_interval.count() > 0) redialer_ = std::thread([this] { run_redialer(); });
+  keeper_ = start_host_keeper(options.name);
   get_logger()->info("mpx nodes: node '{}' listens on {}:{}{}", options.name, options.address, port,
                      tls ? " (TLS)" : "");
 }
 
 NodeImpl::~NodeImpl() {
+  stop_host_keeper(std::move(keeper_));  // shuts down the hosts other nodes' supervisors started here
   g_node.store(nullptr, std::memory_order_release);
   stopping_.store(true);
   outbound_->interrupt_consumer();
@@ -648,7 +653,8 @@ void NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& fr
     get_logger()->error("mpx nodes: {}: a malformed or oversized frame from node '{}' dropped", options.name, peer);
     return;
   }
-  const std::string host(frame.data() + 2, host_len);
+  std::string host(frame.data() + 2, host_len);
+  if (host == kNodeProcessHost) host = endpoint_name;  // the node process, whatever its pid
   auto packet = std::as_bytes(std::span(frame)).subspan(2 + host_len);
   PacketHead ph;
   std::memcpy(&ph, packet.data(), sizeof ph);

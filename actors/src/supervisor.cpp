@@ -26,6 +26,8 @@
 #include "mpx/actors/detail/status_segment.hpp"
 #include "mpx/process.hpp"
 #include "exception_slot.hpp"
+#include "host_spec_wire.hpp"
+#include "remote_host.hpp"
 #include "runtime.hpp"
 
 namespace mpx::actors {
@@ -206,30 +208,18 @@ struct NestedSpec {
     o.history = static_cast<std::size_t>(history);
   }
 
-  static std::int32_t method_code(const std::optional<StartMethod>& m) { return m ? static_cast<std::int32_t>(*m) : -1; }
-  static std::optional<StartMethod> method_of(std::int32_t code) {
-    if (code < 0) return std::nullopt;
-    return static_cast<StartMethod>(code);
-  }
-
   template <class A>
   static void save_child(A& ar, const ChildSpec& c) {
     ar(static_cast<std::int32_t>(c.kind), c.id, static_cast<std::int32_t>(c.restart),
-       static_cast<std::int64_t>(c.shutdown.count()), c.significant, c.limits, method_code(c.start_method));
+       static_cast<std::int64_t>(c.shutdown.count()), c.significant, c.limits, start_method_code(c.start_method));
     switch (c.kind) {
       case ChildSpec::Kind::process:
         ar(c.function, c.encode_arguments());
         break;
-      case ChildSpec::Kind::host: {
-        const auto& h = c.host_options;
-        ar(h.daemon, method_code(h.start_method), static_cast<std::uint64_t>(h.mailbox.capacity),
-           static_cast<std::uint64_t>(h.mailbox.bytes), static_cast<std::int32_t>(h.mailbox.policy),
-           static_cast<std::uint64_t>(h.mailbox.in_flight), h.threads,
-           static_cast<std::int64_t>(h.shutdown_timeout.count()), static_cast<std::int64_t>(h.spawn_timeout.count()),
-           h.limits, static_cast<std::uint64_t>(c.actors.size()));
-        for (const auto& a : c.actors) ar(a.type, a.name, a.args.tag, a.args.bytes);
+      case ChildSpec::Kind::host:
+        save_host_spec(ar, c.host_options, c.actors);
+        ar(c.node);
         break;
-      }
       case ChildSpec::Kind::supervisor:
         NestedSpec{c.id, c.supervisor_options, c.children}.save(ar);
         break;
@@ -247,7 +237,7 @@ struct NestedSpec {
       c.kind = static_cast<ChildSpec::Kind>(kind);
       c.restart = static_cast<RestartType>(restart);
       c.shutdown = std::chrono::milliseconds(shutdown);
-      c.start_method = method_of(method);
+      c.start_method = start_method_of(method);
       switch (c.kind) {
         case ChildSpec::Kind::process: {
           Bytes arguments;
@@ -255,27 +245,10 @@ struct NestedSpec {
           c.start = find_supervised_start(c.function)(arguments);
           break;
         }
-        case ChildSpec::Kind::host: {
-          auto& h = c.host_options;
-          std::int32_t host_method = -1, policy = 0;
-          std::uint64_t capacity = 0, bytes = 0, in_flight = 0, actors = 0;
-          std::int64_t shutdown_timeout = 0, spawn_timeout = 0;
-          ar(h.daemon, host_method, capacity, bytes, policy, in_flight, h.threads, shutdown_timeout, spawn_timeout,
-             h.limits, actors);
-          h.start_method = method_of(host_method);
-          h.mailbox.capacity = static_cast<std::size_t>(capacity);
-          h.mailbox.bytes = static_cast<std::size_t>(bytes);
-          h.mailbox.policy = static_cast<MailboxPolicy>(policy);
-          h.mailbox.in_flight = static_cast<std::size_t>(in_flight);
-          h.shutdown_timeout = std::chrono::milliseconds(shutdown_timeout);
-          h.spawn_timeout = std::chrono::milliseconds(spawn_timeout);
-          for (std::uint64_t k = 0; k < actors; ++k) {
-            ActorSpec a;
-            ar(a.type, a.name, a.args.tag, a.args.bytes);  // type_name stays empty: only for messages
-            c.actors.push_back(std::move(a));
-          }
+        case ChildSpec::Kind::host:
+          load_host_spec(ar, c.host_options, c.actors);
+          ar(c.node);
           break;
-        }
         case ChildSpec::Kind::supervisor: {
           NestedSpec nested;
           nested.load(ar);
@@ -323,6 +296,7 @@ struct Supervisor::Impl {
   struct Child {
     ChildSpec spec;
     std::optional<Host> host;
+    std::unique_ptr<detail::RemoteHost> remote;  // a host on another node
     std::optional<Process> process;
     std::optional<ProcessHandle> handle;
     enum class State { stopped, running, restarting } state = State::stopped;
@@ -340,7 +314,21 @@ struct Supervisor::Impl {
     // The previous snapshot's reading of the host's message count, for rates.
     mutable std::uint64_t rate_count = 0;
     mutable Clock::time_point rate_at{};  // terminate_child: kept (indices stay valid), not shown
+
+    // The current process' pid (on the other node for a remote host), 0 before the first start.
+    [[nodiscard]] pid_t pid() const { return remote ? remote->pid() : handle ? handle->pid() : 0; }
+    [[nodiscard]] std::optional<int> exit_code() const {
+      if (remote) {
+        auto e = remote->exit();
+        return e ? e->exit_code : std::nullopt;
+      }
+      return handle ? handle->exitcode() : std::nullopt;
+    }
   };
+
+  static bool on_other_node(const ChildSpec& spec) {
+    return !spec.node.empty() && spec.node != detail::local_node_name();
+  }
 
   std::string name;
   SupervisorOptions options;
@@ -367,8 +355,20 @@ struct Supervisor::Impl {
   }
 
   void start_child(Child& c) {
+    if (!c.spec.node.empty() && c.spec.kind != ChildSpec::Kind::host)
+      throw ActorError("mpx supervisor " + name + ": " + c.spec.id + ": only host children can run on another node");
     switch (c.spec.kind) {
       case ChildSpec::Kind::host:
+        if (on_other_node(c.spec)) {
+          if (detail::local_node_name().empty())
+            throw ActorError("mpx supervisor " + name + ": host child " + c.spec.id + " runs on node '" + c.spec.node +
+                             "': make this process tree's Node (and connect it) first");
+          if (!c.remote)
+            c.remote = std::make_unique<detail::RemoteHost>(c.spec.node, c.spec.id,
+                                                            detail::local_node_name() + "/" + name);
+          c.remote->start(host_options(c.spec), c.spec.actors);
+          break;
+        }
         if (!c.host) {
           c.host.emplace(c.spec.id, host_options(c.spec), c.spec.actors);
         } else {
@@ -416,17 +416,24 @@ struct Supervisor::Impl {
     }
     c.state = Child::State::running;
     c.started_at = Clock::now();
-    get_logger()->info("mpx supervisor {}: started {} (pid {})", name, c.spec.id, c.handle->pid());
+    get_logger()->info("mpx supervisor {}: started {} (pid {}{})", name, c.spec.id, c.pid(),
+                       c.remote ? " on node " + c.spec.node : std::string());
   }
 
   // Stops a running child in order; its exit is reported as stopped.
   void stop_child(Child& c) {
-    if (c.state != Child::State::running || !c.handle) {
+    if (c.state != Child::State::running || (!c.handle && !c.remote)) {
+      c.state = Child::State::stopped;
+      return;
+    }
+    const auto timeout = c.spec.shutdown;
+    if (c.remote) {
+      c.remote->stop(timeout, false);
+      report(c, "stopped by the supervisor");
       c.state = Child::State::stopped;
       return;
     }
     auto& h = *c.handle;
-    const auto timeout = c.spec.shutdown;
     if (timeout.count() == 0) {
       h.kill();
       h.join();
@@ -452,11 +459,13 @@ struct Supervisor::Impl {
     ExitReport r;
     r.supervisor = name;
     r.child = c.spec.id;
-    r.pid = c.handle ? c.handle->pid() : 0;
-    r.exit_code = c.handle ? c.handle->exitcode() : std::nullopt;
+    r.pid = c.pid();
+    r.exit_code = c.exit_code();
     r.how = std::move(how);
     if (c.exception_slot) r.exception = c.exception_slot->read();
     if (c.host) r.exception = c.host->exception();
+    if (c.remote)
+      if (auto e = c.remote->exit()) r.exception = e->exception;
     r.restarts = c.restarts;
     r.when = std::chrono::system_clock::now();
     c.last_exit = r.exit_code;
@@ -531,8 +540,13 @@ struct Supervisor::Impl {
     Child& c = children[index];
     c.state = Child::State::stopped;
     if (c.host) (void)c.host->is_alive();  // records the death in its mailbox: requests fail at once meanwhile
-    const auto code = c.handle->exitcode();
-    report(c, code && *code < 0 ? "killed by signal" : "exited");
+    const auto code = c.exit_code();
+    if (c.remote) {
+      auto e = c.remote->exit();
+      report(c, e ? e->how : "ended");  // the keeper's word, or why the node was lost
+    } else {
+      report(c, code && *code < 0 ? "killed by signal" : "exited");
+    }
     const bool abnormal = !code || *code != 0;
     const bool restart = c.spec.restart == RestartType::permanent ||
                          (c.spec.restart == RestartType::transient && abnormal);
@@ -566,12 +580,24 @@ struct Supervisor::Impl {
 
   void restart_due() {
     const auto now = Clock::now();
-    for (auto& c : children) {
+    for (std::size_t i = 0; i < children.size(); ++i) {
+      Child& c = children[i];
       if (c.state != Child::State::restarting || c.restart_at > now) continue;
       ++c.restarts;
       try {
         start_child(c);
       } catch (const std::exception& e) {
+        if (c.remote) {
+          // Its node is out of reach (or refused): another exit, so that
+          // intensity and backoff decide, not this one failure.
+          get_logger()->warn("mpx supervisor {}: restarting {} on node {} failed: {}", name, c.spec.id, c.spec.node,
+                             e.what());
+          c.remote->fail_start(std::string("could not start: ") + e.what());
+          c.state = Child::State::running;
+          on_exit(i);
+          if (finished) return;
+          continue;
+        }
         get_logger()->error("mpx supervisor {}: restarting {} failed: {}", name, c.spec.id, e.what());
         c.state = Child::State::stopped;
         give_up("could not restart " + c.spec.id + ": " + e.what());
@@ -592,7 +618,7 @@ struct Supervisor::Impl {
         for (std::size_t i = 0; i < children.size(); ++i) {
           auto& c = children[i];
           if (c.state == Child::State::running) {
-            fds.push_back({c.handle->sentinel(), POLLIN, 0});
+            fds.push_back({c.remote ? c.remote->exit_fd() : c.handle->sentinel(), POLLIN, 0});
             who.push_back(i);
           } else if (c.state == Child::State::restarting) {
             auto left = std::chrono::duration_cast<std::chrono::milliseconds>(c.restart_at - now).count();
@@ -610,7 +636,8 @@ struct Supervisor::Impl {
       }
       for (std::size_t k = 0; k < who.size(); ++k) {
         auto& c = children[who[k]];
-        if (c.state == Child::State::running && (fds[k + 1].revents & (POLLIN | POLLHUP)) && !c.handle->is_alive()) {
+        if (c.state == Child::State::running && (fds[k + 1].revents & (POLLIN | POLLHUP)) &&
+            (c.remote ? c.remote->exit().has_value() : !c.handle->is_alive())) {
           on_exit(who[k]);
           if (finished) return;
         }
@@ -677,8 +704,10 @@ void Supervisor::stop() {
     if (!impl_->stopped) {
       impl_->stopped = true;  // the watcher restarts nothing from now on
       impl_->stop_all();
-      for (auto& c : impl_->children)
+      for (auto& c : impl_->children) {
         if (c.host) c.host->shutdown(std::chrono::milliseconds(1000));  // retires the mailboxes
+        if (c.remote) c.remote->stop(std::chrono::milliseconds(1000), true);  // there too
+      }
       impl_->changed.notify_all();
     }
   }
@@ -727,6 +756,7 @@ void Supervisor::terminate_child(const std::string& id) {
     if (!c.removed && c.spec.id == id) {
       impl_->stop_child(c);
       if (c.host) c.host->shutdown(std::chrono::milliseconds(1000));
+      if (c.remote) c.remote->stop(std::chrono::milliseconds(1000), true);
       c.removed = true;
       impl_->wake_watcher();
       return;
@@ -769,7 +799,7 @@ std::vector<ChildInfo> Supervisor::which_children() const {
     switch (c.state) {
       case Impl::Child::State::running:
         info.state = "running";
-        info.pid = c.handle->pid();
+        info.pid = c.pid();
         break;
       case Impl::Child::State::restarting: info.state = "restarting"; break;
       case Impl::Child::State::stopped: info.state = "stopped"; break;
@@ -799,8 +829,21 @@ std::vector<ExitReport> Supervisor::reports() const {
 
 Host Supervisor::host(const std::string& id) const {
   std::lock_guard lock(impl_->mutex);
+  for (const auto& c : impl_->children) {
+    if (c.removed || c.spec.id != id) continue;
+    if (c.host) return *c.host;
+    if (Impl::on_other_node(c.spec))
+      throw ActorError("mpx supervisor " + impl_->name + ": host child '" + id + "' runs on node '" + c.spec.node +
+                       "': use actor(id, name)");
+  }
+  throw ActorError("mpx supervisor " + impl_->name + ": no host child '" + id + "'");
+}
+
+ActorRef Supervisor::actor(const std::string& id, const std::string& name) const {
+  std::lock_guard lock(impl_->mutex);
   for (const auto& c : impl_->children)
-    if (!c.removed && c.spec.id == id && c.host) return *c.host;
+    if (!c.removed && c.spec.id == id && c.spec.kind == ChildSpec::Kind::host)
+      return Impl::on_other_node(c.spec) ? ActorRef(c.spec.node, id, name, 0, 0) : ActorRef(id, name, 0, 0);
   throw ActorError("mpx supervisor " + impl_->name + ": no host child '" + id + "'");
 }
 
@@ -835,6 +878,7 @@ ChildSnapshot child_from_json(const nlohmann::json& j) {
   c.kind = j.value("kind", std::string());
   c.state = j.value("state", std::string());
   c.pid = j.value("pid", pid_t{0});
+  c.node = j.value("node", std::string());
   c.restarts = j.value("restarts", 0u);
   c.uptime_s = j.value("uptime_s", 0.0);
   if (j.contains("last_exit") && j["last_exit"].is_number_integer()) c.last_exit = j["last_exit"].get<int>();
@@ -868,6 +912,7 @@ nlohmann::json child_to_json(const ChildSnapshot& c) {
   nlohmann::json child{{"id", c.id}, {"kind", c.kind}, {"state", c.state}, {"pid", c.pid},
                        {"restarts", c.restarts}, {"uptime_s", c.uptime_s}};
   child["last_exit"] = c.last_exit ? nlohmann::json(*c.last_exit) : nlohmann::json(nullptr);
+  if (!c.node.empty()) child["node"] = c.node;
   if (c.mailbox_depth) child["mailbox_depth"] = *c.mailbox_depth;
   if (c.in_flight) child["in_flight"] = *c.in_flight;
   if (c.dropped) child["dropped"] = *c.dropped;
@@ -901,10 +946,11 @@ SupervisorSnapshot Supervisor::Impl::snapshot_locked() const {
     child.kind = kind_name(c.spec.kind);
     child.restarts = c.restarts;
     child.last_exit = c.last_exit;
+    if (c.remote) child.node = c.spec.node;
     switch (c.state) {
       case Child::State::running:
         child.state = "running";
-        child.pid = c.handle->pid();
+        child.pid = c.pid();
         child.uptime_s = std::chrono::duration<double>(now - c.started_at).count();
         if (c.spec.kind == ChildSpec::Kind::supervisor) child.children = nested_children(c.spec.id, child.pid);
         break;

@@ -731,3 +731,108 @@ TEST(NodeNetns, CutLinkIsDetectedRequestsFailFastAndReconnectWorks) {
   });
   EXPECT_EQ(code, 0);
 }
+
+// ---- supervised hosts on another node (ChildSpec::host(...).with_node)
+
+namespace {
+// The ExitReports a supervisor makes, one Signal byte each (on_exit runs on its watcher thread).
+ma::SupervisorOptions signalling(const Signal& exits, ma::SupervisorOptions options) {
+  return std::move(options).with_on_exit([&exits](const ma::ExitReport&) { exits.notify(); });
+}
+bool process_gone(pid_t pid, std::chrono::milliseconds within) {
+  const auto until = std::chrono::steady_clock::now() + within;
+  while (std::chrono::steady_clock::now() < until) {
+    if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+    std::this_thread::sleep_for(10ms);  // the other node reaps it on its own thread
+  }
+  return false;
+}
+}  // namespace
+
+// A host child on node b, supervised from node a: its actor answers through
+// Supervisor::actor; SIGKILL of the host process (b's child) is reported with
+// the signal and restarted with its mailbox, so messages sent while it was
+// down are handled by the new process; stop() stops it there and releases it.
+TEST(NodeSupervisor, HostOnAnotherNodeRestartsKeepsItsMailboxAndReportsTheSignal) {
+  RemoteNode b(options_for("sb1"));
+  ma::Node a(options_for("sa1"));
+  const std::string peer = a.connect("127.0.0.1", b.port, 10s);
+  const std::string id = unique("rh1");
+  Signal exits;
+  // The restart waits 1 s: the test's messages are sent while the host is down
+  // (or, on a very slow machine, after: the count below holds either way).
+  ma::Supervisor sup("rsup1",
+                     signalling(exits, ma::SupervisorOptions().with_intensity(5, 60s).with_backoff(ma::Backoff{1000ms, 1000ms, 0.0, 60s})),
+                     {ma::ChildSpec::host(id, ma::HostOptions(), {ma::ActorSpec::make("echo", "e")}).with_node(peer)});
+  ma::ActorRef e = sup.actor(id, "e");
+  EXPECT_EQ(e.node(), peer);
+  EXPECT_EQ(e.request<int>(Ping{1}).get(10s), 2);
+  EXPECT_THROW((void)sup.host(id), ma::ActorError);
+  auto children = sup.which_children();
+  ASSERT_EQ(children.size(), 1u);
+  EXPECT_EQ(children[0].state, "running");
+  const pid_t first = children[0].pid;
+  ASSERT_GT(first, 0);
+  auto snap = sup.snapshot();
+  ASSERT_EQ(snap.children.size(), 1u);
+  EXPECT_EQ(snap.children[0].node, peer);
+  EXPECT_EQ(snap.children[0].pid, first);
+
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_EQ(exits.wait(20s), 'x');
+  auto reports = sup.reports();
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0].pid, first);
+  EXPECT_EQ(reports[0].exit_code, -SIGKILL);
+  EXPECT_EQ(reports[0].how, "killed by signal");
+  for (int i = 0; i < 100; ++i) e.send(Ping{i});
+  // The restarted process handled exactly those (a fresh echo counts from 0).
+  EXPECT_EQ(e.request<int>(Count{}).get(20s), 100);
+  children = sup.which_children();
+  EXPECT_EQ(children[0].restarts, 1u);
+  EXPECT_NE(children[0].pid, first);
+  const pid_t second = children[0].pid;
+
+  sup.stop();
+  reports = sup.reports();
+  ASSERT_EQ(reports.size(), 2u);
+  EXPECT_EQ(reports[1].how, "stopped by the supervisor");
+  EXPECT_EQ(reports[1].exit_code, 0);
+  EXPECT_TRUE(process_gone(second, 10s));
+  // Released there: the name is free, requests to it fail at once.
+  EXPECT_THROW((void)e.request<int>(Ping{1}).get(10s), ma::ActorDown);
+}
+
+// A whole node lost under a supervisor: the child ends "node down", the
+// restart cannot reach the node and counts as another exit, and intensity
+// makes the supervisor give up (instead of failing at the first try).
+TEST(NodeSupervisor, LostNodeEndsTheChildAndFailedRestartsCountAgainstIntensity) {
+  RemoteNode b(options_for("sb2"));
+  ma::Node a(options_for("sa2").with_reconnect(0ms, 0ms));
+  const std::string peer = a.connect("127.0.0.1", b.port, 10s);
+  Signal exits;
+  ma::Supervisor sup("rsup2", signalling(exits, ma::SupervisorOptions().with_intensity(2, 60s)),
+                     {ma::ChildSpec::host(unique("rh2"), ma::HostOptions(), {ma::ActorSpec::make("echo", "e")})
+                          .with_node(peer)});
+  EXPECT_EQ(sup.actor(unique("rh2"), "e").request<int>(Ping{1}).get(10s), 2);
+  b.kill();
+  EXPECT_TRUE(sup.wait_failed(20s)) << "the supervisor did not give up";
+  auto reports = sup.reports();
+  ASSERT_EQ(reports.size(), 3u);  // the loss, then two restarts that could not reach the node
+  EXPECT_EQ(reports[0].how.rfind("node down", 0), 0u) << reports[0].how;
+  EXPECT_FALSE(reports[0].exit_code);
+  EXPECT_EQ(reports[1].how.rfind("could not start", 0), 0u) << reports[1].how;
+  EXPECT_NE(sup.failure().find("intensity"), std::string::npos) << sup.failure();
+}
+
+// Only host children can run on another node; a host child on another node
+// needs this tree's Node: both are ActorErrors at construction.
+TEST(NodeSupervisor, OnlyHostsRunOnAnotherNodeAndOnlyWithANode) {
+  EXPECT_THROW(ma::Supervisor("rsup3", ma::SupervisorOptions(),
+                              {ma::ChildSpec::host("rh3", ma::HostOptions(), {}).with_node("elsewhere")}),
+               ma::ActorError);
+  ma::Node a(options_for("sa3"));
+  EXPECT_THROW(ma::Supervisor("rsup4", ma::SupervisorOptions(),
+                              {ma::ChildSpec::process("p", [] {}).with_node("elsewhere")}),
+               ma::ActorError);
+}

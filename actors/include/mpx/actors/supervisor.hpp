@@ -67,6 +67,24 @@
 //   into each start as for Process, and its exception slot travels as a
 //   SharedMemory argument: restarts, shutdown, limits and reports
 //   (ExitReport::exception included) are the same under every start method.
+// - Hosts on other nodes: ChildSpec::host(...).with_node(peer) runs the host
+//   on node `peer`, which this process tree's Node (node.hpp) has connected
+//   to (make the Node first). The node there starts it as a child of its
+//   own process (its host keeper: one thread that forks and reaps them) and
+//   tells this supervisor when it ends, with the exit code or signal and an
+//   escaped exception as for a local host; restarts keep its mailbox there,
+//   so messages sent meanwhile wait, and strategies, intensity, backoff and
+//   reports work as for local children. A lost node ends the child with an
+//   unknown exit code and how "node down: ..."; a restart that cannot reach
+//   the node counts as another exit (intensity and backoff apply) instead of
+//   giving up at once. If the link comes back while the host still runs
+//   there, the restart takes it back (same pid) without stopping it. A host
+//   whose supervisor's node is gone keeps running until that supervisor
+//   comes back or the node's Node is destroyed (which shuts down the hosts it
+//   keeps). ChildInfo/ChildSnapshot pids of such a child are on that node;
+//   mailbox figures are not shown. Supervisor::actor(id, name) names its
+//   actors (Supervisor::host throws for it). Only host children can run on
+//   another node.
 // - Limits: ChildSpec::limits (ProcessLimits) are applied at every start and
 //   restart of a child of any kind: process, nested supervisor (whose own
 //   children inherit the rlimits, nice value and affinity: fork and spawn
@@ -253,6 +271,9 @@ struct ChildSpec {
   // host
   HostOptions host_options;
   std::vector<ActorSpec> actors;
+  // a host on another node (with_node): that node's name; empty (or this
+  // tree's node): a host child of this process
+  std::string node;
   // supervisor
   std::shared_ptr<const SupervisorOptions> supervisor_options;
   std::vector<ChildSpec> children;
@@ -295,6 +316,13 @@ struct ChildSpec {
     return *this;
   }
   ChildSpec&& with_start_method(StartMethod value) && { return std::move(with_start_method(value)); }
+  // A host child only: run it on node `peer` (connected through this tree's
+  // Node; see the contract).
+  ChildSpec& with_node(std::string peer) & {
+    node = std::move(peer);
+    return *this;
+  }
+  ChildSpec&& with_node(std::string peer) && { return std::move(with_node(std::move(peer))); }
 };
 
 template <auto Function, class... Args>
@@ -331,11 +359,12 @@ struct ChildSnapshot {
   std::string id;
   std::string kind;   // "process", "host", "supervisor"
   std::string state;  // "running", "restarting", "stopped"
-  pid_t pid = 0;
+  pid_t pid = 0;      // on `node` when that is set
+  std::string node;   // a host on another node: its name; empty: this machine
   unsigned restarts = 0;
   double uptime_s = 0;  // since the current process started; 0 when not running
   std::optional<int> last_exit;
-  // hosts only: messages waiting, taken and not yet handled, dropped
+  // hosts of this node only: messages waiting, taken and not yet handled, dropped
   std::optional<std::size_t> mailbox_depth;
   std::optional<std::uint64_t> in_flight;
   std::optional<std::uint64_t> dropped;
@@ -393,8 +422,12 @@ class Supervisor {
   [[nodiscard]] ChildCounts count_children() const;
   [[nodiscard]] std::vector<ExitReport> reports() const;
   [[nodiscard]] SupervisorSnapshot snapshot() const;
-  // The Host of a host child (refs: host(id).actor(name)); throws ActorError.
+  // The Host of a host child (refs: host(id).actor(name)); throws ActorError
+  // (also for a host on another node: use actor()).
   [[nodiscard]] Host host(const std::string& id) const;
+  // A ref to actor `name` of host child `id`, on this node or another; it
+  // stays valid across the host's restarts. Throws ActorError.
+  [[nodiscard]] ActorRef actor(const std::string& id, const std::string& name) const;
 
  private:
   struct Impl;
