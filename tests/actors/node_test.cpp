@@ -836,3 +836,52 @@ TEST(NodeSupervisor, OnlyHostsRunOnAnotherNodeAndOnlyWithANode) {
                               {ma::ChildSpec::process("p", [] {}).with_node("elsewhere")}),
                ma::ActorError);
 }
+
+// Issue 13: a supervised host on node b while the link a-b is cut. a sees the
+// child end "node down" and its restarts fail while the link is down (they
+// count, with backoff); the host itself runs on. Once the link is back and a
+// has reconnected by itself, the next restart takes the running host back:
+// same pid, no stop, its actor's state kept.
+TEST(NodeNetns, SupervisedHostOnAnotherNodeOutlivesACutLinkAndIsTakenBack) {
+  if (::geteuid() != 0) GTEST_SKIP() << "network namespaces need root";
+  NetNamespaces net(2, 5);
+  const auto options_a = options_for("ka").with_address(net.address(0), kNsPort);
+  const std::string id = unique("hkb");
+  RemoteNode b(options_for("kb").with_address(net.address(1), kNsPort), net.name(1));
+  const int code = run_driver(net, 0, [&]() -> int {
+    ma::Node a(options_a);
+    const std::string pb = a.connect(net.address(1), kNsPort, 10s);
+    Signal exits;
+    ma::Supervisor sup("rsup5",
+                       signalling(exits, ma::SupervisorOptions().with_intensity(50, 60s).with_backoff(
+                                             ma::Backoff{200ms, 800ms, 0.0, 60s})),
+                       {ma::ChildSpec::host(id, ma::HostOptions(), {ma::ActorSpec::make("echo", "e")}).with_node(pb)});
+    ma::ActorRef e = sup.actor(id, "e");
+    NODE_CHECK(e.request<int>(Ping{1}).get(10s) == 2);
+    const pid_t pid = sup.which_children().at(0).pid;
+
+    net.cut(1);
+    NODE_CHECK(exits.wait(10s) == 'x');
+    const auto lost = sup.reports().at(0);
+    NODE_CHECK(lost.how.rfind("node down", 0) == 0);
+    NODE_CHECK(!lost.exit_code);
+    net.restore(1);
+    // Reconnecting (a's own thread) and the next restart (backoff <= 800 ms) take a few seconds.
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    bool back = false;
+    while (!back && std::chrono::steady_clock::now() < until) {
+      const auto c = sup.which_children().at(0);
+      back = c.state == "running" && c.pid == pid;
+      if (!back) std::this_thread::sleep_for(50ms);  // polling a state that changes on its own
+    }
+    NODE_CHECK(back);
+    NODE_CHECK(!sup.failed());
+    NODE_CHECK(e.request<int>(Count{}).get(10s) == 1);  // the same process: Ping{1} was counted there
+    for (const auto& r : sup.reports()) NODE_CHECK(r.how != "stopped by the supervisor");
+    sup.stop();
+    NODE_CHECK(sup.reports().back().how == "stopped by the supervisor");
+    NODE_CHECK(sup.reports().back().exit_code == 0);
+    return 0;
+  });
+  EXPECT_EQ(code, 0);
+}
