@@ -5,8 +5,6 @@
 
 #include <map>
 #include <mutex>
-#include <new>
-#include <thread>
 
 #include "mpx/forkserver.hpp"
 #include "mpx/logging.hpp"
@@ -37,18 +35,7 @@ void run_host(const std::string& name, std::int32_t tree, const HostConfig& conf
 // ExceptionSlot, see Host::exception) before the bootstrap logs it and exits 1.
 void host_main(std::string name, std::int32_t tree, HostConfig config, std::vector<SpawnRequest> specs,
                SharedMemory exception_memory) {
-  auto* slot = std::launder(reinterpret_cast<ExceptionSlot*>(exception_memory.buf().data()));
-  try {
-    run_host(name, tree, config, specs);
-  } catch (const mpx::SystemExit&) {
-    throw;
-  } catch (const std::exception& e) {
-    slot->record(e.what());
-    throw;
-  } catch (...) {
-    slot->record("");
-    throw;
-  }
+  run_recording(exception_slot_in(exception_memory), [&] { run_host(name, tree, config, specs); });
 }
 
 namespace {
@@ -91,7 +78,15 @@ struct HostControl {
   std::string name;
   HostOptions options;
   std::shared_ptr<Mailbox> mailbox;
+  // Serialises start, stop, restart and shutdown; held while a new process
+  // starts (up to the spawn timeout).
   mutable std::mutex mutex;
+  // Guards `handle` and `restarts`, written with both locks held and read
+  // with either: the parent's gateway (child_host_exit_code) and the getters
+  // must not wait for a start. Also makes record_death's check-and-set of
+  // the mailbox's state atomic with restart's and stop's. Never held across
+  // a blocking call.
+  mutable std::mutex state_mutex;
   std::optional<Process> process;
   std::optional<ProcessHandle> handle;
   std::vector<SpawnRequest> specs;  // named spawns, replayed by restart()
@@ -107,6 +102,10 @@ struct HostControl {
   // Poison pills, wait, SIGTERM, SIGKILL; the mailbox stays (caller holds mutex).
   void stop_process(std::chrono::milliseconds timeout);
   void shutdown(std::chrono::milliseconds timeout);
+  [[nodiscard]] std::optional<ProcessHandle> current_handle() const {
+    std::lock_guard lock(state_mutex);
+    return handle;
+  }
 };
 
 namespace {
@@ -122,11 +121,7 @@ std::optional<int> child_host_exit_code(const std::string& host, pid_t pid) {
     if (it != g_hosts.end()) control = it->second.lock();
   }
   if (!control || control->owner != ::getpid()) return std::nullopt;
-  std::optional<ProcessHandle> handle;
-  {
-    std::lock_guard lock(control->mutex);
-    handle = control->handle;
-  }
+  const std::optional<ProcessHandle> handle = control->current_handle();  // not waiting for a restart
   if (!handle || handle->pid() != pid) return std::nullopt;
   (void)handle->join(std::chrono::milliseconds(50));  // a dead child is a zombie: reaped at once
   return handle->exitcode();
@@ -140,15 +135,14 @@ void HostControl::start() {
   process_options.daemon = options.daemon;
   process_options.start_method = options.start_method;
   process_options.limits = options.limits;
-  if (exception_memory.closed()) {
-    exception_memory = SharedMemory::create(sizeof(ExceptionSlot), SharedMemory::Lifetime::persistent);
-    exception_memory.unlink();  // the mapping (and its descriptor) is all the host needs
-  }
-  exception_slot = ::new (exception_memory.buf().data()) ExceptionSlot();
+  exception_slot = fresh_exception_slot(exception_memory);
   process.emplace(process_options, &host_main, name, static_cast<std::int32_t>(tree_root()), config, specs,
                   exception_memory);
   process->start();
-  handle = process->handle();
+  {
+    std::lock_guard lock(state_mutex);
+    handle = process->handle();
+  }
   auto deadline = mpx::detail::Deadline::after(options.spawn_timeout);
   for (;;) {
     const HostState state = mailbox->host_state();
@@ -188,6 +182,7 @@ void HostControl::stop_process(std::chrono::milliseconds timeout) {
       handle->join();
     }
   }
+  std::lock_guard lock(state_mutex);  // not overwritten by a record_death that saw it running
   mailbox->set_host_state(HostState::stopped, handle->exitcode());
 }
 
@@ -315,8 +310,11 @@ void Host::restart() {
   if (control_->shut_down) throw ActorError("mpx actors: host '" + control_->name + "' was shut down");
   if (control_->handle && control_->handle->is_alive())
     throw ActorError("mpx actors: host '" + control_->name + "' is still running; restart() needs a dead process");
-  if (control_->handle) control_->mailbox->set_host_state(detail::HostState::died, control_->handle->exitcode());
-  ++control_->restarts;
+  {
+    std::lock_guard state(control_->state_mutex);
+    if (control_->handle) control_->mailbox->set_host_state(detail::HostState::died, control_->handle->exitcode());
+    ++control_->restarts;
+  }
   control_->start();
 }
 
@@ -329,7 +327,7 @@ namespace {
 void record_death(HostControl& control, const ProcessHandle& handle) {
   auto code = handle.exitcode();
   if (!code) return;
-  std::lock_guard lock(control.mutex);
+  std::lock_guard lock(control.state_mutex);  // not waiting for a restart
   if (control.handle && control.handle->pid() == handle.pid() &&
       control.mailbox->host_state() == HostState::running && control.mailbox->consumer_pid() == handle.pid())
     control.mailbox->set_host_state(HostState::died, code);
@@ -354,12 +352,9 @@ bool Host::join_for(std::chrono::milliseconds timeout) const {
   detail::record_death(*control_, handle);
   return true;
 }
-ProcessHandle Host::process() const {
-  std::lock_guard lock(control_->mutex);
-  return *control_->handle;
-}
+ProcessHandle Host::process() const { return *control_->current_handle(); }
 unsigned Host::restarts() const {
-  std::lock_guard lock(control_->mutex);
+  std::lock_guard lock(control_->state_mutex);
   return control_->restarts;
 }
 std::optional<ChildException> Host::exception() const {

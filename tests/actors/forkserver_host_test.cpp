@@ -9,19 +9,14 @@
 #include <vector>
 
 #include "mpx/actors.hpp"
+#include "square_actor.hpp"
 
 using namespace std::chrono_literals;
 namespace ma = mpx::actors;
+using mpx::test::Square;
 
 namespace {
 
-struct Square {
-  int x = 0;
-  template <class A>
-  void serialize(A& ar) {
-    ar(x);
-  }
-};
 struct Method {
   template <class A>
   void serialize(A&) {}
@@ -29,8 +24,8 @@ struct Method {
 
 ma::Behavior squarer(ma::Context&, int offset) {
   return {
-      [offset](const Square& m) { return m.x * m.x + offset; },
-      [](const Method&) { return mpx::get_start_method() == mpx::StartMethod::forkserver ? std::string("forkserver") : std::string("fork"); },
+      mpx::test::square_handler(offset),
+      [](const Method&) { return mpx::test::start_method_name(mpx::get_start_method()); },
   };
 }
 MPX_REGISTER_ACTOR(squarer);

@@ -11,19 +11,14 @@
 #include <vector>
 
 #include "mpx/actors.hpp"
+#include "square_actor.hpp"
 
 using namespace std::chrono_literals;
 namespace ma = mpx::actors;
+using mpx::test::Square;
 
 namespace {
 
-struct Square {
-  int x = 0;
-  template <class A>
-  void serialize(A& ar) {
-    ar(x);
-  }
-};
 struct Where {
   template <class A>
   void serialize(A&) {}
@@ -41,19 +36,12 @@ struct Facts {
 
 bool g_main_went_on = false;
 
-const char* method_name(mpx::StartMethod m) {
-  switch (m) {
-    case mpx::StartMethod::fork: return "fork";
-    case mpx::StartMethod::forkserver: return "forkserver";
-    case mpx::StartMethod::spawn: return "spawn";
-  }
-  return "?";
-}
-
 ma::Behavior squarer(ma::Context&, int offset) {
   return {
-      [offset](const Square& m) { return m.x * m.x + offset; },
-      [](const Where&) { return Facts{method_name(mpx::get_start_method()), g_main_went_on, ::getppid()}; },
+      mpx::test::square_handler(offset),
+      [](const Where&) {
+        return Facts{mpx::test::start_method_name(mpx::get_start_method()), g_main_went_on, ::getppid()};
+      },
   };
 }
 MPX_REGISTER_ACTOR(squarer);

@@ -43,7 +43,12 @@
 //   with this process (a descriptor under every start method), made anew at
 //   each start; "exited while starting" errors name it too.
 // - Methods may be called from any thread of the parent; the process calls
-//   (join, terminate, kill, exitcode) are Process's.
+//   (join, terminate, kill, exitcode) are Process's. A start (constructor,
+//   restart()) holds the host's lock until the new process serves or fails
+//   (up to spawn_timeout): stop, shutdown, restart, exception() and the
+//   recording of a named spawn() wait for it; process(), pid(), restarts(),
+//   is_alive(), join() and the parent failing requests and monitors to the
+//   dead process do not (from the fork on, process() is the new process).
 #pragma once
 
 #include <sys/types.h>
