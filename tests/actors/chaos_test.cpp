@@ -2,7 +2,7 @@
 // hosts are SIGKILLed every 50-500 ms. The service keeps running, every
 // message is handled (twice only when it was in hand at a kill, and then
 // flagged redelivered), and at the end no zombie, no /dev/shm segment of the
-// run and no extra open file descriptor remain. 10 s by default
+// run and no extra open file descriptor remain. 30 s, as issue 8 asks, by default
 // (MPX_CHAOS_SECONDS overrides; the ctest label is "actors").
 #include <dirent.h>
 #include <gtest/gtest.h>
@@ -56,7 +56,7 @@ std::vector<ma::ChildSpec> hosts(const std::string& prefix) {
 }  // namespace
 
 TEST(Chaos, TwoSupervisorsFourHostsEachRandomKillsNothingLost) {
-  const int seconds = std::getenv("MPX_CHAOS_SECONDS") ? std::atoi(std::getenv("MPX_CHAOS_SECONDS")) : 10;
+  const int seconds = std::getenv("MPX_CHAOS_SECONDS") ? std::atoi(std::getenv("MPX_CHAOS_SECONDS")) : 30;
   Ledger* l = ledger();
   l->clear();
   const auto shm_before = mpx::test::dev_shm_names();

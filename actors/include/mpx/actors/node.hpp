@@ -46,8 +46,13 @@
 //   reconnect_interval 0 turns it off.
 // - A message larger than max_message_size is refused at the sender with
 //   MessageTooLarge.
+// - Supervised hosts of other nodes (supervisor.hpp, ChildSpec::with_node):
+//   the node runs a host keeper in its process (the actor "mpx.hosts" and a
+//   thread that forks, reaps and reports those hosts). The host name
+//   "mpx.node" and the actor name "mpx.hosts" are reserved.
 // - Methods may be called from any thread of the process that made the
-//   node. The destructor stops reconnecting (it waits for an attempt under
+//   node. The destructor shuts down the hosts its keeper runs for other
+//   nodes' supervisors (poison pills, 5 s, SIGTERM, 1 s, SIGKILL), stops reconnecting (it waits for an attempt under
 //   way, whose TCP probe and handshake are each bounded by
 //   min(connect_timeout, heartbeat_timeout)), says goodbye to the peers
 //   (they see the node down at once, each goodbye bounded by 500 ms) and
