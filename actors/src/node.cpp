@@ -36,6 +36,7 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
 
+#include "mpx/actors/detail/death_watch.hpp"
 #include "mpx/detail/identity.hpp"
 #include "mpx/logging.hpp"
 #include "remote_host.hpp"
@@ -169,6 +170,13 @@ class NodeImpl {
   std::string peer_of(const caf::actor_addr& addr) const;
   void on_frame(const caf::actor_addr& from, const std::vector<char>& frame);
   void fail(const std::string& origin, std::uint64_t id, const Tracked& tracked, const std::string& why);
+  // Inbound: a request, spawn or monitor from a peer for a host of this tree
+  // is remembered until its answer leaves (send), so that when that host
+  // dies (its watchers and the request die with it) this node answers in its
+  // place: ActorDown / Down{host_died} with the exit code.
+  bool watch_inbound(const std::string& peer, const std::string& host, std::span<const std::byte> packet);
+  void sweep_inbound();
+  void forward(const Mailbox::Taken& taken);
   void run_forwarder();
   void run_redialer();
 
@@ -187,6 +195,18 @@ class NodeImpl {
   // (a reconnect under way and a connect() of the user).
   std::map<std::pair<caf::actor_addr, std::string>, Handshake> handshakes_;
   std::map<std::pair<std::string, std::uint64_t>, Tracked> tracked_;  // (origin endpoint, request/monitor id)
+  struct Inbound {
+    PacketKind kind = PacketKind::message;
+    ActorRef sender;  // qualified by its node
+    ActorRef target;  // here
+    std::shared_ptr<Mailbox> mailbox;
+    std::uint32_t incarnation = 0;
+    pid_t pid = 0;
+  };
+  static constexpr std::size_t kMaxInbound = 1u << 16;  // past it, unanswered ones wait for their timeout
+  std::map<std::tuple<std::string, std::string, std::uint64_t>, Inbound, std::less<>> inbound_;  // (peer, host, id)
+  std::atomic<bool> sweep_now_{false};
+  std::unique_ptr<DeathWatch> death_watch_;  // of the hosts inbound_ waits on
 
   // Reconnecting: where each peer this node connected to was reached, and
   // the lost ones to connect to again (due time, current backoff).
@@ -442,6 +462,10 @@ NodeImpl::NodeImpl(NodeOptions opts) : options(std::move(opts)) {
   set_local_node(options.name, options.max_message_size);
   g_node_pid = mpx::detail::current_pid();
   g_node.store(this, std::memory_order_release);
+  death_watch_ = std::make_unique<DeathWatch>([this] {
+    sweep_now_.store(true, std::memory_order_seq_cst);
+    outbound_->interrupt_consumer();
+  });
   forwarder_ = std::thread([this] { run_forwarder(); });
   if (options.reconnect_interval.count() > 0) redialer_ = std::thread([this] { run_redialer(); });
   keeper_ = start_host_keeper(options.name);
@@ -595,6 +619,10 @@ void NodeImpl::send(std::string_view node, std::string_view host, std::span<cons
                           "' is larger than the maximum of " + std::to_string(options.max_message_size) + " bytes");
   PacketHead ph;
   std::memcpy(&ph, head.data(), sizeof ph);
+  if (ph.kind == PacketKind::reply || ph.kind == PacketKind::error || ph.kind == PacketKind::down) {
+    std::lock_guard lock(mutex_);
+    if (!inbound_.empty()) inbound_.erase(std::make_tuple(std::string(node), std::string(host), ph.request_id));
+  }
   const bool waits = (ph.kind == PacketKind::message && ph.request_id) || ph.kind == PacketKind::spawn ||
                      ph.kind == PacketKind::monitor;
   std::optional<std::pair<std::pair<std::string, std::uint64_t>, Tracked>> tracked;
@@ -663,6 +691,7 @@ void NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& fr
     tracked_.erase(std::make_pair(host, ph.request_id));
   }
   try {
+    if (!watch_inbound(peer, host, packet)) return;  // answered here: that host is gone
     post_from_node(host, packet, peer, Deadline::after(kLocalPutTimeout));
   } catch (const std::exception& e) {
     get_logger()->error("mpx nodes: {}: a packet from node '{}' for host '{}' dropped: {}", options.name, peer, host,
@@ -670,29 +699,121 @@ void NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& fr
   }
 }
 
-void NodeImpl::run_forwarder() {
-  while (!stopping_.load(std::memory_order_acquire)) {
+bool NodeImpl::watch_inbound(const std::string& peer, const std::string& host, std::span<const std::byte> packet) {
+  PacketHead ph;
+  std::memcpy(&ph, packet.data(), sizeof ph);
+  const bool answered = (ph.kind == PacketKind::message && ph.request_id) || ph.kind == PacketKind::spawn ||
+                        ph.kind == PacketKind::monitor;
+  if (!answered || host == endpoint_name) return true;  // this process answers for itself
+  auto mailbox = find_mailbox(host);
+  if (!mailbox) return true;  // post_from_node answers noproc
+  Packet parsed = parse_packet(packet);
+  Inbound in{ph.kind,
+             ActorRef(peer, parsed.sender.host(), parsed.sender.name(), parsed.sender.id(), parsed.sender.pid()),
+             ActorRef(host, std::string(parsed.target_name), parsed.target_id, 0),
+             mailbox,
+             mailbox->incarnation(),
+             mailbox->consumer_pid()};
+  if (host_not_serving(*mailbox, in.incarnation)) {
+    // As a request from this tree would: it fails at once (a plain message waits for a restart).
+    std::lock_guard lock(mutex_);
+    inbound_[{peer, in.sender.host(), parsed.request_id}] = std::move(in);
+    sweep_now_.store(true);
+    outbound_->interrupt_consumer();
+    return false;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (inbound_.size() >= kMaxInbound) return true;
+    inbound_[{peer, in.sender.host(), parsed.request_id}] = in;
+  }
+  death_watch_->watch(in.pid);
+  return true;
+}
+
+void NodeImpl::forward(const Mailbox::Taken& taken) {
+  try {
+    std::uint16_t lens[2];
+    if (taken.bytes.size() < sizeof lens) throw ActorError("a record too short");
+    std::memcpy(lens, taken.bytes.data(), sizeof lens);
+    if (taken.bytes.size() < sizeof lens + lens[0] + lens[1] + sizeof(PacketHead)) throw ActorError("a record too short");
+    const char* text = reinterpret_cast<const char*>(taken.bytes.data()) + sizeof lens;
+    std::string_view node(text, lens[0]);
+    std::string_view host(text + lens[0], lens[1]);
+    send(node, host, taken.bytes.subspan(sizeof lens + lens[0] + lens[1]), {});
+  } catch (const std::exception& e) {
+    get_logger()->error("mpx nodes: {}: a packet from this tree dropped: {}", options.name, e.what());
+  }
+  outbound_->complete(taken.pos);
+}
+
+void NodeImpl::sweep_inbound() {
+  // Which hosts are gone now; then everything they wrote before dying leaves
+  // (their replies and Downs come first); then the rest is answered here.
+  std::vector<std::tuple<std::string, std::string, std::uint64_t>> gone;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto& [key, in] : inbound_)
+      if (host_gone(*in.mailbox, in.incarnation, in.pid)) gone.push_back(key);
+  }
+  if (gone.empty()) return;
+  for (;;) {
     std::optional<Mailbox::Taken> taken;
     try {
-      taken = outbound_->take(Deadline::after(std::chrono::milliseconds(100)));
+      taken = outbound_->take(Deadline::after(std::chrono::seconds(0)));
     } catch (const std::exception& e) {
       get_logger()->error("mpx nodes: outbound mailbox of {}: {}", options.name, e.what());
     }
-    if (!taken) continue;
-    try {
-      std::uint16_t lens[2];
-      if (taken->bytes.size() < sizeof lens) throw ActorError("a record too short");
-      std::memcpy(lens, taken->bytes.data(), sizeof lens);
-      if (taken->bytes.size() < sizeof lens + lens[0] + lens[1] + sizeof(PacketHead))
-        throw ActorError("a record too short");
-      const char* text = reinterpret_cast<const char*>(taken->bytes.data()) + sizeof lens;
-      std::string_view node(text, lens[0]);
-      std::string_view host(text + lens[0], lens[1]);
-      send(node, host, taken->bytes.subspan(sizeof lens + lens[0] + lens[1]), {});
-    } catch (const std::exception& e) {
-      get_logger()->error("mpx nodes: {}: a packet from this tree dropped: {}", options.name, e.what());
+    if (!taken) break;
+    forward(*taken);
+  }
+  for (const auto& key : gone) {
+    Inbound in;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = inbound_.find(key);
+      if (it == inbound_.end()) continue;  // answered by the host after all
+      in = std::move(it->second);
+      inbound_.erase(it);
     }
-    outbound_->complete(taken->pos);
+    const std::string why = describe_dead_host(*in.mailbox, in.target.host(), in.pid);
+    const ActorRef me(in.target.host(), "", 0, in.pid);
+    try {
+      if (in.kind == PacketKind::monitor) {
+        Down down{in.target, DownKind::host_died, why, host_exit_code(in.target.host(), in.pid, *in.mailbox)};
+        post_packet(route_name(in.sender), PacketKind::down, 0, "", 0, me, std::get<2>(key), borrow_value(down),
+                    Deadline::never(), true);
+      } else {
+        ErrorInfo info{"down", "", "mpx actors: request to " + in.target.to_string() + " failed: " + why, why};
+        post_packet(route_name(in.sender), PacketKind::error, 0, "", 0, me, std::get<2>(key), borrow_value(info),
+                    Deadline::never(), true);
+      }
+    } catch (const std::exception& e) {
+      get_logger()->debug("mpx nodes: could not tell {} that host {} is gone: {}", route_name(in.sender),
+                          in.target.host(), e.what());
+    }
+  }
+}
+
+void NodeImpl::run_forwarder() {
+  auto next_sweep = Clock::now() + std::chrono::milliseconds(100);
+  while (!stopping_.load(std::memory_order_acquire)) {
+    std::optional<Mailbox::Taken> taken;
+    try {
+      taken = outbound_->take(Deadline::after(std::chrono::milliseconds(100)), &sweep_now_);
+    } catch (const std::exception& e) {
+      get_logger()->error("mpx nodes: outbound mailbox of {}: {}", options.name, e.what());
+    }
+    if (taken) forward(*taken);
+    // A death the watch saw, or every 100 ms (a pid past the watch's limit, a reused pid).
+    if (sweep_now_.exchange(false) || Clock::now() >= next_sweep) {
+      next_sweep = Clock::now() + std::chrono::milliseconds(100);
+      try {
+        sweep_inbound();
+      } catch (const std::exception& e) {
+        get_logger()->error("mpx nodes: {}: sweep: {}", options.name, e.what());
+      }
+    }
   }
 }
 

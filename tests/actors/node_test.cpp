@@ -885,3 +885,35 @@ TEST(NodeNetns, SupervisedHostOnAnotherNodeOutlivesACutLinkAndIsTakenBack) {
   });
   EXPECT_EQ(code, 0);
 }
+
+// A monitor from node a on an actor in a host of node b fires when that host
+// process is SIGKILLed, with the signal as exit code, and a request in hand
+// there fails at once: the watchers and the request died with the host, so
+// b's node answers in its place (it remembers what came in until answered).
+TEST(Node, MonitorAndRequestAcrossNodesFailFastWhenTheRemoteHostIsSigkilled) {
+  RemoteNode b(options_for("b9"), "", unique("hb9"));
+  ma::Node a(options_for("a9"));
+  const std::string peer = a.connect("127.0.0.1", b.port, 10s);
+  ma::ActorRef x = a.spawn(peer, unique("hb9"), "echo", "x");
+  ASSERT_GT(x.pid(), 0);
+  EXPECT_EQ(x.request<int>(Ping{1}).get(10s), 2);
+  auto m = ma::monitor(x);
+  auto hanging = x.request<int>(Hang{});
+  EXPECT_FALSE(hanging.wait(100ms));  // in hand there
+  EXPECT_FALSE(m.wait(0ms));
+  const auto t_kill = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(x.pid(), SIGKILL), 0);
+  EXPECT_THROW((void)hanging.get(10s), ma::ActorDown);
+  const auto failed_after = std::chrono::steady_clock::now() - t_kill;
+  EXPECT_LT(failed_after, 2s);
+  std::printf("[ figures ] a request in hand failed %.1f ms after its remote host's SIGKILL\n",
+              std::chrono::duration<double, std::milli>(failed_after).count());
+  auto down = m.wait(10s);
+  ASSERT_TRUE(down) << "no Down after the remote host was SIGKILLed";
+  EXPECT_EQ(down->kind, ma::DownKind::host_died);
+  EXPECT_EQ(down->exit_code, -SIGKILL);
+  // A request to it fails fast rather than at its timeout.
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW((void)x.request<int>(Ping{2}).get(10s), ma::ActorDown);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
