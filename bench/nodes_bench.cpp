@@ -1,5 +1,5 @@
-// nodes_bench: mpx::actors::Node against raw CAF middleman actors, over
-// 127.0.0.1, in the same run.
+// nodes_bench: mpx::actors::Node against raw CAF middleman actors, in the
+// same run, over 127.0.0.1, with TLS, and across network namespaces over veth.
 //
 //   nodes_bench [--quick] [--repeat N] [--json FILE]
 //
@@ -15,11 +15,28 @@
 //                           covers handling). Ratio mpx / raw CAF.
 //   node_failure_detection  a request in hand when the other node is
 //                           SIGKILLed: ms from the kill to the NodeDown (a
-//                           connection reset). A cut link is detected after
-//                           the heartbeat timeout instead (1.5 s by default;
-//                           tests/actors/node_test.cpp measures it).
+//                           connection reset).
+//   ..._tls                 the round trip and one-way rows with TLS: mpx
+//                           nodes with tls_* options, the peer with CAF's
+//                           OpenSSL module (openssl::publish / remote_actor);
+//                           one test CA and certificate (EC P-256) made now
+//                           in a temporary directory.
+//   ..._veth                the round trip and one-way rows between two
+//                           network namespaces over veth and a bridge
+//                           (tests/support/netns.hpp: addresses 10.200.10.x
+//                           inside namespaces made here, deleted at the end).
+//   node_failure_detection_cut_link
+//                           the link of the other node's namespace is cut
+//                           (ip link set <its bridge port> down): ms from
+//                           the cut to its monitor firing (node_down). The
+//                           heartbeat timeout (1.5 s) bounds it from below.
+//                           Raw CAF 0.17 has no heartbeats: no peer figure.
+// The veth and cut-link rows need root (network namespaces); otherwise they
+// are skipped with a line on stderr and no record. As root, this process
+// enters the bench's namespace 0 before it starts any server or node, so the
+// 127.0.0.1 and TLS rows run on that namespace's loopback. The namespaces
+// and the certificates' directory are removed at the end, also on an error.
 // Both sides' CAF systems have 2 scheduler threads and the sharing policy.
-// Not measured here (yet): TLS and veth between namespaces.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,6 +44,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -34,9 +52,13 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 #include "bench_support.hpp"
 #include "mpx/actors.hpp"
+// The tests' helpers for namespaces and certificates, shared, not copied.
+#include "../tests/support/netns.hpp"
+#include "../tests/support/test_certificates.hpp"
 
 namespace ma = mpx::actors;
 using namespace std::chrono_literals;
@@ -78,11 +100,28 @@ MPX_REGISTER_ACTOR(bench_echo);
 namespace {
 
 constexpr const char* kSecret = "nodes-bench";
+constexpr int kNetSubnet = 10;  // 10.200.10.x, inside the bench's own namespaces
 using count_atom = caf::atom_constant<caf::atom("count")>;
 
 void configure_caf(caf::actor_system_config& cfg) {
   cfg.set("scheduler.max-threads", 2);
   cfg.set("scheduler.policy", caf::atom("sharing"));
+}
+
+// Certificate, key and CA file for TLS; all empty: plain TCP.
+struct Tls {
+  std::string certificate, key, cafile;
+  [[nodiscard]] bool on() const { return !certificate.empty(); }
+};
+
+void configure_caf(caf::actor_system_config& cfg, const Tls& tls) {
+  cfg.load<caf::io::middleman>();
+  configure_caf(cfg);
+  if (!tls.on()) return;
+  cfg.load<caf::openssl::manager>();
+  cfg.openssl_certificate = tls.certificate;
+  cfg.openssl_key = tls.key;
+  cfg.openssl_cafile = tls.cafile;
 }
 
 caf::behavior caf_echo(caf::event_based_actor* self) {
@@ -105,13 +144,20 @@ class Server {
     pid_ = ::fork();
     if (pid_ == 0) {
       ::close(fds[0]);
-      serve(fds[1]);
+      try {  // nothing may unwind into the parent's stack copy
+        serve(fds[1]);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "nodes_bench server: %s\n", e.what());
+      }
       ::_exit(2);
     }
     ::close(fds[1]);
     if (::read(fds[0], &port_, sizeof port_) != sizeof port_) port_ = 0;
     ::close(fds[0]);
-    if (port_ == 0) throw std::runtime_error("a bench server did not start");
+    if (port_ == 0) {
+      kill();
+      throw std::runtime_error("a bench server did not start");
+    }
   }
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -129,22 +175,31 @@ class Server {
   std::uint16_t port_ = 0;
 };
 
-void serve_mpx(int fd, const std::string& name) {
-  ma::Node node(ma::NodeOptions{}.with_name(name).with_secret(kSecret));
+ma::NodeOptions node_options(const std::string& name, const std::string& address, const Tls& tls) {
+  auto options = ma::NodeOptions{}.with_name(name).with_secret(kSecret).with_address(address);
+  if (tls.on()) options.with_tls(tls.certificate, tls.key, tls.cafile);
+  return options;
+}
+
+// `netns`: the namespace the server enters first ("" : this one).
+void serve_mpx(int fd, const ma::NodeOptions& options, const std::string& netns = "") {
+  if (!netns.empty()) mpx::test::NetNamespaces::enter(netns);
+  ma::Node node(options);
   ma::spawn("bench_echo", "echo");
   const std::uint16_t port = node.port();
   if (::write(fd, &port, sizeof port) != sizeof port) return;
   ::pause();
 }
 
-void serve_caf(int fd) {
+void serve_caf(int fd, const std::string& address, const Tls& tls, const std::string& netns = "") {
+  if (!netns.empty()) mpx::test::NetNamespaces::enter(netns);
   caf::actor_system_config cfg;
-  cfg.load<caf::io::middleman>();
-  configure_caf(cfg);
+  configure_caf(cfg, tls);
   caf::actor_system system{cfg};
   auto echo = system.spawn(caf_echo);
-  auto port = system.middleman().publish(echo, 0, "127.0.0.1");
-  if (!port) return;
+  auto port = tls.on() ? caf::openssl::publish(echo, 0, address.c_str())
+                       : system.middleman().publish(echo, 0, address.c_str());
+  if (!port) throw std::runtime_error("CAF publish: " + system.render(port.error()));
   const std::uint16_t p = *port;
   if (::write(fd, &p, sizeof p) != sizeof p) return;
   ::pause();
@@ -170,84 +225,156 @@ void keep_best(std::optional<Latency>& best, Latency l) {
   if (!best || l.median_us < best->median_us) best = l;
 }
 
+struct Sizes {
+  int repeat, n_rtt, n_one;
+};
+
+// One setting's round trip and one-way figures, mpx and raw CAF.
+struct PairResult {
+  Latency mpx_rtt, caf_rtt;
+  double mpx_one = 0, caf_one = 0;
+};
+
+// Measures the echo of the mpx server at address:mpx_port from `node` and
+// the CAF echo at address:caf_port from `system` (TLS when `caf_tls`).
+PairResult measure_pair(ma::Node& node, caf::actor_system& system, bool caf_tls, const std::string& address,
+                        std::uint16_t mpx_port, std::uint16_t caf_port, const Sizes& sizes) {
+  const std::string peer = node.connect(address, mpx_port, 10s);
+  ma::ActorRef echo = node.actor(peer, "echo");
+  auto caf_remote = caf_tls ? caf::openssl::remote_actor(system, address, caf_port)
+                            : system.middleman().remote_actor(address, caf_port);
+  if (!caf_remote) throw std::runtime_error("CAF remote_actor: " + system.render(caf_remote.error()));
+  caf::scoped_actor self{system};
+
+  auto mpx_once = [&](int i) {
+    if (echo.request<int>(Ping{i}).get(60s) != i + 1) throw std::runtime_error("mpx: wrong reply");
+  };
+  auto caf_once = [&](int i) {
+    self->request(*caf_remote, caf::infinite, i).receive(
+        [&](int r) {
+          if (r != i + 1) throw std::runtime_error("CAF: wrong reply");
+        },
+        [&](caf::error& e) { throw std::runtime_error("CAF: " + system.render(e)); });
+  };
+  auto mpx_oneway = [&](int n) {
+    const int before = echo.request<int>(Count{}).get(60s);
+    const auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i) echo.send(Ping{i});
+    if (echo.request<int>(Count{}).get(60s) != before + n) throw std::runtime_error("mpx: messages lost");
+    return n / mpx::bench::seconds_since(t0);
+  };
+  auto caf_oneway = [&](int n) {
+    int before = 0, after = 0;
+    self->request(*caf_remote, caf::infinite, count_atom::value).receive([&](int c) { before = c; },
+                                                                          [](caf::error&) {});
+    const auto t0 = Clock::now();
+    for (int i = 0; i < n; ++i) self->send(*caf_remote, i);
+    self->request(*caf_remote, caf::infinite, count_atom::value).receive([&](int c) { after = c; },
+                                                                          [](caf::error&) {});
+    if (after != before + n) throw std::runtime_error("CAF: messages lost");
+    // The replies to the one-way ints land in our mailbox: drop them.
+    self->receive_while([&] { return self->mailbox().size() > 0; })([](int) {});
+    return n / mpx::bench::seconds_since(t0);
+  };
+
+  (void)measure(200, mpx_once);
+  (void)measure(200, caf_once);
+  std::optional<Latency> mpx_rtt, caf_rtt;
+  for (int r = 0; r < sizes.repeat; ++r) {
+    keep_best(mpx_rtt, measure(sizes.n_rtt, mpx_once));
+    keep_best(caf_rtt, measure(sizes.n_rtt, caf_once));
+  }
+  PairResult result{*mpx_rtt, *caf_rtt};
+  (void)mpx_oneway(sizes.n_one / 10);
+  (void)caf_oneway(sizes.n_one / 10);
+  for (int r = 0; r < sizes.repeat; ++r) {
+    result.mpx_one = std::max(result.mpx_one, mpx_oneway(sizes.n_one));
+    result.caf_one = std::max(result.caf_one, caf_oneway(sizes.n_one));
+  }
+  return result;
+}
+
+void print_pair(const std::string& suffix, const PairResult& r) {
+  std::printf("%-30s %10.1f us %10.1f us %8.2f  (median; p99 %.1f / %.1f us)\n",
+              ("node_request_roundtrip" + suffix).c_str(), r.mpx_rtt.median_us, r.caf_rtt.median_us,
+              r.caf_rtt.median_us / r.mpx_rtt.median_us, r.mpx_rtt.p99_us, r.caf_rtt.p99_us);
+  std::printf("%-30s %8.0f msg/s %8.0f msg/s %8.2f\n", ("node_oneway_throughput" + suffix).c_str(), r.mpx_one,
+              r.caf_one, r.mpx_one / r.caf_one);
+}
+
+void add_pair(std::vector<mpx::bench::Record>& records, const std::string& suffix, const std::string& peer,
+              const std::string& note, const PairResult& r) {
+  records.emplace_back("node_request_roundtrip" + suffix, "us", r.mpx_rtt.median_us,
+                       mpx::bench::Record::Figures{{peer, r.caf_rtt.median_us}}, false,
+                       note.empty() ? "median" : "median, " + note,
+                       mpx::bench::Record::Figures{{"mpx_p99", r.mpx_rtt.p99_us}, {"caf_p99", r.caf_rtt.p99_us}});
+  records.emplace_back("node_oneway_throughput" + suffix, "msg/s", r.mpx_one,
+                       mpx::bench::Record::Figures{{peer, r.caf_one}}, true, note);
+}
+
+// Median and max of `ms` (not empty).
+struct Spread {
+  double median, max;
+};
+Spread spread(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  return {ms[ms.size() / 2], ms.back()};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const auto opt = mpx::bench::parse_options(argc, argv);
-  const int n_rtt = opt.quick ? 2000 : 10000;
-  const int n_one = opt.quick ? 20000 : 100000;
+  const Sizes sizes{opt.repeat, opt.quick ? 2000 : 10000, opt.quick ? 20000 : 100000};
   std::vector<mpx::bench::Record> records;
   try {
-    // Servers first, while this process has no thread.
-    Server mpx_server([](int fd) { serve_mpx(fd, "bench-server"); });
-    Server caf_server([](int fd) { serve_caf(fd); });
+    // Everything that forks comes first, while this process has no thread:
+    // the certificates (openssl command), the namespaces (ip command), the servers.
+    mpx::test::TempDir pki;
+    mpx::test::make_ca(pki, "bench");
+    mpx::test::make_certificate(pki, "bench", "node");
+    const Tls tls{pki.file("node.pem"), pki.file("node.key"), pki.file("bench-ca.pem")};
+    std::optional<mpx::test::NetNamespaces> net;  // 0: this process; 1: veth servers; 2: the node whose link is cut
+    if (::geteuid() == 0) {
+      net.emplace(3, kNetSubnet);
+      mpx::test::NetNamespaces::enter(net->name(0));
+    } else {
+      std::fprintf(stderr,
+                   "nodes_bench: not root: skipping node_request_roundtrip_veth, node_oneway_throughput_veth and "
+                   "node_failure_detection_cut_link (network namespaces need root)\n");
+    }
+    const std::string lo = "127.0.0.1";
+    Server mpx_server([&](int fd) { serve_mpx(fd, node_options("bench-server", lo, {})); });
+    Server caf_server([&](int fd) { serve_caf(fd, lo, {}); });
+    Server mpx_tls_server([&](int fd) { serve_mpx(fd, node_options("bench-tls-server", lo, tls)); });
+    Server caf_tls_server([&](int fd) { serve_caf(fd, lo, tls); });
+    std::unique_ptr<Server> mpx_veth_server, caf_veth_server, cut_victim;
+    if (net) {
+      const std::string far = net->address(1), cut = net->address(2);
+      mpx_veth_server = std::make_unique<Server>(
+          [&](int fd) { serve_mpx(fd, node_options("bench-veth-server", far, {}), net->name(1)); });
+      caf_veth_server = std::make_unique<Server>([&](int fd) { serve_caf(fd, far, {}, net->name(1)); });
+      cut_victim =
+          std::make_unique<Server>([&](int fd) { serve_mpx(fd, node_options("bench-cut", cut, {}), net->name(2)); });
+    }
     std::vector<std::unique_ptr<Server>> victims;
     const int n_kill = opt.quick ? 3 : 10;
     for (int k = 0; k < n_kill; ++k)
-      victims.push_back(std::make_unique<Server>([k](int fd) { serve_mpx(fd, "bench-victim-" + std::to_string(k)); }));
+      victims.push_back(std::make_unique<Server>(
+          [&, k](int fd) { serve_mpx(fd, node_options("bench-victim-" + std::to_string(k), lo, {})); }));
 
-    std::optional<Latency> mpx_rtt, caf_rtt;
-    double mpx_one = 0, caf_one = 0;
-    std::vector<double> detection_ms;
+    PairResult plain, secure;
+    std::optional<PairResult> veth;
+    std::vector<double> detection_ms, cut_ms;
     {
-      ma::Node node(ma::NodeOptions{}.with_name("bench-client").with_secret(kSecret));
-      const std::string peer = node.connect("127.0.0.1", mpx_server.port(), 10s);
-      ma::ActorRef echo = node.actor(peer, "echo");
-
+      ma::Node node(node_options("bench-client", lo, {}));
       caf::actor_system_config cfg;
-      cfg.load<caf::io::middleman>();
-      configure_caf(cfg);
+      configure_caf(cfg, {});
       caf::actor_system system{cfg};
-      auto caf_remote = system.middleman().remote_actor("127.0.0.1", caf_server.port());
-      if (!caf_remote) throw std::runtime_error("CAF remote_actor: " + system.render(caf_remote.error()));
-      caf::scoped_actor self{system};
-
-      auto mpx_once = [&](int i) {
-        if (echo.request<int>(Ping{i}).get(60s) != i + 1) throw std::runtime_error("mpx: wrong reply");
-      };
-      auto caf_once = [&](int i) {
-        self->request(*caf_remote, caf::infinite, i).receive(
-            [&](int r) {
-              if (r != i + 1) throw std::runtime_error("CAF: wrong reply");
-            },
-            [&](caf::error& e) { throw std::runtime_error("CAF: " + system.render(e)); });
-      };
-      auto mpx_oneway = [&](int n) {
-        const int before = echo.request<int>(Count{}).get(60s);
-        const auto t0 = Clock::now();
-        for (int i = 0; i < n; ++i) echo.send(Ping{i});
-        if (echo.request<int>(Count{}).get(60s) != before + n) throw std::runtime_error("mpx: messages lost");
-        return n / mpx::bench::seconds_since(t0);
-      };
-      auto caf_oneway = [&](int n) {
-        int before = 0, after = 0;
-        self->request(*caf_remote, caf::infinite, count_atom::value).receive([&](int c) { before = c; },
-                                                                              [](caf::error&) {});
-        const auto t0 = Clock::now();
-        for (int i = 0; i < n; ++i) self->send(*caf_remote, i);
-        self->request(*caf_remote, caf::infinite, count_atom::value).receive([&](int c) { after = c; },
-                                                                              [](caf::error&) {});
-        if (after != before + n) throw std::runtime_error("CAF: messages lost");
-        // The replies to the one-way ints land in our mailbox: drop them.
-        self->receive_while([&] { return self->mailbox().size() > 0; })([](int) {});
-        return n / mpx::bench::seconds_since(t0);
-      };
-
-      (void)measure(200, mpx_once);
-      (void)measure(200, caf_once);
-      for (int r = 0; r < opt.repeat; ++r) {
-        keep_best(mpx_rtt, measure(n_rtt, mpx_once));
-        keep_best(caf_rtt, measure(n_rtt, caf_once));
-      }
-      (void)mpx_oneway(n_one / 10);
-      (void)caf_oneway(n_one / 10);
-      for (int r = 0; r < opt.repeat; ++r) {
-        mpx_one = std::max(mpx_one, mpx_oneway(n_one));
-        caf_one = std::max(caf_one, caf_oneway(n_one));
-      }
+      plain = measure_pair(node, system, false, lo, mpx_server.port(), caf_server.port(), sizes);
 
       for (auto& victim : victims) {
-        const std::string v = node.connect("127.0.0.1", victim->port(), 10s);
+        const std::string v = node.connect(lo, victim->port(), 10s);
         auto pending = node.actor(v, "echo").request<int>(Hang{});
         (void)pending.wait(20ms);
         const auto killed = Clock::now();
@@ -258,24 +385,64 @@ int main(int argc, char** argv) {
         }
         detection_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - killed).count());
       }
-      std::sort(detection_ms.begin(), detection_ms.end());
     }
-    std::printf("%-26s %12s %12s %8s\n", "scenario", "mpx", "raw CAF", "ratio");
-    std::printf("%-26s %10.1f us %10.1f us %8.2f  (median; p99 %.1f / %.1f us)\n", "node_request_roundtrip",
-                mpx_rtt->median_us, caf_rtt->median_us, caf_rtt->median_us / mpx_rtt->median_us, mpx_rtt->p99_us,
-                caf_rtt->p99_us);
-    std::printf("%-26s %8.0f msg/s %8.0f msg/s %8.2f\n", "node_oneway_throughput", mpx_one, caf_one, mpx_one / caf_one);
-    std::printf("%-26s %10.1f ms %12s %8s  (median of %zu; max %.1f ms)\n", "node_failure_detection",
-                detection_ms[detection_ms.size() / 2], "-", "-", detection_ms.size(), detection_ms.back());
+    {
+      ma::Node node(node_options("bench-tls-client", lo, tls));
+      caf::actor_system_config cfg;
+      configure_caf(cfg, tls);
+      caf::actor_system system{cfg};
+      secure = measure_pair(node, system, true, lo, mpx_tls_server.port(), caf_tls_server.port(), sizes);
+    }
+    if (net) {
+      ma::Node node(node_options("bench-veth-client", net->address(0), {}));
+      caf::actor_system_config cfg;
+      configure_caf(cfg, {});
+      caf::actor_system system{cfg};
+      veth = measure_pair(node, system, false, net->address(1), mpx_veth_server->port(), caf_veth_server->port(),
+                          sizes);
 
-    records.emplace_back("node_request_roundtrip", "us", mpx_rtt->median_us,
-                         mpx::bench::Record::Figures{{"caf_middleman", caf_rtt->median_us}}, false, "median",
-                         mpx::bench::Record::Figures{{"mpx_p99", mpx_rtt->p99_us}, {"caf_p99", caf_rtt->p99_us}});
-    records.emplace_back("node_oneway_throughput", "msg/s", mpx_one,
-                         mpx::bench::Record::Figures{{"caf_middleman", caf_one}}, true);
-    records.emplace_back("node_failure_detection", "ms", detection_ms[detection_ms.size() / 2],
-                         mpx::bench::Record::Figures{}, false, "SIGKILL of the other node, median",
-                         mpx::bench::Record::Figures{{"max", detection_ms.back()}});
+      const std::string v = node.connect(net->address(2), cut_victim->port(), 10s);
+      ma::ActorRef echo = node.actor(v, "echo");
+      const int n_cut = opt.quick ? 1 : 3;
+      for (int c = 0; c < n_cut; ++c) {
+        if (c > 0) (void)node.connect(net->address(2), cut_victim->port(), 10s);  // back after the last cut
+        if (echo.request<int>(Ping{c}).get(10s) != c + 1) throw std::runtime_error("cut victim: wrong reply");
+        auto m = ma::monitor(echo);
+        const auto t0 = Clock::now();
+        net->cut(2);
+        auto down = m.wait(10s);
+        const auto detected = Clock::now();
+        net->restore(2);
+        if (!down || down->kind != ma::DownKind::node_down)
+          throw std::runtime_error("cut link: no node_down within 10 s");
+        cut_ms.push_back(std::chrono::duration<double, std::milli>(detected - t0).count());
+      }
+    }
+
+    std::printf("%-30s %12s %12s %8s\n", "scenario", "mpx", "raw CAF", "ratio");
+    print_pair("", plain);
+    const Spread by_kill = spread(detection_ms);
+    std::printf("%-30s %10.1f ms %12s %8s  (median of %zu; max %.1f ms)\n", "node_failure_detection",
+                by_kill.median, "-", "-", detection_ms.size(), by_kill.max);
+    print_pair("_tls", secure);
+    if (veth) {
+      print_pair("_veth", *veth);
+      const Spread by_cut = spread(cut_ms);
+      std::printf("%-30s %10.1f ms %12s %8s  (median of %zu; max %.1f ms)\n", "node_failure_detection_cut_link",
+                  by_cut.median, "-", "-", cut_ms.size(), by_cut.max);
+    }
+
+    add_pair(records, "", "caf_middleman", "", plain);
+    records.emplace_back("node_failure_detection", "ms", by_kill.median, mpx::bench::Record::Figures{}, false,
+                         "SIGKILL of the other node, median", mpx::bench::Record::Figures{{"max", by_kill.max}});
+    add_pair(records, "_tls", "caf_openssl", "TLS on 127.0.0.1", secure);
+    if (veth) {
+      add_pair(records, "_veth", "caf_middleman", "two network namespaces over veth", *veth);
+      const Spread by_cut = spread(cut_ms);
+      records.emplace_back("node_failure_detection_cut_link", "ms", by_cut.median, mpx::bench::Record::Figures{}, false,
+                           "veth link cut (ip link set down), monitor fires; heartbeat timeout 1.5 s; median",
+                           mpx::bench::Record::Figures{{"max", by_cut.max}});
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nodes_bench: %s\n", e.what());
     return 1;

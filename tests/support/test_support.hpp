@@ -20,7 +20,11 @@
 
 namespace mpx::test {
 
+// The tests' build defines MPX_SAMPLES_DIR; a bench or sample that includes
+// these helpers (netns.hpp, test_certificates.hpp) does not need it.
+#ifdef MPX_SAMPLES_DIR
 inline std::string sample_path(const std::string& name) { return std::string(MPX_SAMPLES_DIR) + "/" + name; }
+#endif
 
 struct RunResult {
   int exit_code = -1;        // exit status, or -signal
@@ -95,6 +99,7 @@ inline RunResult run_program(const std::vector<std::string>& argv,
   return r;
 }
 
+#ifdef MPX_SAMPLES_DIR
 // Runs the sample program `name` (build/samples/<name>) with `args`.
 inline RunResult run_sample(const std::string& name, const std::vector<std::string>& args,
                             std::chrono::duration<double> timeout) {
@@ -102,6 +107,7 @@ inline RunResult run_sample(const std::string& name, const std::vector<std::stri
   argv.insert(argv.end(), args.begin(), args.end());
   return run_program(argv, timeout);
 }
+#endif
 
 inline std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;
