@@ -785,7 +785,13 @@ TEST(NodeSupervisor, HostOnAnotherNodeRestartsKeepsItsMailboxAndReportsTheSignal
   EXPECT_EQ(reports[0].pid, first);
   EXPECT_EQ(reports[0].exit_code, -SIGKILL);
   EXPECT_EQ(reports[0].how, "killed by signal");
-  for (int i = 0; i < 100; ++i) e.send(Ping{i});
+  for (int i = 0; i < 100; ++i) e.send(Ping{i});  // they wait in the mailbox there
+  // A request to a host that is down fails at once (as from this tree): ask
+  // once the supervisor has restarted it.
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (std::chrono::steady_clock::now() < until &&
+         !(sup.which_children()[0].state == "running" && sup.which_children()[0].restarts == 1))
+    std::this_thread::sleep_for(10ms);  // polling a state that changes on its own
   // The restarted process handled exactly those (a fresh echo counts from 0).
   EXPECT_EQ(e.request<int>(Count{}).get(20s), 100);
   children = sup.which_children();
