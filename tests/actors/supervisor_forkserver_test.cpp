@@ -11,11 +11,9 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <fstream>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -23,13 +21,17 @@
 #include <thread>
 #include <vector>
 
+#include "exit_reports.hpp"
 #include "mpx/actors.hpp"
 #include "mpx/event.hpp"
 #include "mpx/forkserver.hpp"
 #include "mpx/queue.hpp"
+#include "supervisor_snapshots.hpp"
 
 using namespace std::chrono_literals;
 namespace ma = mpx::actors;
+using mpx::test::ReportLog;
+using mpx::test::wait_for_child;
 
 namespace {
 
@@ -84,31 +86,6 @@ ma::Behavior method_teller(ma::Context&) {
   return {[](const WhichMethod&) { return static_cast<int>(mpx::get_start_method()); }};
 }
 MPX_REGISTER_ACTOR(method_teller);
-
-// Collects the reports on_exit gets; waits for them without polling.
-struct ReportLog {
-  std::mutex m;
-  std::condition_variable cv;
-  std::vector<ma::ExitReport> reports;
-
-  ma::SupervisorOptions options() {
-    return ma::SupervisorOptions().with_intensity(10, 60000ms).with_on_exit([this](const ma::ExitReport& r) {
-      std::lock_guard lock(m);
-      reports.push_back(r);
-      cv.notify_all();
-    });
-  }
-  bool wait_for(std::size_t n, std::chrono::milliseconds timeout = 60000ms) {
-    std::unique_lock lock(m);
-    return cv.wait_for(lock, timeout, [&] { return reports.size() >= n; });
-  }
-  std::map<std::string, std::vector<ma::ExitReport>> by_child() {
-    std::lock_guard lock(m);
-    std::map<std::string, std::vector<ma::ExitReport>> out;
-    for (const auto& r : reports) out[r.child].push_back(r);
-    return out;
-  }
-};
 
 ma::ChildInfo info(const ma::Supervisor& sup, const std::string& id) {
   for (const auto& c : sup.which_children())
@@ -218,35 +195,10 @@ void supervise_under(mpx::StartMethod method, const std::string& prefix) {
   EXPECT_EQ(sup->reports().size(), 5u);  // the history holds the same
 }
 
-// The child `id` of a snapshot's children, or null.
-const ma::ChildSnapshot* child_named(const std::vector<ma::ChildSnapshot>& children, const std::string& id) {
-  for (const auto& c : children)
-    if (c.id == id) return &c;
-  return nullptr;
-}
-
-// Polls sup.snapshot() (bounded) until the child at `path` (ids from the
-// root) satisfies `ok`; returns a copy of it, or nullopt at the deadline.
-// A nested supervisor's children reach the root's snapshot through its
-// status segment (published every 0.5 s and at each change).
-std::optional<ma::ChildSnapshot> wait_for_child(const ma::Supervisor& sup, const std::vector<std::string>& path,
-                                                const std::function<bool(const ma::ChildSnapshot&)>& ok,
-                                                std::chrono::seconds limit = 60s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    const auto snap = sup.snapshot();
-    const std::vector<ma::ChildSnapshot>* level = &snap.children;
-    const ma::ChildSnapshot* found = nullptr;
-    for (const auto& id : path) {
-      found = child_named(*level, id);
-      if (!found) break;
-      level = &found->children;
-    }
-    if (found && ok(*found)) return *found;
-    std::this_thread::sleep_for(10ms);
-  }
-  return std::nullopt;
-}
+// How long wait_for_child() waits here: a nested supervisor's children
+// reach the root's snapshot through its status segment (published every
+// 0.5 s and at each change).
+constexpr auto kNestedSnapshotLimit = 60s;
 
 // The parent pid of `pid` (from /proc), 0 when unknown.
 pid_t parent_of(pid_t pid) {
@@ -312,12 +264,12 @@ void nested_under(mpx::StartMethod method, const std::string& prefix) {
   EXPECT_EQ(teller.request<int>(WhichMethod{}).get(60s), children_method);
 
   auto running = [](const ma::ChildSnapshot& c) { return c.state == "running" && c.pid > 0; };
-  const auto first = wait_for_child(*sup, {nested, host}, running);
+  const auto first = wait_for_child(*sup, {nested, host}, running, kNestedSnapshotLimit);
   ASSERT_TRUE(first) << sup->snapshot().to_json(2);
   ASSERT_EQ(::kill(first->pid, SIGKILL), 0);
   const auto restarted = wait_for_child(*sup, {nested, host}, [&](const ma::ChildSnapshot& c) {
     return running(c) && c.pid != first->pid && c.restarts == 1;
-  });
+  }, kNestedSnapshotLimit);
   ASSERT_TRUE(restarted) << sup->snapshot().to_json(2);
   EXPECT_EQ(restarted->last_exit, -SIGKILL);
   EXPECT_EQ(teller.request<int>(WhichMethod{}).get(60s), children_method);
@@ -343,7 +295,7 @@ void nested_under(mpx::StartMethod method, const std::string& prefix) {
   EXPECT_EQ(teller.request<int>(WhichMethod{}).get(60s), children_method);
   const auto fresh_host = wait_for_child(*sup, {nested, host}, [&](const ma::ChildSnapshot& c) {
     return running(c) && c.restarts == 0 && c.pid != restarted->pid;
-  });
+  }, kNestedSnapshotLimit);
   EXPECT_TRUE(fresh_host) << sup->snapshot().to_json(2);
 
   sup->stop();

@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <fstream>
 #include <functional>
@@ -20,14 +19,19 @@
 #include <thread>
 #include <vector>
 
+#include "exit_reports.hpp"
 #include "mpx/actors.hpp"
 #include "mpx/event.hpp"
+#include "supervisor_snapshots.hpp"
 #include "test_support.hpp"
 
 #include <nlohmann/json.hpp>
 
 using namespace std::chrono_literals;
 namespace ma = mpx::actors;
+using mpx::test::child_named;
+using mpx::test::ReportLog;
+using mpx::test::wait_for_child;
 
 namespace {
 
@@ -418,34 +422,6 @@ TEST(Supervisor, SnapshotShowsAHostsMessageRate) {
 
 namespace {
 
-// The child `id` of a snapshot's children, or null.
-const ma::ChildSnapshot* child_named(const std::vector<ma::ChildSnapshot>& children, const std::string& id) {
-  for (const auto& c : children)
-    if (c.id == id) return &c;
-  return nullptr;
-}
-
-// Polls sup.snapshot() (bounded) until the child at `path` (ids from the
-// root) satisfies `ok`; returns a copy of it, or nullopt at the deadline.
-std::optional<ma::ChildSnapshot> wait_for_child(const ma::Supervisor& sup, const std::vector<std::string>& path,
-                                                const std::function<bool(const ma::ChildSnapshot&)>& ok,
-                                                std::chrono::seconds limit = 30s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    const auto snap = sup.snapshot();
-    const std::vector<ma::ChildSnapshot>* level = &snap.children;
-    const ma::ChildSnapshot* found = nullptr;
-    for (const auto& id : path) {
-      found = child_named(*level, id);
-      if (!found) break;
-      level = &found->children;
-    }
-    if (found && ok(*found)) return *found;
-    std::this_thread::sleep_for(10ms);
-  }
-  return std::nullopt;
-}
-
 bool is_child_of(pid_t child, pid_t parent) {
   for (const auto& e : mpx::test::children_of(parent))
     if (e.pid == child) return true;
@@ -530,29 +506,6 @@ TEST(Supervisor, SnapshotShowsNestedSupervisorsChildrenToAnyDepth) {
 
 namespace {
 
-// Collects the reports on_exit gets; waits for them without polling.
-struct ReportLog {
-  std::mutex m;
-  std::condition_variable cv;
-  std::vector<ma::ExitReport> reports;
-
-  ma::SupervisorOptions options(int restarts = 10) {
-    return ma::SupervisorOptions().with_intensity(restarts, 60000ms).with_on_exit([this](const ma::ExitReport& r) {
-      std::lock_guard lock(m);
-      reports.push_back(r);
-      cv.notify_all();
-    });
-  }
-  bool wait_for(std::size_t n, std::chrono::milliseconds timeout = 60000ms) {
-    std::unique_lock lock(m);
-    return cv.wait_for(lock, timeout, [&] { return reports.size() >= n; });
-  }
-  std::vector<ma::ExitReport> copy() {
-    std::lock_guard lock(m);
-    return reports;
-  }
-};
-
 // Burns CPU; returns after 60 s of wall time if no limit ended it.
 void burn_cpu() {
   const auto end = std::chrono::steady_clock::now() + 60s;
@@ -591,8 +544,7 @@ TEST(Supervisor, ExitReportCarriesTheUncaughtException) {
   ASSERT_TRUE(idle.wait(60s));
   ::kill(pids(sup)["throws"], SIGKILL);  // the same child's slot, after a restart: no stale exception
   ASSERT_TRUE(log.wait_for(4));
-  std::map<std::string, std::vector<ma::ExitReport>> by_child;
-  for (const auto& r : log.copy()) by_child[r.child].push_back(r);
+  auto by_child = log.by_child();
   ASSERT_EQ(by_child["throws"].size(), 2u);
   const auto& boom = by_child["throws"][0];
   EXPECT_EQ(boom.exit_code, 1);

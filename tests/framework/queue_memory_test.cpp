@@ -10,53 +10,30 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "mpx/detail/ring.hpp"
 #include "mpx/queue.hpp"
+#include "proc_memory.hpp"
 #include "queue_test_support.hpp"
 
 using mpx::detail::ByteSink;
 using mpx::detail::Deadline;
 using mpx::detail::Ring;
 using mpx::detail::RingOptions;
+using mpx::test::committed;
 using mpx::test::ForkedChild;
-using mpx::test::Signal;
+using mpx::test::killed;
+using mpx::test::resident_shmem;
+using mpx::test::stopped_at;
 using namespace std::chrono_literals;
 
+// resident_shmem() counts exactly the rings' touched pages here: nothing
+// else in the test process maps shared memory.
+
 namespace {
-
-// A "Key:   N kB" line of a /proc file, in bytes.
-std::optional<std::int64_t> proc_kb(const char* file, const std::string& key) {
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) != 0) continue;
-    std::istringstream fields(line.substr(key.size() + 1));
-    std::int64_t kb = 0;
-    if (fields >> kb) return kb * 1024;
-  }
-  return std::nullopt;
-}
-
-// Shared memory resident in this process: the rings are shared mappings, so
-// this counts exactly their touched pages (nothing else in the test process
-// maps shared memory).
-std::int64_t resident_shmem() {
-  auto v = proc_kb("/proc/self/status", "RssShmem");
-  if (!v) throw std::runtime_error("no RssShmem in /proc/self/status");
-  return *v;
-}
-
-std::int64_t committed() {
-  auto v = proc_kb("/proc/meminfo", "Committed_AS");
-  if (!v) throw std::runtime_error("no Committed_AS in /proc/meminfo");
-  return *v;
-}
 
 // The figure behind an assertion, for the log (docs quote these).
 void report(const char* what, std::int64_t bytes) {
@@ -232,14 +209,6 @@ TEST(QueueMemory, ManyProducersAndConsumersAcrossLapStarts) {
   EXPECT_EQ(results.get(10s) + results.get(10s), 2 * kPer);
 }
 
-namespace {
-Signal* g_reached = nullptr;
-void notify_and_hang() {
-  g_reached->notify();
-  for (;;) ::pause();
-}
-}  // namespace
-
 // A producer killed after claiming a cell as a lap start, before moving the
 // indexes: the others move them for it at once, and a lap later the cell it
 // still holds is recovered (after one liveness tick).
@@ -258,17 +227,10 @@ TEST(QueueMemory, ProducerKilledInsideALapStartStallsNothing) {
     return r.get(ByteSink(sink), Deadline::after(5s)) && out == item;
   };
   for (int i = 0; i < 1024; ++i) ASSERT_TRUE(pass_one());  // empty at cell 1024: the next put starts a lap
-  Signal reached;
-  g_reached = &reached;
-  ForkedChild producer([&] {
-    Ring::test_hook_after_claim_jump = notify_and_hang;
-    (void)r.put(item, Deadline::after(5s));
-    return 1;
-  });
-  ASSERT_TRUE(reached.wait());
+  auto producer = stopped_at(Ring::test_hook_after_claim_jump, [&] { (void)r.put(item, Deadline::after(5s)); });
+  ASSERT_TRUE(producer);
   ASSERT_TRUE(pass_one());  // while it hangs there
-  producer.kill();
-  ASSERT_EQ(producer.join(), -SIGKILL);
+  ASSERT_TRUE(killed(*producer));
   for (int i = 0; i < 4096; ++i) ASSERT_TRUE(pass_one()) << i;  // through its cell again
   EXPECT_EQ(r.size(), 0u);
 }

@@ -9,23 +9,25 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "mpx/detail/ring.hpp"
+#include "proc_memory.hpp"
 #include "queue_test_support.hpp"
 
-using mpx::detail::ByteSink;
 using mpx::detail::Deadline;
 using mpx::detail::Ring;
 using mpx::detail::RingOptions;
 using mpx::test::ForkedChild;
-using mpx::test::Signal;
+using mpx::test::give;
+using mpx::test::killed;
+using mpx::test::resident_shmem;
+using mpx::test::stopped_at;
+using mpx::test::take;
 using namespace std::chrono_literals;
 
 namespace {
@@ -36,16 +38,6 @@ std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
   return v;
 }
 
-std::optional<std::vector<std::byte>> take(Ring& r, Deadline d = Deadline::after(5s), bool block = true) {
-  std::optional<std::vector<std::byte>> out;
-  auto sink = [&](std::span<const std::byte> b) { out.emplace(b.begin(), b.end()); };
-  if (!r.get(ByteSink(sink), d, block)) return std::nullopt;
-  return out;
-}
-
-bool give(Ring& r, const std::vector<std::byte>& m, Deadline d = Deadline::after(5s), bool block = true) {
-  return r.put(m, d, block);
-}
 bool give_nowait(Ring& r, const std::vector<std::byte>& m) { return r.put(m, Deadline::never(), false); }
 
 // Classes of 256 B, 1 KiB and 4 KiB as Queue has them, few lanes each.
@@ -134,35 +126,7 @@ TEST(RingLanes, AttachedRingFindsTheSameLanes) {
   for (std::size_t n : kBoundaries) EXPECT_EQ(take(r), pattern(n, 4)) << n;
 }
 
-// ---- faults
-
-namespace {
-Signal* g_signal = nullptr;
-void notify_and_hang() {
-  g_signal->notify();
-  for (;;) ::pause();
-}
-
-// A child that runs `action` and hangs at `hook` (nullptr if it never got there).
-std::unique_ptr<ForkedChild> stopped_at(void (*&hook)(), const std::function<void()>& action) {
-  Signal reached;
-  g_signal = &reached;
-  auto child = std::make_unique<ForkedChild>([&] {
-    hook = notify_and_hang;
-    action();
-    return 1;
-  });
-  if (!reached.wait()) return nullptr;
-  return child;
-}
-
-::testing::AssertionResult killed(ForkedChild& child) {
-  child.kill();
-  auto code = child.wait();
-  if (code == -SIGKILL) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "child ended with " << (code ? std::to_string(*code) : "nothing");
-}
-}  // namespace
+// ---- faults (stopped_at() and killed() in queue_test_support.hpp)
 
 // The producer dies holding the only 256 B lane and a cell: the consumer
 // skips the cell, and a put that finds every lane busy takes the lane back.
@@ -210,21 +174,8 @@ TEST(RingLanes, ALargePutThatWaitsLeavesTheSmallerLanesFree) {
 
 namespace {
 
-// Shared memory resident in this process (the rings are its only shared
-// mappings in this test), in bytes.
-std::int64_t resident_shmem() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("RssShmem:", 0) == 0) {
-      std::istringstream fields(line.substr(9));
-      std::int64_t kb = 0;
-      if (fields >> kb) return kb * 1024;
-    }
-  throw std::runtime_error("no RssShmem in /proc/self/status");
-}
-
-// Resident bytes of a ring made with `o` that holds `n` messages of `bytes`.
+// Resident bytes of a ring made with `o` that holds `n` messages of `bytes`
+// (the rings are this process' only shared mappings in this test).
 std::int64_t resident_holding(const RingOptions& o, int n, std::size_t bytes) {
   const std::int64_t before = resident_shmem();
   Ring r = Ring::create(o);

@@ -16,12 +16,16 @@
 
 #include "queue_test_support.hpp"
 
-using mpx::detail::ByteSink;
 using mpx::detail::Deadline;
 using mpx::detail::Ring;
 using mpx::detail::RingOptions;
 using mpx::test::ForkedChild;
+using mpx::test::give;
+using mpx::test::killed;
+using mpx::test::notify_and_hang;
 using mpx::test::Signal;
+using mpx::test::stopped_at;
+using mpx::test::take;
 using namespace std::chrono_literals;
 
 namespace {
@@ -30,17 +34,6 @@ std::vector<std::byte> pattern(std::size_t n, unsigned seed) {
   std::vector<std::byte> v(n);
   for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 31 + seed) & 0xff);
   return v;
-}
-
-std::optional<std::vector<std::byte>> take(Ring& r, Deadline d = Deadline::after(5s), bool block = true) {
-  std::optional<std::vector<std::byte>> out;
-  auto sink = [&](std::span<const std::byte> b) { out.emplace(b.begin(), b.end()); };
-  if (!r.get(ByteSink(sink), d, block)) return std::nullopt;
-  return out;
-}
-
-bool give(Ring& r, const std::vector<std::byte>& m, Deadline d = Deadline::after(5s), bool block = true) {
-  return r.put(m, d, block);
 }
 
 RingOptions small_options() {
@@ -169,37 +162,8 @@ TEST(Ring, ManyProducersManyConsumersMixedSizes) {
   for (int i = 0; i < kProducers * kPer; ++i) ASSERT_EQ(seen[i], 1) << "item " << i;
 }
 
-// ---- faults: a process SIGKILLed between claim and publish/release.
-
-namespace {
-Signal* g_signal = nullptr;
-void notify_and_hang() {
-  g_signal->notify();
-  for (;;) ::pause();
-}
-
-// Starts a child that sets `hook` and runs `action`, and returns once the
-// child has reached the hook and hangs there (nullptr if it never did), so
-// the test can kill it at exactly that point.
-std::unique_ptr<ForkedChild> stopped_at(void (*&hook)(), const std::function<void()>& action) {
-  Signal reached;
-  g_signal = &reached;
-  auto child = std::make_unique<ForkedChild>([&] {
-    hook = notify_and_hang;
-    action();
-    return 1;
-  });
-  if (!reached.wait()) return nullptr;
-  return child;
-}
-
-::testing::AssertionResult killed(ForkedChild& child) {
-  child.kill();
-  auto code = child.wait();
-  if (code == -SIGKILL) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "child ended with " << (code ? std::to_string(*code) : "nothing");
-}
-}  // namespace
+// ---- faults: a process SIGKILLed between claim and publish/release
+// (stopped_at() and killed() in queue_test_support.hpp).
 
 TEST(RingFaults, ProducerKilledAfterClaimIsSkipped) {
   Ring r = Ring::create(small_options());
@@ -295,7 +259,7 @@ TEST(RingFaults, ConsumerKilledMidStreamReleasesTheProducer) {
   // The consumer reaches mid-stream only once the producer streams: start
   // both before waiting, so stopped_at() does not fit here.
   Signal mid;
-  g_signal = &mid;
+  mpx::test::hang_signal = &mid;
   ForkedChild consumer([&] {
     Ring::test_hook_mid_stream_get = notify_and_hang;
     (void)take(r, Deadline::after(20s));
