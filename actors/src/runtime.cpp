@@ -1029,6 +1029,22 @@ void Endpoint::flush_batch() {
   batch_cell_.reset();
 }
 
+void Endpoint::answer(const Packet& packet) {
+  auto pending = take_pending(packet.request_id);
+  if (!pending) return;  // forgotten (timed out) or answered already
+  if (packet.kind == PacketKind::reply) {
+    fulfil(pending, {}, Bytes(packet.payload.begin(), packet.payload.end()), std::nullopt);
+    return;
+  }
+  std::optional<ErrorInfo> info;
+  try {
+    info = mpx::decode<ErrorInfo>(packet.payload);
+  } catch (const mpx::Error& e) {
+    info = ErrorInfo{"error", "", std::string("mpx actors: undecodable error reply: ") + e.what(), ""};
+  }
+  fulfil(pending, {}, {}, std::move(info));
+}
+
 void Endpoint::dispatch(const Mailbox::Taken& taken) {
   Packet packet = parse_packet(taken.bytes);
   if (packet.kind != PacketKind::message) flush_batch();  // keep the order of messages and control packets
@@ -1064,24 +1080,10 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
       return;
     }
     case PacketKind::reply:
-    case PacketKind::error: {
-      auto pending = take_pending(packet.request_id);
-      if (pending) {
-        if (packet.kind == PacketKind::reply) {
-          fulfil(pending, {}, Bytes(packet.payload.begin(), packet.payload.end()), std::nullopt);
-        } else {
-          std::optional<ErrorInfo> info;
-          try {
-            info = mpx::decode<ErrorInfo>(packet.payload);
-          } catch (const mpx::Error& e) {
-            info = ErrorInfo{"error", "", std::string("mpx actors: undecodable error reply: ") + e.what(), ""};
-          }
-          fulfil(pending, {}, {}, std::move(info));
-        }
-      }
+    case PacketKind::error:
+      answer(packet);
       done();
       return;
-    }
     case PacketKind::spawn: {
       auto reply = std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr});
       try {

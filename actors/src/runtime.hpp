@@ -243,6 +243,9 @@ class Endpoint {
   void forget_pending(std::uint64_t id);
   std::shared_ptr<MonitorState> new_monitor(const ActorRef& target, const std::shared_ptr<ActorCell>& owner, bool link);
   void fire_monitor(const std::shared_ptr<MonitorState>& monitor, Down down);
+  // A reply or error packet for a request made here: fulfils it (any thread;
+  // the Node hands its peers' answers here without the mailbox hop).
+  void answer(const Packet& packet);
 
   // -- the gateway: runs until stop() (plain process) or a shutdown packet (host).
   void run_gateway();
