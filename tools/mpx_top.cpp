@@ -6,7 +6,8 @@
 //
 // The table has a row per child of the whole tree, depth first: a nested
 // supervisor's children follow its row, indented under it as pstree draws
-// a process tree ("|-", "`-").
+// a process tree ("|-", "`-"). A host on another node shows its pid there
+// with the node's name, "4242@node-b"; the PID column widens for it.
 //
 // NAME is the supervisor's name; any terminal of the same user can attach.
 // The tree publishes a snapshot in /dev/shm/mpx-top.NAME (see
@@ -45,17 +46,41 @@ std::string cell(const nlohmann::json& j) {
 // down past a deeper level).
 struct Row {
   std::string name;  // the CHILD column: branches, then the id
+  std::string pid;   // the PID column: "4242", or "4242@node-b" on another node
   const nlohmann::json* child;
 };
+
+std::string pid_cell(const nlohmann::json& c) {
+  const std::string node = c.contains("node") ? cell(c["node"]) : "";
+  return cell(c["pid"]) + (node.empty() ? "" : "@" + node);
+}
 
 void collect(const nlohmann::json& children, const std::string& indent, bool nested, std::vector<Row>& rows) {
   if (!children.is_array()) return;
   for (std::size_t i = 0; i < children.size(); ++i) {
     const auto& c = children[i];
     const bool last = i + 1 == children.size();
-    rows.push_back({indent + (nested ? (last ? "`-" : "|-") : "") + cell(c["id"]), &c});
+    rows.push_back({indent + (nested ? (last ? "`-" : "|-") : "") + cell(c["id"]), pid_cell(c), &c});
     if (c.contains("children")) collect(c["children"], indent + (nested ? (last ? "  " : "| ") : ""), true, rows);
   }
+}
+
+// Pads `s` to `width` (at least), on the right or, for `right`-aligned, on the left.
+std::string pad(const std::string& s, int width, bool right) {
+  const std::string fill(static_cast<std::size_t>(std::max(0, width - static_cast<int>(s.size()))), ' ');
+  return right ? fill + s : s + fill;
+}
+
+// One table line: CHILD, KIND, STATE left-aligned, PID and the figures
+// (RESTARTS .. MSG/S) right-aligned; CHILD and PID have the widths given.
+std::string line(int width, const std::string& name, const std::string& kind, const std::string& state,
+                 int pid_width, const std::string& pid, const std::vector<std::string>& figures) {
+  static constexpr int figure_widths[] = {9, 10, 9, 8, 9, 10};
+  std::string out = pad(name, width, false) + " " + pad(kind, 10, false) + " " + pad(state, 10, false) + " " +
+                    pad(pid, pid_width, true);
+  for (std::size_t i = 0; i < figures.size() && i < std::size(figure_widths); ++i)
+    out += " " + pad(figures[i], figure_widths[i], true);
+  return out + "\n";
 }
 
 std::string table(const nlohmann::json& tree) {
@@ -64,22 +89,20 @@ std::string table(const nlohmann::json& tree) {
                     (tree.value("failed", false) ? "  FAILED: " + tree.value("failure", std::string()) : "") + "\n";
   std::vector<Row> rows;
   collect(tree["children"], "", false, rows);
-  int width = 20;  // the CHILD column grows with the deepest, longest row
-  for (const auto& r : rows) width = std::max(width, static_cast<int>(r.name.size()));
-  char line[512];
-  std::snprintf(line, sizeof line, "%-*s %-10s %-10s %8s %9s %10s %9s %8s %9s %10s\n", width, "CHILD", "KIND", "STATE",
-                "PID", "RESTARTS", "UPTIME_S", "LAST_EXIT", "MAILBOX", "IN_FLIGHT", "MSG/S");
-  out += line;
+  int width = 20;     // the CHILD column grows with the deepest, longest row
+  int pid_width = 8;  // the PID column with the longest "pid@node"
+  for (const auto& r : rows) {
+    width = std::max(width, static_cast<int>(r.name.size()));
+    pid_width = std::max(pid_width, static_cast<int>(r.pid.size()));
+  }
+  out += line(width, "CHILD", "KIND", "STATE", pid_width, "PID",
+              {"RESTARTS", "UPTIME_S", "LAST_EXIT", "MAILBOX", "IN_FLIGHT", "MSG/S"});
   for (const auto& r : rows) {
     const auto& c = *r.child;
-    out += r.name + std::string(static_cast<std::size_t>(width) - r.name.size(), ' ');
-    std::snprintf(line, sizeof line, " %-10s %-10s %8s %9s %10s %9s %8s %9s %10s\n", cell(c["kind"]).c_str(),
-                  cell(c["state"]).c_str(), cell(c["pid"]).c_str(), cell(c["restarts"]).c_str(),
-                  cell(c["uptime_s"]).c_str(), cell(c["last_exit"]).c_str(),
-                  cell(c.value("mailbox_depth", nlohmann::json())).c_str(),
-                  cell(c.value("in_flight", nlohmann::json())).c_str(),
-                  cell(c.value("messages_per_s", nlohmann::json())).c_str());
-    out += line;
+    out += line(width, r.name, cell(c["kind"]), cell(c["state"]), pid_width, r.pid,
+                {cell(c["restarts"]), cell(c["uptime_s"]), cell(c["last_exit"]),
+                 cell(c.value("mailbox_depth", nlohmann::json())), cell(c.value("in_flight", nlohmann::json())),
+                 cell(c.value("messages_per_s", nlohmann::json()))});
   }
   return out;
 }
