@@ -6,7 +6,8 @@
 // handshake and hands its gateway to an authenticated peer: any CAF peer can
 // send the published actor an unconditional exit (exit_reason::kill), so the
 // doorman is respawned when that happens, and strangers never learn the
-// gateway. A frame between gateways is a std::vector<char>: [u16 host length]
+// gateway (and its beater: heartbeats go between beaters, so that a backlog
+// of frames cannot hold them back). A frame between gateways is a std::vector<char>: [u16 host length]
 // [host] [packet], the packet being the bytes a mailbox record holds
 // (runtime.hpp). Packets for another node reach the Node directly in the
 // node's process, or through its outbound mailbox ("@<name>") from the other
@@ -148,17 +149,20 @@ class NodeImpl {
  private:
   friend caf::behavior gateway_actor(caf::event_based_actor* self, NodeImpl* node);
   friend caf::behavior doorman_actor(caf::event_based_actor* self, NodeImpl* node);
+  friend caf::behavior beater_actor(caf::event_based_actor* self, NodeImpl* node);
   // Publishes doorman_ on `on_port` (options.port, then the port it got).
   caf::expected<std::uint16_t> publish_doorman(std::uint16_t on_port);
   struct Peer {
     std::string endpoint;  // its node process' endpoint ("p<pid>")
     std::uint64_t pid = 0;
     caf::actor gateway;
+    caf::actor beater;
     Clock::time_point last_seen;
   };
   struct Handshake {
     std::string name, endpoint, nonce_client, nonce_server;
     std::uint64_t pid = 0;
+    caf::actor beater;
   };
   struct Tracked {
     std::string node;
@@ -166,7 +170,8 @@ class NodeImpl {
     ActorRef target;
   };
 
-  void add_peer(const std::string& peer, std::string endpoint, std::uint64_t peer_pid, caf::actor gateway);
+  void add_peer(const std::string& peer, std::string endpoint, std::uint64_t peer_pid, caf::actor gateway,
+                caf::actor beater);
   std::string peer_of(const caf::actor_addr& addr) const;
   void on_frame(const caf::actor_addr& from, const std::vector<char>& frame);
   void fail(const std::string& origin, std::uint64_t id, const Tracked& tracked, const std::string& why);
@@ -184,13 +189,18 @@ class NodeImpl {
   std::unique_ptr<caf::actor_system> system_;
   caf::actor gateway_;
   caf::actor doorman_;  // replaced by the gateway (under mutex_), read by it and by the destructor
+  // Heartbeats have an actor of their own: a backlog of frames in the
+  // gateway's mailbox (a burst into a full local mailbox) must not hold them
+  // back and make a busy peer look silent.
+  caf::actor beater_;
   std::shared_ptr<Mailbox> outbound_;
   std::thread forwarder_;
   std::atomic<bool> stopping_{false};
 
   mutable std::mutex mutex_;
   std::map<std::string, Peer, std::less<>> peers_;  // authenticated, up
-  std::map<caf::actor_addr, std::string> by_addr_;
+  std::map<caf::actor_addr, std::string> by_addr_;    // peers' gateways
+  std::map<caf::actor_addr, std::string> by_beater_;  // peers' beaters
   // By client gateway and client nonce: one gateway may run several at once
   // (a reconnect under way and a connect() of the user).
   std::map<std::pair<caf::actor_addr, std::string>, Handshake> handshakes_;
@@ -245,8 +255,8 @@ caf::behavior doorman_actor(caf::event_based_actor* self, NodeImpl* node) {
   });
   return {
       [self, node](hello_atom, const std::string& client, const std::string& client_endpoint, std::uint64_t client_pid,
-                   const std::string& nonce_client) -> caf::message {
-        NodeImpl::Handshake hs{client, client_endpoint, nonce_client, random_nonce(), client_pid};
+                   const std::string& nonce_client, const caf::actor& client_beater) -> caf::message {
+        NodeImpl::Handshake hs{client, client_endpoint, nonce_client, random_nonce(), client_pid, client_beater};
         auto mine = proof(node->options.secret, "server", {node->options.name, client, nonce_client, hs.nonce_server});
         auto reply = caf::make_message(challenge_atom::value, node->options.name, node->endpoint_name,
                                        static_cast<std::uint64_t>(node->pid), hs.nonce_server, std::move(mine));
@@ -272,12 +282,51 @@ caf::behavior doorman_actor(caf::event_based_actor* self, NodeImpl* node) {
         if (!ok) {
           get_logger()->warn("mpx nodes: {} refused node '{}': it did not prove the shared secret",
                              node->options.name, hs ? hs->name : std::string("?"));
-          return caf::make_message(auth_atom::value, false, caf::actor{});
+          return caf::make_message(auth_atom::value, false, caf::actor{}, caf::actor{});
         }
         auto client_gateway = caf::actor_cast<caf::actor>(self->current_sender());
-        node->add_peer(hs->name, hs->endpoint, hs->pid, client_gateway);
+        node->add_peer(hs->name, hs->endpoint, hs->pid, client_gateway, hs->beater);
         self->send(node->gateway_, watch_atom::value, client_gateway);
-        return caf::make_message(auth_atom::value, true, node->gateway_);
+        return caf::make_message(auth_atom::value, true, node->gateway_, node->beater_);
+      },
+  };
+}
+
+// Heartbeats: every heartbeat_interval, a beat to each peer's beater, and a
+// peer silent for heartbeat_timeout (nothing from its beater, no frame) is down.
+caf::behavior beater_actor(caf::event_based_actor* self, NodeImpl* node) {
+  self->set_default_handler(caf::drop);  // never CAF's print to stdout
+  self->set_exit_handler([self, node](caf::exit_msg& msg) {
+    if (node->stopping_.load()) self->quit(msg.reason);
+  });
+  self->delayed_send(self, node->options.heartbeat_interval, tick_atom::value);
+  return {
+      [self, node](beat_atom) {
+        std::lock_guard lock(node->mutex_);
+        auto it = node->by_beater_.find(sender_of(self));
+        if (it == node->by_beater_.end()) return;
+        auto peer = node->peers_.find(it->second);
+        if (peer != node->peers_.end()) peer->second.last_seen = Clock::now();
+      },
+      [self, node](tick_atom) {
+        if (sender_of(self) != self->address()) return;  // only our own timer
+        const auto now = Clock::now();
+        std::vector<caf::actor> alive;
+        std::vector<std::string> silent;
+        {
+          std::lock_guard lock(node->mutex_);
+          for (auto& [name, peer] : node->peers_) {
+            if (now - peer.last_seen > node->options.heartbeat_timeout) {
+              silent.push_back(name);
+            } else {
+              alive.push_back(peer.beater);
+            }
+          }
+        }
+        for (auto& beater : alive) self->send(beater, beat_atom::value);
+        for (auto& name : silent)
+          node->node_down(name, "no heartbeat for " + std::to_string(node->options.heartbeat_timeout.count()) + " ms");
+        self->delayed_send(self, node->options.heartbeat_interval, tick_atom::value);
       },
   };
 }
@@ -307,7 +356,6 @@ caf::behavior gateway_actor(caf::event_based_actor* self, NodeImpl* node) {
     if (!peer.empty()) node->node_down(peer, "its connection closed");
   });
   self->monitor(node->doorman_);
-  self->delayed_send(self, node->options.heartbeat_interval, tick_atom::value);
   return {
       [self, node](const std::vector<char>& frame) { node->on_frame(sender_of(self), frame); },
       [self, node](watch_atom, const caf::actor& peer) {
@@ -320,7 +368,7 @@ caf::behavior gateway_actor(caf::event_based_actor* self, NodeImpl* node) {
         const std::string nonce_client = random_nonce();
         const auto timeout = node->options.connect_timeout;
         self->request(remote, timeout, hello_atom::value, node->options.name, node->endpoint_name,
-                      static_cast<std::uint64_t>(node->pid), nonce_client)
+                      static_cast<std::uint64_t>(node->pid), nonce_client, node->beater_)
             .then(
                 [self, node, rp, remote, nonce_client, timeout](challenge_atom, const std::string& server,
                                                                 const std::string& server_endpoint,
@@ -338,47 +386,21 @@ caf::behavior gateway_actor(caf::event_based_actor* self, NodeImpl* node) {
                   auto mine = proof(node->options.secret, "client", {node->options.name, server, nonce_server, nonce_client});
                   self->request(remote, timeout, auth_atom::value, std::move(mine), nonce_client)
                       .then(
-                          [self, node, rp, server, server_endpoint, server_pid](auth_atom, bool ok,
-                                                                                const caf::actor& server_gateway) mutable {
+                          [self, node, rp, server, server_endpoint, server_pid](
+                              auth_atom, bool ok, const caf::actor& server_gateway,
+                              const caf::actor& server_beater) mutable {
                             if (!ok || !server_gateway) {
                               rp.deliver(connect_atom::value, false,
                                          std::string("node '" + server + "' refused us (wrong secret?)"));
                               return;
                             }
                             self->monitor(server_gateway);
-                            node->add_peer(server, server_endpoint, server_pid, server_gateway);
+                            node->add_peer(server, server_endpoint, server_pid, server_gateway, server_beater);
                             rp.deliver(connect_atom::value, true, server);
                           },
                           [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
                 },
                 [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
-      },
-      [self, node](beat_atom) {
-        std::lock_guard lock(node->mutex_);
-        auto it = node->by_addr_.find(sender_of(self));
-        if (it == node->by_addr_.end()) return;
-        auto peer = node->peers_.find(it->second);
-        if (peer != node->peers_.end()) peer->second.last_seen = Clock::now();
-      },
-      [self, node](tick_atom) {
-        if (sender_of(self) != self->address()) return;  // only our own timer
-        const auto now = Clock::now();
-        std::vector<caf::actor> alive;
-        std::vector<std::string> silent;
-        {
-          std::lock_guard lock(node->mutex_);
-          for (auto& [name, peer] : node->peers_) {
-            if (now - peer.last_seen > node->options.heartbeat_timeout) {
-              silent.push_back(name);
-            } else {
-              alive.push_back(peer.gateway);
-            }
-          }
-        }
-        for (auto& gateway : alive) self->send(gateway, beat_atom::value);
-        for (auto& name : silent)
-          node->node_down(name, "no heartbeat for " + std::to_string(node->options.heartbeat_timeout.count()) + " ms");
-        self->delayed_send(self, node->options.heartbeat_interval, tick_atom::value);
       },
       [self, node](bye_atom) {
         std::string peer = node->peer_of(sender_of(self));
@@ -443,6 +465,7 @@ NodeImpl::NodeImpl(NodeOptions opts) : options(std::move(opts)) {
   }
   system_ = std::make_unique<caf::actor_system>(*config_);
   doorman_ = system_->spawn(doorman_actor, this);
+  beater_ = system_->spawn(beater_actor, this);  // before the gateway: the handshakes hand it out
   gateway_ = system_->spawn(gateway_actor, this);
   auto published = publish_doorman(options.port);
   if (!published) {
@@ -450,7 +473,9 @@ NodeImpl::NodeImpl(NodeOptions opts) : options(std::move(opts)) {
     stopping_.store(true);
     caf::anon_send_exit(gateway_, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(doorman_, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(beater_, caf::exit_reason::user_shutdown);
     gateway_ = nullptr;
+    beater_ = nullptr;
     doorman_ = nullptr;
     system_.reset();
     outbound_->retire();
@@ -499,15 +524,18 @@ NodeImpl::~NodeImpl() {
   }
   gateways.clear();
   caf::anon_send_exit(gateway_, caf::exit_reason::user_shutdown);
+  caf::anon_send_exit(beater_, caf::exit_reason::user_shutdown);
   {
     std::lock_guard lock(mutex_);
     caf::anon_send_exit(doorman_, caf::exit_reason::user_shutdown);
     peers_.clear();  // no actor handle may outlive the system
     by_addr_.clear();
+    by_beater_.clear();
     handshakes_.clear();
   }
   gateway_ = nullptr;
   doorman_ = nullptr;
+  beater_ = nullptr;
   system_.reset();
   outbound_->retire();
   outbound_->unlink();
@@ -528,7 +556,8 @@ caf::expected<std::uint16_t> NodeImpl::publish_doorman(std::uint16_t on_port) {
              : system_->middleman().publish(doorman_, on_port, options.address.c_str(), true);
 }
 
-void NodeImpl::add_peer(const std::string& peer, std::string endpoint, std::uint64_t peer_pid, caf::actor gateway) {
+void NodeImpl::add_peer(const std::string& peer, std::string endpoint, std::uint64_t peer_pid, caf::actor gateway,
+                        caf::actor beater) {
   std::string replaced;
   {
     std::lock_guard lock(mutex_);
@@ -539,7 +568,8 @@ void NodeImpl::add_peer(const std::string& peer, std::string endpoint, std::uint
   {
     std::lock_guard lock(mutex_);
     by_addr_[gateway.address()] = peer;
-    peers_[peer] = Peer{std::move(endpoint), peer_pid, std::move(gateway), Clock::now()};
+    if (beater) by_beater_[beater.address()] = peer;
+    peers_[peer] = Peer{std::move(endpoint), peer_pid, std::move(gateway), std::move(beater), Clock::now()};
     redial_.erase(peer);  // back, whoever connected
   }
   get_logger()->info("mpx nodes: {} connected to node '{}'", options.name, peer);
@@ -577,6 +607,7 @@ void NodeImpl::node_down(const std::string& peer, const std::string& why) {
     auto it = peers_.find(peer);
     if (it == peers_.end()) return;
     by_addr_.erase(it->second.gateway.address());
+    if (it->second.beater) by_beater_.erase(it->second.beater.address());
     peers_.erase(it);
     if (auto d = dialed_.find(peer); d != dialed_.end() && options.reconnect_interval.count() > 0 && !stopping_.load()) {
       redial_[peer] = Redial{d->second, Clock::now() + options.reconnect_interval, options.reconnect_interval};

@@ -48,6 +48,14 @@ struct Hang {
   template <class A>
   void serialize(A&) {}
 };
+// Handled by sleeping `ms` (a slow consumer), then counted.
+struct Nap {
+  int ms = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(ms);
+  }
+};
 struct Blob {
   std::vector<char> data;
   template <class A>
@@ -76,6 +84,10 @@ ma::Behavior echo(ma::Context& self) {
         return p.n + 1;
       },
       [count](const Count&) { return *count; },
+      [count](const Nap& n) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(n.ms));
+        ++*count;
+      },
       [count](const Blob& b) {
         ++*count;
         return static_cast<int>(b.data.size());
@@ -922,4 +934,38 @@ TEST(Node, MonitorAndRequestAcrossNodesFailFastWhenTheRemoteHostIsSigkilled) {
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_THROW((void)x.request<int>(Ping{2}).get(10s), ma::ActorDown);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+}
+
+// A burst of one-way messages into a small mailbox on b, whose actor is slow,
+// keeps b's gateway busy for seconds (each frame waits for room). Heartbeats
+// have an actor of their own, so they still flow both ways and neither node
+// takes the other for silent (before: b's heartbeats queued behind the frames
+// and a declared b down after the timeout, then b's other traffic was lost).
+TEST(Node, HeartbeatsFlowWhileTheGatewayIsBackloggedByABurst) {
+  PortPipe port;
+  Signal stop;
+  const auto options_b = options_for("b10").with_heartbeat(100ms, 600ms);
+  const std::string host = unique("hb10");
+  Child b([&]() -> int {
+    ma::Node node(options_b);
+    ma::spawn("echo", "echo");
+    ma::Host slow(host, ma::HostOptions().with_mailbox(ma::MailboxOptions().with_capacity(8).with_in_flight(1)));
+    slow.spawn("echo", "sleepy");
+    port.send(node.port());
+    (void)stop.wait(120s);
+    return 0;
+  });
+  const std::uint16_t b_port = port.wait();
+  ASSERT_NE(b_port, 0);
+  ma::Node a(options_for("a10").with_heartbeat(100ms, 600ms));
+  const std::string peer = a.connect("127.0.0.1", b_port, 10s);
+  auto m = ma::monitor(a.actor(peer, "echo"));
+  ma::ActorRef sleepy = a.actor(peer, host, "sleepy");
+  for (int i = 0; i < 60; ++i) sleepy.send(Nap{50});  // about 3 s of work behind a mailbox of 8
+  auto down = m.wait(2500ms);
+  EXPECT_FALSE(down) << "b was taken for silent: " << down->reason;
+  EXPECT_TRUE(a.is_connected(peer));
+  EXPECT_EQ(sleepy.request<int>(Count{}).get(20s), 60);  // and nothing of the burst was lost
+  stop.notify();
+  EXPECT_EQ(b.join(20s), 0);
 }
