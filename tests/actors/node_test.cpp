@@ -19,6 +19,7 @@
 
 #include "child_process.hpp"
 #include "mpx/actors.hpp"
+#include "mpx/context.hpp"
 #include "mpx/detail/shm_tracker.hpp"
 #include "mpx/shared_memory.hpp"
 #include "netns.hpp"
@@ -968,4 +969,36 @@ TEST(Node, HeartbeatsFlowWhileTheGatewayIsBackloggedByABurst) {
   EXPECT_EQ(sleepy.request<int>(Count{}).get(20s), 60);  // and nothing of the burst was lost
   stop.notify();
   EXPECT_EQ(b.join(20s), 0);
+}
+
+// A nested supervisor (its own process of a's tree, forked, and under
+// forkserver: its spec travels with the host's node) supervises a host on
+// node b: requests and monitors from that process reach b through a's node.
+TEST(NodeSupervisor, NestedSupervisorInItsOwnProcessRunsAHostOnAnotherNode) {
+  RemoteNode b(options_for("sb6"));
+  ma::Node a(options_for("sa6"));
+  const std::string peer = a.connect("127.0.0.1", b.port, 10s);
+  for (auto method : {mpx::StartMethod::fork, mpx::StartMethod::forkserver}) {
+    const std::string id = unique(method == mpx::StartMethod::fork ? "rh6f" : "rh6s");
+    ma::Supervisor sup(
+        "rsup6", ma::SupervisorOptions(),
+        {ma::ChildSpec::supervisor(
+             "inner6", ma::SupervisorOptions(),
+             {ma::ChildSpec::host(id, ma::HostOptions(), {ma::ActorSpec::make("echo", "e")}).with_node(peer)})
+             .with_start_method(method)});
+    // The inner supervisor starts the host there on its own: ask until it answers.
+    ma::ActorRef e(peer, id, "e", 0, 0);
+    int answer = 0;
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (answer == 0 && std::chrono::steady_clock::now() < until) {
+      try {
+        answer = e.request<int>(Ping{41}).get(5s);
+      } catch (const ma::ActorDown&) {
+        std::this_thread::sleep_for(20ms);  // not started yet there
+      }
+    }
+    EXPECT_EQ(answer, 42) << mpx::to_string(method);
+    sup.stop();  // the inner supervisor stops and releases its host on b
+    EXPECT_THROW((void)e.request<int>(Ping{1}).get(10s), ma::ActorDown) << mpx::to_string(method);
+  }
 }
