@@ -21,8 +21,11 @@ namespace mpx::detail::pool {
 
 namespace {
 
-// Results wait at most this long for company before they are sent.
+// Results wait at most this long for company before they are sent; the
+// result of a task that took send_now_after or more goes at once (one send
+// per such task costs little, and the pool needs it to hand out the next).
 constexpr auto flush_interval = std::chrono::microseconds(500);
+constexpr auto send_now_after = std::chrono::microseconds(50);
 constexpr std::size_t flush_bytes = 256 * 1024;
 
 void send_all(int fd, Bytes& out) {
@@ -102,7 +105,8 @@ void mpx_pool_worker_main(WorkerConfig config) {
       const std::uint64_t id = get_u64(frame->body, 0);
       const auto invoker = reinterpret_cast<TaskInvoker>(get_u64(frame->body, 8));
       const std::uint64_t target = get_u64(frame->body, 16);
-      if (out.empty()) first_unsent = std::chrono::steady_clock::now();
+      const auto started = std::chrono::steady_clock::now();
+      if (out.empty()) first_unsent = started;
       try {
         invoker(target, frame->body.subspan(24), result);
         append_frame(out, FrameKind::result, {id}, result);
@@ -115,8 +119,9 @@ void mpx_pool_worker_main(WorkerConfig config) {
         return;  // retired; the pool starts a fresh worker
       }
       if (!in.has_complete_frame() && !receive(socket.get(), in, false)) break;
-      if (!in.has_complete_frame() || out.size() >= flush_bytes ||
-          std::chrono::steady_clock::now() - first_unsent >= flush_interval) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!in.has_complete_frame() || out.size() >= flush_bytes || now - first_unsent >= flush_interval ||
+          now - started >= send_now_after) {
         send_all(socket.get(), out);
       }
     }

@@ -13,13 +13,16 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <list>
 #include <map>
 #include <mutex>
 #include <ranges>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "mpx/pool.hpp"
@@ -88,6 +91,43 @@ struct Point {
 };
 Point mirror(const Point& p) { return {p.y, p.x}; }
 
+// Creates `marker` when it runs item 0 (so the caller can see that a chunk ran).
+struct Marked {
+  int index = 0;
+  std::string marker;
+  std::string padding;
+  template <class A>
+  void serialize(A& ar) {
+    ar(index, marker, padding);
+  }
+};
+int touch_marker_at_zero(const Marked& m) {
+  if (m.index == 0) ::close(::open(m.marker.c_str(), O_CREAT | O_WRONLY, 0600));
+  return m.index;
+}
+
+// Bytes of encoding `count` items from `it` as a map chunk.
+template <class Item, class It>
+mpx::Bytes chunk_bytes(It it, std::size_t count) {
+  mpx::Bytes out;
+  mpx::detail::pool::encode_items<Item>(out, it, count);
+  return out;
+}
+
+int nap_ms(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return ms;
+}
+// Returns once `marker` exists (at most 20 s: a test must not hang).
+int wait_for_marker(const std::string& marker) {
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (::access(marker.c_str(), F_OK) != 0) {
+    if (std::chrono::steady_clock::now() >= deadline) return -1;
+    std::this_thread::sleep_for(1ms);
+  }
+  return 1;
+}
+
 int g_initialized = 0;  // set by the initializer, in the workers only
 void initialize(int value) { g_initialized = value; }
 int read_initialized(int) { return g_initialized; }
@@ -136,6 +176,76 @@ TEST(Pool, MapReturnsResultsInInputOrder) {
   EXPECT_TRUE(pool.map(square, std::vector<int>{}).empty());
 }
 
+TEST(Pool, AChunkIsEncodedAsTheVectorOfItsItemsTheWorkerDecodes) {
+  const std::vector<int> ints{1, -2, 3, 40000};
+  EXPECT_EQ(chunk_bytes<int>(ints.begin(), 4), mpx::encode(ints));
+  const auto iota = std::views::iota(7, 11);
+  EXPECT_EQ(chunk_bytes<int>(iota.begin(), 4), mpx::encode(std::vector<int>{7, 8, 9, 10}));
+  EXPECT_EQ(chunk_bytes<int>(ints.begin() + 1, 2), mpx::encode(std::vector<int>{-2, 3}));
+  EXPECT_EQ(chunk_bytes<int>(ints.begin(), 0), mpx::encode(std::vector<int>{}));
+  const std::vector<std::string> strings{"a", "", std::string(1000, 'z')};
+  EXPECT_EQ(chunk_bytes<std::string>(strings.begin(), 3), mpx::encode(strings));
+  const std::vector<bool> bools{true, false, true};
+  EXPECT_EQ(chunk_bytes<bool>(bools.begin(), 3), mpx::encode(bools));
+  const std::vector<Point> points{{1, 2}, {3, 4}};
+  EXPECT_EQ(chunk_bytes<Point>(points.begin(), 2), mpx::encode(points));
+  const std::vector<std::tuple<int, std::string>> pairs{{1, "x"}, {2, "yy"}};
+  using Pair = std::tuple<int, std::string>;
+  EXPECT_EQ(chunk_bytes<Pair>(pairs.begin(), 2), mpx::encode(pairs));
+  // An iterator whose items are converted to the range's value type on the way.
+  auto doubled = std::views::iota(0, 3) | std::views::transform([](int i) { return static_cast<long>(2 * i); });
+  EXPECT_EQ(chunk_bytes<long>(doubled.begin(), 3), mpx::encode(std::vector<long>{0, 2, 4}));
+}
+
+TEST(Pool, MapTakesAnyInputRange) {
+  mpx::Pool pool(2);
+  // Sized and forward, not contiguous: read in place.
+  EXPECT_EQ(pool.map(square, std::views::iota(0, 5)), (std::vector<int>{0, 1, 4, 9, 16}));
+  const std::list<int> list{3, 1, 2};
+  EXPECT_EQ(pool.map(square, list, 2), (std::vector<int>{9, 1, 4}));
+  // Not sized (a filter), and input only (a stream): taken first.
+  auto odd = std::views::iota(0, 10) | std::views::filter([](int i) { return i % 2 == 1; });
+  EXPECT_EQ(pool.map(square, odd), (std::vector<int>{1, 9, 25, 49, 81}));
+  std::istringstream text("4 5 6");
+  EXPECT_EQ(pool.map(square, std::views::istream<int>(text)), (std::vector<int>{16, 25, 36}));
+  EXPECT_EQ(pool.starmap(add, std::vector<std::tuple<int, int>>{{1, 2}, {3, 4}}), (std::vector<int>{3, 7}));
+}
+
+TEST(Pool, MapAsyncHasReadItsInputWhenItReturns) {
+  mpx::Pool pool(2);
+  auto items = std::make_unique<std::vector<std::string>>(100, std::string(100, 'q'));
+  mpx::MapOptions options;
+  options.chunksize = 7;
+  auto lengths = pool.map_async([](const std::string& s) { return s.size(); }, *items, options);
+  items.reset();  // the caller's input is gone before the chunks have run
+  const auto got = lengths.get(30s);
+  ASSERT_EQ(got.size(), 100u);
+  for (const auto length : got) EXPECT_EQ(length, 100u);
+}
+
+TEST(Pool, MapHandsChunksToTheWorkersWhileItEncodesTheRest) {
+  // A large map should not leave the workers idle until its last chunk is
+  // encoded: reading the last item waits (timed) until item 0 has run.
+  mpx::Pool pool(2);
+  const std::string marker = temp_marker();
+  RemoveFile cleanup{marker};
+  constexpr int n = 4;
+  std::atomic<bool> ran_first = false;
+  auto items = std::views::iota(0, n) | std::views::transform([&](int i) {
+                 if (i == n - 1) {
+                   const auto deadline = std::chrono::steady_clock::now() + 10s;
+                   while (::access(marker.c_str(), F_OK) != 0 && std::chrono::steady_clock::now() < deadline)
+                     std::this_thread::sleep_for(1ms);
+                   ran_first = ::access(marker.c_str(), F_OK) == 0;
+                 }
+                 // 1 MiB per item: each chunk is worth a submission of its own.
+                 return Marked{i, marker, std::string(1 << 20, 'p')};
+               });
+  const auto got = pool.map(touch_marker_at_zero, items, 1);
+  EXPECT_EQ(got, (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_TRUE(ran_first) << "item 0 did not run before the last item was read";
+}
+
 TEST(Pool, DefaultChunksizeIsPythons) {
   // Python: chunksize, extra = divmod(len, 4 * processes); chunksize += bool(extra)
   EXPECT_EQ(mpx::detail::pool::default_chunksize(10, 2), 2u);
@@ -174,6 +284,42 @@ TEST(Pool, ApplyAsyncRunsInParallelAndResultsAreReusable) {
   EXPECT_EQ(r.get(), 81);  // a result can be read again
   EXPECT_TRUE(r.ready());
   EXPECT_TRUE(r.successful());
+}
+
+TEST(Pool, ATaskNeverWaitsBehindALongOneWhileAnotherWorkerIsFree) {
+  // Both workers learn that their tasks are long (20 ms, over the 5 ms up
+  // to which a worker is handed its next task ahead); then one blocks, and
+  // every later task must run on the other one.
+  mpx::Pool pool(2);
+  const std::string marker = temp_marker();
+  RemoveFile cleanup{marker};
+  ASSERT_EQ(pool.map(nap_ms, std::vector<int>{20, 20, 20, 20}, 1), (std::vector<int>{20, 20, 20, 20}));
+  auto blocked = pool.apply_async(wait_for_marker, marker);
+  std::vector<mpx::AsyncResult<int>> later;
+  for (int i = 0; i < 6; ++i) later.push_back(pool.apply_async(nap_ms, 20));
+  for (auto& r : later) EXPECT_EQ(r.get(10s), 20);  // none is stuck behind the blocked task
+  EXPECT_FALSE(blocked.ready());
+  ::close(::open(marker.c_str(), O_CREAT | O_WRONLY, 0600));
+  EXPECT_EQ(blocked.get(30s), 1);
+}
+
+TEST(Pool, ShortTasksStreamAndAKilledWorkersQueuedTasksGoToTheOthers) {
+  // 1 ms tasks: each worker holds its next task ahead. Killing one mid-way
+  // loses nothing: the task it ran is retried, the one it held runs elsewhere.
+  mpx::Pool pool(mpx::PoolOptions().with_processes(2).with_retries(1));
+  const std::string marker = temp_marker();
+  RemoveFile cleanup{marker};
+  std::vector<Job> jobs;
+  for (int i = 0; i < 200; ++i) jobs.push_back(Job{i, 150, marker});
+  auto slow_square = [](const Job& job) {
+    std::this_thread::sleep_for(1ms);
+    return square_or_die_once(job);
+  };
+  const auto got = pool.map(slow_square, jobs, 1);
+  ASSERT_EQ(got.size(), 200u);
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(got[i], i * i);
+  EXPECT_EQ(pool.stats().tasks_retried, 1u);
+  EXPECT_EQ(pool.stats().workers_lost, 1u);
 }
 
 TEST(Pool, ImapYieldsInOrderAndImapUnorderedYieldsEverything) {

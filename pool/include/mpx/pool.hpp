@@ -307,26 +307,49 @@ class Pool {
   AsyncResult<std::vector<R>> submit_map(F fn, Items&& input, MapOptions options, Callbacks<std::vector<R>> callbacks) {
     detail::pool::check_target<F>();
     using Item = std::remove_cvref_t<std::ranges::range_value_t<Items>>;
-    // map takes its whole input first, as Python does (it needs the length for the chunksize).
-    std::vector<Item> items;
-    if constexpr (std::ranges::sized_range<Items>) items.reserve(std::ranges::size(input));
-    for (auto&& item : input) items.emplace_back(std::forward<decltype(item)>(item));
+    if constexpr (std::ranges::forward_range<Items> && std::ranges::sized_range<Items>) {
+      // Its length is known: the chunks are encoded straight from it.
+      return map_chunks<Spread, F, Item>(fn, input, std::move(options), std::move(callbacks));
+    } else {
+      // map takes the whole input first, as Python does (it needs the length for the chunksize).
+      std::vector<Item> items;
+      for (auto&& item : input) items.emplace_back(std::forward<decltype(item)>(item));
+      return map_chunks<Spread, F, Item>(fn, items, std::move(options), std::move(callbacks));
+    }
+  }
+
+  // Encodes every chunk of `range` before it returns (the caller's range may
+  // go away then), handing them to the pool as they are ready: the workers
+  // start on the first chunks while the later ones are encoded.
+  template <bool Spread, class F, class Item, class Range, class R>
+  AsyncResult<std::vector<R>> map_chunks(F fn, Range& range, const MapOptions& options,
+                                         Callbacks<std::vector<R>> callbacks) {
+    constexpr std::size_t batch_bytes = 64 * 1024;  // one submit (a lock, maybe a wake-up) per this much
+    const auto total = static_cast<std::size_t>(std::ranges::size(range));
     const std::size_t chunksize =
-        options.chunksize ? options.chunksize : detail::pool::default_chunksize(items.size(), processes());
+        options.chunksize ? options.chunksize : detail::pool::default_chunksize(total, processes());
     std::vector<std::size_t> offsets;
-    for (std::size_t offset = 0; offset < items.size(); offset += chunksize) offsets.push_back(offset);
+    for (std::size_t offset = 0; offset < total; offset += chunksize) offsets.push_back(offset);
     auto state = std::make_shared<detail::pool::ResultState<std::vector<R>>>();
     auto sink = std::make_shared<detail::pool::MapSink<R>>(
-        state, std::move(callbacks), offsets, items.size(),
-        detail::pool::ProgressTracker(options.progress, options.on_progress, items.size()));
-    std::vector<detail::pool::TaskSpec> tasks;
-    tasks.reserve(offsets.size());
+        state, std::move(callbacks), offsets, total,
+        detail::pool::ProgressTracker(options.progress, options.on_progress, total));
+    std::vector<detail::pool::TaskSpec> batch;
+    std::size_t batched = 0;
+    auto it = std::ranges::begin(range);
     for (std::size_t chunk = 0; chunk < offsets.size(); ++chunk) {
-      const auto first = items.begin() + static_cast<std::ptrdiff_t>(offsets[chunk]);
-      const auto last = items.begin() + static_cast<std::ptrdiff_t>(std::min(offsets[chunk] + chunksize, items.size()));
-      tasks.push_back(chunk_task<Spread, F, Item>(fn, sink, chunk, encode(std::vector<Item>(first, last)), options));
+      Bytes arguments;
+      detail::pool::encode_items<Item>(arguments, it, std::min(chunksize, total - offsets[chunk]));
+      batched += arguments.size();
+      batch.push_back(chunk_task<Spread, F, Item>(fn, sink, chunk, std::move(arguments), options));
+      // A PoolError here (closed, terminated or broken meanwhile) leaves the
+      // chunks already queued to run for nobody; the call throws, as before any.
+      if (batched >= batch_bytes || chunk + 1 == offsets.size()) {
+        detail::pool::submit(*core_, std::move(batch));
+        batch.clear();
+        batched = 0;
+      }
     }
-    if (!tasks.empty()) detail::pool::submit(*core_, std::move(tasks));
     return AsyncResult<std::vector<R>>(std::move(state));
   }
 

@@ -121,7 +121,7 @@ class MapSink final : public TaskSink {
   MapSink(std::shared_ptr<ResultState<std::vector<R>>> state, Callbacks<std::vector<R>> callbacks,
           std::vector<std::size_t> chunk_offsets, std::size_t total, ProgressTracker progress)
       : state_(std::move(state)), callbacks_(std::move(callbacks)), offsets_(std::move(chunk_offsets)),
-        items_(total), remaining_chunks_(offsets_.size()), progress_(std::move(progress)) {
+        total_(total), remaining_chunks_(offsets_.size()), progress_(std::move(progress)) {
     if (remaining_chunks_ == 0) complete();
   }
 
@@ -131,6 +131,9 @@ class MapSink final : public TaskSink {
     if (count != chunk_size(chunk))
       throw DecodeError(DecodeError::Kind::malformed_payload, "mpx::Pool: a chunk result has the wrong length");
     const std::size_t at = offsets_[chunk];
+    // Allocated here, on the pool's thread, while the caller may still be
+    // encoding chunks: the caller's map_async returns sooner.
+    if (items_.size() != total_) items_.resize(total_);
     if (outcome.errors.empty()) {  // the common case: each value moved straight to its place
       for (std::size_t i = 0; i < count; ++i) store(at + i, std::move(outcome.values[i]));
       progress_.add(count, 0);
@@ -170,7 +173,7 @@ class MapSink final : public TaskSink {
       items_[position].emplace(std::move(value));
   }
   [[nodiscard]] std::size_t chunk_size(std::size_t chunk) const {
-    return (chunk + 1 < offsets_.size() ? offsets_[chunk + 1] : items_.size()) - offsets_[chunk];
+    return (chunk + 1 < offsets_.size() ? offsets_[chunk + 1] : total_) - offsets_[chunk];
   }
   void note_error(std::size_t position, std::exception_ptr error) {
     if (!first_error_ || position < first_error_position_) {
@@ -208,7 +211,8 @@ class MapSink final : public TaskSink {
   std::shared_ptr<ResultState<std::vector<R>>> state_;
   Callbacks<std::vector<R>> callbacks_;
   std::vector<std::size_t> offsets_;
-  std::vector<std::conditional_t<kDirect, R, std::optional<R>>> items_;
+  std::size_t total_;
+  std::vector<std::conditional_t<kDirect, R, std::optional<R>>> items_;  // total_ of them once a chunk is in
   std::size_t remaining_chunks_;
   ProgressTracker progress_;
   std::exception_ptr first_error_;

@@ -11,12 +11,15 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -140,6 +143,58 @@ void invoke_chunk(std::uintptr_t target, std::span<const std::byte> arguments, B
     }
   }
   encode_into(result, outcome);
+}
+
+// Encodes the `count` items from `it` on (advancing it) into `out`, in
+// exactly the bytes encode(std::vector<Item>{...}) writes, which the worker's
+// invoke_chunk decodes: a chunk goes from the caller's range to the wire
+// without a std::vector copy in between.
+template <class Item, std::input_iterator It>
+void encode_items(Bytes& out, It& it, std::size_t count) {
+  using Vector = std::vector<Item>;
+  constexpr std::string_view name = type_name<Vector>();
+  out.clear();
+  out.resize(envelope_header_size);  // sealed below
+  const std::uint64_t size_tag = count;
+  if constexpr (mpx::detail::is_bitwise_loadable_v<Item>) {
+    // The direct encoding: 8-byte count, then the elements' bytes.
+    if (count > (max_payload_size - 8) / sizeof(Item))
+      mpx::detail::throw_payload_too_large(8 + count * sizeof(Item), name);
+    out.resize(envelope_header_size + 8 + count * sizeof(Item));
+    std::byte* at = out.data() + envelope_header_size;
+    std::memcpy(at, &size_tag, 8);
+    at += 8;
+    if constexpr (std::contiguous_iterator<It> && std::is_same_v<std::iter_value_t<It>, Item>) {
+      if (count != 0) std::memcpy(at, std::to_address(it), count * sizeof(Item));
+      it += static_cast<std::iter_difference_t<It>>(count);
+    } else {
+      for (std::size_t i = 0; i < count; ++i, ++it, at += sizeof(Item)) {
+        const Item item(*it);
+        std::memcpy(at, &item, sizeof(Item));
+      }
+    }
+  } else {
+    out.reserve(envelope_header_size + 8 + count * 16);
+    mpx::detail::BytesOutputArchive ar(out, name);
+    try {
+      ar.enter();  // the vector's own level, as when a std::vector is encoded
+      ar(cereal::make_size_tag(static_cast<cereal::size_type>(size_tag)));
+      for (std::size_t i = 0; i < count; ++i, ++it) {
+        if constexpr (std::is_same_v<std::remove_cvref_t<std::iter_reference_t<It>>, Item>) {
+          ar(*it);
+        } else {
+          const Item item(*it);
+          ar(item);
+        }
+      }
+      ar.leave();
+    } catch (const cereal::Exception& e) {
+      throw EncodeError("mpx::encode<" + std::string(name) + ">: cereal: " + e.what());
+    }
+  }
+  const std::size_t payload = out.size() - envelope_header_size;
+  if (payload > max_payload_size) mpx::detail::throw_payload_too_large(payload, name);
+  mpx::detail::seal_envelope(out.data(), static_cast<std::uint32_t>(payload), type_tag<Vector>(), 0);
 }
 
 template <class I, class... A>
