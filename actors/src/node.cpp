@@ -900,7 +900,10 @@ void NodeImpl::run_redialer() {
       continue;
     }
     if (next->second.due > Clock::now()) {
-      redial_cv_.wait_until(lock, next->second.due);
+      // A copy: the entry may be erased while we wait (the peer came back), and
+      // wait_until reads its deadline again after waking (ASan found it).
+      const Clock::time_point due = next->second.due;
+      redial_cv_.wait_until(lock, due);
       continue;
     }
     const std::string peer = next->first;

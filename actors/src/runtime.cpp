@@ -222,7 +222,14 @@ void localize_node(std::string& node) noexcept {
 }
 
 void set_local_node(const std::string& name, std::size_t max_message_size) {
-  g_local_node.store(new std::string(name), std::memory_order_release);
+  // Every name stays allocated (a reader may still hold an older one) and
+  // reachable from here, so that LeakSanitizer does not report it.
+  static std::mutex kept_mutex;
+  static auto* kept = new std::vector<std::unique_ptr<const std::string>>;
+  auto owned = std::make_unique<const std::string>(name);
+  std::lock_guard lock(kept_mutex);
+  g_local_node.store(owned.get(), std::memory_order_release);
+  kept->push_back(std::move(owned));
   g_node_max_message.store(max_message_size, std::memory_order_release);
 }
 
