@@ -805,8 +805,12 @@ TEST(NodeSupervisor, HostOnAnotherNodeRestartsKeepsItsMailboxAndReportsTheSignal
   while (std::chrono::steady_clock::now() < until &&
          !(sup.which_children()[0].state == "running" && sup.which_children()[0].restarts == 1))
     std::this_thread::sleep_for(10ms);  // polling a state that changes on its own
-  // The restarted process handled exactly those (a fresh echo counts from 0).
-  EXPECT_EQ(e.request<int>(Count{}).get(20s), 100);
+  // The restarted process handled those (a fresh echo counts from 0), and at
+  // most one more: the record in hand at the kill (Ping{1}, answered but not
+  // yet completed) is redelivered, as docs/actors.md defines.
+  const int handled = e.request<int>(Count{}).get(20s);
+  EXPECT_GE(handled, 100);
+  EXPECT_LE(handled, 101);
   children = sup.which_children();
   EXPECT_EQ(children[0].restarts, 1u);
   EXPECT_NE(children[0].pid, first);
