@@ -167,6 +167,24 @@ std::vector<std::string> cells_of(const std::string& line) {
   return cells;
 }
 
+// A one_for_one supervisor's snapshot as this process would publish it.
+ma::SupervisorSnapshot snapshot_named(const std::string& name) {
+  ma::SupervisorSnapshot snap;
+  snap.name = name;
+  snap.pid = ::getpid();
+  snap.strategy = "one_for_one";
+  return snap;
+}
+
+ma::ChildSnapshot running_host(std::string id, pid_t pid) {
+  ma::ChildSnapshot child;
+  child.id = std::move(id);
+  child.kind = "host";
+  child.state = "running";
+  child.pid = pid;
+  return child;
+}
+
 }  // namespace
 
 // A host child on another node: its row shows the pid there with the node's
@@ -176,24 +194,13 @@ std::vector<std::string> cells_of(const std::string& line) {
 // snapshot JSON, as a supervisor with such a child publishes it.
 TEST(MpxTop, OnceShowsAHostOnAnotherNodeAsPidAtNode) {
   const std::string name = "top-remote-" + std::to_string(::getpid());
-  ma::SupervisorSnapshot snap;
-  snap.name = name;
-  snap.pid = ::getpid();
-  snap.strategy = "one_for_one";
-  ma::ChildSnapshot remote;
-  remote.id = "worker-1";
-  remote.kind = "host";
-  remote.state = "running";
-  remote.pid = 4242;
+  auto snap = snapshot_named(name);
+  auto remote = running_host("worker-1", 4242);
   remote.node = "node-b";
   remote.restarts = 1;
   remote.uptime_s = 12.3;
   remote.last_exit = -9;
-  ma::ChildSnapshot local;
-  local.id = "local-host";
-  local.kind = "host";
-  local.state = "running";
-  local.pid = 4243;
+  auto local = running_host("local-host", 4243);
   local.mailbox_depth = 5;
   local.in_flight = 1;
   local.messages_per_s = 40.0;
@@ -237,15 +244,8 @@ TEST(MpxTop, OnceShowsAHostOnAnotherNodeAsPidAtNode) {
 // docs/supervisors.md, PID 8 wide, as before hosts could run elsewhere.
 TEST(MpxTop, OnceKeepsTheDocumentedLayoutForLocalChildren) {
   const std::string name = "top-local-" + std::to_string(::getpid());
-  ma::SupervisorSnapshot snap;
-  snap.name = name;
-  snap.pid = ::getpid();
-  snap.strategy = "one_for_one";
-  ma::ChildSnapshot worker;
-  worker.id = "worker-1";
-  worker.kind = "host";
-  worker.state = "running";
-  worker.pid = 4242;
+  auto snap = snapshot_named(name);
+  auto worker = running_host("worker-1", 4242);
   worker.restarts = 1;
   worker.uptime_s = 12.3;
   worker.last_exit = -9;
