@@ -66,18 +66,22 @@ void print(const std::string& line) {
 enum Leaf : std::size_t { kExiter, kSegfaulter, kThrower, kFlaky, kLeaves };
 const char* const kLeafNames[kLeaves] = {"workers/exiter", "workers/segfaulter", "workers/thrower", "escalating/flaky"};
 
-// Incarnations started per leaf, shared by every process of the tree.
+// Per leaf, shared by every process of the tree: [leaf] counts the
+// incarnations started, [kLeaves + leaf] those that have said so. Main waits
+// on the second, so a leaf's "started" line is written before main's
+// "stopping the tree" (the first alone is bumped before the line is written).
 std::optional<mpx::RawArray<std::uint32_t>> g_starts;
 
-std::uint32_t starts(Leaf leaf) {
-  return std::atomic_ref<std::uint32_t>((*g_starts)[leaf]).load(std::memory_order_acquire);
-}
+std::atomic_ref<std::uint32_t> counter(std::size_t index) { return std::atomic_ref<std::uint32_t>((*g_starts)[index]); }
+
+std::uint32_t announced(Leaf leaf) { return counter(kLeaves + leaf).load(std::memory_order_acquire); }
 
 // Counts this incarnation, says so; true for the first one (the one that crashes).
 bool first_incarnation(Leaf leaf) {
-  const std::uint32_t n = std::atomic_ref<std::uint32_t>((*g_starts)[leaf]).fetch_add(1, std::memory_order_acq_rel) + 1;
+  const std::uint32_t n = counter(leaf).fetch_add(1, std::memory_order_acq_rel) + 1;
   say(std::string(kLeafNames[leaf]) + " (pid " + std::to_string(::getpid()) + ") started, incarnation " +
       std::to_string(n));
+  counter(kLeaves + leaf).fetch_add(1, std::memory_order_acq_rel);
   return n == 1;
 }
 
@@ -143,7 +147,7 @@ int main(int argc, char** argv) {
   if (timeout_s < 1 || timeout_s > 600) return usage(argv[0]);
 
   try {
-    g_starts.emplace(kLeaves);  // before the tree is forked: every process shares it
+    g_starts.emplace(2 * kLeaves);  // before the tree is forked: every process shares it
 
     // Nested supervisors print their reports from their own processes.
     auto nested_reports = [](const ma::ExitReport& r) { say("report: " + r.to_string()); };
@@ -188,7 +192,7 @@ int main(int argc, char** argv) {
           if (c.id == "escalating" && c.state == "running" && c.restarts >= 1 && c.pid != escalation->pid)
             restarted = c;
       leaves_restarted = true;
-      for (std::size_t leaf = 0; leaf < kLeaves; ++leaf) leaves_restarted = leaves_restarted && starts(Leaf(leaf)) >= 2;
+      for (std::size_t leaf = 0; leaf < kLeaves; ++leaf) leaves_restarted = leaves_restarted && announced(Leaf(leaf)) >= 2;
       if (escalation && restarted && leaves_restarted) break;
       std::this_thread::sleep_for(5ms);
     }
