@@ -3,13 +3,17 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
+#include <new>
 
+#include "mpx/detail/futex.hpp"
 #include "mpx/forkserver.hpp"
 #include "mpx/logging.hpp"
 #include "mpx/shared_memory.hpp"
 #include "exception_slot.hpp"
+#include "host_access.hpp"
 #include "runtime.hpp"
 
 namespace mpx::actors::detail {
@@ -23,29 +27,81 @@ struct HostConfig {
   void serialize(A& ar) {
     ar(threads, shutdown_ms, node, node_max_message);
   }
+  bool operator==(const HostConfig&) const = default;
 };
 
+// What a standby host (HostOptions::standby) waits on, in memory it shares
+// with its parent: the parent stores go (take the mailbox over) or quit.
+struct StandbySlot {
+  enum Command : std::uint32_t { wait = 0, go = 1, quit = 2 };
+  std::atomic<std::uint32_t> command{wait};
+};
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "shared between processes");
+
 namespace {
-void run_host(const std::string& name, std::int32_t tree, const HostConfig& config,
-              const std::vector<SpawnRequest>& specs);
+
+// The slot in `memory` (made by fresh_standby_slot in the parent).
+StandbySlot& standby_slot_in(const SharedMemory& memory) {
+  return *std::launder(reinterpret_cast<StandbySlot*>(memory.buf().data()));
 }
+
+StandbySlot& fresh_standby_slot(SharedMemory& memory) {
+  if (memory.closed()) {
+    memory = SharedMemory::create(sizeof(StandbySlot), SharedMemory::Lifetime::persistent);
+    memory.unlink();  // the mapping and the descriptor are all the standby needs
+  }
+  return *::new (memory.buf().data()) StandbySlot();
+}
+
+void command_standby(const SharedMemory& memory, StandbySlot::Command command) {
+  auto& slot = standby_slot_in(memory);
+  slot.command.store(command, std::memory_order_release);
+  mpx::detail::futex_wake_all(slot.command);
+}
+
+// In the standby: true once told to go, false to quit. No deadline needed:
+// it dies with its parent (PR_SET_PDEATHSIG, as every mpx child).
+bool wait_for_go(StandbySlot& slot) {
+  for (;;) {
+    const std::uint32_t command = slot.command.load(std::memory_order_acquire);
+    if (command != StandbySlot::wait) return command == StandbySlot::go;
+    (void)mpx::detail::futex_wait(slot.command, command);
+  }
+}
+
+void run_host(const std::string& name, std::int32_t tree, const HostConfig& config,
+              const std::vector<SpawnRequest>& specs, StandbySlot* standby);
+
+}  // namespace
 
 // The body of a host process (registered: hosts start under forkserver too).
 // An exception that escapes it is left in `exception_memory` (an
 // ExceptionSlot, see Host::exception) before the bootstrap logs it and exits 1.
 void host_main(std::string name, std::int32_t tree, HostConfig config, std::vector<SpawnRequest> specs,
                SharedMemory exception_memory) {
-  run_recording(exception_slot_in(exception_memory), [&] { run_host(name, tree, config, specs); });
+  run_recording(exception_slot_in(exception_memory), [&] { run_host(name, tree, config, specs, nullptr); });
+}
+
+// The body of a standby host: as host_main, but it starts its actor system,
+// then waits in `standby_memory` (a StandbySlot) before it takes the mailbox.
+void standby_host_main(std::string name, std::int32_t tree, HostConfig config, std::vector<SpawnRequest> specs,
+                       SharedMemory exception_memory, SharedMemory standby_memory) {
+  run_recording(exception_slot_in(exception_memory),
+                [&] { run_host(name, tree, config, specs, &standby_slot_in(standby_memory)); });
 }
 
 namespace {
 void run_host(const std::string& name, std::int32_t tree, const HostConfig& config,
-              const std::vector<SpawnRequest>& specs) {
+              const std::vector<SpawnRequest>& specs, StandbySlot* standby) {
   set_tree_root(static_cast<pid_t>(tree));
   if (!config.node.empty() && local_node_name().empty())
     set_local_node(config.node, static_cast<std::size_t>(config.node_max_message));
   auto mailbox = Mailbox::open(mailbox_name(name));
   Endpoint& endpoint = Endpoint::make_host(name, mailbox, config.threads);
+  if (standby) {
+    (void)endpoint.system();  // CAF's start (most of a cold start's time), paid ahead
+    if (!wait_for_go(*standby)) return;
+  }
   const auto recovery = mailbox->attach_consumer();
   auto logger = get_logger();
   if (recovery.requeued || recovery.redelivered)
@@ -68,6 +124,7 @@ void run_host(const std::string& name, std::int32_t tree, const HostConfig& conf
 }  // namespace mpx::actors::detail
 
 MPX_REGISTER_FUNCTION(mpx::actors::detail::host_main);
+MPX_REGISTER_FUNCTION(mpx::actors::detail::standby_host_main);
 
 namespace mpx::actors {
 
@@ -96,9 +153,40 @@ struct HostControl {
   ExceptionSlot* exception_slot = nullptr;  // in exception_memory
   unsigned restarts = 0;
   bool shut_down = false;
+  // HostOptions::standby: the next process, forked after each start, its
+  // actor system started, waiting in its StandbySlot (standby_memory).
+  std::optional<Process> standby;
+  SharedMemory standby_memory;
+  SharedMemory standby_exception_memory;  // becomes exception_memory when it takes over
+  std::size_t standby_specs = 0;          // specs.size() at its fork: a named spawn since makes it stale
+  HostConfig standby_config;
+  pid_t standby_pid = 0;  // guarded by state_mutex (Host::standby_pid does not wait for a start)
 
   ~HostControl();
-  void start();  // caller holds mutex
+  [[nodiscard]] HostConfig config() const {
+    return HostConfig{options.threads, options.shutdown_timeout.count(), local_node_name(), local_node_max_message()};
+  }
+  [[nodiscard]] ProcessOptions process_options() const {
+    ProcessOptions o;
+    o.name = name;
+    o.daemon = options.daemon;
+    o.start_method = options.start_method;
+    o.limits = options.limits;
+    return o;
+  }
+  // These: caller holds mutex. start() forks the next standby unless told
+  // not to (HostAccess::restart_standby_later).
+  void start(bool standby_now = true);
+  void start_cold();  // forks a new host process
+  // Until the process has taken the mailbox (incarnation `expected`);
+  // throws ActorError when it exits first or the spawn timeout passes.
+  void await_running(std::uint32_t expected);
+  // Hands the mailbox to the standby, which becomes the current process;
+  // false (after discarding it) when there is none it can use.
+  bool take_standby();
+  // Forks the next standby; a failure is logged (restart() then starts cold).
+  void fork_standby() noexcept;
+  void discard_standby() noexcept;
   // Poison pills, wait, SIGTERM, SIGKILL; the mailbox stays (caller holds mutex).
   void stop_process(std::chrono::milliseconds timeout);
   void shutdown(std::chrono::milliseconds timeout);
@@ -127,22 +215,35 @@ std::optional<int> child_host_exit_code(const std::string& host, pid_t pid) {
   return handle->exitcode();
 }
 
-void HostControl::start() {
+void HostControl::start(bool standby_now) {
   const std::uint32_t expected = mailbox->incarnation() + 1;
-  HostConfig config{options.threads, options.shutdown_timeout.count(), local_node_name(), local_node_max_message()};
-  ProcessOptions process_options;
-  process_options.name = name;
-  process_options.daemon = options.daemon;
-  process_options.start_method = options.start_method;
-  process_options.limits = options.limits;
+  if (!take_standby()) {
+    start_cold();
+    await_running(expected);
+  } else {
+    try {
+      await_running(expected);
+    } catch (const ActorError& e) {
+      // The standby died before it took the mailbox (killed as it was told
+      // to go): that is no reason to fail the restart.
+      get_logger()->warn("mpx actors: host {}: the standby did not take over ({}); starting cold", name, e.what());
+      start_cold();
+      await_running(expected);
+    }
+  }
+  if (options.standby && standby_now) fork_standby();
+}
+
+void HostControl::start_cold() {
   exception_slot = fresh_exception_slot(exception_memory);
-  process.emplace(process_options, &host_main, name, static_cast<std::int32_t>(tree_root()), config, specs,
+  process.emplace(process_options(), &host_main, name, static_cast<std::int32_t>(tree_root()), config(), specs,
                   exception_memory);
   process->start();
-  {
-    std::lock_guard lock(state_mutex);
-    handle = process->handle();
-  }
+  std::lock_guard lock(state_mutex);
+  handle = process->handle();
+}
+
+void HostControl::await_running(std::uint32_t expected) {
   auto deadline = mpx::detail::Deadline::after(options.spawn_timeout);
   for (;;) {
     const HostState state = mailbox->host_state();
@@ -163,6 +264,57 @@ void HostControl::start() {
     // Woken by the child's attach_consumer(); a child that dies first is seen within 1 ms.
     mailbox->wait_host_state(state, mpx::detail::Deadline::after(std::chrono::milliseconds(1)));
   }
+}
+
+bool HostControl::take_standby() {
+  if (!standby) return false;
+  if (!standby->is_alive() || standby_specs != specs.size() || !(standby_config == config())) {
+    discard_standby();
+    return false;
+  }
+  command_standby(standby_memory, StandbySlot::go);
+  std::swap(exception_memory, standby_exception_memory);
+  exception_slot = &exception_slot_in(exception_memory);
+  process = std::move(standby);
+  standby.reset();
+  std::lock_guard lock(state_mutex);
+  handle = process->handle();
+  standby_pid = 0;
+  return true;
+}
+
+void HostControl::fork_standby() noexcept {
+  try {
+    fresh_standby_slot(standby_memory);
+    (void)fresh_exception_slot(standby_exception_memory);
+    standby_specs = specs.size();
+    standby_config = config();
+    standby.emplace(process_options(), &standby_host_main, name, static_cast<std::int32_t>(tree_root()),
+                    standby_config, specs, standby_exception_memory, standby_memory);
+    standby->start();
+    std::lock_guard lock(state_mutex);
+    standby_pid = standby->pid();
+  } catch (const std::exception& e) {
+    standby.reset();
+    get_logger()->warn("mpx actors: host {}: no standby process ({}); the next restart starts cold", name, e.what());
+  }
+}
+
+void HostControl::discard_standby() noexcept {
+  if (!standby) return;
+  try {
+    command_standby(standby_memory, StandbySlot::quit);
+    auto h = standby->handle();
+    if (!h.join(options.shutdown_timeout)) {
+      h.kill();
+      h.join();
+    }
+  } catch (const std::exception& e) {
+    get_logger()->warn("mpx actors: host {}: ending its standby process: {}", name, e.what());
+  }
+  standby.reset();
+  std::lock_guard lock(state_mutex);
+  standby_pid = 0;
 }
 
 void HostControl::stop_process(std::chrono::milliseconds timeout) {
@@ -190,6 +342,7 @@ void HostControl::shutdown(std::chrono::milliseconds timeout) {
   std::lock_guard lock(mutex);
   if (shut_down || !mailbox || owner != ::getpid()) return;
   shut_down = true;
+  discard_standby();
   stop_process(timeout);
   mailbox->retire();
   mailbox->unlink();
@@ -303,7 +456,9 @@ void Host::stop(std::chrono::milliseconds timeout) {
 }
 void Host::shutdown(std::chrono::milliseconds timeout) { control_->shutdown(timeout); }
 
-void Host::restart() {
+void Host::restart() { restart_host(true); }
+
+void Host::restart_host(bool standby_now) {
   std::lock_guard lock(control_->mutex);
   if (control_->owner != ::getpid())
     throw ActorError("mpx actors: host '" + control_->name + "' can only be restarted by the process that started it");
@@ -315,8 +470,20 @@ void Host::restart() {
     if (control_->handle) control_->mailbox->set_host_state(detail::HostState::died, control_->handle->exitcode());
     ++control_->restarts;
   }
-  control_->start();
+  control_->start(standby_now);
 }
+
+namespace detail {
+void HostAccess::restart_standby_later(Host& host) { host.restart_host(false); }
+void HostAccess::refresh_standby(Host& host) {
+  HostControl& control = *host.control_;
+  std::lock_guard lock(control.mutex);
+  if (!control.options.standby || control.shut_down || control.owner != ::getpid()) return;
+  if (control.standby && control.standby->is_alive()) return;
+  control.discard_standby();  // reaps a dead one
+  control.fork_standby();
+}
+}  // namespace detail
 
 const std::string& Host::name() const { return control_->name; }
 pid_t Host::pid() const { return process().pid(); }
@@ -353,6 +520,10 @@ bool Host::join_for(std::chrono::milliseconds timeout) const {
   return true;
 }
 ProcessHandle Host::process() const { return *control_->current_handle(); }
+pid_t Host::standby_pid() const {
+  std::lock_guard lock(control_->state_mutex);
+  return control_->standby_pid;
+}
 unsigned Host::restarts() const {
   std::lock_guard lock(control_->state_mutex);
   return control_->restarts;

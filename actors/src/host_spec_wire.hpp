@@ -26,7 +26,7 @@ void save_host_spec(A& ar, const HostOptions& h, const std::vector<ActorSpec>& a
   ar(h.daemon, start_method_code(h.start_method), static_cast<std::uint64_t>(h.mailbox.capacity),
      static_cast<std::uint64_t>(h.mailbox.bytes), static_cast<std::int32_t>(h.mailbox.policy),
      static_cast<std::uint64_t>(h.mailbox.in_flight), h.threads, static_cast<std::int64_t>(h.shutdown_timeout.count()),
-     static_cast<std::int64_t>(h.spawn_timeout.count()), h.limits, static_cast<std::uint64_t>(actors.size()));
+     static_cast<std::int64_t>(h.spawn_timeout.count()), h.limits, h.standby, static_cast<std::uint64_t>(actors.size()));
   for (const auto& a : actors) ar(a.type, a.name, a.args.tag, a.args.bytes);
 }
 
@@ -36,7 +36,7 @@ void load_host_spec(A& ar, HostOptions& h, std::vector<ActorSpec>& actors) {
   std::uint64_t capacity = 0, bytes = 0, in_flight = 0, count = 0;
   std::int64_t shutdown_timeout = 0, spawn_timeout = 0;
   ar(h.daemon, host_method, capacity, bytes, policy, in_flight, h.threads, shutdown_timeout, spawn_timeout, h.limits,
-     count);
+     h.standby, count);
   h.start_method = start_method_of(host_method);
   h.mailbox.capacity = static_cast<std::size_t>(capacity);
   h.mailbox.bytes = static_cast<std::size_t>(bytes);

@@ -26,6 +26,7 @@
 #include "mpx/actors/detail/status_segment.hpp"
 #include "mpx/process.hpp"
 #include "exception_slot.hpp"
+#include "host_access.hpp"
 #include "host_spec_wire.hpp"
 #include "remote_host.hpp"
 #include "runtime.hpp"
@@ -293,6 +294,9 @@ MPX_REGISTER_FUNCTION(mpx::actors::detail::nested_main);
 namespace mpx::actors {
 
 struct Supervisor::Impl {
+  // How long after a restart the host's next standby is forked.
+  static constexpr std::chrono::milliseconds kStandbyDelay{20};
+
   struct Child {
     ChildSpec spec;
     std::optional<Host> host;
@@ -304,6 +308,8 @@ struct Supervisor::Impl {
     unsigned failures_in_a_row = 0;
     Clock::time_point started_at{};
     Clock::time_point restart_at{};
+    // A restarted host's next standby (HostOptions::standby) is forked then.
+    std::optional<Clock::time_point> standby_at;
     std::optional<int> last_exit;
     // process and supervisor children: an ExceptionSlot the child shares
     // (inherited through fork, or a SharedMemory argument), made at its first
@@ -372,7 +378,11 @@ struct Supervisor::Impl {
         if (!c.host) {
           c.host.emplace(c.spec.id, host_options(c.spec), c.spec.actors);
         } else {
-          c.host->restart();  // same mailbox; named actors spawned again
+          // Same mailbox; named actors spawned again. The next standby is
+          // forked later (fork_due_standbys), not while the restarted host
+          // answers its first messages.
+          detail::HostAccess::restart_standby_later(*c.host);
+          if (c.spec.host_options.standby) c.standby_at = Clock::now() + kStandbyDelay;
         }
         c.handle = c.host->process();
         break;
@@ -606,6 +616,15 @@ struct Supervisor::Impl {
     }
   }
 
+  void fork_due_standbys() {
+    const auto now = Clock::now();
+    for (auto& c : children) {
+      if (!c.standby_at || *c.standby_at > now) continue;
+      c.standby_at.reset();
+      if (c.host && c.state == Child::State::running) detail::HostAccess::refresh_standby(*c.host);
+    }
+  }
+
   void watch() {
     while (!stop_requested.load()) {
       std::vector<pollfd> fds{{wake.get(), POLLIN, 0}};
@@ -622,6 +641,10 @@ struct Supervisor::Impl {
             who.push_back(i);
           } else if (c.state == Child::State::restarting) {
             auto left = std::chrono::duration_cast<std::chrono::milliseconds>(c.restart_at - now).count();
+            timeout_ms = std::min<int>(timeout_ms, static_cast<int>(std::max<long long>(0, left)));
+          }
+          if (c.standby_at) {
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*c.standby_at - now).count();
             timeout_ms = std::min<int>(timeout_ms, static_cast<int>(std::max<long long>(0, left)));
           }
         }
@@ -643,6 +666,7 @@ struct Supervisor::Impl {
         }
       }
       restart_due();
+      fork_due_standbys();
       publish_status();
       changed.notify_all();
     }

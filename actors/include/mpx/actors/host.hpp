@@ -38,6 +38,16 @@
 //   had taken but not handled is handled now, and the message each actor
 //   was handling is delivered again flagged redelivered (docs/actors.md).
 //   Throws ActorError while the process is still alive.
+// - HostOptions::standby: after each start the parent also forks a standby
+//   process that opens the mailbox, starts its CAF actor system and waits.
+//   restart() hands the mailbox to it (it then spawns the named actors and
+//   serves), which saves the fork and the actor system's start (most of a
+//   restart's time), then forks the next standby (a supervisor forks it
+//   20 ms later, off the path of the restarted host's first messages). The standby is not used,
+//   but ended and replaced by a cold start, when it died or when a named
+//   spawn() added an actor since it was forked. shutdown() ends it; stop()
+//   keeps it for the restart(). It costs one more idle process per host and
+//   a second fork at every start (its limits count from its own fork).
 // - exception(): an exception that escaped the host process' main (it then
 //   exits 1) is written by it, before it exits, into a small block it shares
 //   with this process (a descriptor under every start method), made anew at
@@ -47,7 +57,7 @@
 //   restart()) holds the host's lock until the new process serves or fails
 //   (up to spawn_timeout): stop, shutdown, restart, exception() and the
 //   recording of a named spawn() wait for it; process(), pid(), restarts(),
-//   is_alive(), join() and the parent failing requests and monitors to the
+//   standby_pid(), is_alive(), join() and the parent failing requests and monitors to the
 //   dead process do not (from the fork on, process() is the new process).
 #pragma once
 
@@ -79,7 +89,15 @@ struct HostOptions {
   // (mpx/process.hpp: a CPU limit ends it with -SIGXCPU; an address-space
   // limit must leave room for the CAF actor system and its threads' stacks).
   ProcessLimits limits;
+  // A standby process forked ahead, which restart() hands the mailbox to
+  // (see the contract above).
+  bool standby = false;
 
+  HostOptions& with_standby(bool value = true) & {
+    standby = value;
+    return *this;
+  }
+  HostOptions&& with_standby(bool value = true) && { return std::move(with_standby(value)); }
   HostOptions& with_daemon(bool value = true) & {
     daemon = value;
     return *this;
@@ -123,6 +141,7 @@ struct ChildException {
 
 namespace detail {
 struct HostControl;
+struct HostAccess;
 }
 
 // A named actor a host runs from its start (and again at each restart).
@@ -184,6 +203,8 @@ class Host {
   [[nodiscard]] ProcessHandle process() const;
   // How many times restart() started a new process.
   [[nodiscard]] unsigned restarts() const;
+  // The waiting standby process (HostOptions::standby); 0 when there is none.
+  [[nodiscard]] pid_t standby_pid() const;
   // The exception the current process ended with when one escaped the host's
   // main (e.g. thrown by an actor of the ActorSpec constructor that is not a
   // std::exception, which the host cannot log and skip); nullopt while it
@@ -203,8 +224,10 @@ class Host {
   [[nodiscard]] std::string to_string() const;
 
  private:
+  friend struct detail::HostAccess;  // a supervisor forks a restarted host's next standby later
   ActorRef spawn_encoded(const std::string& type, const std::string& name, const detail::SpawnArgs& args);
   bool join_for(std::chrono::milliseconds timeout) const;
+  void restart_host(bool standby_now);
   std::shared_ptr<detail::HostControl> control_;
 };
 
