@@ -72,6 +72,17 @@ bool wait_for_go(StandbySlot& slot) {
 void run_host(const std::string& name, std::int32_t tree, const HostConfig& config,
               const std::vector<SpawnRequest>& specs, StandbySlot* standby);
 
+
+// Runs a few messages through a throwaway actor of the standby's own actor
+// system: its scheduler threads, mailboxes and allocator are in use (and
+// their pages this process' own) before the first real message comes.
+void warm_up(caf::actor_system& system) {
+  auto echo = system.spawn([]() -> caf::behavior { return {[](int x) { return x; }}; });
+  caf::scoped_actor self{system};
+  for (int i = 0; i < 64; ++i) self->request(echo, caf::infinite, i).receive([](int) {}, [](caf::error&) {});
+  self->send_exit(echo, caf::exit_reason::user_shutdown);
+}
+
 }  // namespace
 
 // The body of a host process (registered: hosts start under forkserver too).
@@ -100,6 +111,7 @@ void run_host(const std::string& name, std::int32_t tree, const HostConfig& conf
   Endpoint& endpoint = Endpoint::make_host(name, mailbox, config.threads);
   if (standby) {
     (void)endpoint.system();  // CAF's start (most of a cold start's time), paid ahead
+    warm_up(endpoint.system());
     if (!wait_for_go(*standby)) return;
   }
   const auto recovery = mailbox->attach_consumer();
