@@ -76,8 +76,14 @@ void run_host(const std::string& name, std::int32_t tree, const HostConfig& conf
 // Runs a few messages through a throwaway actor of the standby's own actor
 // system: its scheduler threads, mailboxes and allocator are in use (and
 // their pages this process' own) before the first real message comes.
+caf::behavior echo_actor(caf::event_based_actor*, int) {
+  return {[](int x) { return x; }};
+}
+
 void warm_up(caf::actor_system& system) {
-  auto echo = system.spawn([]() -> caf::behavior { return {[](int x) { return x; }}; });
+  // With an argument: CAF 0.17 binds a reference to a null tuple for an
+  // actor function without one (UBSan reports it).
+  auto echo = system.spawn(echo_actor, 0);
   caf::scoped_actor self{system};
   for (int i = 0; i < 64; ++i) self->request(echo, caf::infinite, i).receive([](int) {}, [](caf::error&) {});
   self->send_exit(echo, caf::exit_reason::user_shutdown);

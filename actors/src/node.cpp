@@ -722,10 +722,19 @@ void NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& fr
     tracked_.erase(std::make_pair(host, ph.request_id));
   }
   try {
-    if ((ph.kind == PacketKind::reply || ph.kind == PacketKind::error) && host == endpoint_name) {
-      // An answer to a request of this process: fulfilled here, one mailbox hop
-      // and one thread wake-up fewer (an answer needs no order with other packets).
-      Endpoint::instance().answer(parse_packet(packet));
+    if (host == endpoint_name) {
+      // For this process: handled here, one mailbox hop and one thread
+      // wake-up fewer (every packet from other nodes for it comes this way,
+      // so one sender's packets keep their order).
+      Packet parsed = parse_packet(packet);
+      if (ph.kind == PacketKind::reply || ph.kind == PacketKind::error) {
+        Endpoint::instance().answer(parsed);
+        return;
+      }
+      // The sender as this node sees it: "host@peer" (whatever the peer wrote).
+      parsed.sender =
+          ActorRef(peer, parsed.sender.host(), parsed.sender.name(), parsed.sender.id(), parsed.sender.pid());
+      Endpoint::instance().dispatch_from_node(std::move(parsed), Deadline::after(kLocalPutTimeout));
       return;
     }
     if (!watch_inbound(peer, host, packet)) return;  // answered here: that host is gone

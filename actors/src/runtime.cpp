@@ -664,6 +664,10 @@ caf::actor_system& Endpoint::system() {
 namespace {
 
 void finish_record(const Delivery& d) {
+  if (d.direct) {
+    if (Endpoint* endpoint = Endpoint::existing()) endpoint->direct_finished();
+    return;
+  }
   if (!d.mailbox) return;
   d.mailbox->complete(d.record_pos);
   if (Endpoint* endpoint = Endpoint::existing()) endpoint->record_finished();
@@ -1052,45 +1056,96 @@ void Endpoint::answer(const Packet& packet) {
   fulfil(pending, {}, {}, std::move(info));
 }
 
+std::shared_ptr<Delivery> Endpoint::message_delivery(Packet& packet) {
+  std::shared_ptr<ReplyTarget> reply;
+  if (packet.request_id)
+    reply = std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr});
+  auto cell = find_local(packet.target_name, packet.target_id);
+  if (!cell) {
+    std::string who =
+        packet.target_name.empty() ? "#" + std::to_string(packet.target_id) : std::string(packet.target_name);
+    get_logger()->debug("mpx actors: message to actor {} in host {} dropped: no such actor", who, name_);
+    if (reply)
+      deliver_down_error(reply, "mpx actors: actor " + who + " is not running in host '" + name_ + "' (noproc)",
+                         "noproc");
+    return nullptr;
+  }
+  auto delivery = std::make_shared<Delivery>();
+  delivery->cell = std::move(cell);
+  delivery->bytes = packet.payload;
+  delivery->sender = std::move(packet.sender);
+  delivery->reply = std::move(reply);
+  return delivery;
+}
+
 void Endpoint::dispatch(const Mailbox::Taken& taken) {
   Packet packet = parse_packet(taken.bytes);
-  if (packet.kind != PacketKind::message) flush_batch();  // keep the order of messages and control packets
-  auto done = [&] { mailbox_->complete(taken.pos); };
-  switch (packet.kind) {
-    case PacketKind::message: {
-      std::shared_ptr<ReplyTarget> reply;
-      if (packet.request_id)
-        reply = std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr});
-      auto cell = find_local(packet.target_name, packet.target_id);
-      if (!cell) {
-        std::string who = packet.target_name.empty() ? "#" + std::to_string(packet.target_id)
-                                                     : std::string(packet.target_name);
-        get_logger()->debug("mpx actors: message to actor {} in host {} dropped: no such actor", who, name_);
-        if (reply)
-          deliver_down_error(reply, "mpx actors: actor " + who + " is not running in host '" + name_ + "' (noproc)",
-                             "noproc");
-        done();
-        return;
+  if (packet.kind != PacketKind::message) {
+    flush_batch();  // keep the order of messages and control packets
+    handle_control(packet, [&] { mailbox_->complete(taken.pos); });
+    return;
+  }
+  auto delivery = message_delivery(packet);
+  if (!delivery) {
+    mailbox_->complete(taken.pos);
+    return;
+  }
+  delivery->mailbox = mailbox_;
+  delivery->record_pos = taken.pos;
+  delivery->redelivered = taken.redelivered;
+  in_flight_.fetch_add(1, std::memory_order_acq_rel);
+  if (delivery->cell != batch_cell_) flush_batch();
+  batch_cell_ = delivery->cell;
+  batch_.push_back(std::move(delivery));
+}
+
+void Endpoint::dispatch_from_node(Packet packet, const Deadline& deadline) {
+  if (packet.kind != PacketKind::message) {
+    handle_control(packet, [] {});
+    return;
+  }
+  {
+    std::unique_lock lock(flight_mutex_);
+    const std::size_t bound = mailbox_->capacity();
+    while (direct_in_flight_ >= bound) {
+      auto left = deadline.remaining();
+      if (left && left->count() == 0)
+        throw MailboxFull("mpx nodes: " + std::to_string(bound) + " messages from other nodes wait in host '" + name_ +
+                          "'; one more dropped");
+      if (left) {
+        flight_cv_.wait_for(lock, *left);
+      } else {
+        flight_cv_.wait(lock);
       }
-      auto delivery = std::make_shared<Delivery>();
-      delivery->cell = cell;
-      delivery->bytes = packet.payload;
-      delivery->mailbox = mailbox_;
-      delivery->record_pos = taken.pos;
-      delivery->redelivered = taken.redelivered;
-      delivery->sender = std::move(packet.sender);
-      delivery->reply = std::move(reply);
-      in_flight_.fetch_add(1, std::memory_order_acq_rel);
-      if (cell != batch_cell_) flush_batch();
-      batch_cell_ = std::move(cell);
-      batch_.push_back(std::move(delivery));
-      return;
     }
+    ++direct_in_flight_;
+  }
+  auto delivery = message_delivery(packet);
+  if (!delivery) {
+    direct_finished();
+    return;
+  }
+  delivery->owned.assign(packet.payload.begin(), packet.payload.end());
+  delivery->bytes = delivery->owned;
+  delivery->direct = true;
+  auto cell = delivery->cell;
+  (void)enqueue(cell, std::move(delivery));  // a stopped cell: ~Delivery answers and counts it
+}
+
+void Endpoint::direct_finished() {
+  std::lock_guard lock(flight_mutex_);
+  --direct_in_flight_;
+  flight_cv_.notify_all();
+}
+
+void Endpoint::handle_control(const Packet& packet, const std::function<void()>& release) {
+  switch (packet.kind) {
+    case PacketKind::message:
+      break;  // message_delivery's
     case PacketKind::reply:
     case PacketKind::error:
       answer(packet);
-      done();
-      return;
+      break;
     case PacketKind::spawn: {
       auto reply = std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr});
       try {
@@ -1102,50 +1157,44 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
       } catch (const mpx::Error& e) {
         deliver_error(reply, "error", exception_type(e), e.what());
       }
-      done();
-      return;
+      break;
     }
-    case PacketKind::monitor: {
+    case PacketKind::monitor:
       add_watcher(ActorRef(name_, std::string(packet.target_name), packet.target_id, ::getpid()),
                   Watcher{route_name(packet.sender), packet.request_id, (packet.flags & kPacketLink) != 0, nullptr});
-      done();
-      return;
-    }
+      break;
     case PacketKind::down: {
       Down down;
       try {
         down = mpx::decode<Down>(packet.payload);
       } catch (const mpx::Error& e) {
         get_logger()->error("mpx actors: undecodable Down: {}", e.what());
-        done();
-        return;
+        break;
       }
       if (auto monitor = take_monitor(packet.request_id)) fire_monitor(monitor, std::move(down));
-      done();
-      return;
+      break;
     }
     case PacketKind::link: {
       // packet.sender links to our actor: watch it on behalf of our actor.
       auto cell = find_local(packet.target_name, packet.target_id);
-      done();
+      release();  // before watch(), which may post and wait for room
       if (!cell) return;  // the sender's own link monitor reports noproc
       auto monitor = new_monitor(packet.sender, cell, true);
       watch(*this, monitor, kPacketLink);
       return;
     }
-    case PacketKind::kill: {
+    case PacketKind::kill:
       if (auto cell = find_local(packet.target_name, packet.target_id))
         caf::anon_send_exit(cell->actor, caf::exit_reason::kill);
-      done();
-      return;
-    }
+      break;
     case PacketKind::shutdown:
       shutdown_.store(true);
-      done();
-      return;
+      break;
+    default:
+      get_logger()->error("mpx actors: host {} got a packet of unknown kind {}", name_, static_cast<int>(packet.kind));
+      break;
   }
-  get_logger()->error("mpx actors: host {} got a packet of unknown kind {}", name_, static_cast<int>(packet.kind));
-  done();
+  release();
 }
 
 void Endpoint::sweep_watches() {

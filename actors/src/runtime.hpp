@@ -178,8 +178,10 @@ struct Delivery {
   bool handled = false;
   std::shared_ptr<ActorCell> cell;        // the target (null: there was none)
   Value value;                            // owned object (same process)
-  std::span<const std::byte> bytes;       // encoded message in a mailbox record
+  std::span<const std::byte> bytes;       // encoded message in a mailbox record (or in `owned`)
   std::shared_ptr<Mailbox> mailbox;       // set when bytes live in a record
+  Bytes owned;                            // the bytes of a message from another node, handed over directly
+  bool direct = false;                    // counted in Endpoint's direct deliveries
   std::uint64_t record_pos = 0;
   bool redelivered = false;
   ActorRef sender;
@@ -246,6 +248,16 @@ class Endpoint {
   // A reply or error packet for a request made here: fulfils it (any thread;
   // the Node hands its peers' answers here without the mailbox hop).
   void answer(const Packet& packet);
+  // A packet from another node for this process (the Node's process),
+  // handled on the calling thread (the Node's CAF actor for that peer)
+  // without a mailbox record: one mailbox hop and one thread wake-up fewer.
+  // Every packet from other nodes for this process comes this way, in
+  // arrival order, so one sender's packets keep their order. Messages
+  // handed to actors and not handled yet are bounded by the mailbox's
+  // capacity: past it this waits until `deadline`, then throws MailboxFull.
+  void dispatch_from_node(Packet packet, const mpx::detail::Deadline& deadline);
+  // A message of dispatch_from_node was handled.
+  void direct_finished();
 
   // -- the gateway: runs until stop() (plain process) or a shutdown packet (host).
   void run_gateway();
@@ -264,6 +276,12 @@ class Endpoint {
  private:
   Endpoint(std::string name, std::shared_ptr<Mailbox> mailbox, unsigned threads);
   void dispatch(const Mailbox::Taken& taken);
+  // What dispatch and dispatch_from_node share: a packet other than a
+  // message (`release` is called once, when the packet's bytes are no
+  // longer read); a message's delivery (null, after answering noproc, when
+  // its actor does not run here).
+  void handle_control(const Packet& packet, const std::function<void()>& release);
+  std::shared_ptr<Delivery> message_delivery(Packet& packet);
   void flush_batch();
   std::shared_ptr<ActorCell> batch_cell_;
   std::vector<std::shared_ptr<Delivery>> batch_;
@@ -289,6 +307,7 @@ class Endpoint {
   std::atomic<std::size_t> in_flight_{0};  // message records handed to actors, not yet completed
   std::mutex flight_mutex_;
   std::condition_variable flight_cv_;
+  std::size_t direct_in_flight_ = 0;  // dispatch_from_node's messages not handled yet (under flight_mutex_)
   std::atomic<bool> stop_{false};
   std::atomic<bool> shutdown_{false};
   std::atomic<bool> sweep_now_{false};  // set by death_watch_: a watched host exited

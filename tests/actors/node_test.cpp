@@ -302,6 +302,24 @@ TEST(Node, MonitorsAcrossNodesSeeStopAndKill) {
   EXPECT_EQ(ghost->kind, ma::DownKind::noproc);
 }
 
+// Packets from another node for actors in the node's own process are
+// handed to them on arrival (no mailbox hop): one sender's messages,
+// requests, monitors and kills keep their order.
+TEST(Node, PacketsForTheNodeProcessKeepTheirOrderPerSender) {
+  RemoteNode b(options_for("b11"));
+  ma::Node a(options_for("a11"));
+  const std::string peer = a.connect("127.0.0.1", b.port, 10s);
+  ma::ActorRef echo = a.actor(peer, "echo");
+  for (int i = 0; i < 3000; ++i) echo.send(Ping{i});
+  EXPECT_EQ(echo.request<int>(Count{}).get(30s), 3000);  // every send handled before the request
+  for (int i = 0; i < 500; ++i) echo.send(Ping{i});
+  auto m = ma::monitor(echo);
+  echo.kill();  // after the monitor: its Down says killed, not noproc
+  auto down = m.wait(10s);
+  ASSERT_TRUE(down);
+  EXPECT_EQ(down->kind, ma::DownKind::killed);
+}
+
 // Links across nodes behave as they do across processes
 // (tests/actors/monitor_test.cpp): an abnormal stop stops the linked actor,
 // or is an ExitSignal when it traps exits, in both directions; a normal stop
