@@ -32,6 +32,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -798,9 +799,16 @@ void NodeImpl::sweep_inbound() {
   // (their replies and Downs come first); then the rest is answered here.
   std::vector<std::tuple<std::string, std::string, std::uint64_t>> gone;
   {
+    // One liveness probe per (mailbox, incarnation, pid), as Endpoint::sweep_watches:
+    // many requests in hand at one host cost one probe.
+    std::map<std::tuple<const Mailbox*, std::uint32_t, pid_t>, bool> probed;
     std::lock_guard lock(mutex_);
-    for (auto& [key, in] : inbound_)
-      if (host_gone(*in.mailbox, in.incarnation, in.pid)) gone.push_back(key);
+    for (auto& [key, in] : inbound_) {
+      const auto host = std::make_tuple(in.mailbox.get(), in.incarnation, in.pid);
+      auto it = probed.find(host);
+      if (it == probed.end()) it = probed.emplace(host, host_gone(*in.mailbox, in.incarnation, in.pid)).first;
+      if (it->second) gone.push_back(key);
+    }
   }
   if (gone.empty()) return;
   for (;;) {

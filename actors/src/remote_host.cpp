@@ -61,12 +61,12 @@ struct StopRemoteHost {
   }
 };
 
+}  // namespace
+
 std::string how_it_ended(const std::optional<int>& code) {
   if (!code) return "ended (exit code unknown)";
   return *code < 0 ? "killed by signal" : "exited";
 }
-
-}  // namespace
 
 // ---- the node side
 

@@ -41,6 +41,12 @@
 
 namespace mpx::actors::detail {
 
+// An exit report's "how" for a child that ended by itself: "exited",
+// "killed by signal" (a negative code), or "ended (exit code unknown)" (a
+// host on another node whose node was lost). The supervisor and the host
+// keeper word it the same.
+std::string how_it_ended(const std::optional<int>& code);
+
 inline constexpr std::string_view kNodeProcessHost = "mpx.node";
 inline constexpr const char* kHostKeeperName = "mpx.hosts";
 

@@ -555,7 +555,7 @@ struct Supervisor::Impl {
       auto e = c.remote->exit();
       report(c, e ? e->how : "ended");  // the keeper's word, or why the node was lost
     } else {
-      report(c, code && *code < 0 ? "killed by signal" : "exited");
+      report(c, detail::how_it_ended(code));
     }
     const bool abnormal = !code || *code != 0;
     const bool restart = c.spec.restart == RestartType::permanent ||
