@@ -494,7 +494,8 @@ NodeImpl::NodeImpl(NodeOptions opts) : options(std::move(opts)) {
   });
   forwarder_ = std::thread([this] { run_forwarder(); });
   if (options.reconnect_interval.count() > 0) redialer_ = std::thread([this] { run_redialer(); });
-  keeper_ = start_host_keeper(options.name);
+  keeper_ = start_host_keeper(options.name, options.orphan_host_timeout,
+                              [this](const std::string& peer) { return is_connected(peer); });
   get_logger()->info("mpx nodes: node '{}' listens on {}:{}{}", options.name, options.address, port,
                      tls ? " (TLS)" : "");
 }

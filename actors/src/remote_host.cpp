@@ -72,7 +72,9 @@ std::string how_it_ended(const std::optional<int>& code) {
 
 class HostKeeper {
  public:
-  explicit HostKeeper(std::string node_name) : node_(std::move(node_name)) {
+  HostKeeper(std::string node_name, std::chrono::milliseconds orphan_timeout,
+             std::function<bool(const std::string&)> connected)
+      : node_(std::move(node_name)), orphan_timeout_(orphan_timeout), connected_(std::move(connected)) {
     wake_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_) throw ActorError("mpx nodes: eventfd failed");
     thread_ = std::thread([this] { run(); });
@@ -112,6 +114,8 @@ class HostKeeper {
     pid_t pid = 0;
     std::optional<RemoteHostExit> ended;  // of pid
     std::vector<ResponsePromise<RemoteHostExit>> waiters;
+    // Since when the owner's node is not connected (reset when it is).
+    std::optional<std::chrono::steady_clock::time_point> owner_gone_since;
   };
 
   void wake() {
@@ -125,8 +129,13 @@ class HostKeeper {
   template <class P>
   Entry* owned(const std::string& owner, const std::string& id, P& promise);
   void shut_everything_down();
+  // Shuts down and forgets the hosts whose owner's node has been down for
+  // orphan_timeout_.
+  void release_orphans();
 
   std::string node_;
+  std::chrono::milliseconds orphan_timeout_;
+  std::function<bool(const std::string&)> connected_;
   mpx::detail::UniqueFd wake_;
   std::mutex mutex_;
   std::deque<std::function<void()>> jobs_;
@@ -167,6 +176,34 @@ void HostKeeper::run() {
       }
     }
     if (closing && jobs.empty()) return;
+    release_orphans();
+  }
+}
+
+void HostKeeper::release_orphans() {
+  if (orphan_timeout_.count() <= 0 || !connected_) return;
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = hosts_.begin(); it != hosts_.end();) {
+    Entry& entry = it->second;
+    const std::string owner_node = entry.owner.substr(0, entry.owner.find('/'));
+    if (connected_(owner_node)) {
+      entry.owner_gone_since.reset();
+    } else if (!entry.owner_gone_since) {
+      entry.owner_gone_since = now;
+    } else if (now - *entry.owner_gone_since >= orphan_timeout_) {
+      get_logger()->warn("mpx nodes: {}: node '{}' of supervisor {} has been down for {} ms: shutting down its host {}",
+                         node_, owner_node, entry.owner, orphan_timeout_.count(), it->first);
+      try {
+        entry.host.shutdown(!entry.ended && entry.handle->is_alive() ? std::chrono::milliseconds(5000)
+                                                                     : std::chrono::milliseconds(0));
+        if (!entry.ended) ended(entry, "orphaned: node '" + owner_node + "' of its supervisor is gone");
+      } catch (const std::exception& e) {
+        get_logger()->error("mpx nodes: {}: shutting down orphaned host {}: {}", node_, it->first, e.what());
+      }
+      it = hosts_.erase(it);
+      continue;
+    }
+    ++it;
   }
 }
 
@@ -194,7 +231,7 @@ void HostKeeper::start(const StartRemoteHost& m, ResponsePromise<std::int64_t> p
   try {
     auto it = hosts_.find(m.id);
     if (it == hosts_.end()) {
-      it = hosts_.emplace(m.id, Entry{m.owner, Host(m.id, m.options, m.actors), std::nullopt, 0, std::nullopt, {}})
+      it = hosts_.emplace(m.id, Entry{m.owner, Host(m.id, m.options, m.actors), std::nullopt, 0, std::nullopt, {}, std::nullopt})
                .first;
       get_logger()->info("mpx nodes: {}: started host {} for supervisor {}", node_, m.id, m.owner);
     } else if (it->second.host.is_alive()) {
@@ -306,9 +343,10 @@ const bool g_keeper_registered = register_actor_function<&host_keeper_actor>("mp
 
 }  // namespace
 
-std::shared_ptr<HostKeeper> start_host_keeper(const std::string& node_name) {
+std::shared_ptr<HostKeeper> start_host_keeper(const std::string& node_name, std::chrono::milliseconds orphan_timeout,
+                                              std::function<bool(const std::string&)> connected) {
   (void)g_keeper_registered;
-  auto k = std::make_shared<HostKeeper>(node_name);
+  auto k = std::make_shared<HostKeeper>(node_name, orphan_timeout, std::move(connected));
   {
     std::lock_guard lock(g_keeper_mutex);
     g_keeper = k;

@@ -75,7 +75,11 @@ struct RemoteHostExit {
 // The node side: owns the hosts other nodes' supervisors started here. Made
 // by the Node (one per process); its destructor shuts every such host down.
 class HostKeeper;
-std::shared_ptr<HostKeeper> start_host_keeper(const std::string& node_name);
+// `connected(node)`: whether that node is connected now (asked by the
+// keeper's thread about the nodes of the supervisors it keeps hosts for);
+// orphan_timeout: NodeOptions::orphan_host_timeout.
+std::shared_ptr<HostKeeper> start_host_keeper(const std::string& node_name, std::chrono::milliseconds orphan_timeout,
+                                              std::function<bool(const std::string&)> connected);
 void stop_host_keeper(std::shared_ptr<HostKeeper> keeper);
 
 // The supervisor side: one per host child on another node.

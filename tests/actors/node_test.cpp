@@ -156,6 +156,14 @@ class PortPipe {
     ::close(fds_[1]);
   }
   void send(std::uint16_t port) const { [[maybe_unused]] auto n = ::write(fds_[1], &port, sizeof port); }
+  void send_pid(pid_t pid) const { [[maybe_unused]] auto n = ::write(fds_[1], &pid, sizeof pid); }
+  // 0 on timeout.
+  pid_t wait_pid(std::chrono::milliseconds timeout = 30s) const {
+    pollfd p{fds_[0], POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) return 0;
+    pid_t pid = 0;
+    return ::read(fds_[0], &pid, sizeof pid) == sizeof pid ? pid : 0;
+  }
   // 0 on timeout.
   std::uint16_t wait(std::chrono::milliseconds timeout = 30s) const {
     pollfd p{fds_[0], POLLIN, 0};
@@ -864,6 +872,33 @@ TEST(NodeSupervisor, LostNodeEndsTheChildAndFailedRestartsCountAgainstIntensity)
   EXPECT_FALSE(reports[0].exit_code);
   EXPECT_EQ(reports[1].how.rfind("could not start", 0), 0u) << reports[1].how;
   EXPECT_NE(sup.failure().find("intensity"), std::string::npos) << sup.failure();
+}
+
+// A host kept for a supervisor whose node is gone for good (SIGKILLed, no
+// reconnect) is shut down by its keeper once that node has been down for
+// orphan_host_timeout (1 s here; heartbeats see the loss within 1.5 s).
+TEST(NodeSupervisor, AHostWhoseSupervisorsNodeIsGoneIsShutDownAfterTheOrphanTimeout) {
+  RemoteNode b(options_for("sb5").with_orphan_host_timeout(1000ms));
+  const std::uint16_t port = b.port;
+  const std::string id = unique("rh5");
+  PortPipe host_pid;
+  Signal stop;
+  Child a([&]() -> int {
+    ma::Node node(options_for("sa5").with_reconnect(0ms, 0ms));
+    const std::string peer = node.connect("127.0.0.1", port, 10s);
+    ma::Supervisor sup("rsup5", ma::SupervisorOptions(),
+                       {ma::ChildSpec::host(id, ma::HostOptions(), {ma::ActorSpec::make("echo", "e")}).with_node(peer)});
+    NODE_CHECK(sup.actor(id, "e").request<int>(Ping{1}).get(10s) == 2);
+    host_pid.send_pid(sup.which_children()[0].pid);
+    (void)stop.wait(120s);
+    return 0;
+  });
+  const pid_t pid = host_pid.wait_pid();
+  ASSERT_GT(pid, 0);
+  EXPECT_TRUE(mpx::test::pid_exists(pid));
+  a.kill();
+  (void)a.join();
+  EXPECT_TRUE(process_gone(pid, 20s)) << "the orphaned host still runs";
 }
 
 // Only host children can run on another node; a host child on another node

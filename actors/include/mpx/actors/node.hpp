@@ -49,7 +49,11 @@
 // - Supervised hosts of other nodes (supervisor.hpp, ChildSpec::with_node):
 //   the node runs a host keeper in its process (the actor "mpx.hosts" and a
 //   thread that forks, reaps and reports those hosts). The host name
-//   "mpx.node" and the actor name "mpx.hosts" are reserved.
+//   "mpx.node" and the actor name "mpx.hosts" are reserved. A host whose
+//   supervisor's node has been down for orphan_host_timeout (60 s; 0:
+//   never) is shut down and its mailbox released: that supervisor is gone
+//   for good (if it comes back, it starts the host anew). Within the
+//   timeout a returning supervisor takes its running host back.
 // - Methods may be called from any thread of the process that made the
 //   node. The destructor shuts down the hosts its keeper runs for other
 //   nodes' supervisors (poison pills, 5 s, SIGTERM, 1 s, SIGKILL), stops reconnecting (it waits for an attempt under
@@ -95,6 +99,17 @@ struct NodeOptions {
   std::chrono::milliseconds reconnect_max_interval{5000};
   std::size_t max_message_size = std::size_t{16} << 20;
   unsigned threads = 2;  // CAF scheduler threads of the node's own actor system
+  // How long a host kept here for another node's supervisor outlives that
+  // node's loss (see the contract); 0: until this node closes.
+  std::chrono::milliseconds orphan_host_timeout{60000};
+
+  NodeOptions& with_orphan_host_timeout(std::chrono::milliseconds value) & {
+    orphan_host_timeout = value;
+    return *this;
+  }
+  NodeOptions&& with_orphan_host_timeout(std::chrono::milliseconds value) && {
+    return std::move(with_orphan_host_timeout(value));
+  }
 
   NodeOptions& with_name(std::string value) & {
     name = std::move(value);
