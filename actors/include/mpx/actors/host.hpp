@@ -43,11 +43,13 @@
 //   restart() hands the mailbox to it (it then spawns the named actors and
 //   serves), which saves the fork and the actor system's start (most of a
 //   restart's time), then forks the next standby (a supervisor forks it
-//   20 ms later, off the path of the restarted host's first messages). The standby is not used,
-//   but ended and replaced by a cold start, when it died or when a named
-//   spawn() added an actor since it was forked. shutdown() ends it; stop()
-//   keeps it for the restart(). It costs one more idle process per host and
-//   a second fork at every start (its limits count from its own fork).
+//   20 ms later, off the path of the restarted host's first messages). The
+//   standby is not used, but ended and replaced by a cold start, when it
+//   died, when a named spawn() added an actor since it was forked, or when
+//   the tree became a node since; one that dies as it is told to go is
+//   replaced by a cold start too. shutdown() ends it; stop() keeps it for
+//   the restart(). It costs one more idle process per host and a second
+//   fork at every start (its limits count from its own fork).
 // - exception(): an exception that escaped the host process' main (it then
 //   exits 1) is written by it, before it exits, into a small block it shares
 //   with this process (a descriptor under every start method), made anew at
