@@ -8,12 +8,12 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <memory>
 #include <string>
 #include <thread>
 
 #include "mpx/actors.hpp"
 #include "supervisor_snapshots.hpp"
+#include "tally_actor.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -21,24 +21,11 @@ namespace ma = mpx::actors;
 
 namespace {
 
-struct Bump {
-  template <class A>
-  void serialize(A&) {}
-};
-struct Read {
-  template <class A>
-  void serialize(A&) {}
-};
-struct WhoAmI {  // -> the pid of the process the actor runs in
-  template <class A>
-  void serialize(A&) {}
-};
+using mpx::test::Bump;
+using mpx::test::Read;
+using mpx::test::WhoAmI;
 
-ma::Behavior counter(ma::Context&, int start) {
-  auto n = std::make_shared<int>(start);
-  return {[n](const Bump&) { ++*n; }, [n](const Read&) { return *n; },
-          [](const WhoAmI&) { return static_cast<int>(::getpid()); }};
-}
+ma::Behavior counter(ma::Context&, int start) { return mpx::test::tally_behavior(start); }
 MPX_REGISTER_ACTOR(counter);
 
 // A zombie still "exists" for kill(0): a reaped process does not.

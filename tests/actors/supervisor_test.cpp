@@ -23,6 +23,7 @@
 #include "mpx/actors.hpp"
 #include "mpx/event.hpp"
 #include "supervisor_snapshots.hpp"
+#include "tally_actor.hpp"
 #include "test_support.hpp"
 
 #include <nlohmann/json.hpp>
@@ -252,23 +253,10 @@ TEST(Supervisor, ExitReportsForExitExceptionSegfaultAndKill) {
 // ---- host children
 
 namespace {
-struct Bump {
-  template <class A>
-  void serialize(A&) {}
-};
-struct Read {
-  template <class A>
-  void serialize(A&) {}
-};
-struct WhoAmI {  // -> the pid of the host process
-  template <class A>
-  void serialize(A&) {}
-};
-ma::Behavior tally(ma::Context&, int start) {
-  auto n = std::make_shared<int>(start);
-  return {[n](const Bump&) { ++*n; }, [n](const Read&) { return *n; },
-          [](const WhoAmI&) { return static_cast<int>(::getpid()); }};
-}
+using mpx::test::Bump;
+using mpx::test::Read;
+using mpx::test::WhoAmI;
+ma::Behavior tally(ma::Context&, int start) { return mpx::test::tally_behavior(start); }
 MPX_REGISTER_ACTOR(tally);
 }  // namespace
 
