@@ -55,21 +55,28 @@ struct ExceptionSlot {
 };
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "shared between processes");
 
-// An empty slot in `memory`, which the first call makes: a persistent
-// segment unlinked at once (its mapping and descriptor are all a child needs,
-// and nothing is left behind if the parent dies).
-inline ExceptionSlot* fresh_exception_slot(SharedMemory& memory) {
+// A fresh Slot (a small struct a parent shares with one child: this
+// exception slot, a standby host's command word) in `memory`, which the first
+// call makes: a persistent segment unlinked at once (its mapping and
+// descriptor are all a child needs, and nothing is left behind if the parent
+// dies).
+template <class Slot>
+Slot* fresh_slot(SharedMemory& memory) {
   if (memory.closed()) {
-    memory = SharedMemory::create(sizeof(ExceptionSlot), SharedMemory::Lifetime::persistent);
+    memory = SharedMemory::create(sizeof(Slot), SharedMemory::Lifetime::persistent);
     memory.unlink();
   }
-  return ::new (memory.buf().data()) ExceptionSlot();
+  return ::new (memory.buf().data()) Slot();
 }
 
-// In the child: the slot its parent made in `memory`.
-inline ExceptionSlot& exception_slot_in(const SharedMemory& memory) {
-  return *std::launder(reinterpret_cast<ExceptionSlot*>(memory.buf().data()));
+// In the child: the Slot its parent made in `memory`.
+template <class Slot>
+Slot& slot_in(const SharedMemory& memory) {
+  return *std::launder(reinterpret_cast<Slot*>(memory.buf().data()));
 }
+
+inline ExceptionSlot* fresh_exception_slot(SharedMemory& memory) { return fresh_slot<ExceptionSlot>(memory); }
+inline ExceptionSlot& exception_slot_in(const SharedMemory& memory) { return slot_in<ExceptionSlot>(memory); }
 
 // In the child: runs `body`, recording an uncaught exception in `slot`
 // before it goes on to the process bootstrap (which logs it and exits 1).

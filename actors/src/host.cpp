@@ -6,7 +6,6 @@
 #include <atomic>
 #include <map>
 #include <mutex>
-#include <new>
 
 #include "mpx/detail/futex.hpp"
 #include "mpx/forkserver.hpp"
@@ -40,21 +39,8 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "shared between p
 
 namespace {
 
-// The slot in `memory` (made by fresh_standby_slot in the parent).
-StandbySlot& standby_slot_in(const SharedMemory& memory) {
-  return *std::launder(reinterpret_cast<StandbySlot*>(memory.buf().data()));
-}
-
-StandbySlot& fresh_standby_slot(SharedMemory& memory) {
-  if (memory.closed()) {
-    memory = SharedMemory::create(sizeof(StandbySlot), SharedMemory::Lifetime::persistent);
-    memory.unlink();  // the mapping and the descriptor are all the standby needs
-  }
-  return *::new (memory.buf().data()) StandbySlot();
-}
-
 void command_standby(const SharedMemory& memory, StandbySlot::Command command) {
-  auto& slot = standby_slot_in(memory);
+  auto& slot = slot_in<StandbySlot>(memory);
   slot.command.store(command, std::memory_order_release);
   mpx::detail::futex_wake_all(slot.command);
 }
@@ -104,7 +90,7 @@ void host_main(std::string name, std::int32_t tree, HostConfig config, std::vect
 void standby_host_main(std::string name, std::int32_t tree, HostConfig config, std::vector<SpawnRequest> specs,
                        SharedMemory exception_memory, SharedMemory standby_memory) {
   run_recording(exception_slot_in(exception_memory),
-                [&] { run_host(name, tree, config, specs, &standby_slot_in(standby_memory)); });
+                [&] { run_host(name, tree, config, specs, &slot_in<StandbySlot>(standby_memory)); });
 }
 
 namespace {
@@ -303,7 +289,7 @@ bool HostControl::take_standby() {
 
 void HostControl::fork_standby() noexcept {
   try {
-    fresh_standby_slot(standby_memory);
+    (void)fresh_slot<StandbySlot>(standby_memory);
     (void)fresh_exception_slot(standby_exception_memory);
     standby_specs = specs.size();
     standby_config = config();

@@ -634,19 +634,19 @@ struct Supervisor::Impl {
         std::lock_guard lock(mutex);
         if (finished || stopped) return;
         const auto now = Clock::now();
+        auto wake_by = [&](Clock::time_point at) {
+          auto left = std::chrono::duration_cast<std::chrono::milliseconds>(at - now).count();
+          timeout_ms = std::min<int>(timeout_ms, static_cast<int>(std::max<long long>(0, left)));
+        };
         for (std::size_t i = 0; i < children.size(); ++i) {
           auto& c = children[i];
           if (c.state == Child::State::running) {
             fds.push_back({c.remote ? c.remote->exit_fd() : c.handle->sentinel(), POLLIN, 0});
             who.push_back(i);
           } else if (c.state == Child::State::restarting) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(c.restart_at - now).count();
-            timeout_ms = std::min<int>(timeout_ms, static_cast<int>(std::max<long long>(0, left)));
+            wake_by(c.restart_at);
           }
-          if (c.standby_at) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*c.standby_at - now).count();
-            timeout_ms = std::min<int>(timeout_ms, static_cast<int>(std::max<long long>(0, left)));
-          }
+          if (c.standby_at) wake_by(*c.standby_at);
         }
       }
       ::poll(fds.data(), fds.size(), timeout_ms);
