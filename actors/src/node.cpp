@@ -34,6 +34,7 @@
 #include <thread>
 #include <tuple>
 
+#include <caf/actor_companion.hpp>
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 #include <caf/openssl/all.hpp>
@@ -56,6 +57,7 @@ using beat_atom = caf::atom_constant<caf::atom("mpx_beat")>;
 using tick_atom = caf::atom_constant<caf::atom("mpx_tick")>;
 using bye_atom = caf::atom_constant<caf::atom("mpx_bye")>;
 using watch_atom = caf::atom_constant<caf::atom("mpx_watch")>;
+using deferred_atom = caf::atom_constant<caf::atom("mpx_defer")>;
 
 using Clock = std::chrono::steady_clock;
 using mpx::detail::Deadline;
@@ -158,12 +160,13 @@ class NodeImpl {
     std::uint64_t pid = 0;
     caf::actor gateway;
     caf::actor beater;
+    caf::actor inlet;  // where our frames go
     Clock::time_point last_seen;
   };
   struct Handshake {
     std::string name, endpoint, nonce_client, nonce_server;
     std::uint64_t pid = 0;
-    caf::actor beater;
+    caf::actor beater, inlet;
   };
   struct Tracked {
     std::string node;
@@ -172,9 +175,14 @@ class NodeImpl {
   };
 
   void add_peer(const std::string& peer, std::string endpoint, std::uint64_t peer_pid, caf::actor gateway,
-                caf::actor beater);
+                caf::actor beater, caf::actor inlet);
   std::string peer_of(const caf::actor_addr& addr) const;
-  void on_frame(const caf::actor_addr& from, const std::vector<char>& frame);
+  // A frame from a peer, as the inlet receives it (in CAF's network thread).
+  void on_arrival(caf::mailbox_element_ptr element);
+  // Handles a frame from the peer whose gateway is `from`. With `may_wait`
+  // false (the inlet) it must not wait or run user code: it returns false
+  // when the frame needs that, leaving it for the gateway (may_wait true).
+  bool on_frame(const caf::actor_addr& from, const std::vector<char>& frame, bool may_wait);
   void fail(const std::string& origin, std::uint64_t id, const Tracked& tracked, const std::string& why);
   // Inbound: a request, spawn or monitor from a peer for a host of this tree
   // is remembered until its answer leaves (send), so that when that host
@@ -194,6 +202,17 @@ class NodeImpl {
   // gateway's mailbox (a burst into a full local mailbox) must not hold them
   // back and make a busy peer look silent.
   caf::actor beater_;
+  // Peers send their frames to the inlet, a companion actor: CAF's network
+  // thread hands each one over as it arrives (on_arrival), one scheduling
+  // hop fewer than through the gateway's mailbox. A frame that would have to
+  // wait (a full local mailbox) or that may run user code (a monitor
+  // callback, an actor's constructor) goes to the gateway instead, and so do
+  // all frames after it until the gateway has handled those: the order of
+  // one sender's packets holds and the network thread never blocks.
+  caf::actor inlet_;
+  caf::actor_id inlet_id_ = 0;  // set once: the gateway checks deferred frames' sender against it
+  std::mutex arrival_mutex_;
+  std::size_t deferred_frames_ = 0;  // handed to the gateway, not handled yet (under arrival_mutex_)
   std::shared_ptr<Mailbox> outbound_;
   std::thread forwarder_;
   std::atomic<bool> stopping_{false};
@@ -242,6 +261,18 @@ namespace {
 std::atomic<NodeImpl*> g_node{nullptr};
 pid_t g_node_pid = 0;
 
+caf::actor_companion* companion(const caf::actor& inlet) {
+  return static_cast<caf::actor_companion*>(caf::actor_cast<caf::abstract_actor*>(inlet));
+}
+
+// Stops the inlet: once a frame being handed over is done, no more come
+// (its on_exit drops the handler under the lock each hand-over holds).
+// CAF 0.17 declares actor_companion::disconnect but does not define it.
+void close_inlet(caf::actor_system& system, const caf::actor& inlet) {
+  caf::scoped_execution_unit unit{&system};
+  companion(inlet)->cleanup(caf::exit_reason::user_shutdown, &unit);
+}
+
 caf::actor_addr sender_of(caf::event_based_actor* self) {
   return caf::actor_cast<caf::actor_addr>(self->current_sender());
 }
@@ -256,8 +287,10 @@ caf::behavior doorman_actor(caf::event_based_actor* self, NodeImpl* node) {
   });
   return {
       [self, node](hello_atom, const std::string& client, const std::string& client_endpoint, std::uint64_t client_pid,
-                   const std::string& nonce_client, const caf::actor& client_beater) -> caf::message {
-        NodeImpl::Handshake hs{client, client_endpoint, nonce_client, random_nonce(), client_pid, client_beater};
+                   const std::string& nonce_client, const caf::actor& client_beater,
+                   const caf::actor& client_inlet) -> caf::message {
+        NodeImpl::Handshake hs{client,     client_endpoint, nonce_client, random_nonce(), client_pid, client_beater,
+                               client_inlet};
         auto mine = proof(node->options.secret, "server", {node->options.name, client, nonce_client, hs.nonce_server});
         auto reply = caf::make_message(challenge_atom::value, node->options.name, node->endpoint_name,
                                        static_cast<std::uint64_t>(node->pid), hs.nonce_server, std::move(mine));
@@ -283,12 +316,12 @@ caf::behavior doorman_actor(caf::event_based_actor* self, NodeImpl* node) {
         if (!ok) {
           get_logger()->warn("mpx nodes: {} refused node '{}': it did not prove the shared secret",
                              node->options.name, hs ? hs->name : std::string("?"));
-          return caf::make_message(auth_atom::value, false, caf::actor{}, caf::actor{});
+          return caf::make_message(auth_atom::value, false, caf::actor{}, caf::actor{}, caf::actor{});
         }
         auto client_gateway = caf::actor_cast<caf::actor>(self->current_sender());
-        node->add_peer(hs->name, hs->endpoint, hs->pid, client_gateway, hs->beater);
+        node->add_peer(hs->name, hs->endpoint, hs->pid, client_gateway, hs->beater, hs->inlet);
         self->send(node->gateway_, watch_atom::value, client_gateway);
-        return caf::make_message(auth_atom::value, true, node->gateway_, node->beater_);
+        return caf::make_message(auth_atom::value, true, node->gateway_, node->beater_, node->inlet_);
       },
   };
 }
@@ -358,7 +391,14 @@ caf::behavior gateway_actor(caf::event_based_actor* self, NodeImpl* node) {
   });
   self->monitor(node->doorman_);
   return {
-      [self, node](const std::vector<char>& frame) { node->on_frame(sender_of(self), frame); },
+      // A frame the inlet could not hand over without waiting (on_arrival).
+      [self, node](deferred_atom, const caf::actor_addr& from, const std::vector<char>& frame) {
+        const auto& sender = self->current_sender();
+        if (!sender || sender->id() != node->inlet_id_ || sender->node() != self->node()) return;
+        (void)node->on_frame(from, frame, true);
+        std::lock_guard lock(node->arrival_mutex_);
+        --node->deferred_frames_;
+      },
       [self, node](watch_atom, const caf::actor& peer) {
         if (sender_of(self) == node->doorman_.address()) self->monitor(peer);
       },
@@ -369,7 +409,7 @@ caf::behavior gateway_actor(caf::event_based_actor* self, NodeImpl* node) {
         const std::string nonce_client = random_nonce();
         const auto timeout = node->options.connect_timeout;
         self->request(remote, timeout, hello_atom::value, node->options.name, node->endpoint_name,
-                      static_cast<std::uint64_t>(node->pid), nonce_client, node->beater_)
+                      static_cast<std::uint64_t>(node->pid), nonce_client, node->beater_, node->inlet_)
             .then(
                 [self, node, rp, remote, nonce_client, timeout](challenge_atom, const std::string& server,
                                                                 const std::string& server_endpoint,
@@ -389,14 +429,15 @@ caf::behavior gateway_actor(caf::event_based_actor* self, NodeImpl* node) {
                       .then(
                           [self, node, rp, server, server_endpoint, server_pid](
                               auth_atom, bool ok, const caf::actor& server_gateway,
-                              const caf::actor& server_beater) mutable {
-                            if (!ok || !server_gateway) {
+                              const caf::actor& server_beater, const caf::actor& server_inlet) mutable {
+                            if (!ok || !server_gateway || !server_inlet) {
                               rp.deliver(connect_atom::value, false,
                                          std::string("node '" + server + "' refused us (wrong secret?)"));
                               return;
                             }
                             self->monitor(server_gateway);
-                            node->add_peer(server, server_endpoint, server_pid, server_gateway, server_beater);
+                            node->add_peer(server, server_endpoint, server_pid, server_gateway, server_beater,
+                                           server_inlet);
                             rp.deliver(connect_atom::value, true, server);
                           },
                           [rp](caf::error& err) mutable { rp.deliver(std::move(err)); });
@@ -468,13 +509,19 @@ NodeImpl::NodeImpl(NodeOptions opts) : options(std::move(opts)) {
   doorman_ = system_->spawn(doorman_actor, this);
   beater_ = system_->spawn(beater_actor, this);  // before the gateway: the handshakes hand it out
   gateway_ = system_->spawn(gateway_actor, this);
+  inlet_ = system_->spawn<caf::actor_companion>();
+  inlet_id_ = inlet_.id();
+  companion(inlet_)->on_enqueue(
+      [this](caf::mailbox_element_ptr element) { on_arrival(std::move(element)); });
   auto published = publish_doorman(options.port);
   if (!published) {
     std::string why = system_->render(published.error());
     stopping_.store(true);
+    close_inlet(*system_, inlet_);
     caf::anon_send_exit(gateway_, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(doorman_, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(beater_, caf::exit_reason::user_shutdown);
+    inlet_ = nullptr;
     gateway_ = nullptr;
     beater_ = nullptr;
     doorman_ = nullptr;
@@ -525,6 +572,8 @@ NodeImpl::~NodeImpl() {
           .receive([](bye_atom) {}, [](caf::error&) {});
   }
   gateways.clear();
+  // Waits for a frame being handed over, then takes no more.
+  close_inlet(*system_, inlet_);
   caf::anon_send_exit(gateway_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(beater_, caf::exit_reason::user_shutdown);
   {
@@ -535,6 +584,7 @@ NodeImpl::~NodeImpl() {
     by_beater_.clear();
     handshakes_.clear();
   }
+  inlet_ = nullptr;
   gateway_ = nullptr;
   doorman_ = nullptr;
   beater_ = nullptr;
@@ -559,7 +609,7 @@ caf::expected<std::uint16_t> NodeImpl::publish_doorman(std::uint16_t on_port) {
 }
 
 void NodeImpl::add_peer(const std::string& peer, std::string endpoint, std::uint64_t peer_pid, caf::actor gateway,
-                        caf::actor beater) {
+                        caf::actor beater, caf::actor inlet) {
   std::string replaced;
   {
     std::lock_guard lock(mutex_);
@@ -571,7 +621,8 @@ void NodeImpl::add_peer(const std::string& peer, std::string endpoint, std::uint
     std::lock_guard lock(mutex_);
     by_addr_[gateway.address()] = peer;
     if (beater) by_beater_[beater.address()] = peer;
-    peers_[peer] = Peer{std::move(endpoint), peer_pid, std::move(gateway), std::move(beater), Clock::now()};
+    peers_[peer] =
+        Peer{std::move(endpoint), peer_pid, std::move(gateway), std::move(beater), std::move(inlet), Clock::now()};
     redial_.erase(peer);  // back, whoever connected
   }
   get_logger()->info("mpx nodes: {} connected to node '{}'", options.name, peer);
@@ -670,7 +721,7 @@ void NodeImpl::send(std::string_view node, std::string_view host, std::span<cons
     std::lock_guard lock(mutex_);
     auto it = peers_.find(node);
     if (it != peers_.end()) {
-      to = it->second.gateway;
+      to = it->second.inlet;
       if (tracked) tracked_[tracked->first] = tracked->second;
     }
   }
@@ -693,7 +744,18 @@ void NodeImpl::send(std::string_view node, std::string_view host, std::span<cons
   caf::send_as(gateway_, to, std::move(frame));
 }
 
-void NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& frame) {
+void NodeImpl::on_arrival(caf::mailbox_element_ptr element) {
+  const caf::type_erased_tuple& content = element->content();
+  if (!content.match_elements<std::vector<char>>()) return;  // peers send frames only; anything else is dropped
+  const auto from = caf::actor_cast<caf::actor_addr>(element->sender);
+  const auto& frame = content.get_as<std::vector<char>>(0);
+  std::lock_guard lock(arrival_mutex_);
+  if (deferred_frames_ == 0 && on_frame(from, frame, false)) return;
+  ++deferred_frames_;
+  caf::send_as(inlet_, gateway_, deferred_atom::value, from, frame);
+}
+
+bool NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& frame, bool may_wait) {
   std::string peer;
   {
     std::lock_guard lock(mutex_);
@@ -704,15 +766,18 @@ void NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& fr
     }
   }
   if (peer.empty()) {
+    // A peer's first frames can overtake the end of our handshake with it
+    // (the auth reply waits in the gateway's mailbox): the gateway decides.
+    if (!may_wait) return false;
     get_logger()->warn("mpx nodes: {}: a message from an unauthenticated peer dropped", options.name);
-    return;
+    return true;
   }
   std::uint16_t host_len = 0;
   if (frame.size() < 2 + sizeof(PacketHead) ||
       (std::memcpy(&host_len, frame.data(), 2), frame.size() < 2u + host_len + sizeof(PacketHead)) ||
       frame.size() > options.max_message_size + 2 + host_len) {
     get_logger()->error("mpx nodes: {}: a malformed or oversized frame from node '{}' dropped", options.name, peer);
-    return;
+    return true;
   }
   std::string host(frame.data() + 2, host_len);
   if (host == kNodeProcessHost) host = endpoint_name;  // the node process, whatever its pid
@@ -723,6 +788,7 @@ void NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& fr
     std::lock_guard lock(mutex_);
     tracked_.erase(std::make_pair(host, ph.request_id));
   }
+  const auto deadline = Deadline::after(kLocalPutTimeout);
   try {
     if (host == endpoint_name) {
       // For this process: handled here, one mailbox hop and one thread
@@ -730,21 +796,25 @@ void NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& fr
       // so one sender's packets keep their order).
       Packet parsed = parse_packet(packet);
       if (ph.kind == PacketKind::reply || ph.kind == PacketKind::error) {
-        Endpoint::instance().answer(parsed);
-        return;
+        Endpoint::instance().answer(parsed);  // wakes the requester or posts its continuation: no user code here
+        return true;
       }
+      // A Down runs monitor callbacks; a spawn, an actor's constructor; a
+      // monitor or link may wait for room to answer: not on the network thread.
+      if (!may_wait && ph.kind != PacketKind::message && ph.kind != PacketKind::kill) return false;
       // The sender as this node sees it: "host@peer" (whatever the peer wrote).
       parsed.sender =
           ActorRef(peer, parsed.sender.host(), parsed.sender.name(), parsed.sender.id(), parsed.sender.pid());
-      Endpoint::instance().dispatch_from_node(std::move(parsed), Deadline::after(kLocalPutTimeout));
-      return;
+      return Endpoint::instance().dispatch_from_node(parsed, deadline, may_wait);
     }
-    if (!watch_inbound(peer, host, packet)) return;  // answered here: that host is gone
-    post_from_node(host, packet, peer, Deadline::after(kLocalPutTimeout));
+    if (!watch_inbound(peer, host, packet)) return true;  // answered here: that host is gone
+    // (watch_inbound again when the gateway takes a frame this put left: it is idempotent)
+    return post_from_node(host, packet, peer, deadline, may_wait);
   } catch (const std::exception& e) {
     get_logger()->error("mpx nodes: {}: a packet from node '{}' for host '{}' dropped: {}", options.name, peer, host,
                         e.what());
   }
+  return true;  // dropped and logged
 }
 
 bool NodeImpl::watch_inbound(const std::string& peer, const std::string& host, std::span<const std::byte> packet) {
@@ -1025,6 +1095,7 @@ ActorRef Node::spawn_encoded(const std::string& peer, const std::string& host, c
   const std::string target_host = host.empty() ? impl_->peer_endpoint(peer) : host;
   auto& endpoint = detail::Endpoint::instance();
   auto pending = endpoint.new_pending(nullptr);
+  pending->spin = false;  // another node answers
   detail::SpawnRequest request{type, name, args.tag, args.bytes};
   const auto deadline = mpx::detail::Deadline::after(impl_->options.spawn_timeout);
   try {

@@ -112,6 +112,7 @@ struct PendingRequest {
   std::condition_variable cv;
   bool done = false;
   std::atomic<bool> done_flag{false};  // `done`, readable without the mutex (the waiter spins on it first)
+  bool spin = true;                    // false: the waiter sleeps at once (a request to another node)
   Value local;                 // a reply from this process
   Bytes encoded;               // a reply from another process
   std::optional<ErrorInfo> error;
@@ -249,13 +250,15 @@ class Endpoint {
   // the Node hands its peers' answers here without the mailbox hop).
   void answer(const Packet& packet);
   // A packet from another node for this process (the Node's process),
-  // handled on the calling thread (the Node's CAF actor for that peer)
-  // without a mailbox record: one mailbox hop and one thread wake-up fewer.
-  // Every packet from other nodes for this process comes this way, in
-  // arrival order, so one sender's packets keep their order. Messages
-  // handed to actors and not handled yet are bounded by the mailbox's
-  // capacity: past it this waits until `deadline`, then throws MailboxFull.
-  void dispatch_from_node(Packet packet, const mpx::detail::Deadline& deadline);
+  // handled on the calling thread (CAF's network thread, or the Node's
+  // gateway actor) without a mailbox record: one mailbox hop and one thread
+  // wake-up fewer. Every packet from other nodes for this process comes this
+  // way, in arrival order, so one sender's packets keep their order.
+  // Messages handed to actors and not handled yet are bounded by the
+  // mailbox's capacity: past it this waits until `deadline`, then throws
+  // MailboxFull; with `wait` false it returns false at once instead, the
+  // packet untouched (the caller hands it to a thread that may wait).
+  [[nodiscard]] bool dispatch_from_node(Packet& packet, const mpx::detail::Deadline& deadline, bool wait);
   // A message of dispatch_from_node was handled.
   void direct_finished();
 
@@ -338,8 +341,11 @@ void forward_to_node(std::string_view node, std::string_view host, std::span<con
 // Puts a packet that arrived from node `peer` into local endpoint `host`'s
 // mailbox, its sender qualified with `peer`. A request, spawn or monitor
 // for a host that does not exist is answered (noproc) through the node.
-void post_from_node(const std::string& host, std::span<const std::byte> packet, const std::string& peer,
-                    const mpx::detail::Deadline& deadline);
+// Throws MailboxFull when the mailbox has no room by `deadline`. With `wait`
+// false it returns false instead of waiting for room or answering noproc,
+// nothing done (the caller hands the packet to a thread that may wait).
+[[nodiscard]] bool post_from_node(const std::string& host, std::span<const std::byte> packet, const std::string& peer,
+                                  const mpx::detail::Deadline& deadline, bool wait);
 // This tree's node name and maximum message size (set by the Node, inherited by hosts).
 void set_local_node(const std::string& name, std::size_t max_message_size);
 std::size_t local_node_max_message() noexcept;

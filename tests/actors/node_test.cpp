@@ -64,6 +64,19 @@ struct Blob {
     ar(data);
   }
 };
+// Seq{0}, Seq{1}, ... in order: SeqNext answers the next n expected, or -1
+// once one came out of order (or was lost).
+struct Seq {
+  int n = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(n);
+  }
+};
+struct SeqNext {
+  template <class A>
+  void serialize(A&) {}
+};
 // Asks the actor to send Ping{n} to `to` and answer with to's reply.
 struct Relay {
   ma::ActorRef to;
@@ -78,8 +91,11 @@ struct Relay {
 // never answered; Relay asks another actor (maybe on another node) from inside.
 ma::Behavior echo(ma::Context& self) {
   auto count = std::make_shared<int>(0);
+  auto next = std::make_shared<int>(0);
   auto hung = std::make_shared<std::vector<ma::ResponsePromise<int>>>();
   return {
+      [next](const Seq& s) { *next = (*next >= 0 && s.n == *next) ? *next + 1 : -1; },
+      [next](const SeqNext&) { return *next; },
       [count](const Ping& p) {
         ++*count;
         return p.n + 1;
@@ -184,15 +200,15 @@ class RemoteNode {
   // `host_actors`: echo actors spawned by name in `host` before the node
   // reports its port.
   RemoteNode(ma::NodeOptions options, std::string netns = "", std::string host = "",
-             std::vector<std::string> host_actors = {})
+             std::vector<std::string> host_actors = {}, ma::HostOptions host_options = {})
       : name_(options.name),
-        child_([this, options, netns, host, host_actors]() -> int {
+        child_([this, options, netns, host, host_actors, host_options]() -> int {
           try {
             if (!netns.empty()) NetNamespaces::enter(netns);
             ma::Node node(options);
             ma::spawn("echo", "echo");
             std::optional<ma::Host> worker;
-            if (!host.empty()) worker.emplace(host);
+            if (!host.empty()) worker.emplace(host, host_options);
             for (const auto& actor : host_actors) worker->spawn("echo", actor);
             port_.send(node.port());
             (void)stop_.wait(120s);
@@ -326,6 +342,28 @@ TEST(Node, PacketsForTheNodeProcessKeepTheirOrderPerSender) {
   auto down = m.wait(10s);
   ASSERT_TRUE(down);
   EXPECT_EQ(down->kind, ma::DownKind::killed);
+}
+
+// A frame for a host whose mailbox is full cannot be handed over as it
+// arrives (CAF's network thread never waits): it waits for room in the
+// node's gateway, and the frames behind it follow it there. One sender's
+// messages arrive complete and in order, to a host of the peer's tree and to
+// the peer's node process alike.
+TEST(Node, MessagesThatWaitForRoomKeepTheirOrder) {
+  RemoteNode b(options_for("b12"), "", unique("hb12"), {"seq"},
+               ma::HostOptions{}.with_mailbox(ma::MailboxOptions{}.with_capacity(4)));
+  ma::Node a(options_for("a12"));
+  const std::string peer = a.connect("127.0.0.1", b.port, 10s);
+  ma::ActorRef in_host(peer, unique("hb12"), "seq", 0, 0);
+  ma::ActorRef in_node = a.actor(peer, "echo");
+  constexpr int kMessages = 3000;
+  for (int i = 0; i < kMessages; ++i) {
+    in_host.send(Seq{i});
+    in_node.send(Seq{i});
+  }
+  // A request to each, then: the same sender, so after every Seq.
+  EXPECT_EQ(in_host.request<int>(SeqNext{}).get(30s), kMessages);
+  EXPECT_EQ(in_node.request<int>(SeqNext{}).get(30s), kMessages);
 }
 
 // Links across nodes behave as they do across processes
