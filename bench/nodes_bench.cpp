@@ -3,16 +3,23 @@
 //
 //   nodes_bench [--quick] [--repeat N] [--json FILE]
 //
-// Scenarios (best of N runs, default 3):
+// Scenarios:
 //   node_request_roundtrip  request/response from plain code in this process
 //                           to an actor in another node's process (a forked
-//                           child with its own Node); median and p99 in us.
-//                           Peer: a CAF actor published by the middleman in a
-//                           forked child, scoped_actor::request from here.
+//                           child with its own Node); median and p99 in us
+//                           over 20 rounds, each a block of mpx's round trips
+//                           then a block of CAF's: on 2 vCPUs a round trip's
+//                           cost drifts for seconds with where the scheduler
+//                           puts the threads, and both must meet the same
+//                           drift. Also the median (min, max) of the rounds'
+//                           ratios. Peer: a CAF actor published by the
+//                           middleman in a forked child,
+//                           scoped_actor::request from here.
 //                           Ratio raw CAF / mpx (> 1: mpx faster).
 //   node_oneway_throughput  small messages to that actor, messages per second
 //                           (a final request returns the count, so the time
-//                           covers handling). Ratio mpx / raw CAF.
+//                           covers handling), best of N runs (default 3).
+//                           Ratio mpx / raw CAF.
 //   node_failure_detection  a request in hand when the other node is
 //                           SIGKILLed: ms from the kill to the NodeDown (a
 //                           connection reset).
@@ -209,20 +216,14 @@ struct Latency {
   double median_us = 0, p99_us = 0;
 };
 
+// Appends the time of n calls of once(i), in us, to `us`.
 template <class F>
-Latency measure(int n, F once) {
-  std::vector<double> us;
-  us.reserve(static_cast<std::size_t>(n));
+void time_calls(int n, F once, std::vector<double>& us) {
   for (int i = 0; i < n; ++i) {
     const auto t0 = Clock::now();
     once(i);
     us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
-  return {mpx::bench::median(us), mpx::bench::p99(us)};
-}
-
-void keep_best(std::optional<Latency>& best, Latency l) {
-  if (!best || l.median_us < best->median_us) best = l;
 }
 
 struct Sizes {
@@ -232,6 +233,7 @@ struct Sizes {
 // One setting's round trip and one-way figures, mpx and raw CAF.
 struct PairResult {
   Latency mpx_rtt, caf_rtt;
+  double round_ratio = 0, min_round_ratio = 0, max_round_ratio = 0;  // raw CAF / mpx, per round
   double mpx_one = 0, caf_one = 0;
 };
 
@@ -277,14 +279,26 @@ PairResult measure_pair(ma::Node& node, caf::actor_system& system, bool caf_tls,
     return n / mpx::bench::seconds_since(t0);
   };
 
-  (void)measure(200, mpx_once);
-  (void)measure(200, caf_once);
-  std::optional<Latency> mpx_rtt, caf_rtt;
-  for (int r = 0; r < sizes.repeat; ++r) {
-    keep_best(mpx_rtt, measure(sizes.n_rtt, mpx_once));
-    keep_best(caf_rtt, measure(sizes.n_rtt, caf_once));
+  std::vector<double> mpx_us, caf_us, round_ratios;
+  time_calls(200, mpx_once, mpx_us);  // warm-up
+  time_calls(200, caf_once, caf_us);
+  mpx_us.clear();
+  caf_us.clear();
+  constexpr int kRounds = 20;
+  const int block = std::max(50, sizes.n_rtt / kRounds);
+  for (int r = 0; r < kRounds; ++r) {
+    std::vector<double> m, c;
+    time_calls(block, mpx_once, m);
+    time_calls(block, caf_once, c);
+    round_ratios.push_back(mpx::bench::median(c) / mpx::bench::median(m));
+    mpx_us.insert(mpx_us.end(), m.begin(), m.end());
+    caf_us.insert(caf_us.end(), c.begin(), c.end());
   }
-  PairResult result{*mpx_rtt, *caf_rtt};
+  PairResult result{{mpx::bench::median(mpx_us), mpx::bench::p99(mpx_us)},
+                    {mpx::bench::median(caf_us), mpx::bench::p99(caf_us)},
+                    mpx::bench::median(round_ratios),
+                    *std::min_element(round_ratios.begin(), round_ratios.end()),
+                    *std::max_element(round_ratios.begin(), round_ratios.end())};
   (void)mpx_oneway(sizes.n_one / 10);
   (void)caf_oneway(sizes.n_one / 10);
   for (int r = 0; r < sizes.repeat; ++r) {
@@ -295,9 +309,11 @@ PairResult measure_pair(ma::Node& node, caf::actor_system& system, bool caf_tls,
 }
 
 void print_pair(const std::string& suffix, const PairResult& r) {
-  std::printf("%-30s %10.1f us %10.1f us %8.2f  (median; p99 %.1f / %.1f us)\n",
-              ("node_request_roundtrip" + suffix).c_str(), r.mpx_rtt.median_us, r.caf_rtt.median_us,
-              r.caf_rtt.median_us / r.mpx_rtt.median_us, r.mpx_rtt.p99_us, r.caf_rtt.p99_us);
+  std::printf(
+      "%-30s %10.1f us %10.1f us %8.2f  (median; p99 %.1f / %.1f us; rounds' ratios: median %.2f, %.2f-%.2f)\n",
+      ("node_request_roundtrip" + suffix).c_str(), r.mpx_rtt.median_us, r.caf_rtt.median_us,
+      r.caf_rtt.median_us / r.mpx_rtt.median_us, r.mpx_rtt.p99_us, r.caf_rtt.p99_us, r.round_ratio,
+      r.min_round_ratio, r.max_round_ratio);
   std::printf("%-30s %8.0f msg/s %8.0f msg/s %8.2f\n", ("node_oneway_throughput" + suffix).c_str(), r.mpx_one,
               r.caf_one, r.mpx_one / r.caf_one);
 }
@@ -307,7 +323,11 @@ void add_pair(std::vector<mpx::bench::Record>& records, const std::string& suffi
   records.emplace_back("node_request_roundtrip" + suffix, "us", r.mpx_rtt.median_us,
                        mpx::bench::Record::Figures{{peer, r.caf_rtt.median_us}}, false,
                        note.empty() ? "median" : "median, " + note,
-                       mpx::bench::Record::Figures{{"mpx_p99", r.mpx_rtt.p99_us}, {"caf_p99", r.caf_rtt.p99_us}});
+                       mpx::bench::Record::Figures{{"mpx_p99", r.mpx_rtt.p99_us},
+                                                   {"caf_p99", r.caf_rtt.p99_us},
+                                                   {"median_round_ratio", r.round_ratio},
+                                                   {"min_round_ratio", r.min_round_ratio},
+                                                   {"max_round_ratio", r.max_round_ratio}});
   records.emplace_back("node_oneway_throughput" + suffix, "msg/s", r.mpx_one,
                        mpx::bench::Record::Figures{{peer, r.caf_one}}, true, note);
 }

@@ -39,6 +39,7 @@ using mpx::detail::process_alive;
 constexpr std::uint64_t kMagic = 0x786f626c69616d78ULL;  // "xmailbox"
 constexpr std::uint64_t kAlign = 64;
 constexpr auto kLivenessTick = std::chrono::milliseconds(20);
+constexpr auto kStreamGap = std::chrono::milliseconds(1);  // take() spins only this soon after its last record
 
 enum Phase : std::uint32_t { kWriting = 1, kReady = 2, kTaken = 3, kHandling = 4, kDone = 5, kSkip = 6 };
 constexpr std::uint32_t kFlagRedelivered = 1;
@@ -365,6 +366,7 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
           }
           h.read_pos.store(r + rec.total, std::memory_order_release);
           notify_producers();
+          last_taken_ = Deadline::Clock::now();
           const auto* payload = reinterpret_cast<const std::byte*>(&rec) + sizeof(RecordHeader);
           return Taken{r, {payload, rec.length}, (rec.flags.load(std::memory_order_relaxed) & kFlagRedelivered) != 0};
         }
@@ -391,7 +393,12 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
       }
     }
     if (deadline.expired()) return std::nullopt;
-    if (++idle < 64) {
+    // A record due within microseconds (a stream, a request's next message)
+    // is met by a few yields instead of a sleep and a wake-up. A consumer
+    // that took nothing for a while sleeps at once: an idle host's gateway
+    // returns here for its 10 ms sweep, and 64 yields each time cost a
+    // tree of idle hosts thousands of context switches a second.
+    if (++idle < 64 && Deadline::Clock::now() - last_taken_ < kStreamGap) {
       sched_yield();
       continue;
     }

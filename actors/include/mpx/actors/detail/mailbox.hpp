@@ -31,6 +31,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -149,6 +150,9 @@ class Mailbox {
   MailboxHeader* header_ = nullptr;
   std::byte* data_ = nullptr;
   std::mutex reclaim_mutex_;  // free_pos moves under it (threads of the consumer process)
+  // When take() last returned a record (the consumer's thread only): it
+  // yields before sleeping only while records come in a stream.
+  std::chrono::steady_clock::time_point last_taken_{};
 };
 
 }  // namespace mpx::actors::detail
