@@ -177,12 +177,15 @@ class NodeImpl {
   void add_peer(const std::string& peer, std::string endpoint, std::uint64_t peer_pid, caf::actor gateway,
                 caf::actor beater, caf::actor inlet);
   std::string peer_of(const caf::actor_addr& addr) const;
-  // A frame from a peer, as the inlet receives it (in CAF's network thread).
+  // A frame from a peer, as the inlet receives it (in a BASP thread of CAF's).
   void on_arrival(caf::mailbox_element_ptr element);
   // Handles a frame from the peer whose gateway is `from`. With `may_wait`
   // false (the inlet) it must not wait or run user code: it returns false
   // when the frame needs that, leaving it for the gateway (may_wait true).
   bool on_frame(const caf::actor_addr& from, const std::vector<char>& frame, bool may_wait);
+  // on_frame's hand-over of a well-formed packet from `peer` for `host`.
+  bool hand_over(const std::string& peer, const std::string& host, std::span<const std::byte> packet,
+                 const Deadline& deadline, bool may_wait);
   void fail(const std::string& origin, std::uint64_t id, const Tracked& tracked, const std::string& why);
   // Inbound: a request, spawn or monitor from a peer for a host of this tree
   // is remembered until its answer leaves (send), so that when that host
@@ -202,13 +205,14 @@ class NodeImpl {
   // gateway's mailbox (a burst into a full local mailbox) must not hold them
   // back and make a busy peer look silent.
   caf::actor beater_;
-  // Peers send their frames to the inlet, a companion actor: CAF's network
-  // thread hands each one over as it arrives (on_arrival), one scheduling
-  // hop fewer than through the gateway's mailbox. A frame that would have to
+  // Peers send their frames to the inlet, a companion actor: CAF's BASP
+  // threads hand each one over as it arrives (on_arrival; BASP delivers
+  // under its queue's mutex, one frame at a time), one scheduling hop fewer
+  // than through the gateway's mailbox. A frame that would have to
   // wait (a full local mailbox) or that may run user code (a monitor
   // callback, an actor's constructor) goes to the gateway instead, and so do
   // all frames after it until the gateway has handled those: the order of
-  // one sender's packets holds and the network thread never blocks.
+  // one sender's packets holds and CAF's threads never block.
   caf::actor inlet_;
   caf::actor_id inlet_id_ = 0;  // set once: the gateway checks deferred frames' sender against it
   std::mutex arrival_mutex_;
@@ -266,9 +270,12 @@ caf::actor_companion* companion(const caf::actor& inlet) {
 }
 
 // Stops the inlet: once a frame being handed over is done, no more come
-// (its on_exit drops the handler under the lock each hand-over holds).
-// CAF 0.17 declares actor_companion::disconnect but does not define it.
+// (dropping the handler takes the lock each hand-over holds), and the actor
+// is unregistered so that the actor system can shut down. What CAF 0.17's
+// actor_companion::disconnect did; 0.17 declares it but does not define it
+// (and its cleanup() leaves the handler in place).
 void close_inlet(caf::actor_system& system, const caf::actor& inlet) {
+  companion(inlet)->on_enqueue({});
   caf::scoped_execution_unit unit{&system};
   companion(inlet)->cleanup(caf::exit_reason::user_shutdown, &unit);
 }
@@ -289,6 +296,7 @@ caf::behavior doorman_actor(caf::event_based_actor* self, NodeImpl* node) {
       [self, node](hello_atom, const std::string& client, const std::string& client_endpoint, std::uint64_t client_pid,
                    const std::string& nonce_client, const caf::actor& client_beater,
                    const caf::actor& client_inlet) -> caf::message {
+        if (!client_inlet) return caf::make_message(challenge_atom::value, false);  // not a node of this version
         NodeImpl::Handshake hs{client,     client_endpoint, nonce_client, random_nonce(), client_pid, client_beater,
                                client_inlet};
         auto mine = proof(node->options.secret, "server", {node->options.name, client, nonce_client, hs.nonce_server});
@@ -395,9 +403,14 @@ caf::behavior gateway_actor(caf::event_based_actor* self, NodeImpl* node) {
       [self, node](deferred_atom, const caf::actor_addr& from, const std::vector<char>& frame) {
         const auto& sender = self->current_sender();
         if (!sender || sender->id() != node->inlet_id_ || sender->node() != self->node()) return;
+        struct Done {  // also when on_frame throws: later frames must not wait for this one forever
+          NodeImpl* node;
+          ~Done() {
+            std::lock_guard lock(node->arrival_mutex_);
+            --node->deferred_frames_;
+          }
+        } done{node};
         (void)node->on_frame(from, frame, true);
-        std::lock_guard lock(node->arrival_mutex_);
-        --node->deferred_frames_;
       },
       [self, node](watch_atom, const caf::actor& peer) {
         if (sender_of(self) == node->doorman_.address()) self->monitor(peer);
@@ -549,6 +562,10 @@ NodeImpl::NodeImpl(NodeOptions opts) : options(std::move(opts)) {
 
 NodeImpl::~NodeImpl() {
   stop_host_keeper(std::move(keeper_));  // shuts down the hosts other nodes' supervisors started here
+  // Before the tree stops routing to this node: a frame handed over later
+  // could answer through the outbound mailbox nobody reads any more and
+  // wait forever in a thread of CAF's.
+  close_inlet(*system_, inlet_);
   g_node.store(nullptr, std::memory_order_release);
   stopping_.store(true);
   outbound_->interrupt_consumer();
@@ -572,8 +589,6 @@ NodeImpl::~NodeImpl() {
           .receive([](bye_atom) {}, [](caf::error&) {});
   }
   gateways.clear();
-  // Waits for a frame being handed over, then takes no more.
-  close_inlet(*system_, inlet_);
   caf::anon_send_exit(gateway_, caf::exit_reason::user_shutdown);
   caf::anon_send_exit(beater_, caf::exit_reason::user_shutdown);
   {
@@ -766,8 +781,9 @@ bool NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& fr
     }
   }
   if (peer.empty()) {
-    // A peer's first frames can overtake the end of our handshake with it
-    // (the auth reply waits in the gateway's mailbox): the gateway decides.
+    // Maybe a frame that overtook the end of our handshake with its peer (the
+    // auth reply is in the gateway's mailbox): the gateway decides, after
+    // it. (A frame the peer sent before its auth reply is still lost.)
     if (!may_wait) return false;
     get_logger()->warn("mpx nodes: {}: a message from an unauthenticated peer dropped", options.name);
     return true;
@@ -784,37 +800,49 @@ bool NodeImpl::on_frame(const caf::actor_addr& from, const std::vector<char>& fr
   auto packet = std::as_bytes(std::span(frame)).subspan(2 + host_len);
   PacketHead ph;
   std::memcpy(&ph, packet.data(), sizeof ph);
-  if (ph.kind == PacketKind::reply || ph.kind == PacketKind::error || ph.kind == PacketKind::down) {
+  const auto deadline = Deadline::after(kLocalPutTimeout);
+  const bool handled = [&] {
+    try {
+      return hand_over(peer, host, packet, deadline, may_wait);
+    } catch (const std::exception& e) {
+      get_logger()->error("mpx nodes: {}: a packet from node '{}' for host '{}' dropped: {}", options.name, peer, host,
+                          e.what());
+      return true;  // dropped and logged
+    }
+  }();
+  // An answer no longer waits on that node: node_down has nothing to fail for
+  // it. Only once handled: a frame left to the gateway may still meet its
+  // node going down first, and then node_down must fail what it answered.
+  if (handled && (ph.kind == PacketKind::reply || ph.kind == PacketKind::error || ph.kind == PacketKind::down)) {
     std::lock_guard lock(mutex_);
     tracked_.erase(std::make_pair(host, ph.request_id));
   }
-  const auto deadline = Deadline::after(kLocalPutTimeout);
-  try {
-    if (host == endpoint_name) {
-      // For this process: handled here, one mailbox hop and one thread
-      // wake-up fewer (every packet from other nodes for it comes this way,
-      // so one sender's packets keep their order).
-      Packet parsed = parse_packet(packet);
-      if (ph.kind == PacketKind::reply || ph.kind == PacketKind::error) {
-        Endpoint::instance().answer(parsed);  // wakes the requester or posts its continuation: no user code here
-        return true;
-      }
-      // A Down runs monitor callbacks; a spawn, an actor's constructor; a
-      // monitor or link may wait for room to answer: not on the network thread.
-      if (!may_wait && ph.kind != PacketKind::message && ph.kind != PacketKind::kill) return false;
-      // The sender as this node sees it: "host@peer" (whatever the peer wrote).
-      parsed.sender =
-          ActorRef(peer, parsed.sender.host(), parsed.sender.name(), parsed.sender.id(), parsed.sender.pid());
-      return Endpoint::instance().dispatch_from_node(parsed, deadline, may_wait);
-    }
+  return handled;
+}
+
+bool NodeImpl::hand_over(const std::string& peer, const std::string& host, std::span<const std::byte> packet,
+                         const Deadline& deadline, bool may_wait) {
+  PacketHead ph;
+  std::memcpy(&ph, packet.data(), sizeof ph);
+  if (host != endpoint_name) {
     if (!watch_inbound(peer, host, packet)) return true;  // answered here: that host is gone
     // (watch_inbound again when the gateway takes a frame this put left: it is idempotent)
     return post_from_node(host, packet, peer, deadline, may_wait);
-  } catch (const std::exception& e) {
-    get_logger()->error("mpx nodes: {}: a packet from node '{}' for host '{}' dropped: {}", options.name, peer, host,
-                        e.what());
   }
-  return true;  // dropped and logged
+  // For this process: handled here, one mailbox hop and one thread wake-up
+  // fewer (every packet from other nodes for it comes this way, so one
+  // sender's packets keep their order).
+  Packet parsed = parse_packet(packet);
+  if (ph.kind == PacketKind::reply || ph.kind == PacketKind::error) {
+    Endpoint::instance().answer(parsed);  // wakes the requester or posts its continuation: no user code here
+    return true;
+  }
+  // A Down runs monitor callbacks; a spawn, an actor's constructor; a
+  // monitor or link may wait for room to answer: not on CAF's threads.
+  if (!may_wait && ph.kind != PacketKind::message && ph.kind != PacketKind::kill) return false;
+  // The sender as this node sees it: "host@peer" (whatever the peer wrote).
+  parsed.sender = ActorRef(peer, parsed.sender.host(), parsed.sender.name(), parsed.sender.id(), parsed.sender.pid());
+  return Endpoint::instance().dispatch_from_node(parsed, deadline, may_wait);
 }
 
 bool NodeImpl::watch_inbound(const std::string& peer, const std::string& host, std::span<const std::byte> packet) {

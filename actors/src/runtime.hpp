@@ -250,7 +250,7 @@ class Endpoint {
   // the Node hands its peers' answers here without the mailbox hop).
   void answer(const Packet& packet);
   // A packet from another node for this process (the Node's process),
-  // handled on the calling thread (CAF's network thread, or the Node's
+  // handled on the calling thread (a BASP thread of CAF's, or the Node's
   // gateway actor) without a mailbox record: one mailbox hop and one thread
   // wake-up fewer. Every packet from other nodes for this process comes this
   // way, in arrival order, so one sender's packets keep their order.
