@@ -12,9 +12,13 @@
 //                         the scheduler happens to put a host's threads, for
 //                         the host's whole life: so the pair (a supervisor
 //                         with its host, a plain host) is made anew for each
-//                         of several rounds, the two alternate in blocks of
-//                         100 requests within a round, and the figures are
-//                         medians over the rounds (and of their ratios).
+//                         of 60 rounds (many placements, few requests each:
+//                         placement is what varies), the host made first
+//                         alternates between rounds (the first of a pair
+//                         tends to be the slower), the two alternate in
+//                         blocks of 50 requests within a round, and the
+//                         figures are medians over the rounds (and of their
+//                         ratios).
 // --json FILE writes one record per scenario; --quick, --repeat N as the others.
 #include <signal.h>
 #include <spawn.h>
@@ -23,6 +27,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,24 +98,40 @@ std::vector<double> restart_latencies(const ma::Supervisor& sup, const ma::Actor
 int main(int argc, char** argv) {
   const auto opt = mpx::bench::parse_options(argc, argv);
   const int restarts = opt.quick ? 5 : 20;
-  const int n_rtt = opt.quick ? 2000 : 10000;
 
   std::vector<double> restart_ms, standby_ms, bare_ms, supervised_us, plain_us, round_ratios;
   try {
     const auto intensity = ma::SupervisorOptions().with_intensity(1000, std::chrono::milliseconds(60000));
-    const int rounds = 5 * opt.repeat;
+    const int rounds = (opt.quick ? 4 : 20) * opt.repeat;
     for (int round = 0; round < rounds; ++round) {
       const std::string n = std::to_string(round);
-      ma::Supervisor sup("bench-sup-" + n, intensity,
-                         {ma::ChildSpec::host("bench-supervised-" + n, ma::HostOptions(),
-                                              {ma::ActorSpec::make("bench_pong", "p", 0)})});
-      ma::Host plain("bench-plain-" + n, ma::HostOptions(), {ma::ActorSpec::make("bench_pong", "p", 0)});
-      auto p_sup = sup.host("bench-supervised-" + n).actor("p");
-      auto p_plain = plain.actor("p");
-      for (int i = 0; i < 200; ++i) (void)roundtrip_us(p_sup), (void)roundtrip_us(p_plain);
+      const auto make_plain = [&] {
+        return std::make_unique<ma::Host>("bench-plain-" + n, ma::HostOptions(),
+                                          std::vector<ma::ActorSpec>{ma::ActorSpec::make("bench_pong", "p", 0)});
+      };
+      const auto make_sup = [&] {
+        return std::make_unique<ma::Supervisor>(
+            "bench-sup-" + n, intensity,
+            std::vector<ma::ChildSpec>{ma::ChildSpec::host("bench-supervised-" + n, ma::HostOptions(),
+                                                           {ma::ActorSpec::make("bench_pong", "p", 0)})});
+      };
+      // The host made first of a pair tends to answer slower (where its
+      // threads land): each kind goes first in every other round.
+      std::unique_ptr<ma::Host> plain;
+      std::unique_ptr<ma::Supervisor> sup;
+      if (round % 2 == 0) {
+        sup = make_sup();
+        plain = make_plain();
+      } else {
+        plain = make_plain();
+        sup = make_sup();
+      }
+      auto p_sup = sup->host("bench-supervised-" + n).actor("p");
+      auto p_plain = plain->actor("p");
+      for (int i = 0; i < 50; ++i) (void)roundtrip_us(p_sup), (void)roundtrip_us(p_plain);
       std::vector<double> s, u;
-      constexpr int kBlock = 100;
-      for (int block = 0; block < n_rtt / 5 / kBlock; ++block) {
+      constexpr int kBlock = 50;
+      for (int block = 0; block < 4; ++block) {
         for (int i = 0; i < kBlock; ++i) s.push_back(roundtrip_us(p_sup));
         for (int i = 0; i < kBlock; ++i) u.push_back(roundtrip_us(p_plain));
       }
