@@ -360,12 +360,18 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
       std::uint32_t phase = rec.phase.load(std::memory_order_acquire);
       if (phase == kReady) {
         if (rec.phase.compare_exchange_strong(phase, kTaken, std::memory_order_acq_rel)) {
+          bool room_made = false;
           if ((rec.flags.load(std::memory_order_relaxed) & kFlagControl) == 0) {
-            h.depth.fetch_sub(1, std::memory_order_seq_cst);
+            const std::int64_t left = h.depth.fetch_sub(1, std::memory_order_seq_cst) - 1;
             h.taken_total.fetch_add(1, std::memory_order_relaxed);
+            room_made = left <= low_water();
           }
           h.read_pos.store(r + rec.total, std::memory_order_release);
-          notify_producers();
+          // Producers blocked at `capacity` are woken once a slice of it is
+          // free, not at every take: waking them per record made producer
+          // and consumer trade a futex wake-up per message once the bound
+          // was reached (sustained throughput fell to a third).
+          if (room_made) notify_producers();
           last_taken_ = Deadline::Clock::now();
           const auto* payload = reinterpret_cast<const std::byte*>(&rec) + sizeof(RecordHeader);
           return Taken{r, {payload, rec.length}, (rec.flags.load(std::memory_order_relaxed) & kFlagRedelivered) != 0};
@@ -402,6 +408,7 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
       sched_yield();
       continue;
     }
+    notify_producers();  // about to sleep: no producer may sleep on a mailbox with room
     const std::uint32_t seq = h.not_empty_seq.load(std::memory_order_seq_cst);
     h.consumer_sleeping.store(1, std::memory_order_seq_cst);
     if (h.read_pos.load(std::memory_order_relaxed) != h.write_pos.load(std::memory_order_seq_cst) &&
@@ -414,6 +421,11 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
     auto result = futex_wait(h.not_empty_seq, seq, (left && *left < kLivenessTick) ? deadline : tick);
     if (result == mpx::detail::FutexWaitResult::woken && h.read_pos.load() == h.write_pos.load()) return std::nullopt;
   }
+}
+
+std::int64_t Mailbox::low_water() const noexcept {
+  const auto capacity = static_cast<std::int64_t>(header_->capacity);
+  return capacity - std::max<std::int64_t>(1, capacity / 8);
 }
 
 void Mailbox::mark_handling(std::uint64_t pos) { record_at(pos).phase.store(kHandling, std::memory_order_release); }

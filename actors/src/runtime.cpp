@@ -22,6 +22,7 @@ namespace {
 
 using mpx::detail::Deadline;
 constexpr auto kSweepInterval = std::chrono::milliseconds(10);
+constexpr std::size_t kBatchRecords = 64;  // the gateway takes at most this many records in a row
 
 // ---- process globals, replaced (leaked) in a forked child: another thread
 // of the parent may have held their mutexes at the fork.
@@ -1046,6 +1047,7 @@ void Endpoint::fire_monitor(const std::shared_ptr<MonitorState>& monitor, Down d
 void Endpoint::flush_batch() {
   if (!batch_.empty()) (void)enqueue(batch_cell_, std::move(batch_));  // a stopped cell: ~Delivery cleans up
   batch_.clear();
+  batch_.reserve(kBatchRecords);
   batch_cell_.reset();
 }
 
@@ -1065,11 +1067,11 @@ void Endpoint::answer(const Packet& packet) {
   fulfil(pending, {}, {}, std::move(info));
 }
 
-std::shared_ptr<Delivery> Endpoint::message_delivery(Packet& packet) {
+std::shared_ptr<Delivery> Endpoint::message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell) {
   std::shared_ptr<ReplyTarget> reply;
   if (packet.request_id)
     reply = std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr});
-  auto cell = find_local(packet.target_name, packet.target_id);
+  if (!cell) cell = find_local(packet.target_name, packet.target_id);
   if (!cell) {
     std::string who =
         packet.target_name.empty() ? "#" + std::to_string(packet.target_id) : std::string(packet.target_name);
@@ -1094,12 +1096,17 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
     handle_control(packet, [&] { mailbox_->complete(taken.pos); });
     return;
   }
-  auto delivery = message_delivery(packet);
+  // Records in a row for one actor (a stream) skip the table lookup.
+  std::shared_ptr<ActorCell> same;
+  if (batch_cell_ && (packet.target_name.empty() ? batch_cell_->ref.name().empty() && batch_cell_->ref.id() == packet.target_id
+                                                 : batch_cell_->ref.name() == packet.target_name))
+    same = batch_cell_;
+  auto delivery = message_delivery(packet, std::move(same));
   if (!delivery) {
     mailbox_->complete(taken.pos);
     return;
   }
-  delivery->mailbox = mailbox_;
+  delivery->mailbox = mailbox_.get();
   delivery->record_pos = taken.pos;
   delivery->redelivered = taken.redelivered;
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
@@ -1264,10 +1271,17 @@ void Endpoint::sweep_watches() {
   }
 }
 
+namespace {
+// A gateway stopped at the in-flight limit takes again once its actors have
+// handled a quarter of it: resuming at limit - 1 made it sleep and wake once
+// per message (a futex wake-up from the actor's thread each time).
+std::size_t resume_mark(std::size_t limit) { return limit - std::max<std::size_t>(1, limit / 4); }
+}  // namespace
+
 void Endpoint::record_finished() {
-  if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == mailbox_->in_flight_limit()) {
+  if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == resume_mark(mailbox_->in_flight_limit()) + 1) {
     std::lock_guard lock(flight_mutex_);
-    flight_cv_.notify_one();
+    gateway_cv_.notify_one();
   }
 }
 
@@ -1278,8 +1292,10 @@ void Endpoint::run_gateway() {
     std::optional<Mailbox::Taken> taken;
     if (in_flight_.load(std::memory_order_acquire) >= limit) {
       // The actors are behind: leave the messages in the mailbox.
+      mailbox_->notify_producers();  // it has room they may use meanwhile
+      const std::size_t resume = resume_mark(limit);
       std::unique_lock lock(flight_mutex_);
-      flight_cv_.wait_for(lock, kSweepInterval, [&] { return in_flight_.load() < limit || stop_.load(); });
+      gateway_cv_.wait_for(lock, kSweepInterval, [&] { return in_flight_.load() <= resume || stop_.load(); });
     } else {
       try {
         taken = mailbox_->take(Deadline::after(kSweepInterval), &sweep_now_);
@@ -1289,7 +1305,7 @@ void Endpoint::run_gateway() {
     }
     // What is there already goes out in batches: one CAF message per run of
     // records for the same actor.
-    for (int n = 0; taken; ++n) {
+    for (std::size_t n = 0; taken; ++n) {
       try {
         dispatch(*taken);
       } catch (const std::exception& e) {
@@ -1297,7 +1313,7 @@ void Endpoint::run_gateway() {
         mailbox_->complete(taken->pos);
       }
       taken.reset();
-      if (n >= 64 || in_flight_.load(std::memory_order_acquire) >= limit || shutdown_.load()) break;
+      if (n + 1 >= kBatchRecords || in_flight_.load(std::memory_order_acquire) >= limit || shutdown_.load()) break;
       taken = mailbox_->take(Deadline::after(std::chrono::seconds(0)));
     }
     flush_batch();

@@ -180,7 +180,7 @@ struct Delivery {
   std::shared_ptr<ActorCell> cell;        // the target (null: there was none)
   Value value;                            // owned object (same process)
   std::span<const std::byte> bytes;       // encoded message in a mailbox record (or in `owned`)
-  std::shared_ptr<Mailbox> mailbox;       // set when bytes live in a record
+  Mailbox* mailbox = nullptr;             // set when bytes live in a record: the endpoint's (never destroyed)
   Bytes owned;                            // the bytes of a message from another node, handed over directly
   bool direct = false;                    // counted in Endpoint's direct deliveries
   std::uint64_t record_pos = 0;
@@ -284,7 +284,8 @@ class Endpoint {
   // longer read); a message's delivery (null, after answering noproc, when
   // its actor does not run here).
   void handle_control(const Packet& packet, const std::function<void()>& release);
-  std::shared_ptr<Delivery> message_delivery(Packet& packet);
+  // `cell`: the target when the caller knows it already (else looked up).
+  std::shared_ptr<Delivery> message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell = nullptr);
   void flush_batch();
   std::shared_ptr<ActorCell> batch_cell_;
   std::vector<std::shared_ptr<Delivery>> batch_;
@@ -309,7 +310,8 @@ class Endpoint {
 
   std::atomic<std::size_t> in_flight_{0};  // message records handed to actors, not yet completed
   std::mutex flight_mutex_;
-  std::condition_variable flight_cv_;
+  std::condition_variable flight_cv_;     // dispatch_from_node's waiters
+  std::condition_variable gateway_cv_;    // the gateway, waiting for its actors to catch up
   std::size_t direct_in_flight_ = 0;  // dispatch_from_node's messages not handled yet (under flight_mutex_)
   std::atomic<bool> stop_{false};
   std::atomic<bool> shutdown_{false};

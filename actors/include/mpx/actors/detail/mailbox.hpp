@@ -98,6 +98,10 @@ class Mailbox {
   void complete(std::uint64_t pos);
   // Wakes a consumer blocked in take() (which then returns nullopt once).
   void interrupt_consumer();
+  // take() wakes producers blocked at `capacity` only once the depth falls to
+  // capacity - capacity/8 (or it is about to sleep); a consumer that stops
+  // taking for another reason (its actors are behind) calls this first.
+  void notify_producers();
 
   struct Recovery {
     std::uint64_t requeued = 0;     // TAKEN by a dead consumer, not yet handled
@@ -142,7 +146,7 @@ class Mailbox {
   void unlock_producers();
   bool drop_oldest_locked();
   void reclaim();
-  void notify_producers();
+  [[nodiscard]] std::int64_t low_water() const noexcept;
   void notify_consumer();
   void wait_producers(const Deadline& deadline);
 
