@@ -372,7 +372,7 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
           // and consumer trade a futex wake-up per message once the bound
           // was reached (sustained throughput fell to a third).
           if (room_made) notify_producers();
-          last_taken_ = Deadline::Clock::now();
+          ++taken_count_;  // stamped when next idle: no clock read per record
           const auto* payload = reinterpret_cast<const std::byte*>(&rec) + sizeof(RecordHeader);
           return Taken{r, {payload, rec.length}, (rec.flags.load(std::memory_order_relaxed) & kFlagRedelivered) != 0};
         }
@@ -404,7 +404,12 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
     // that took nothing for a while sleeps at once: an idle host's gateway
     // returns here for its 10 ms sweep, and 64 yields each time cost a
     // tree of idle hosts thousands of context switches a second.
-    if (++idle < 64 && Deadline::Clock::now() - last_taken_ < kStreamGap) {
+    const auto now = Deadline::Clock::now();
+    if (taken_count_ != stamped_count_) {
+      stamped_count_ = taken_count_;
+      last_taken_ = now;
+    }
+    if (++idle < 64 && now - last_taken_ < kStreamGap) {
       sched_yield();
       continue;
     }

@@ -344,10 +344,10 @@ void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes e
   pending->cv.notify_all();
   if (Endpoint* endpoint = Endpoint::existing()) endpoint->forget_pending(pending->id);
   if (owner) {
-    auto delivery = std::make_shared<Delivery>();
-    delivery->kind = Delivery::Kind::continuation;
-    delivery->cell = owner;
-    delivery->run = std::move(continuation);
+    Delivery delivery;
+    delivery.kind = Delivery::Kind::continuation;
+    delivery.cell = owner;
+    delivery.run = std::move(continuation);
     (void)Endpoint::instance().enqueue(owner, std::move(delivery));
   }
 }
@@ -398,10 +398,10 @@ void set_continuation(PendingRequest& pending, std::function<void()> continuatio
     pending.continuation_posted = true;
     owner = pending.owner;
   }
-  auto delivery = std::make_shared<Delivery>();
-  delivery->kind = Delivery::Kind::continuation;
-  delivery->cell = owner;
-  delivery->run = pending.continuation;
+  Delivery delivery;
+  delivery.kind = Delivery::Kind::continuation;
+  delivery.cell = owner;
+  delivery.run = pending.continuation;
   (void)Endpoint::instance().enqueue(owner, std::move(delivery));
 }
 
@@ -504,10 +504,10 @@ void send_value(const ActorRef& to, const Value& message, const Deadline& deadli
       get_logger()->debug("mpx actors: message to {} dropped: no such actor", to.to_string());
       return;
     }
-    auto delivery = std::make_shared<Delivery>();
-    delivery->cell = cell;
-    delivery->value = message.owned();
-    delivery->sender = current_sender();
+    Delivery delivery;
+    delivery.cell = cell;
+    delivery.value = message.owned();
+    delivery.sender = current_sender();
     (void)endpoint->enqueue(cell, std::move(delivery));
     return;
   }
@@ -540,11 +540,11 @@ std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& m
       deliver_down_error(target, "mpx actors: " + to.to_string() + " is not running (noproc)", "noproc");
       return pending;
     }
-    auto delivery = std::make_shared<Delivery>();
-    delivery->cell = cell;
-    delivery->value = message.owned();
-    delivery->sender = current_sender();
-    delivery->reply = target;
+    Delivery delivery;
+    delivery.cell = cell;
+    delivery.value = message.owned();
+    delivery.sender = current_sender();
+    delivery.reply = target;
     (void)endpoint.enqueue(cell, std::move(delivery));  // a stopped cell fails it (~Delivery)
     return pending;
   }
@@ -792,9 +792,8 @@ caf::behavior cell_actor(caf::event_based_actor* self, std::shared_ptr<ActorCell
     if (Endpoint* endpoint = Endpoint::existing()) endpoint->on_cell_stopped(cell, kind, std::move(text));
   });
   return {[self, cell](const DeliveryBatch& batch) {
-    for (const auto& item : batch.items) {
+    for (Delivery& d : *batch.items) {
       if (cell->quitting) return;  // the rest is destroyed unhandled: records completed, requests failed
-      Delivery& d = *item;
       switch (d.kind) {
         case Delivery::Kind::continuation:
           t_current_cell = cell.get();
@@ -884,18 +883,18 @@ std::vector<std::shared_ptr<ActorCell>> Endpoint::cells() {
   return out;
 }
 
-bool Endpoint::enqueue(const std::shared_ptr<ActorCell>& cell, std::shared_ptr<Delivery> delivery) {
-  std::vector<std::shared_ptr<Delivery>> one;
+bool Endpoint::enqueue(const std::shared_ptr<ActorCell>& cell, Delivery delivery) {
+  std::vector<Delivery> one;
   one.push_back(std::move(delivery));
   return enqueue(cell, std::move(one));
 }
 
-bool Endpoint::enqueue(const std::shared_ptr<ActorCell>& cell, std::vector<std::shared_ptr<Delivery>> deliveries) {
+bool Endpoint::enqueue(const std::shared_ptr<ActorCell>& cell, std::vector<Delivery> deliveries) {
   {
     std::lock_guard lock(cell->mutex);
     if (cell->stopped) return false;
   }
-  caf::anon_send(cell->actor, DeliveryBatch{std::move(deliveries)});
+  caf::anon_send(cell->actor, DeliveryBatch{std::make_shared<std::vector<Delivery>>(std::move(deliveries))});
   return true;
 }
 
@@ -1026,20 +1025,20 @@ void Endpoint::fire_monitor(const std::shared_ptr<MonitorState>& monitor, Down d
     }
   }
   if (!monitor->owner) return;
-  auto delivery = std::make_shared<Delivery>();
-  delivery->cell = monitor->owner;
+  Delivery delivery;
+  delivery.cell = monitor->owner;
   if (monitor->link) {
     if (d.kind == DownKind::normal) return;
     if (!monitor->owner->trap_exit) {
-      delivery->kind = Delivery::Kind::down;
-      delivery->monitor = monitor;
+      delivery.kind = Delivery::Kind::down;
+      delivery.monitor = monitor;
     } else {
-      delivery->value = own_value(ExitSignal{d.actor, d.kind, d.reason});
-      delivery->sender = d.actor;
+      delivery.value = own_value(ExitSignal{d.actor, d.kind, d.reason});
+      delivery.sender = d.actor;
     }
   } else {
-    delivery->value = own_value(d);
-    delivery->sender = d.actor;
+    delivery.value = own_value(d);
+    delivery.sender = d.actor;
   }
   (void)enqueue(monitor->owner, std::move(delivery));
 }
@@ -1067,7 +1066,7 @@ void Endpoint::answer(const Packet& packet) {
   fulfil(pending, {}, {}, std::move(info));
 }
 
-std::shared_ptr<Delivery> Endpoint::message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell) {
+std::optional<Delivery> Endpoint::message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell) {
   std::shared_ptr<ReplyTarget> reply;
   if (packet.request_id)
     reply = std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr});
@@ -1079,13 +1078,13 @@ std::shared_ptr<Delivery> Endpoint::message_delivery(Packet& packet, std::shared
     if (reply)
       deliver_down_error(reply, "mpx actors: actor " + who + " is not running in host '" + name_ + "' (noproc)",
                          "noproc");
-    return nullptr;
+    return std::nullopt;
   }
-  auto delivery = std::make_shared<Delivery>();
-  delivery->cell = std::move(cell);
-  delivery->bytes = packet.payload;
-  delivery->sender = std::move(packet.sender);
-  delivery->reply = std::move(reply);
+  Delivery delivery;
+  delivery.cell = std::move(cell);
+  delivery.bytes = packet.payload;
+  delivery.sender = std::move(packet.sender);
+  delivery.reply = std::move(reply);
   return delivery;
 }
 
@@ -1101,17 +1100,18 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
   if (batch_cell_ && (packet.target_name.empty() ? batch_cell_->ref.name().empty() && batch_cell_->ref.id() == packet.target_id
                                                  : batch_cell_->ref.name() == packet.target_name))
     same = batch_cell_;
-  auto delivery = message_delivery(packet, std::move(same));
-  if (!delivery) {
+  auto found = message_delivery(packet, std::move(same));
+  if (!found) {
     mailbox_->complete(taken.pos);
     return;
   }
-  delivery->mailbox = mailbox_.get();
-  delivery->record_pos = taken.pos;
-  delivery->redelivered = taken.redelivered;
+  Delivery& delivery = *found;
+  delivery.mailbox = mailbox_.get();
+  delivery.record_pos = taken.pos;
+  delivery.redelivered = taken.redelivered;
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
-  if (delivery->cell != batch_cell_) flush_batch();
-  batch_cell_ = delivery->cell;
+  if (delivery.cell != batch_cell_) flush_batch();
+  batch_cell_ = delivery.cell;
   batch_.push_back(std::move(delivery));
 }
 
@@ -1137,15 +1137,16 @@ bool Endpoint::dispatch_from_node(Packet& packet, const Deadline& deadline, bool
     }
     ++direct_in_flight_;
   }
-  auto delivery = message_delivery(packet);
-  if (!delivery) {
+  auto found = message_delivery(packet);
+  if (!found) {
     direct_finished();
     return true;
   }
-  delivery->owned.assign(packet.payload.begin(), packet.payload.end());
-  delivery->bytes = delivery->owned;
-  delivery->direct = true;
-  auto cell = delivery->cell;
+  Delivery& delivery = *found;
+  delivery.owned.assign(packet.payload.begin(), packet.payload.end());
+  delivery.bytes = delivery.owned;
+  delivery.direct = true;
+  auto cell = delivery.cell;
   (void)enqueue(cell, std::move(delivery));  // a stopped cell: ~Delivery answers and counts it
   return true;
 }
@@ -1314,7 +1315,7 @@ void Endpoint::run_gateway() {
       }
       taken.reset();
       if (n + 1 >= kBatchRecords || in_flight_.load(std::memory_order_acquire) >= limit || shutdown_.load()) break;
-      taken = mailbox_->take(Deadline::after(std::chrono::seconds(0)));
+      taken = mailbox_->take(Deadline::passed());
     }
     flush_batch();
     auto now = std::chrono::steady_clock::now();
@@ -1340,9 +1341,9 @@ void Endpoint::stop_all_actors(std::chrono::milliseconds timeout) {
   if (!system_) return;
   static const PoisonPill pill;
   for (auto& cell : cells()) {
-    auto delivery = std::make_shared<Delivery>();
-    delivery->cell = cell;
-    delivery->value = borrow_value(pill).owned();
+    Delivery delivery;
+    delivery.cell = cell;
+    delivery.value = borrow_value(pill).owned();
     (void)enqueue(cell, std::move(delivery));
   }
   std::unique_lock lock(mutex_);

@@ -169,12 +169,8 @@ struct Watcher {
 // having been handled (its actor stopped first, or was gone) completes its
 // mailbox record and fails its request with ActorDown: no bookkeeping of
 // queued messages is needed.
-struct Delivery {
+struct DeliveryFields {
   enum class Kind : std::uint8_t { message, continuation, down };
-  Delivery() = default;
-  Delivery(const Delivery&) = delete;
-  Delivery& operator=(const Delivery&) = delete;
-  ~Delivery();
   Kind kind = Kind::message;
   bool handled = false;
   std::shared_ptr<ActorCell> cell;        // the target (null: there was none)
@@ -190,10 +186,23 @@ struct Delivery {
   std::function<void()> run;              // continuation
   std::shared_ptr<MonitorState> monitor;  // down
 };
+// Move-only: a moved-from delivery counts as handled (its destructor does
+// nothing), so exactly one copy answers for an unhandled message.
+struct Delivery : DeliveryFields {
+  Delivery() = default;
+  Delivery(Delivery&& other) noexcept : DeliveryFields(std::move(other)) { other.handled = true; }
+  Delivery(const Delivery&) = delete;
+  Delivery& operator=(const Delivery&) = delete;
+  Delivery& operator=(Delivery&&) = delete;
+  ~Delivery();
+};
 // One CAF message: deliveries for one actor, handled in order (the gateway
-// batches what it takes in a row for the same actor).
+// batches what it takes in a row for the same actor). Held by a shared_ptr
+// because CAF 0.17 copies message types; one allocation for the batch, not
+// one per message (the gateway allocated and the actor's thread freed a
+// Delivery per message, and the two threads contended for malloc's arena).
 struct DeliveryBatch {
-  std::vector<std::shared_ptr<Delivery>> items;
+  std::shared_ptr<std::vector<Delivery>> items;
 };
 
 struct ActorCell : std::enable_shared_from_this<ActorCell> {
@@ -235,8 +244,8 @@ class Endpoint {
   std::shared_ptr<ActorCell> find_local(std::string_view name, std::uint64_t id);
   // Hands deliveries to a cell; false when the cell has stopped (they are
   // then destroyed unhandled: records completed, requests failed).
-  bool enqueue(const std::shared_ptr<ActorCell>& cell, std::shared_ptr<Delivery> delivery);
-  bool enqueue(const std::shared_ptr<ActorCell>& cell, std::vector<std::shared_ptr<Delivery>> deliveries);
+  bool enqueue(const std::shared_ptr<ActorCell>& cell, Delivery delivery);
+  bool enqueue(const std::shared_ptr<ActorCell>& cell, std::vector<Delivery> deliveries);
   void add_watcher(const ActorRef& target, Watcher watcher);
   void on_cell_stopped(const std::shared_ptr<ActorCell>& cell, DownKind kind, std::string reason);
   [[nodiscard]] std::vector<std::shared_ptr<ActorCell>> cells();
@@ -285,10 +294,10 @@ class Endpoint {
   // its actor does not run here).
   void handle_control(const Packet& packet, const std::function<void()>& release);
   // `cell`: the target when the caller knows it already (else looked up).
-  std::shared_ptr<Delivery> message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell = nullptr);
+  std::optional<Delivery> message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell = nullptr);
   void flush_batch();
   std::shared_ptr<ActorCell> batch_cell_;
-  std::vector<std::shared_ptr<Delivery>> batch_;
+  std::vector<Delivery> batch_;
   void sweep_watches();
   std::shared_ptr<PendingRequest> take_pending(std::uint64_t id);
   std::shared_ptr<MonitorState> take_monitor(std::uint64_t id);

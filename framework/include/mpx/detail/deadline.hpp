@@ -20,12 +20,15 @@ class Deadline {
     if (ns.count() < 0) ns = std::chrono::nanoseconds::zero();
     return Deadline{Clock::now() + ns};
   }
+  // A deadline that has passed: a timed call given it tries once. Reads no
+  // clock (a hot loop's "anything more?" costs no clock read when there is).
+  static Deadline passed() { return Deadline{Clock::time_point::min()}; }
   static Deadline from(std::optional<std::chrono::nanoseconds> timeout) {
     return timeout ? after(*timeout) : never();
   }
 
   [[nodiscard]] bool is_never() const { return !at_; }
-  [[nodiscard]] bool expired() const { return at_ && Clock::now() >= *at_; }
+  [[nodiscard]] bool expired() const { return at_ && (*at_ == Clock::time_point::min() || Clock::now() >= *at_); }
   // Time left, zero when expired; nullopt for never.
   [[nodiscard]] std::optional<std::chrono::nanoseconds> remaining() const {
     if (!at_) return std::nullopt;

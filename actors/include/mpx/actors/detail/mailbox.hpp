@@ -155,8 +155,11 @@ class Mailbox {
   std::byte* data_ = nullptr;
   std::mutex reclaim_mutex_;  // free_pos moves under it (threads of the consumer process)
   // When take() last returned a record (the consumer's thread only): it
-  // yields before sleeping only while records come in a stream.
+  // yields before sleeping only while records come in a stream. Stamped
+  // when take() first finds nothing after records (microseconds later).
   std::chrono::steady_clock::time_point last_taken_{};
+  std::uint64_t taken_count_ = 0;
+  std::uint64_t stamped_count_ = 0;
 };
 
 }  // namespace mpx::actors::detail
