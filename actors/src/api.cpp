@@ -55,7 +55,10 @@ const ActorRef& Context::self() const { return cell_->ref; }
 
 const ActorRef& Context::sender() const {
   static const ActorRef none;
-  return cell_->current ? cell_->current->sender : none;
+  const detail::Delivery* d = cell_->current;
+  if (!d) return none;
+  if (!d->sender && !d->packet.empty()) d->sender = detail::packet_sender(d->packet);
+  return d->sender;
 }
 
 bool Context::redelivered() const { return cell_->current && cell_->current->redelivered; }

@@ -76,8 +76,10 @@ struct Packet {
   std::uint64_t request_id;
   std::span<const std::byte> payload;
 };
-// Throws ActorError for a malformed packet.
-Packet parse_packet(std::span<const std::byte> bytes);
+// Throws ActorError for a malformed packet. With `sender` false,
+// packet.sender is left empty (packet_sender reads it when needed).
+Packet parse_packet(std::span<const std::byte> bytes, bool sender = true);
+ActorRef packet_sender(std::span<const std::byte> bytes);
 
 struct ErrorInfo {
   std::string kind;  // "down", "remote", "unhandled", "error"
@@ -181,7 +183,10 @@ struct DeliveryFields {
   bool direct = false;                    // counted in Endpoint's direct deliveries
   std::uint64_t record_pos = 0;
   bool redelivered = false;
-  ActorRef sender;
+  // Read on demand: parsed from `packet` (the record's bytes, valid until
+  // the record is completed) the first time a handler asks for it.
+  mutable ActorRef sender;
+  std::span<const std::byte> packet;
   std::shared_ptr<ReplyTarget> reply;     // a request
   std::function<void()> run;              // continuation
   std::shared_ptr<MonitorState> monitor;  // down

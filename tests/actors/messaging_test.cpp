@@ -2,6 +2,7 @@
 // large messages, continuations and response promises, refs across restarts.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <map>
@@ -215,4 +216,63 @@ TEST(Messaging, RefsAreValuesThatTravelInsideMessages) {
   std::unordered_set<ma::ActorRef> set{a, b, c};
   EXPECT_EQ(set.size(), 2u);
   EXPECT_EQ(c.to_string(), "<actor #7 on h pid 1>");
+}
+
+namespace {
+
+// ---- sender(): who sent the message in hand (read on demand from the record)
+
+struct Note {
+  int n = 0;
+  template <class A>
+  void serialize(A& ar) {
+    ar(n);
+  }
+};
+struct SendNote {
+  ma::ActorRef to;
+  template <class A>
+  void serialize(A& ar) {
+    ar(to);
+  }
+};
+struct Senders {
+  template <class A>
+  void serialize(A&) {}
+};
+
+ma::Behavior sender_log(ma::Context& self) {
+  auto seen = std::make_shared<std::vector<ma::ActorRef>>();
+  return {
+      [&self, seen](const Note&) { seen->push_back(self.sender()); },
+      [](const SendNote& m) {
+        m.to.send(Note{1});
+        return true;
+      },
+      [&self, seen](const Senders&) {
+        auto out = *seen;
+        out.push_back(self.sender());  // the request's own sender
+        return out;
+      },
+  };
+}
+MPX_REGISTER_ACTOR(sender_log);
+
+}  // namespace
+
+TEST(Messaging, SenderNamesThePlainProcessOrTheActorThatSent) {
+  ma::Host first("sender-a"), second("sender-b");
+  auto log = first.spawn("sender_log", "log");
+  auto relay = second.spawn("sender_log", "relay");
+  log.send(Note{0});                                          // from this plain process
+  ASSERT_TRUE(relay.request<bool>(SendNote{log}).get(30s));  // relay -> log, from an actor in another host
+  auto seen = log.request<std::vector<ma::ActorRef>>(Senders{}).get(30s);
+  ASSERT_EQ(seen.size(), 3u);
+  const std::string me = "p" + std::to_string(::getpid());
+  EXPECT_EQ(seen[0].host(), me);
+  EXPECT_TRUE(seen[0].name().empty());
+  EXPECT_EQ(seen[0].pid(), ::getpid());
+  EXPECT_EQ(seen[1], relay);
+  EXPECT_EQ(seen[1].pid(), second.pid());
+  EXPECT_EQ(seen[2], seen[0]);
 }
