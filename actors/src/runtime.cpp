@@ -1050,7 +1050,6 @@ void Endpoint::fire_monitor(const std::shared_ptr<MonitorState>& monitor, Down d
 void Endpoint::flush_batch() {
   if (!batch_.empty()) (void)enqueue(batch_cell_, std::move(batch_));  // a stopped cell: ~Delivery cleans up
   batch_.clear();
-  batch_.reserve(kBatchRecords);
   batch_cell_.reset();
 }
 
@@ -1119,6 +1118,8 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
   delivery.redelivered = taken.redelivered;
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
   if (delivery.cell != batch_cell_) flush_batch();
+  // Sized for what waits (a stream fills it, a request is alone in it).
+  if (batch_.empty()) batch_.reserve(std::min<std::size_t>(kBatchRecords, mailbox_->depth() + 1));
   batch_cell_ = delivery.cell;
   batch_.push_back(std::move(delivery));
 }
