@@ -124,7 +124,19 @@ std::shared_ptr<Mailbox> Mailbox::open(const std::string& name) {
   // sees it empty or without its magic for microseconds. Retry that, briefly.
   const auto deadline = mpx::detail::Deadline::after(std::chrono::seconds(1));
   for (;;) {
-    SharedMemory shm(name, false);
+    std::optional<SharedMemory> attached;
+    try {
+      attached.emplace(name, false);
+    } catch (const FileNotFoundError&) {
+      throw;
+    } catch (const SharedMemoryError&) {
+      // Size 0: created, not sized yet (SharedMemory refuses an empty
+      // segment). Any other failure persists and is thrown at the deadline.
+      if (deadline.expired()) throw;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      continue;
+    }
+    SharedMemory& shm = *attached;
     const bool sized = shm.size() >= kDataOffset;
     const std::uint64_t magic =
         sized ? std::atomic_ref<std::uint64_t>(reinterpret_cast<MailboxHeader*>(shm.buf().data())->magic)
