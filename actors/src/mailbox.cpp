@@ -453,21 +453,28 @@ void Mailbox::complete(std::uint64_t pos) {
 }
 
 void Mailbox::reclaim() {
-  std::unique_lock lock(reclaim_mutex_, std::try_to_lock);
-  if (!lock.owns_lock()) return;  // the holder sweeps; a record it misses is swept by the next call
-  auto& h = *header_;
-  const std::uint64_t start = h.free_pos.load(std::memory_order_relaxed);
-  std::uint64_t f = start;
-  const std::uint64_t r = h.read_pos.load(std::memory_order_acquire);
-  while (f < r) {
-    RecordHeader& rec = record_at(f);
-    const std::uint32_t phase = rec.phase.load(std::memory_order_acquire);
-    if (phase != kDone && phase != kSkip) break;
-    f += rec.total;
-  }
-  if (f != start) {
-    h.free_pos.store(f, std::memory_order_release);
-    notify_producers();
+  // A caller that finds the lock held leaves a request: the holder sweeps
+  // once more after it lets go, so no completion is missed (a producer
+  // waiting for bytes would otherwise wait for some later completion).
+  reclaim_requested_.store(true, std::memory_order_seq_cst);
+  while (reclaim_requested_.load(std::memory_order_seq_cst)) {
+    std::unique_lock lock(reclaim_mutex_, std::try_to_lock);
+    if (!lock.owns_lock()) return;  // the holder sees the request after its sweep
+    reclaim_requested_.store(false, std::memory_order_seq_cst);
+    auto& h = *header_;
+    const std::uint64_t start = h.free_pos.load(std::memory_order_relaxed);
+    std::uint64_t f = start;
+    const std::uint64_t r = h.read_pos.load(std::memory_order_acquire);
+    while (f < r) {
+      RecordHeader& rec = record_at(f);
+      const std::uint32_t phase = rec.phase.load(std::memory_order_acquire);
+      if (phase != kDone && phase != kSkip) break;
+      f += rec.total;
+    }
+    if (f != start) {
+      h.free_pos.store(f, std::memory_order_release);
+      notify_producers();
+    }
   }
 }
 

@@ -865,6 +865,7 @@ ActorRef Endpoint::spawn_local(const std::string& type, const std::string& name,
       by_name_[name] = cell;
     }
     by_id_[id] = cell;
+    cells_generation_.fetch_add(1, std::memory_order_release);
   }
   get_logger()->debug("mpx actors: spawned {} ({})", cell->ref.to_string(), type);
   return cell->ref;
@@ -960,6 +961,7 @@ void Endpoint::on_cell_stopped(const std::shared_ptr<ActorCell>& cell, DownKind 
         by_id_.erase(it);
         break;
       }
+    cells_generation_.fetch_add(1, std::memory_order_release);
   }
   cells_changed_.notify_all();
   // The cell's state (its behaviour and object) goes with the last reference.
@@ -1101,12 +1103,26 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
     handle_control(packet, [&] { mailbox_->complete(taken.pos); });
     return;
   }
-  // Records in a row for one actor (a stream) skip the table lookup.
-  std::shared_ptr<ActorCell> same;
-  if (batch_cell_ && (packet.target_name.empty() ? batch_cell_->ref.name().empty() && batch_cell_->ref.id() == packet.target_id
-                                                 : batch_cell_->ref.name() == packet.target_name))
-    same = batch_cell_;
-  auto found = message_delivery(packet, std::move(same));
+  // Records in a row for one actor (a stream) skip the table lookup while
+  // no actor entered or left it.
+  const std::uint64_t generation = cells_generation_.load(std::memory_order_acquire);
+  std::shared_ptr<ActorCell> cell;
+  if (batch_cell_ && generation == batch_generation_ &&
+      (packet.target_name.empty() ? batch_cell_->ref.name().empty() && batch_cell_->ref.id() == packet.target_id
+                                  : batch_cell_->ref.name() == packet.target_name))
+    cell = batch_cell_;
+  else
+    cell = find_local(packet.target_name, packet.target_id);
+  if (cell) {
+    // What may throw comes before the Delivery exists: once it does, it
+    // alone completes the record (the gateway's catch completes it otherwise).
+    if (cell != batch_cell_) flush_batch();
+    // Sized for what waits (a stream fills it, a request is alone in it).
+    if (batch_.empty()) batch_.reserve(std::min<std::size_t>(kBatchRecords, mailbox_->depth() + 1));
+    batch_cell_ = cell;
+    batch_generation_ = generation;
+  }
+  auto found = message_delivery(packet, std::move(cell));
   if (!found) {
     mailbox_->complete(taken.pos);
     return;
@@ -1117,11 +1133,7 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
   delivery.record_pos = taken.pos;
   delivery.redelivered = taken.redelivered;
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
-  if (delivery.cell != batch_cell_) flush_batch();
-  // Sized for what waits (a stream fills it, a request is alone in it).
-  if (batch_.empty()) batch_.reserve(std::min<std::size_t>(kBatchRecords, mailbox_->depth() + 1));
-  batch_cell_ = delivery.cell;
-  batch_.push_back(std::move(delivery));
+  batch_.push_back(std::move(delivery));  // reserved: does not throw
 }
 
 bool Endpoint::dispatch_from_node(Packet& packet, const Deadline& deadline, bool wait) {
@@ -1302,7 +1314,7 @@ void Endpoint::run_gateway() {
     std::optional<Mailbox::Taken> taken;
     if (in_flight_.load(std::memory_order_acquire) >= limit) {
       // The actors are behind: leave the messages in the mailbox.
-      mailbox_->notify_producers();  // it has room they may use meanwhile
+      mailbox_->notify_producers();  // room the takes left below the wake mark is theirs meanwhile
       const std::size_t resume = resume_mark(limit);
       std::unique_lock lock(flight_mutex_);
       gateway_cv_.wait_for(lock, kSweepInterval, [&] { return in_flight_.load() <= resume || stop_.load(); });

@@ -295,13 +295,14 @@ class Endpoint {
   void dispatch(const Mailbox::Taken& taken);
   // What dispatch and dispatch_from_node share: a packet other than a
   // message (`release` is called once, when the packet's bytes are no
-  // longer read); a message's delivery (null, after answering noproc, when
-  // its actor does not run here).
+  // longer read); a message's delivery (nullopt, after answering noproc,
+  // when its actor does not run here).
   void handle_control(const Packet& packet, const std::function<void()>& release);
   // `cell`: the target when the caller knows it already (else looked up).
   std::optional<Delivery> message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell = nullptr);
   void flush_batch();
   std::shared_ptr<ActorCell> batch_cell_;
+  std::uint64_t batch_generation_ = 0;  // cells_generation_ when batch_cell_ was looked up
   std::vector<Delivery> batch_;
   void sweep_watches();
   std::shared_ptr<PendingRequest> take_pending(std::uint64_t id);
@@ -321,6 +322,10 @@ class Endpoint {
   std::unordered_map<std::uint64_t, std::shared_ptr<PendingRequest>> pending_;
   std::unordered_map<std::uint64_t, std::shared_ptr<MonitorState>> monitors_;
   std::condition_variable cells_changed_;
+  // Bumped whenever an actor enters or leaves the tables: the gateway's
+  // shortcut for records to its current batch's actor is valid only while
+  // it is unchanged (a stopped actor replaced under its name gets the rest).
+  std::atomic<std::uint64_t> cells_generation_{0};
 
   std::atomic<std::size_t> in_flight_{0};  // message records handed to actors, not yet completed
   std::mutex flight_mutex_;

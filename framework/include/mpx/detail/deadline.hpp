@@ -28,10 +28,11 @@ class Deadline {
   }
 
   [[nodiscard]] bool is_never() const { return !at_; }
-  [[nodiscard]] bool expired() const { return at_ && (*at_ == Clock::time_point::min() || Clock::now() >= *at_); }
+  [[nodiscard]] bool expired() const { return at_ && (is_passed() || Clock::now() >= *at_); }
   // Time left, zero when expired; nullopt for never.
   [[nodiscard]] std::optional<std::chrono::nanoseconds> remaining() const {
     if (!at_) return std::nullopt;
+    if (is_passed()) return std::chrono::nanoseconds::zero();  // min() - now() would overflow
     auto left = *at_ - Clock::now();
     return left.count() > 0 ? std::chrono::duration_cast<std::chrono::nanoseconds>(left)
                             : std::chrono::nanoseconds::zero();
@@ -47,6 +48,7 @@ class Deadline {
   // Absolute CLOCK_MONOTONIC time for FUTEX_WAIT_BITSET; nullopt for never.
   [[nodiscard]] std::optional<timespec> monotonic_timespec() const {
     if (!at_) return std::nullopt;
+    if (is_passed()) return timespec{};  // the clock's epoch: long past
     auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(at_->time_since_epoch()).count();
     timespec ts{};
     ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
@@ -57,6 +59,7 @@ class Deadline {
  private:
   Deadline() = default;
   explicit Deadline(Clock::time_point at) : at_(at) {}
+  [[nodiscard]] bool is_passed() const { return *at_ == Clock::time_point::min(); }
   std::optional<Clock::time_point> at_;
 };
 

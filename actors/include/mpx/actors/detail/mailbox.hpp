@@ -99,8 +99,9 @@ class Mailbox {
   // Wakes a consumer blocked in take() (which then returns nullopt once).
   void interrupt_consumer();
   // take() wakes producers blocked at `capacity` only once the depth falls to
-  // capacity - capacity/8 (or it is about to sleep); a consumer that stops
-  // taking for another reason (its actors are behind) calls this first.
+  // capacity - max(1, capacity/8) (or it is about to sleep); a consumer that
+  // stops taking for another reason (its actors are behind) calls this first.
+  // Producers also re-check on their own every 20 ms.
   void notify_producers();
 
   struct Recovery {
@@ -154,9 +155,11 @@ class Mailbox {
   MailboxHeader* header_ = nullptr;
   std::byte* data_ = nullptr;
   std::mutex reclaim_mutex_;  // free_pos moves under it (threads of the consumer process)
+  std::atomic<bool> reclaim_requested_{false};  // a completion the lock holder has to sweep again for
   // When take() last returned a record (the consumer's thread only): it
   // yields before sleeping only while records come in a stream. Stamped
-  // when take() first finds nothing after records (microseconds later).
+  // when take() first finds nothing after records (as late as the caller's
+  // handling of what it took: a stream's records come microseconds apart).
   std::chrono::steady_clock::time_point last_taken_{};
   std::uint64_t taken_count_ = 0;
   std::uint64_t stamped_count_ = 0;
