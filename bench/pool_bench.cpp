@@ -3,9 +3,11 @@
 //   pool_map_trivial            map of x + 1 over 10^7 ints, 2 workers (items/s; goal >= 10x Pool.map)
 //   pool_apply_async            10^5 apply_async, then get() of each (tasks/s; goal >= 20x)
 //   pool_imap_unordered_sleepy  tasks sleeping a random 0-2 ms: total time / ideal
-//                               (sum of sleeps / 2 workers); goal within 1.10. Peer
+//                               (sum of sleeps / 2 workers); goal within 1.10. Peers
 //                               bare_threads: the same sleeps in 2 plain threads
-//                               (the machine's limit: each sleep's overshoot)
+//                               (the machine's limit: each sleep's overshoot) at
+//                               Linux's default timer slack (50 us), and
+//                               bare_threads_1us at the pool workers' 1 us
 //   pool_worker_lost_recovery   SIGKILL of the worker running a task -> the task
 //                               retried and answered, and the pool back at 2 workers
 //                               (ms; peer: the machine's bare fork + exit + wait;
@@ -14,6 +16,7 @@
 // per scenario; --quick runs smaller sizes; --no-python skips the peers.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -88,10 +91,12 @@ double worker_lost_recovery_ms(mpx::Pool& pool) {
 // The machine's limit for the sleepy scenario: two plain threads of this
 // process take the same sleeps from a shared index, no pool. What it loses
 // to the ideal is the timer's overshoot of each sleep and the tail.
-double bare_threads_sleepy_ratio(const std::vector<double>& sleeps, double ideal_s) {
+// `slack_ns` 0 keeps the process' timer slack.
+double bare_threads_sleepy_ratio(const std::vector<double>& sleeps, double ideal_s, unsigned long slack_ns) {
   std::atomic<std::size_t> next{0};
   const auto t0 = Clock::now();
   auto work = [&] {
+    if (slack_ns != 0) ::prctl(PR_SET_TIMERSLACK, slack_ns, 0, 0, 0);  // this thread only
     for (std::size_t i; (i = next.fetch_add(1)) < sleeps.size();) (void)nap(sleeps[i]);
   };
   std::thread a(work), b(work);
@@ -117,7 +122,7 @@ int main(int argc, char** argv) {
   double ideal_s = 0;
   for (double ms : sleeps) ideal_s += ms / 1000.0 / 2;
 
-  double map_rate = 0, apply_rate = 0, sleepy_ratio = 0, bare_sleepy_ratio = 0, recovery_ms = 0, bare_ms = 0;
+  double map_rate = 0, apply_rate = 0, sleepy_ratio = 0, bare_sleepy_ratio = 0, bare_sleepy_1us_ratio = 0, recovery_ms = 0, bare_ms = 0;
   try {
     mpx::Pool pool(mpx::PoolOptions().with_processes(2).with_retries(1));
     (void)pool.map(trivial, std::views::iota(0, 1000));  // warm up
@@ -143,7 +148,8 @@ int main(int argc, char** argv) {
       }
       return mpx::bench::seconds_since(t0) / ideal_s;
     });
-    bare_sleepy_ratio = median_of(opt.repeat, [&] { return bare_threads_sleepy_ratio(sleeps, ideal_s); });
+    bare_sleepy_ratio = median_of(opt.repeat, [&] { return bare_threads_sleepy_ratio(sleeps, ideal_s, 0); });
+    bare_sleepy_1us_ratio = median_of(opt.repeat, [&] { return bare_threads_sleepy_ratio(sleeps, ideal_s, 1000); });
     recovery_ms = median_of(std::max(opt.repeat, 5), [&] { return worker_lost_recovery_ms(pool); });
     bare_ms = median_of(std::max(opt.repeat, 5), bare_fork_wait_ms);
   } catch (const std::exception& e) {
@@ -163,9 +169,11 @@ int main(int argc, char** argv) {
        {{"python_pool", peer("pool_apply_async_pool")}, {"python_executor", peer("pool_apply_async_executor")}},
        true, "goal >= 20x python_pool"},
       {"pool_imap_unordered_sleepy", "x ideal", sleepy_ratio,
-       {{"python_pool", peer("pool_imap_unordered_sleepy_pool")}, {"bare_threads", bare_sleepy_ratio}}, false,
+       {{"python_pool", peer("pool_imap_unordered_sleepy_pool")}, {"bare_threads", bare_sleepy_ratio},
+        {"bare_threads_1us", bare_sleepy_1us_ratio}},
+       false,
        "total / (sum of sleeps / 2); goal <= 1.10; bare_threads: 2 threads of one process, no pool (the timer's "
-       "overshoot)"},
+       "overshoot at the default 50 us slack; _1us: at the pool workers' 1 us)"},
       {"pool_worker_lost_recovery", "ms", recovery_ms, {{"bare_fork_wait", bare_ms}}, false,
        "python: Pool hangs forever, ProcessPoolExecutor breaks"},
   };

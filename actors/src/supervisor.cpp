@@ -79,7 +79,7 @@ std::function<void()> recording(std::function<void()> target, ExceptionSlot* slo
 }
 
 bool has_limits(const ProcessLimits& l) {
-  return l.address_space || l.cpu_seconds || l.open_files || l.nice || !l.cpu_affinity.empty();
+  return l.address_space || l.cpu_seconds || l.open_files || l.nice || !l.cpu_affinity.empty() || l.timer_slack;
 }
 
 // The options a host child is started with: the spec's limits, when it has

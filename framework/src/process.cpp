@@ -140,6 +140,9 @@ std::string apply_limits(const ProcessLimits& limits) {
     if (::sched_setaffinity(0, sizeof set, &set) != 0)
       failed = std::string("sched_setaffinity: ") + std::strerror(errno);
   }
+  if (failed.empty() && limits.timer_slack &&
+      ::prctl(PR_SET_TIMERSLACK, static_cast<unsigned long>(limits.timer_slack->count()), 0, 0, 0) != 0)
+    failed = std::string("prctl(PR_SET_TIMERSLACK): ") + std::strerror(errno);
   return failed;
 }
 
@@ -147,6 +150,9 @@ void validate_limits(const ProcessLimits& limits, const std::string& name) {
   if (limits.nice && (*limits.nice < -20 || *limits.nice > 19))
     throw ProcessError("cannot start '" + name + "': nice value " + std::to_string(*limits.nice) +
                        " outside [-20, 19]");
+  if (limits.timer_slack && limits.timer_slack->count() < 1)
+    throw ProcessError("cannot start '" + name + "': timer slack " + std::to_string(limits.timer_slack->count()) +
+                       " ns below 1 ns");
   for (int cpu : limits.cpu_affinity) {
     if (cpu < 0 || cpu >= CPU_SETSIZE)
       throw ProcessError("cannot start '" + name + "': CPU " + std::to_string(cpu) + " outside [0, " +

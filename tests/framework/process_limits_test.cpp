@@ -1,9 +1,10 @@
-// ProcessOptions::limits: resource limits, nice value and CPU affinity,
+// ProcessOptions::limits: resource limits, nice value, CPU affinity and timer slack,
 // applied in the child before its target runs, under fork and forkserver.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <mpx/mpx.hpp>
 #include <new>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -62,6 +64,15 @@ void report_affinity(int cpu) {
   mpx::exit(CPU_COUNT(&set) == 1 && CPU_ISSET(cpu, &set) && mpx::process_cpu_count() == 1 ? 0 : 1);
 }
 MPX_REGISTER_FUNCTION(report_affinity);
+
+// Exits 0 when its own timer slack and that of a thread it starts are
+// `nanoseconds`, 1 when not.
+void report_timer_slack(long nanoseconds) {
+  long in_thread = -1;
+  std::thread([&] { in_thread = ::prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0); }).join();
+  mpx::exit(::prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0) == nanoseconds && in_thread == nanoseconds ? 0 : 1);
+}
+MPX_REGISTER_FUNCTION(report_timer_slack);
 
 int run(mpx::Process& p) {
   p.start();
@@ -135,6 +146,13 @@ TEST_P(Limits, CpuAffinity) {
   EXPECT_EQ(run(p), 0);
 }
 
+TEST_P(Limits, TimerSlackHoldsForTheChildAndItsThreads) {
+  mpx::ProcessLimits limits;
+  limits.timer_slack = 3us;
+  mpx::Process p(with(limits), report_timer_slack, 3000L);
+  EXPECT_EQ(run(p), 0);
+}
+
 TEST_P(Limits, BadValuesAreRefusedAtStart) {
   mpx::ProcessLimits nice;
   nice.nice = 25;
@@ -144,6 +162,10 @@ TEST_P(Limits, BadValuesAreRefusedAtStart) {
   cpus.cpu_affinity = {-1};
   mpx::Process b(with(cpus), report_nice);
   EXPECT_THROW(b.start(), mpx::ProcessError);
+  mpx::ProcessLimits slack;
+  slack.timer_slack = 0ns;
+  mpx::Process c(with(slack), report_nice);
+  EXPECT_THROW(c.start(), mpx::ProcessError);
 }
 
 // A limit the child cannot apply: it does not run its target, exit code 1.

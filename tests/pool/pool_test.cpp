@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -127,6 +128,8 @@ int wait_for_marker(const std::string& marker) {
   }
   return 1;
 }
+
+long timer_slack_ns(int) { return ::prctl(PR_GET_TIMERSLACK, 0, 0, 0, 0); }
 
 int g_initialized = 0;  // set by the initializer, in the workers only
 void initialize(int value) { g_initialized = value; }
@@ -606,6 +609,15 @@ TEST(Pool, AWorkerKilledByItsCpuLimitFailsItsTaskWithThatExitCode) {
     EXPECT_EQ(e.exitcode(), -SIGXCPU) << e.what();
   }
   EXPECT_EQ(pool.apply(square, 6), 36);  // the replacement works (its own CPU budget)
+}
+
+TEST(Pool, WorkersSleepWithA1usTimerSlackUnlessTheCallerChoseOne) {
+  mpx::Pool defaults(mpx::PoolOptions().with_processes(1));
+  EXPECT_EQ(defaults.apply(timer_slack_ns, 0), 1000);
+  mpx::ProcessLimits limits;
+  limits.timer_slack = 20us;
+  mpx::Pool chosen(mpx::PoolOptions().with_processes(1).with_worker_limits(limits));
+  EXPECT_EQ(chosen.apply(timer_slack_ns, 0), 20000);
 }
 
 TEST(Pool, ATaskStuckForeverFailsWithTaskTimeoutAndThePoolGoesOn) {

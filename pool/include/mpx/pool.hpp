@@ -82,9 +82,11 @@ struct PoolOptions {
   std::optional<std::chrono::milliseconds> task_timeout;   // empty: tasks may run forever
   int retries = 0;                                         // runs again of a task whose worker died
   std::chrono::milliseconds kill_grace{200};               // SIGTERM -> SIGKILL
-  // Each worker's resource limits, nice value and CPUs (mpx/process.hpp). A
-  // worker its limit kills (CPU seconds: -SIGXCPU) fails its task with
-  // WorkerLost carrying that exit code, and is replaced.
+  // Each worker's resource limits, nice value, CPUs and timer slack
+  // (mpx/process.hpp). A worker its limit kills (CPU seconds: -SIGXCPU)
+  // fails its task with WorkerLost carrying that exit code, and is
+  // replaced. An empty timer_slack gives the workers 1 us (not Linux's
+  // 50 us): a task's short sleeps and timed waits end nearer their time.
   ProcessLimits worker_limits;
 
   PoolOptions& with_processes(int value) { processes = value; return *this; }
