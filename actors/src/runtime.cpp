@@ -10,11 +10,14 @@
 #include <set>
 #include <thread>
 
+#include <caf/scheduler/coordinator.hpp>
+
 #include "mpx/detail/demangle.hpp"
 #include "mpx/detail/identity.hpp"
 #include "mpx/detail/ring.hpp"  // process_alive
 #include "mpx/logging.hpp"
 #include "mpx/process.hpp"
+#include "polling_sharing.hpp"
 
 namespace mpx::actors::detail {
 
@@ -668,8 +671,9 @@ caf::actor_system& Endpoint::system() {
     config_->set("scheduler.max-threads", threads);
     // CAF 0.17's default work-stealing workers poll with sleeps once idle
     // (10 ms in relaxed mode): a message from the gateway could wait that
-    // long. The sharing policy wakes a worker through a condition variable.
-    config_->set("scheduler.policy", caf::atom("sharing"));
+    // long. A shared queue whose idle worker polls briefly, then waits on a
+    // condition variable (polling_sharing.hpp).
+    config_->load<caf::scheduler::coordinator<detail::polling_sharing>>();
     system_ = std::make_unique<caf::actor_system>(*config_);
   });
   return *system_;
