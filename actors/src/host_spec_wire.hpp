@@ -1,7 +1,8 @@
 // How a host child's options and actors cross to another process or node:
 // a nested supervisor's spec under forkserver or spawn (supervisor.cpp) and a
 // supervised host started on another node (remote_host.cpp) write them the
-// same way. Durations travel as milliseconds, enums as integers.
+// same way. HostOptions' durations travel as milliseconds, enums as
+// integers, ProcessLimits as its own serialize() writes it.
 #pragma once
 
 #include <cstdint>

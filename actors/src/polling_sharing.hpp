@@ -8,8 +8,9 @@
 // while a worker polls is taken without a futex wake-up (on a VM, waking a
 // sleeping thread on an idle vCPU costs microseconds: a request/reply
 // between processes pays it at every hop). An idle host's one poller gives
-// up after `poll_for` and sleeps as before; the cost is at most `poll_for`
-// of a yielding thread after each job.
+// up after `poll_for` and sleeps as before; the cost is up to `poll_for` of
+// a yielding thread per idle gap (a host whose messages come less than
+// `poll_for` apart keeps one worker polling between them).
 #pragma once
 
 #include <atomic>
@@ -46,10 +47,11 @@ class polling_sharing : public caf::policy::unprofiled {
   template <class Coordinator>
   void enqueue(Coordinator* self, caf::resumable* job) {
     auto& data = d(self);
+    std::list<caf::resumable*> node{job};  // allocated outside the lock, spliced in it
     bool wake = false;
     {
       std::lock_guard guard(data.lock);
-      data.queue.push_back(job);
+      data.queue.splice(data.queue.end(), node);
       const std::size_t queued = data.queued.fetch_add(1, std::memory_order_release) + 1;
       // A polling worker takes one job; a sleeper is woken for any more.
       wake = data.sleeping > 0 && (!data.polling.load(std::memory_order_acquire) || queued > 1);

@@ -150,9 +150,9 @@ void validate_limits(const ProcessLimits& limits, const std::string& name) {
   if (limits.nice && (*limits.nice < -20 || *limits.nice > 19))
     throw ProcessError("cannot start '" + name + "': nice value " + std::to_string(*limits.nice) +
                        " outside [-20, 19]");
-  if (limits.timer_slack && limits.timer_slack->count() < 1)
+  if (limits.timer_slack && (limits.timer_slack->count() < 1 || *limits.timer_slack > std::chrono::seconds(1)))
     throw ProcessError("cannot start '" + name + "': timer slack " + std::to_string(limits.timer_slack->count()) +
-                       " ns below 1 ns");
+                       " ns outside [1 ns, 1 s]");
   for (int cpu : limits.cpu_affinity) {
     if (cpu < 0 || cpu >= CPU_SETSIZE)
       throw ProcessError("cannot start '" + name + "': CPU " + std::to_string(cpu) + " outside [0, " +

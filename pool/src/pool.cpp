@@ -260,6 +260,10 @@ PoolCore::PoolCore(const PoolOptions& options, Initializer initializer)
   });
   try {
     started_future.get();
+  } catch (const ProcessError& e) {
+    // Limits Process::start refuses (worker_limits), or no fork: the pool's error.
+    thread_.join();
+    throw PoolError(std::string("mpx::Pool: cannot start its workers: ") + e.what());
   } catch (...) {
     thread_.join();
     throw;

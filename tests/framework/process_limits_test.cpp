@@ -166,6 +166,9 @@ TEST_P(Limits, BadValuesAreRefusedAtStart) {
   slack.timer_slack = 0ns;
   mpx::Process c(with(slack), report_nice);
   EXPECT_THROW(c.start(), mpx::ProcessError);
+  slack.timer_slack = 2s;
+  mpx::Process d(with(slack), report_nice);
+  EXPECT_THROW(d.start(), mpx::ProcessError);
 }
 
 // A limit the child cannot apply: it does not run its target, exit code 1.

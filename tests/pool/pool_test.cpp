@@ -618,6 +618,8 @@ TEST(Pool, WorkersSleepWithA1usTimerSlackUnlessTheCallerChoseOne) {
   limits.timer_slack = 20us;
   mpx::Pool chosen(mpx::PoolOptions().with_processes(1).with_worker_limits(limits));
   EXPECT_EQ(chosen.apply(timer_slack_ns, 0), 20000);
+  limits.timer_slack = 0ns;
+  EXPECT_THROW(mpx::Pool(mpx::PoolOptions().with_processes(1).with_worker_limits(limits)), mpx::PoolError);
 }
 
 TEST(Pool, ATaskStuckForeverFailsWithTaskTimeoutAndThePoolGoesOn) {

@@ -149,11 +149,13 @@ struct ProcessLimits {
   // The CPUs the child may run on (sched_setaffinity); empty: inherited.
   std::vector<int> cpu_affinity;
   // The child's timer slack (prctl PR_SET_TIMERSLACK): how much later than
-  // asked the kernel may end its sleeps and timed waits, to group wake-ups.
-  // Linux's default is 50 us, which a task of many short sleeps pays on
-  // each; 1 us ends them nearer their time at the cost of more timer
+  // asked the kernel may end its sleeps and timed waits, to group wake-ups
+  // (not for real-time threads, which get none). Empty: the parent's
+  // (Linux's default is 50 us, which a task of many short sleeps pays on
+  // each); 1 us ends them nearer their time at the cost of more timer
   // interrupts (mpx::Pool's workers use 1 us unless this is set). Threads
-  // the child starts inherit it. start() throws ProcessError below 1 ns.
+  // the child starts inherit it. start() throws ProcessError outside
+  // [1 ns, 1 s] (a longer slack would delay mpx's own timed waits too).
   std::optional<std::chrono::nanoseconds> timer_slack;
 
   template <class Archive>
@@ -170,7 +172,7 @@ struct ProcessOptions {
   std::string name;                         // empty: "<Class>-N" (N counts per parent), e.g. "Process-1"
   bool daemon = false;                      // terminated, not joined, when the parent exits
   std::optional<StartMethod> start_method;  // empty: get_start_method() at start()
-  ProcessLimits limits;                     // resource limits, nice value, CPU affinity (above)
+  ProcessLimits limits;                     // resource limits, nice value, CPU affinity, timer slack (above)
 
   ProcessOptions& with_name(std::string value) & {
     name = std::move(value);

@@ -87,6 +87,8 @@ struct PoolOptions {
   // fails its task with WorkerLost carrying that exit code, and is
   // replaced. An empty timer_slack gives the workers 1 us (not Linux's
   // 50 us): a task's short sleeps and timed waits end nearer their time.
+  // Limits Process::start refuses (a nice value outside [-20, 19], a timer
+  // slack outside [1 ns, 1 s], ...) make the constructor throw PoolError.
   ProcessLimits worker_limits;
 
   PoolOptions& with_processes(int value) { processes = value; return *this; }
