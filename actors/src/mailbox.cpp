@@ -2,6 +2,7 @@
 //
 // Layout of the segment:
 //   MailboxHeader          bounds, positions, wake-up words, host state
+//   reply slots            kReplySlots x kReplySlotBytes (a 64-byte ReplySlot + bytes)
 //   data[data_bytes]       records, each 64-byte aligned:
 //                          RecordHeader (32 bytes) + payload + padding
 // Positions are byte offsets that only grow; a record at position p lives at
@@ -36,7 +37,7 @@ using mpx::detail::futex_wait;
 using mpx::detail::futex_wake_all;
 using mpx::detail::process_alive;
 
-constexpr std::uint64_t kMagic = 0x786f626c69616d78ULL;  // "xmailbox"
+constexpr std::uint64_t kMagic = 0x796f626c69616d78ULL;  // "xmailboy": the layout with reply slots
 constexpr std::uint64_t kAlign = 64;
 constexpr auto kLivenessTick = std::chrono::milliseconds(20);
 constexpr auto kStreamGap = std::chrono::milliseconds(1);  // take() spins only this soon after its last record
@@ -88,8 +89,25 @@ struct RecordHeader {
 static_assert(sizeof(RecordHeader) == 32);
 static_assert(std::atomic<std::int64_t>::is_always_lock_free && std::atomic<std::uint64_t>::is_always_lock_free);
 
+// A reply slot's state word: (key << 2) | phase. Only the leasing process
+// arms (idle/filled -> armed) and releases (armed -> idle); a filler moves
+// armed -> writing -> filled by CAS, so a reply for an older key (a
+// released or re-leased slot) never lands.
+struct alignas(64) Mailbox::ReplySlot {
+  std::atomic<std::uint64_t> state;
+  std::atomic<std::uint32_t> writer_pid;  // the filler; 0 from the lease until one wins
+  std::atomic<std::uint32_t> seq;         // futex word of a waiter
+  std::atomic<std::uint32_t> waiting;
+  std::uint32_t length;
+  std::uint8_t kind;
+};
+
 namespace {
-constexpr std::uint64_t kDataOffset = round_up(sizeof(MailboxHeader), 4096);
+enum SlotPhase : std::uint64_t { kSlotIdle = 0, kSlotArmed = 1, kSlotWriting = 2, kSlotFilled = 3 };
+constexpr std::uint64_t slot_state(std::uint64_t key, SlotPhase phase) { return (key << 2) | phase; }
+constexpr std::uint64_t kSlotsOffset = round_up(sizeof(MailboxHeader), 4096);
+constexpr std::uint64_t kDataOffset = kSlotsOffset + std::uint64_t{Mailbox::kReplySlots} * Mailbox::kReplySlotBytes;
+constexpr std::size_t kSlotPayload = Mailbox::kReplySlotBytes - sizeof(Mailbox::ReplySlot);
 }
 
 Mailbox::Mailbox(SharedMemory shm) : shm_(std::move(shm)) {
@@ -510,6 +528,18 @@ Mailbox::Recovery Mailbox::attach_consumer() {
   h.exit_code.store(kNoExitCode, std::memory_order_relaxed);
   h.host_state.store(static_cast<std::uint32_t>(HostState::running), std::memory_order_release);
   unlock_producers();
+  {
+    // A new incarnation leases afresh; a slot a filler is still writing is
+    // left to lease_reply_slot's check of the filler's pid.
+    std::lock_guard lock(slots_mutex_);
+    free_slots_.clear();
+    for (std::uint32_t i = kReplySlots; i-- > 0;) {
+      ReplySlot& slot = slot_at(i);
+      if ((slot.state.load(std::memory_order_acquire) & 3) != kSlotWriting)
+        slot.state.store(kSlotIdle, std::memory_order_release);
+      free_slots_.push_back(i);
+    }
+  }
   futex_wake_all(h.host_state);  // the parent waiting for its host to start
   return recovery;
 }
@@ -561,6 +591,86 @@ std::size_t Mailbox::in_flight_limit() const noexcept { return header_->in_fligh
 std::size_t Mailbox::max_message_bytes() const noexcept {
   return static_cast<std::size_t>(header_->data_bytes / 2 - sizeof(RecordHeader));
 }
+// ---- reply slots
+
+Mailbox::ReplySlot& Mailbox::slot_at(std::uint32_t index) const noexcept {
+  return *std::launder(reinterpret_cast<ReplySlot*>(reinterpret_cast<std::byte*>(header_) + kSlotsOffset +
+                                                     std::uint64_t{index} * kReplySlotBytes));
+}
+
+std::optional<std::uint32_t> Mailbox::lease_reply_slot(std::uint64_t key) {
+  std::lock_guard lock(slots_mutex_);
+  for (std::size_t tries = free_slots_.size(); tries > 0; --tries) {
+    const std::uint32_t index = free_slots_.back();
+    free_slots_.pop_back();
+    ReplySlot& slot = slot_at(index);
+    if ((slot.state.load(std::memory_order_acquire) & 3) == kSlotWriting) {
+      // A late filler is still copying (a reply to a request given up on):
+      // try the slot again later, unless the filler died there.
+      const std::uint32_t pid = slot.writer_pid.load(std::memory_order_acquire);
+      if (pid == 0 || process_alive(static_cast<pid_t>(pid))) {
+        free_slots_.insert(free_slots_.begin(), index);
+        continue;
+      }
+    }
+    slot.writer_pid.store(0, std::memory_order_relaxed);
+    slot.state.store(slot_state(key, kSlotArmed), std::memory_order_release);
+    return index;
+  }
+  return std::nullopt;
+}
+
+void Mailbox::release_reply_slot(std::uint32_t index, std::uint64_t key) noexcept {
+  std::uint64_t armed = slot_state(key, kSlotArmed);
+  slot_at(index).state.compare_exchange_strong(armed, kSlotIdle, std::memory_order_acq_rel);  // a late reply fails
+  std::lock_guard lock(slots_mutex_);
+  free_slots_.push_back(index);
+}
+
+bool Mailbox::fill_reply_slot(std::uint32_t index, std::uint64_t key, std::uint8_t kind,
+                              std::span<const std::byte> bytes) {
+  if (index >= kReplySlots || bytes.size() > kSlotPayload) return false;
+  ReplySlot& slot = slot_at(index);
+  std::uint64_t expected = slot_state(key, kSlotArmed);
+  if (!slot.state.compare_exchange_strong(expected, slot_state(key, kSlotWriting), std::memory_order_acq_rel))
+    return false;
+  slot.writer_pid.store(static_cast<std::uint32_t>(current_pid()), std::memory_order_release);
+  if (!bytes.empty()) std::memcpy(reinterpret_cast<std::byte*>(&slot) + sizeof(ReplySlot), bytes.data(), bytes.size());
+  slot.length = static_cast<std::uint32_t>(bytes.size());
+  slot.kind = kind;
+  expected = slot_state(key, kSlotWriting);
+  if (!slot.state.compare_exchange_strong(expected, slot_state(key, kSlotFilled), std::memory_order_acq_rel))
+    return false;  // the leasing side took the slot back (it thought us dead): nothing was delivered
+  wake_reply_slot(index);
+  return true;
+}
+
+std::optional<Mailbox::SlotReply> Mailbox::filled_reply_slot(std::uint32_t index, std::uint64_t key) const noexcept {
+  const ReplySlot& slot = slot_at(index);
+  if (slot.state.load(std::memory_order_acquire) != slot_state(key, kSlotFilled)) return std::nullopt;
+  return SlotReply{slot.kind, {reinterpret_cast<const std::byte*>(&slot) + sizeof(ReplySlot), slot.length}};
+}
+
+std::uint32_t Mailbox::reply_slot_seq(std::uint32_t index) const noexcept {
+  return slot_at(index).seq.load(std::memory_order_seq_cst);
+}
+
+void Mailbox::wait_reply_slot(std::uint32_t index, std::uint32_t seq, const Deadline& deadline) const {
+  ReplySlot& slot = slot_at(index);
+  slot.waiting.store(1, std::memory_order_seq_cst);
+  if (slot.seq.load(std::memory_order_seq_cst) != seq) return;
+  auto tick = Deadline::after(kLivenessTick);
+  auto left = deadline.remaining();
+  futex_wait(slot.seq, seq, (left && *left < kLivenessTick) ? deadline : tick);
+}
+
+void Mailbox::wake_reply_slot(std::uint32_t index) noexcept {
+  ReplySlot& slot = slot_at(index);
+  slot.seq.fetch_add(1, std::memory_order_seq_cst);
+  if (slot.waiting.load(std::memory_order_seq_cst) != 0 && slot.waiting.exchange(0, std::memory_order_seq_cst) != 0)
+    futex_wake_all(slot.seq);
+}
+
 void Mailbox::retire() noexcept { header_->retired.store(1, std::memory_order_release); }
 bool Mailbox::retired() const noexcept { return header_->retired.load(std::memory_order_acquire) != 0; }
 void Mailbox::unlink() noexcept {

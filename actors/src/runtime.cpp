@@ -57,7 +57,8 @@ std::uint64_t envelope_tag(std::span<const std::byte> bytes) {
 
 // Encodes head + strings into `out`.
 void write_head(Bytes& out, PacketKind kind, std::uint8_t flags, std::string_view target_name,
-                std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id) {
+                std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id,
+                std::uint32_t reply_slot = 0) {
   // A sender on another node travels as "host@node" (parse_packet splits it).
   thread_local std::string qualified;
   std::string_view sender_host = sender.host();
@@ -76,6 +77,7 @@ void write_head(Bytes& out, PacketKind kind, std::uint8_t flags, std::string_vie
   head.target_id = target_id;
   head.sender_id = sender.id();
   head.request_id = request_id;
+  head.reply_slot = reply_slot;
   out.resize(sizeof head + target_name.size() + sender_host.size() + sender.name().size());
   std::byte* p = out.data();
   std::memcpy(p, &head, sizeof head);
@@ -147,7 +149,7 @@ RecordClass record_class_of(PacketKind kind, std::uint64_t request_id) {
 
 void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, std::string_view target_name,
                  std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id, const Value& payload,
-                 const Deadline& deadline, bool block) {
+                 const Deadline& deadline, bool block, std::uint32_t reply_slot) {
   if (const auto at = host.find('@'); at != std::string::npos) {
     // "host@node": an endpoint on another node, through this tree's Node.
     thread_local Bytes head;
@@ -166,7 +168,7 @@ void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, s
   if (!mailbox) throw ActorDown("mpx actors: there is no host named '" + host + "'", "noproc");
   thread_local Bytes head;
   thread_local Bytes body;
-  write_head(head, kind, flags, target_name, target_id, sender, request_id);
+  write_head(head, kind, flags, target_name, target_id, sender, request_id, reply_slot);
   if (payload.object) {
     payload.encode(payload.object, body);
   } else {
@@ -206,6 +208,7 @@ Packet parse_packet(std::span<const std::byte> bytes, bool sender) {
     }
   }
   packet.request_id = head.request_id;
+  packet.reply_slot = head.reply_slot;
   packet.payload = bytes.subspan(sizeof head + strings);
   return packet;
 }
@@ -331,9 +334,16 @@ std::string describe_host_gone(const Mailbox& mailbox, const std::string& host) 
 
 // ---- requests
 
+PendingRequest::~PendingRequest() {
+  if (slot == 0) return;
+  if (slot_held.load(std::memory_order_acquire)) slot_mailbox->release_reply_slot(slot - 1, id);
+  if (Endpoint* endpoint = Endpoint::existing()) endpoint->forget_pending(id);  // its weak entry
+}
+
 void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes encoded, std::optional<ErrorInfo> error) {
   std::shared_ptr<ActorCell> owner;
   std::function<void()> continuation;
+  std::uint32_t slot = 0;
   {
     std::lock_guard lock(pending->mutex);
     if (pending->done) return;
@@ -342,6 +352,7 @@ void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes e
     pending->error = std::move(error);
     pending->done = true;
     pending->done_flag.store(true, std::memory_order_release);
+    slot = pending->slot;
     if (pending->owner && pending->continuation && !pending->continuation_posted) {
       pending->continuation_posted = true;
       owner = pending->owner;
@@ -349,6 +360,7 @@ void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes e
     }
   }
   pending->cv.notify_all();
+  if (slot != 0) pending->slot_mailbox->wake_reply_slot(slot - 1);  // a waiter sleeping on its slot
   if (Endpoint* endpoint = Endpoint::existing()) endpoint->forget_pending(pending->id);
   if (owner) {
     Delivery delivery;
@@ -359,7 +371,66 @@ void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes e
   }
 }
 
+namespace {
+// Moves the reply in the pending's slot, if there is one, into the pending
+// (it wins over an error set meanwhile: a reply the host wrote before it
+// died) and releases the slot. The waiter's thread only.
+bool take_slot_reply(PendingRequest& pending) {
+  if (!pending.slot_held.load(std::memory_order_acquire)) return false;
+  Mailbox& mailbox = *pending.slot_mailbox;
+  auto reply = mailbox.filled_reply_slot(pending.slot - 1, pending.id);
+  if (!reply) return false;
+  std::optional<ErrorInfo> error;
+  Bytes encoded;
+  if (reply->kind == static_cast<std::uint8_t>(PacketKind::error)) {
+    try {
+      error = mpx::decode<ErrorInfo>(reply->bytes);
+    } catch (const mpx::Error& e) {
+      error = ErrorInfo{"error", "", std::string("mpx actors: undecodable error reply: ") + e.what(), ""};
+    }
+  } else {
+    encoded.assign(reply->bytes.begin(), reply->bytes.end());
+  }
+  {
+    std::lock_guard lock(pending.mutex);
+    pending.local = Value{};
+    pending.encoded = std::move(encoded);
+    pending.error = std::move(error);
+    pending.done = true;
+    pending.done_flag.store(true, std::memory_order_release);
+  }
+  pending.slot_held.store(false, std::memory_order_release);
+  mailbox.release_reply_slot(pending.slot - 1, pending.id);
+  if (Endpoint* endpoint = Endpoint::existing()) endpoint->forget_pending(pending.id);
+  return true;
+}
+
+// wait_pending for a request whose reply comes into a slot (or, too large
+// for one, by the log; or fails in this process: both set done_flag).
+bool wait_pending_slot(PendingRequest& pending, const Deadline& deadline) {
+  Mailbox& mailbox = *pending.slot_mailbox;
+  const std::uint32_t index = pending.slot - 1;
+  const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
+  for (;;) {
+    if (take_slot_reply(pending)) return true;
+    if (pending.done_flag.load(std::memory_order_acquire)) {
+      (void)take_slot_reply(pending);  // filled between the two looks: the reply wins
+      return true;
+    }
+    if (deadline.expired()) return false;
+    if (std::chrono::steady_clock::now() < spin_until) {
+      std::this_thread::yield();
+      continue;
+    }
+    const std::uint32_t seq = mailbox.reply_slot_seq(index);
+    if (mailbox.filled_reply_slot(index, pending.id) || pending.done_flag.load(std::memory_order_acquire)) continue;
+    mailbox.wait_reply_slot(index, seq, deadline);
+  }
+}
+}  // namespace
+
 bool wait_pending(PendingRequest& pending, const Deadline& deadline) {
+  if (pending.slot != 0) return wait_pending_slot(pending, deadline);
   // Replies from this machine often come within tens of microseconds: a
   // short spin saves the sleep and the wake-up when a CPU is free. Not for
   // another node: its replies take 100 us or more, and the spin only takes
@@ -412,6 +483,19 @@ void set_continuation(PendingRequest& pending, std::function<void()> continuatio
   (void)Endpoint::instance().enqueue(owner, std::move(delivery));
 }
 
+namespace {
+// A reply (or error) into the requester's reply slot, when it has one on
+// this machine and the bytes fit; false: send it by the log.
+bool reply_into_slot(const ReplyTarget& target, PacketKind kind, const Value& value) {
+  if (target.reply_slot == 0 || target.endpoint.find('@') != std::string::npos) return false;
+  auto mailbox = find_mailbox(target.endpoint);
+  if (!mailbox) return false;
+  thread_local Bytes bytes;
+  value.encode(value.object, bytes);
+  return mailbox->fill_reply_slot(target.reply_slot - 1, target.request_id, static_cast<std::uint8_t>(kind), bytes);
+}
+}  // namespace
+
 void deliver_reply(const std::shared_ptr<ReplyTarget>& target, const Value& reply) {
   static const Unit unit;
   const Value value = reply.object ? reply : borrow_value(unit);
@@ -420,6 +504,7 @@ void deliver_reply(const std::shared_ptr<ReplyTarget>& target, const Value& repl
     return;
   }
   try {
+    if (reply_into_slot(*target, PacketKind::reply, value)) return;
     post_packet(target->endpoint, PacketKind::reply, 0, "", 0, current_sender(), target->request_id, value,
                 Deadline::never(), true);
   } catch (const ActorError& e) {
@@ -435,6 +520,7 @@ void send_error(const std::shared_ptr<ReplyTarget>& target, ErrorInfo info) {
     return;
   }
   try {
+    if (reply_into_slot(*target, PacketKind::error, borrow_value(info))) return;
     post_packet(target->endpoint, PacketKind::error, 0, "", 0, current_sender(), target->request_id,
                 borrow_value(info), Deadline::never(), true);
   } catch (const ActorError& e) {
@@ -567,7 +653,16 @@ std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& m
     pending->target_mailbox = mailbox;
     pending->target_incarnation = incarnation;
     pending->target_pid = pid;
+    // Plain code waits for the reply in a slot of our mailbox, past our
+    // gateway (an actor's request continues through its own mailbox).
+    if (!owner) {
+      if (auto index = endpoint.mailbox()->lease_reply_slot(pending->id)) {
+        pending->slot_mailbox = endpoint.mailbox();
+        pending->slot = *index + 1;
+      }
+    }
   }
+  if (pending->slot != 0) endpoint.hold_pending_weakly(pending->id);
   // The mailbox's own word only (no /proc read per request): a death not
   // yet recorded there is found by the gateway's sweep as soon as the death
   // watch sees the pid exit (10 ms at worst).
@@ -581,7 +676,7 @@ std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& m
   endpoint.watch_death(pid);
   try {
     post_packet(to.host(), PacketKind::message, 0, to.name(), to.id(), current_sender(), pending->id, message,
-                Deadline::never(), true);
+                Deadline::never(), true, pending->slot);
   } catch (...) {
     endpoint.forget_pending(pending->id);
     throw;
@@ -975,21 +1070,36 @@ std::shared_ptr<PendingRequest> Endpoint::new_pending(const std::shared_ptr<Acto
   auto pending = std::make_shared<PendingRequest>();
   pending->owner = owner;
   std::lock_guard lock(mutex_);
-  pending->id = next_id_++;
-  pending_[pending->id] = pending;
+  // Unique across the incarnations of this mailbox: a reply slot is keyed
+  // by it, and a reply to a dead incarnation's request must not fit.
+  pending->id = (std::uint64_t{mailbox_->incarnation()} << 32) + next_id_++;
+  pending_[pending->id] = PendingEntry{pending, {}};
   return pending;
 }
 
 void Endpoint::forget_pending(std::uint64_t id) {
+  PendingEntry gone;  // destroyed outside the lock: ~PendingRequest forgets itself
   std::lock_guard lock(mutex_);
-  pending_.erase(id);
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  gone = std::move(it->second);
+  pending_.erase(it);
+}
+
+void Endpoint::hold_pending_weakly(std::uint64_t id) {
+  std::lock_guard lock(mutex_);
+  auto it = pending_.find(id);
+  if (it == pending_.end() || !it->second.strong) return;
+  it->second.weak = it->second.strong;
+  it->second.strong.reset();  // a caller's shared_ptr still holds it
 }
 
 std::shared_ptr<PendingRequest> Endpoint::take_pending(std::uint64_t id) {
+  std::shared_ptr<PendingRequest> pending;
   std::lock_guard lock(mutex_);
   auto it = pending_.find(id);
   if (it == pending_.end()) return nullptr;
-  auto pending = std::move(it->second);
+  pending = it->second.get();
   pending_.erase(it);
   return pending;
 }
@@ -1078,7 +1188,8 @@ void Endpoint::answer(const Packet& packet) {
 std::optional<Delivery> Endpoint::message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell) {
   std::shared_ptr<ReplyTarget> reply;
   if (packet.request_id)
-    reply = std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr});
+    reply = std::make_shared<ReplyTarget>(
+        ReplyTarget{route_name(packet.sender), packet.request_id, nullptr, packet.reply_slot});
   if (!cell) cell = find_local(packet.target_name, packet.target_id);
   if (!cell) {
     std::string who =
@@ -1246,7 +1357,8 @@ void Endpoint::sweep_watches() {
   std::vector<std::shared_ptr<MonitorState>> monitors;
   {
     std::lock_guard lock(mutex_);
-    for (auto& [id, p] : pending_) pending.push_back(p);
+    for (auto& [id, entry] : pending_)
+      if (auto p = entry.get()) pending.push_back(std::move(p));
     for (auto& [id, m] : monitors_) monitors.push_back(m);
   }
   // One liveness probe per (mailbox, incarnation, pid). Our write position

@@ -64,6 +64,8 @@ struct PacketHead {
   std::uint64_t target_id;
   std::uint64_t sender_id;
   std::uint64_t request_id;
+  std::uint32_t reply_slot;  // a request: 1 + the requester's mailbox reply slot for it, 0 for none
+  std::uint32_t reserved;
 };
 constexpr std::uint32_t kPacketMagic = 0x4b504d58;  // "XMPK"
 
@@ -74,6 +76,7 @@ struct Packet {
   std::uint64_t target_id;
   ActorRef sender;
   std::uint64_t request_id;
+  std::uint32_t reply_slot;  // as in PacketHead
   std::span<const std::byte> payload;
 };
 // Throws ActorError for a malformed packet. With `sender` false,
@@ -131,6 +134,17 @@ struct PendingRequest {
   // Death seen at this position of our own mailbox: fail once every record
   // before it was taken (a reply the host sent before dying wins).
   std::optional<std::uint64_t> gone_at;
+  // A request from plain code to a host of this machine: the reply comes
+  // into this slot of our own mailbox (Mailbox::lease_reply_slot, keyed by
+  // `id`), past the gateway; a reply too large for it comes by the log.
+  // Set before the request is sent, released by the destructor.
+  std::shared_ptr<Mailbox> slot_mailbox;
+  std::uint32_t slot = 0;  // 1 + the slot index; 0: none
+  std::atomic<bool> slot_held{true};  // until the reply was taken from it
+  PendingRequest() = default;
+  PendingRequest(const PendingRequest&) = delete;
+  PendingRequest& operator=(const PendingRequest&) = delete;
+  ~PendingRequest();
 };
 void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes encoded, std::optional<ErrorInfo> error);
 
@@ -138,6 +152,7 @@ struct ReplyTarget {
   std::string endpoint;  // the requester's endpoint name
   std::uint64_t request_id = 0;
   std::shared_ptr<PendingRequest> local;  // requester in this process
+  std::uint32_t reply_slot = 0;           // as in PacketHead: try the requester's slot first
 };
 
 // ---- monitors
@@ -258,6 +273,9 @@ class Endpoint {
   // -- requests and monitors started here
   std::shared_ptr<PendingRequest> new_pending(const std::shared_ptr<ActorCell>& owner);
   void forget_pending(std::uint64_t id);
+  // The table keeps the request only while a Response holds it: a request
+  // whose reply comes into a slot needs no one else (see PendingRequest).
+  void hold_pending_weakly(std::uint64_t id);
   std::shared_ptr<MonitorState> new_monitor(const ActorRef& target, const std::shared_ptr<ActorCell>& owner, bool link);
   void fire_monitor(const std::shared_ptr<MonitorState>& monitor, Down down);
   // A reply or error packet for a request made here: fulfils it (any thread;
@@ -319,7 +337,15 @@ class Endpoint {
   std::uint64_t next_id_ = 1;
   std::unordered_map<std::string, std::shared_ptr<ActorCell>> by_name_;
   std::unordered_map<std::uint64_t, std::shared_ptr<ActorCell>> by_id_;
-  std::unordered_map<std::uint64_t, std::shared_ptr<PendingRequest>> pending_;
+  // Requests waiting for a reply: held (strong) until it comes, or, for a
+  // reply into a slot, only seen (weak) so that a dropped Response frees
+  // the request and its slot.
+  struct PendingEntry {
+    std::shared_ptr<PendingRequest> strong;
+    std::weak_ptr<PendingRequest> weak;
+    [[nodiscard]] std::shared_ptr<PendingRequest> get() const { return strong ? strong : weak.lock(); }
+  };
+  std::unordered_map<std::uint64_t, PendingEntry> pending_;
   std::unordered_map<std::uint64_t, std::shared_ptr<MonitorState>> monitors_;
   std::condition_variable cells_changed_;
   // Bumped whenever an actor enters or leaves the tables: the gateway's
@@ -350,7 +376,7 @@ std::shared_ptr<Mailbox> find_mailbox(const std::string& host);
 // such mailbox, MailboxFull when full (block=false or the deadline).
 void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, std::string_view target_name,
                  std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id, const Value& payload,
-                 const mpx::detail::Deadline& deadline, bool block);
+                 const mpx::detail::Deadline& deadline, bool block, std::uint32_t reply_slot = 0);
 // "host", or "host@node" for a ref on another node (what post_packet takes).
 std::string route_name(const ActorRef& ref);
 // ---- nodes (node.cpp)

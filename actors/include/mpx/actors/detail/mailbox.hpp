@@ -26,6 +26,14 @@
 //   of the consumer process.
 // - Ordering: records are taken in reservation order; one producer's puts
 //   are reserved in the order it made them.
+// - Reply slots: beside the log, kReplySlots slots of kReplySlotBytes each
+//   take a reply straight to a thread of the consumer process that waits
+//   for it (a request from plain code), without the log and the gateway.
+//   Only the consumer process leases a slot (for one request id) and
+//   releases it; any process fills it, once, for that id (a CAS: a late
+//   reply to a released or re-leased slot fails and goes by the log). A
+//   filler that dies while copying leaves the slot unusable until the
+//   leasing side sees its pid gone.
 #pragma once
 
 #include <sys/types.h>
@@ -39,6 +47,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "mpx/actors/errors.hpp"
 #include "mpx/actors/mailbox_options.hpp"
@@ -140,6 +149,35 @@ class Mailbox {
   [[nodiscard]] bool retired() const noexcept;
   void unlink() noexcept;
 
+  // ---- reply slots (see the contract above)
+  static constexpr std::uint32_t kReplySlots = 64;
+  static constexpr std::size_t kReplySlotBytes = 4096;
+  // The consumer process: a free slot armed for `key` (a request id,
+  // unique to this mailbox across incarnations), or nullopt when none is
+  // free. Release it with release_reply_slot(index, key).
+  [[nodiscard]] std::optional<std::uint32_t> lease_reply_slot(std::uint64_t key);
+  void release_reply_slot(std::uint32_t index, std::uint64_t key) noexcept;
+  // Any process: writes a reply (`kind`: the packet kind, reply or error)
+  // into slot `index` if it is still armed for `key` and the bytes fit;
+  // false otherwise (then send it by the log). Wakes a waiter.
+  [[nodiscard]] bool fill_reply_slot(std::uint32_t index, std::uint64_t key, std::uint8_t kind,
+                                     std::span<const std::byte> bytes);
+  struct SlotReply {
+    std::uint8_t kind;
+    std::span<const std::byte> bytes;  // valid until the slot is released
+  };
+  // The leasing process: the reply in slot `index` for `key`, if filled.
+  [[nodiscard]] std::optional<SlotReply> filled_reply_slot(std::uint32_t index, std::uint64_t key) const noexcept;
+  // Sleeping for a slot: sample reply_slot_seq(), re-check
+  // filled_reply_slot() (and whatever else wakes the waiter), then
+  // wait_reply_slot(seq, ...): returns once the slot is filled, at a
+  // wake_reply_slot() (by anyone who changed what the waiter checks), or at
+  // the deadline, whichever is first; it may return early.
+  [[nodiscard]] std::uint32_t reply_slot_seq(std::uint32_t index) const noexcept;
+  void wait_reply_slot(std::uint32_t index, std::uint32_t seq, const Deadline& deadline) const;
+  void wake_reply_slot(std::uint32_t index) noexcept;
+  struct ReplySlot;  // the slot's header in the segment (mailbox.cpp)
+
  private:
   explicit Mailbox(SharedMemory shm);
   RecordHeader& record_at(std::uint64_t pos) const;
@@ -163,6 +201,9 @@ class Mailbox {
   std::chrono::steady_clock::time_point last_taken_{};
   std::uint64_t taken_count_ = 0;
   std::uint64_t stamped_count_ = 0;
+  ReplySlot& slot_at(std::uint32_t index) const noexcept;
+  std::mutex slots_mutex_;                 // the free list (this process: the consumer)
+  std::vector<std::uint32_t> free_slots_;  // filled by attach_consumer()
 };
 
 }  // namespace mpx::actors::detail
