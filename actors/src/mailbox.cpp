@@ -2,7 +2,8 @@
 //
 // Layout of the segment:
 //   MailboxHeader          bounds, positions, wake-up words, host state
-//   reply slots            kReplySlots x kReplySlotBytes (a 64-byte ReplySlot + bytes)
+//   reply slot headers     kReplySlots x 64 bytes (one page: a new mailbox commits no more)
+//   reply slot payloads    kReplySlots x kReplySlotBytes (touched only when used)
 //   data[data_bytes]       records, each 64-byte aligned:
 //                          RecordHeader (32 bytes) + payload + padding
 // Positions are byte offsets that only grow; a record at position p lives at
@@ -62,8 +63,10 @@ struct alignas(64) MailboxHeader {
   alignas(64) std::atomic<std::uint32_t> lock;  // pid of the producer reserving, 0 when free
   std::atomic<std::uint32_t> lock_waiters;
   std::atomic<std::uint64_t> write_pos;
+  // Apart: the consumer writes read_pos at every take; producers read
+  // free_pos at every put and the completing threads move it.
   alignas(64) std::atomic<std::uint64_t> read_pos;
-  std::atomic<std::uint64_t> free_pos;
+  alignas(64) std::atomic<std::uint64_t> free_pos;
   alignas(64) std::atomic<std::int64_t> depth;
   std::atomic<std::uint64_t> dropped;
   std::atomic<std::uint64_t> taken_total;  // records taken by any incarnation (message rates)
@@ -90,24 +93,28 @@ static_assert(sizeof(RecordHeader) == 32);
 static_assert(std::atomic<std::int64_t>::is_always_lock_free && std::atomic<std::uint64_t>::is_always_lock_free);
 
 // A reply slot's state word: (key << 2) | phase. Only the leasing process
-// arms (idle/filled -> armed) and releases (armed -> idle); a filler moves
-// armed -> writing -> filled by CAS, so a reply for an older key (a
-// released or re-leased slot) never lands.
+// arms (idle/filled/dead writer's -> armed) and releases (armed -> idle); a
+// filler claims writer_pid (0 -> its pid), then moves armed -> writing ->
+// filled by CAS, so a reply for an older key (a released or re-leased
+// slot) never lands, and a slot being written always names its writer.
 struct alignas(64) Mailbox::ReplySlot {
   std::atomic<std::uint64_t> state;
-  std::atomic<std::uint32_t> writer_pid;  // the filler; 0 from the lease until one wins
+  std::atomic<std::uint32_t> writer_pid;  // the filler; 0 from the lease until one claims it
   std::atomic<std::uint32_t> seq;         // futex word of a waiter
-  std::atomic<std::uint32_t> waiting;
+  std::atomic<std::uint32_t> waiting;     // waiters inside wait_reply_slot (theirs to count)
   std::uint32_t length;
   std::uint8_t kind;
 };
+static_assert(sizeof(Mailbox::ReplySlot) == 64);
 
 namespace {
 enum SlotPhase : std::uint64_t { kSlotIdle = 0, kSlotArmed = 1, kSlotWriting = 2, kSlotFilled = 3 };
 constexpr std::uint64_t slot_state(std::uint64_t key, SlotPhase phase) { return (key << 2) | phase; }
 constexpr std::uint64_t kSlotsOffset = round_up(sizeof(MailboxHeader), 4096);
-constexpr std::uint64_t kDataOffset = kSlotsOffset + std::uint64_t{Mailbox::kReplySlots} * Mailbox::kReplySlotBytes;
-constexpr std::size_t kSlotPayload = Mailbox::kReplySlotBytes - sizeof(Mailbox::ReplySlot);
+constexpr std::uint64_t kSlotPayloadsOffset =
+    kSlotsOffset + round_up(std::uint64_t{Mailbox::kReplySlots} * sizeof(Mailbox::ReplySlot), 4096);
+constexpr std::uint64_t kDataOffset =
+    kSlotPayloadsOffset + std::uint64_t{Mailbox::kReplySlots} * Mailbox::kReplySlotBytes;
 }
 
 Mailbox::Mailbox(SharedMemory shm) : shm_(std::move(shm)) {
@@ -384,7 +391,11 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
   auto watched_since = Deadline::Clock::now();
   for (;;) {
     const std::uint64_t r = h.read_pos.load(std::memory_order_relaxed);
-    const std::uint64_t w = h.write_pos.load(std::memory_order_acquire);
+    // write_pos shares its line with the producers' lock: read it again
+    // only once the records known to be reserved are all taken (a record
+    // below it is reserved for good; its phase says whether it is ready).
+    if (r >= known_write_pos_) known_write_pos_ = h.write_pos.load(std::memory_order_acquire);
+    const std::uint64_t w = known_write_pos_;
     if (r != w) {
       RecordHeader& rec = record_at(r);
       std::uint32_t phase = rec.phase.load(std::memory_order_acquire);
@@ -535,8 +546,12 @@ Mailbox::Recovery Mailbox::attach_consumer() {
     free_slots_.clear();
     for (std::uint32_t i = kReplySlots; i-- > 0;) {
       ReplySlot& slot = slot_at(i);
-      if ((slot.state.load(std::memory_order_acquire) & 3) != kSlotWriting)
-        slot.state.store(kSlotIdle, std::memory_order_release);
+      // A CAS from what was seen: a late filler may claim an armed slot of
+      // the dead incarnation meanwhile, and then it is left to it.
+      std::uint64_t seen = slot.state.load(std::memory_order_acquire);
+      while ((seen & 3) != kSlotWriting &&
+             !slot.state.compare_exchange_weak(seen, kSlotIdle, std::memory_order_acq_rel)) {
+      }
       free_slots_.push_back(i);
     }
   }
@@ -595,8 +610,14 @@ std::size_t Mailbox::max_message_bytes() const noexcept {
 
 Mailbox::ReplySlot& Mailbox::slot_at(std::uint32_t index) const noexcept {
   return *std::launder(reinterpret_cast<ReplySlot*>(reinterpret_cast<std::byte*>(header_) + kSlotsOffset +
-                                                     std::uint64_t{index} * kReplySlotBytes));
+                                                     std::uint64_t{index} * sizeof(ReplySlot)));
 }
+
+namespace {
+std::byte* slot_payload(void* header, std::uint32_t index) {
+  return static_cast<std::byte*>(header) + kSlotPayloadsOffset + std::uint64_t{index} * Mailbox::kReplySlotBytes;
+}
+}  // namespace
 
 std::optional<std::uint32_t> Mailbox::lease_reply_slot(std::uint64_t key) {
   std::lock_guard lock(slots_mutex_);
@@ -604,17 +625,23 @@ std::optional<std::uint32_t> Mailbox::lease_reply_slot(std::uint64_t key) {
     const std::uint32_t index = free_slots_.back();
     free_slots_.pop_back();
     ReplySlot& slot = slot_at(index);
-    if ((slot.state.load(std::memory_order_acquire) & 3) == kSlotWriting) {
+    std::uint64_t seen = slot.state.load(std::memory_order_acquire);
+    if ((seen & 3) == kSlotWriting) {
       // A late filler is still copying (a reply to a request given up on):
       // try the slot again later, unless the filler died there.
       const std::uint32_t pid = slot.writer_pid.load(std::memory_order_acquire);
-      if (pid == 0 || process_alive(static_cast<pid_t>(pid))) {
+      if (process_alive(static_cast<pid_t>(pid))) {
         free_slots_.insert(free_slots_.begin(), index);
         continue;
       }
     }
-    slot.writer_pid.store(0, std::memory_order_relaxed);
-    slot.state.store(slot_state(key, kSlotArmed), std::memory_order_release);
+    // A free slot is idle, filled or a dead writer's: no filler can move
+    // it. writer_pid is cleared first, for the next filler to claim.
+    slot.writer_pid.store(0, std::memory_order_release);
+    if (!slot.state.compare_exchange_strong(seen, slot_state(key, kSlotArmed), std::memory_order_acq_rel)) {
+      free_slots_.insert(free_slots_.begin(), index);
+      continue;
+    }
     return index;
   }
   return std::nullopt;
@@ -629,13 +656,18 @@ void Mailbox::release_reply_slot(std::uint32_t index, std::uint64_t key) noexcep
 
 bool Mailbox::fill_reply_slot(std::uint32_t index, std::uint64_t key, std::uint8_t kind,
                               std::span<const std::byte> bytes) {
-  if (index >= kReplySlots || bytes.size() > kSlotPayload) return false;
+  if (index >= kReplySlots || bytes.size() > kReplySlotBytes) return false;
   ReplySlot& slot = slot_at(index);
+  const auto me = static_cast<std::uint32_t>(current_pid());
+  std::uint32_t nobody = 0;
+  if (!slot.writer_pid.compare_exchange_strong(nobody, me, std::memory_order_acq_rel)) return false;
   std::uint64_t expected = slot_state(key, kSlotArmed);
-  if (!slot.state.compare_exchange_strong(expected, slot_state(key, kSlotWriting), std::memory_order_acq_rel))
+  if (!slot.state.compare_exchange_strong(expected, slot_state(key, kSlotWriting), std::memory_order_acq_rel)) {
+    std::uint32_t mine = me;  // not ours to fill (another key): give the claim back
+    slot.writer_pid.compare_exchange_strong(mine, 0, std::memory_order_acq_rel);
     return false;
-  slot.writer_pid.store(static_cast<std::uint32_t>(current_pid()), std::memory_order_release);
-  if (!bytes.empty()) std::memcpy(reinterpret_cast<std::byte*>(&slot) + sizeof(ReplySlot), bytes.data(), bytes.size());
+  }
+  if (!bytes.empty()) std::memcpy(slot_payload(header_, index), bytes.data(), bytes.size());
   slot.length = static_cast<std::uint32_t>(bytes.size());
   slot.kind = kind;
   expected = slot_state(key, kSlotWriting);
@@ -648,7 +680,7 @@ bool Mailbox::fill_reply_slot(std::uint32_t index, std::uint64_t key, std::uint8
 std::optional<Mailbox::SlotReply> Mailbox::filled_reply_slot(std::uint32_t index, std::uint64_t key) const noexcept {
   const ReplySlot& slot = slot_at(index);
   if (slot.state.load(std::memory_order_acquire) != slot_state(key, kSlotFilled)) return std::nullopt;
-  return SlotReply{slot.kind, {reinterpret_cast<const std::byte*>(&slot) + sizeof(ReplySlot), slot.length}};
+  return SlotReply{slot.kind, {slot_payload(header_, index), slot.length}};
 }
 
 std::uint32_t Mailbox::reply_slot_seq(std::uint32_t index) const noexcept {
@@ -657,18 +689,19 @@ std::uint32_t Mailbox::reply_slot_seq(std::uint32_t index) const noexcept {
 
 void Mailbox::wait_reply_slot(std::uint32_t index, std::uint32_t seq, const Deadline& deadline) const {
   ReplySlot& slot = slot_at(index);
-  slot.waiting.store(1, std::memory_order_seq_cst);
-  if (slot.seq.load(std::memory_order_seq_cst) != seq) return;
-  auto tick = Deadline::after(kLivenessTick);
-  auto left = deadline.remaining();
-  futex_wait(slot.seq, seq, (left && *left < kLivenessTick) ? deadline : tick);
+  slot.waiting.fetch_add(1, std::memory_order_seq_cst);
+  if (slot.seq.load(std::memory_order_seq_cst) == seq) {
+    auto tick = Deadline::after(kLivenessTick);
+    auto left = deadline.remaining();
+    futex_wait(slot.seq, seq, (left && *left < kLivenessTick) ? deadline : tick);
+  }
+  slot.waiting.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 void Mailbox::wake_reply_slot(std::uint32_t index) noexcept {
   ReplySlot& slot = slot_at(index);
   slot.seq.fetch_add(1, std::memory_order_seq_cst);
-  if (slot.waiting.load(std::memory_order_seq_cst) != 0 && slot.waiting.exchange(0, std::memory_order_seq_cst) != 0)
-    futex_wake_all(slot.seq);
+  if (slot.waiting.load(std::memory_order_seq_cst) != 0) futex_wake_all(slot.seq);
 }
 
 void Mailbox::retire() noexcept { header_->retired.store(1, std::memory_order_release); }

@@ -150,16 +150,27 @@ RecordClass record_class_of(PacketKind kind, std::uint64_t request_id) {
 void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, std::string_view target_name,
                  std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id, const Value& payload,
                  const Deadline& deadline, bool block, std::uint32_t reply_slot) {
+  // Apart for the two routes: a packet to another node may, on the way,
+  // make this thread post a local one (a node found down fails what waits).
+  thread_local Bytes remote_body;
+  thread_local Bytes local_body;
+  Bytes& body = host.find('@') != std::string::npos ? remote_body : local_body;
+  if (payload.object) {
+    payload.encode(payload.object, body);
+  } else {
+    body.clear();
+  }
+  post_encoded(host, kind, flags, target_name, target_id, sender, request_id, body, deadline, block, reply_slot);
+}
+
+void post_encoded(const std::string& host, PacketKind kind, std::uint8_t flags, std::string_view target_name,
+                  std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id,
+                  std::span<const std::byte> body, const Deadline& deadline, bool block, std::uint32_t reply_slot) {
   if (const auto at = host.find('@'); at != std::string::npos) {
-    // "host@node": an endpoint on another node, through this tree's Node.
+    // "host@node": an endpoint on another node, through this tree's Node
+    // (a reply slot is this machine's only).
     thread_local Bytes head;
-    thread_local Bytes body;
     write_head(head, kind, flags, target_name, target_id, sender, request_id);
-    if (payload.object) {
-      payload.encode(payload.object, body);
-    } else {
-      body.clear();
-    }
     forward_to_node(std::string_view(host).substr(at + 1), std::string_view(host).substr(0, at), head, body,
                     deadline, block);
     return;
@@ -167,13 +178,7 @@ void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, s
   auto mailbox = find_mailbox(host);
   if (!mailbox) throw ActorDown("mpx actors: there is no host named '" + host + "'", "noproc");
   thread_local Bytes head;
-  thread_local Bytes body;
   write_head(head, kind, flags, target_name, target_id, sender, request_id, reply_slot);
-  if (payload.object) {
-    payload.encode(payload.object, body);
-  } else {
-    body.clear();
-  }
   if (!mailbox->put(head, body, deadline, block, record_class_of(kind, request_id))) {
     const char* policy = mailbox->policy() == MailboxPolicy::fail ? "fail" : "block";
     throw MailboxFull("mpx actors: the mailbox of host '" + host + "' is full (" + std::to_string(mailbox->depth()) +
@@ -334,16 +339,18 @@ std::string describe_host_gone(const Mailbox& mailbox, const std::string& host) 
 
 // ---- requests
 
+bool PendingRequest::owns_slot() const noexcept { return slot != 0 && slot_pid == mpx::detail::current_pid(); }
+
 PendingRequest::~PendingRequest() {
-  if (slot == 0) return;
-  if (slot_held.load(std::memory_order_acquire)) slot_mailbox->release_reply_slot(slot - 1, id);
+  if (!owns_slot()) return;  // none, or a forked child's copy: the slot is the parent's
+  if (slot_held.exchange(false, std::memory_order_acq_rel)) slot_mailbox->release_reply_slot(slot - 1, id);
   if (Endpoint* endpoint = Endpoint::existing()) endpoint->forget_pending(id);  // its weak entry
 }
 
 void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes encoded, std::optional<ErrorInfo> error) {
   std::shared_ptr<ActorCell> owner;
   std::function<void()> continuation;
-  std::uint32_t slot = 0;
+  bool wake_slot = false;
   {
     std::lock_guard lock(pending->mutex);
     if (pending->done) return;
@@ -352,7 +359,7 @@ void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes e
     pending->error = std::move(error);
     pending->done = true;
     pending->done_flag.store(true, std::memory_order_release);
-    slot = pending->slot;
+    wake_slot = pending->slot != 0 && pending->slot_held.load(std::memory_order_acquire);
     if (pending->owner && pending->continuation && !pending->continuation_posted) {
       pending->continuation_posted = true;
       owner = pending->owner;
@@ -360,7 +367,7 @@ void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes e
     }
   }
   pending->cv.notify_all();
-  if (slot != 0) pending->slot_mailbox->wake_reply_slot(slot - 1);  // a waiter sleeping on its slot
+  if (wake_slot) pending->slot_mailbox->wake_reply_slot(pending->slot - 1);  // a waiter asleep on its slot
   if (Endpoint* endpoint = Endpoint::existing()) endpoint->forget_pending(pending->id);
   if (owner) {
     Delivery delivery;
@@ -372,35 +379,39 @@ void fulfil(const std::shared_ptr<PendingRequest>& pending, Value local, Bytes e
 }
 
 namespace {
-// Moves the reply in the pending's slot, if there is one, into the pending
-// (it wins over an error set meanwhile: a reply the host wrote before it
-// died) and releases the slot. The waiter's thread only.
-bool take_slot_reply(PendingRequest& pending) {
-  if (!pending.slot_held.load(std::memory_order_acquire)) return false;
+// True once the request is done, settling it from its slot first: a filled
+// slot's reply becomes the outcome (it wins over an error the sweep set: a
+// reply the host wrote before it died); once done either way the slot is
+// released, so the outcome never changes after a waiter saw it. Any thread.
+bool settle_from_slot(PendingRequest& pending) {
   Mailbox& mailbox = *pending.slot_mailbox;
-  auto reply = mailbox.filled_reply_slot(pending.slot - 1, pending.id);
-  if (!reply) return false;
-  std::optional<ErrorInfo> error;
-  Bytes encoded;
-  if (reply->kind == static_cast<std::uint8_t>(PacketKind::error)) {
-    try {
-      error = mpx::decode<ErrorInfo>(reply->bytes);
-    } catch (const mpx::Error& e) {
-      error = ErrorInfo{"error", "", std::string("mpx actors: undecodable error reply: ") + e.what(), ""};
-    }
-  } else {
-    encoded.assign(reply->bytes.begin(), reply->bytes.end());
-  }
+  const std::uint32_t index = pending.slot - 1;
+  if (!pending.done_flag.load(std::memory_order_acquire) && !mailbox.filled_reply_slot(index, pending.id))
+    return false;
   {
     std::lock_guard lock(pending.mutex);
-    pending.local = Value{};
-    pending.encoded = std::move(encoded);
-    pending.error = std::move(error);
-    pending.done = true;
-    pending.done_flag.store(true, std::memory_order_release);
+    if (!pending.slot_held.load(std::memory_order_acquire)) return pending.done;
+    if (auto reply = mailbox.filled_reply_slot(index, pending.id)) {
+      pending.local = Value{};
+      pending.encoded.clear();
+      pending.error.reset();
+      if (reply->kind == static_cast<std::uint8_t>(PacketKind::error)) {
+        try {
+          pending.error = mpx::decode<ErrorInfo>(reply->bytes);
+        } catch (const mpx::Error& e) {
+          pending.error = ErrorInfo{"error", "", std::string("mpx actors: undecodable error reply: ") + e.what(), ""};
+        }
+      } else {
+        pending.encoded.assign(reply->bytes.begin(), reply->bytes.end());
+      }
+      pending.done = true;
+      pending.done_flag.store(true, std::memory_order_release);
+    } else if (!pending.done) {
+      return false;
+    }
+    pending.slot_held.store(false, std::memory_order_release);
+    mailbox.release_reply_slot(index, pending.id);
   }
-  pending.slot_held.store(false, std::memory_order_release);
-  mailbox.release_reply_slot(pending.slot - 1, pending.id);
   if (Endpoint* endpoint = Endpoint::existing()) endpoint->forget_pending(pending.id);
   return true;
 }
@@ -412,11 +423,7 @@ bool wait_pending_slot(PendingRequest& pending, const Deadline& deadline) {
   const std::uint32_t index = pending.slot - 1;
   const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(50);
   for (;;) {
-    if (take_slot_reply(pending)) return true;
-    if (pending.done_flag.load(std::memory_order_acquire)) {
-      (void)take_slot_reply(pending);  // filled between the two looks: the reply wins
-      return true;
-    }
+    if (settle_from_slot(pending)) return true;
     if (deadline.expired()) return false;
     if (std::chrono::steady_clock::now() < spin_until) {
       std::this_thread::yield();
@@ -430,7 +437,7 @@ bool wait_pending_slot(PendingRequest& pending, const Deadline& deadline) {
 }  // namespace
 
 bool wait_pending(PendingRequest& pending, const Deadline& deadline) {
-  if (pending.slot != 0) return wait_pending_slot(pending, deadline);
+  if (pending.owns_slot()) return wait_pending_slot(pending, deadline);
   // Replies from this machine often come within tens of microseconds: a
   // short spin saves the sleep and the wake-up when a CPU is free. Not for
   // another node: its replies take 100 us or more, and the spin only takes
@@ -484,15 +491,18 @@ void set_continuation(PendingRequest& pending, std::function<void()> continuatio
 }
 
 namespace {
-// A reply (or error) into the requester's reply slot, when it has one on
-// this machine and the bytes fit; false: send it by the log.
-bool reply_into_slot(const ReplyTarget& target, PacketKind kind, const Value& value) {
-  if (target.reply_slot == 0 || target.endpoint.find('@') != std::string::npos) return false;
-  auto mailbox = find_mailbox(target.endpoint);
-  if (!mailbox) return false;
+// A reply or an error to another process: into the requester's reply slot
+// when it has one on this machine and the bytes fit, else by its log.
+void post_answer(const ReplyTarget& target, PacketKind kind, const Value& value) {
   thread_local Bytes bytes;
   value.encode(value.object, bytes);
-  return mailbox->fill_reply_slot(target.reply_slot - 1, target.request_id, static_cast<std::uint8_t>(kind), bytes);
+  if (target.reply_slot != 0 && target.endpoint.find('@') == std::string::npos) {
+    auto mailbox = find_mailbox(target.endpoint);
+    if (mailbox &&
+        mailbox->fill_reply_slot(target.reply_slot - 1, target.request_id, static_cast<std::uint8_t>(kind), bytes))
+      return;
+  }
+  post_encoded(target.endpoint, kind, 0, "", 0, current_sender(), target.request_id, bytes, Deadline::never(), true);
 }
 }  // namespace
 
@@ -504,9 +514,7 @@ void deliver_reply(const std::shared_ptr<ReplyTarget>& target, const Value& repl
     return;
   }
   try {
-    if (reply_into_slot(*target, PacketKind::reply, value)) return;
-    post_packet(target->endpoint, PacketKind::reply, 0, "", 0, current_sender(), target->request_id, value,
-                Deadline::never(), true);
+    post_answer(*target, PacketKind::reply, value);
   } catch (const ActorError& e) {
     get_logger()->debug("mpx actors: reply to {} dropped: {}", target->endpoint, e.what());
   }
@@ -520,9 +528,7 @@ void send_error(const std::shared_ptr<ReplyTarget>& target, ErrorInfo info) {
     return;
   }
   try {
-    if (reply_into_slot(*target, PacketKind::error, borrow_value(info))) return;
-    post_packet(target->endpoint, PacketKind::error, 0, "", 0, current_sender(), target->request_id,
-                borrow_value(info), Deadline::never(), true);
+    post_answer(*target, PacketKind::error, borrow_value(info));
   } catch (const ActorError& e) {
     get_logger()->debug("mpx actors: error reply to {} dropped: {}", target->endpoint, e.what());
   }
@@ -659,6 +665,7 @@ std::shared_ptr<PendingRequest> request_value(const ActorRef& to, const Value& m
       if (auto index = endpoint.mailbox()->lease_reply_slot(pending->id)) {
         pending->slot_mailbox = endpoint.mailbox();
         pending->slot = *index + 1;
+        pending->slot_pid = mpx::detail::current_pid();
       }
     }
   }
@@ -998,8 +1005,24 @@ bool Endpoint::enqueue(const std::shared_ptr<ActorCell>& cell, std::vector<Deliv
     std::lock_guard lock(cell->mutex);
     if (cell->stopped) return false;
   }
-  caf::anon_send(cell->actor, DeliveryBatch{std::make_shared<std::vector<Delivery>>(std::move(deliveries))});
+  std::shared_ptr<std::vector<Delivery>> items(new std::vector<Delivery>(std::move(deliveries)),
+                                               [this](std::vector<Delivery>* v) {
+                                                 recycle_batch(*v);
+                                                 delete v;
+                                               });
+  caf::anon_send(cell->actor, DeliveryBatch{std::move(items)});
   return true;
+}
+
+void Endpoint::recycle_batch(std::vector<Delivery>& items) noexcept {
+  items.clear();  // what was not handled completes its record, fails its request (~Delivery)
+  if (items.capacity() < kBatchRecords) return;
+  std::lock_guard lock(spare_batches_mutex_);
+  if (spare_batches_.size() >= 8) return;
+  try {
+    spare_batches_.push_back(std::move(items));
+  } catch (const std::bad_alloc&) {
+  }
 }
 
 void Endpoint::add_watcher(const ActorRef& target, Watcher watcher) {
@@ -1070,9 +1093,10 @@ std::shared_ptr<PendingRequest> Endpoint::new_pending(const std::shared_ptr<Acto
   auto pending = std::make_shared<PendingRequest>();
   pending->owner = owner;
   std::lock_guard lock(mutex_);
-  // Unique across the incarnations of this mailbox: a reply slot is keyed
-  // by it, and a reply to a dead incarnation's request must not fit.
-  pending->id = (std::uint64_t{mailbox_->incarnation()} << 32) + next_id_++;
+  // Unique across the incarnations of this mailbox (2^40 requests each): a
+  // reply slot is keyed by it, and a reply to a dead incarnation's request
+  // must not fit.
+  pending->id = (std::uint64_t{mailbox_->incarnation()} << 40) | (next_request_id_++ & ((std::uint64_t{1} << 40) - 1));
   pending_[pending->id] = PendingEntry{pending, {}};
   return pending;
 }
@@ -1233,6 +1257,13 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
     // alone completes the record (the gateway's catch completes it otherwise).
     if (cell != batch_cell_) flush_batch();
     // Sized for what waits (a stream fills it, a request is alone in it).
+    if (batch_.empty() && batch_.capacity() == 0) {
+      std::lock_guard lock(spare_batches_mutex_);
+      if (!spare_batches_.empty()) {
+        batch_ = std::move(spare_batches_.back());
+        spare_batches_.pop_back();
+      }
+    }
     if (batch_.empty()) batch_.reserve(std::min<std::size_t>(kBatchRecords, mailbox_->depth() + 1));
     batch_cell_ = cell;
     batch_generation_ = generation;

@@ -67,7 +67,7 @@ struct PacketHead {
   std::uint32_t reply_slot;  // a request: 1 + the requester's mailbox reply slot for it, 0 for none
   std::uint32_t reserved;
 };
-constexpr std::uint32_t kPacketMagic = 0x4b504d58;  // "XMPK"
+constexpr std::uint32_t kPacketMagic = 0x4c504d58;  // "XMPL" (with reply_slot; was "XMPK")
 
 struct Packet {
   PacketKind kind;
@@ -137,10 +137,13 @@ struct PendingRequest {
   // A request from plain code to a host of this machine: the reply comes
   // into this slot of our own mailbox (Mailbox::lease_reply_slot, keyed by
   // `id`), past the gateway; a reply too large for it comes by the log.
-  // Set before the request is sent, released by the destructor.
+  // Set before the request is sent; released once a waiter settled the
+  // request (settle_from_slot), else by the destructor.
   std::shared_ptr<Mailbox> slot_mailbox;
   std::uint32_t slot = 0;  // 1 + the slot index; 0: none
-  std::atomic<bool> slot_held{true};  // until the reply was taken from it
+  pid_t slot_pid = 0;      // the process that leased it (a forked child's copy does not own it)
+  std::atomic<bool> slot_held{true};  // until the request is settled from it (set under `mutex`)
+  [[nodiscard]] bool owns_slot() const noexcept;
   PendingRequest() = default;
   PendingRequest(const PendingRequest&) = delete;
   PendingRequest& operator=(const PendingRequest&) = delete;
@@ -322,6 +325,13 @@ class Endpoint {
   std::shared_ptr<ActorCell> batch_cell_;
   std::uint64_t batch_generation_ = 0;  // cells_generation_ when batch_cell_ was looked up
   std::vector<Delivery> batch_;
+  // A batch's buffer comes back once its deliveries were handled (the
+  // deleter of DeliveryBatch::items): a fresh buffer per batch page-faulted
+  // (the gateway's malloc arena kept returning the memory to the kernel)
+  // and contended with the actors' threads for that arena.
+  void recycle_batch(std::vector<Delivery>& items) noexcept;
+  std::mutex spare_batches_mutex_;
+  std::vector<std::vector<Delivery>> spare_batches_;
   void sweep_watches();
   std::shared_ptr<PendingRequest> take_pending(std::uint64_t id);
   std::shared_ptr<MonitorState> take_monitor(std::uint64_t id);
@@ -335,6 +345,7 @@ class Endpoint {
 
   std::mutex mutex_;
   std::uint64_t next_id_ = 1;
+  std::uint64_t next_request_id_ = 1;  // PendingRequest ids (see new_pending)
   std::unordered_map<std::string, std::shared_ptr<ActorCell>> by_name_;
   std::unordered_map<std::uint64_t, std::shared_ptr<ActorCell>> by_id_;
   // Requests waiting for a reply: held (strong) until it comes, or, for a
@@ -377,6 +388,11 @@ std::shared_ptr<Mailbox> find_mailbox(const std::string& host);
 void post_packet(const std::string& host, PacketKind kind, std::uint8_t flags, std::string_view target_name,
                  std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id, const Value& payload,
                  const mpx::detail::Deadline& deadline, bool block, std::uint32_t reply_slot = 0);
+// post_packet with the payload already encoded.
+void post_encoded(const std::string& host, PacketKind kind, std::uint8_t flags, std::string_view target_name,
+                  std::uint64_t target_id, const ActorRef& sender, std::uint64_t request_id,
+                  std::span<const std::byte> body, const mpx::detail::Deadline& deadline, bool block,
+                  std::uint32_t reply_slot = 0);
 // "host", or "host@node" for a ref on another node (what post_packet takes).
 std::string route_name(const ActorRef& ref);
 // ---- nodes (node.cpp)

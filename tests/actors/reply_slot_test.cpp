@@ -58,10 +58,14 @@ TEST(ReplySlot, AFillLandsOnlyForTheKeyItWasLeasedForAndOnlyOnce) {
   mb->release_reply_slot(*again, 42);
   EXPECT_FALSE(mb->fill_reply_slot(*again, 42, 2, bytes_of("late")));
 
-  // Too large for a slot: refused (the reply then goes by the log).
+  // Too large for a slot: refused (the reply then goes by the log); the
+  // largest that fits lands whole.
   auto big = mb->lease_reply_slot(43);
   ASSERT_TRUE(big);
-  EXPECT_FALSE(mb->fill_reply_slot(*big, 43, 2, bytes_of(std::string(Mailbox::kReplySlotBytes, 'x'))));
+  EXPECT_FALSE(mb->fill_reply_slot(*big, 43, 2, bytes_of(std::string(Mailbox::kReplySlotBytes + 1, 'x'))));
+  const std::string largest(Mailbox::kReplySlotBytes, 'y');
+  EXPECT_TRUE(mb->fill_reply_slot(*big, 43, 2, bytes_of(largest)));
+  EXPECT_EQ(text_of(mb->filled_reply_slot(*big, 43)->bytes), largest);
   mb->release_reply_slot(*big, 43);
 }
 
@@ -228,4 +232,25 @@ TEST(ReplySlot, MoreOutstandingRequestsThanSlotsAllGetTheirOwnReply) {
   const int n = 3 * static_cast<int>(Mailbox::kReplySlots);
   for (int i = 0; i < n; ++i) responses.push_back(echo.request<std::string>(Echo{"r" + std::to_string(i)}));
   for (int i = n - 1; i >= 0; --i) ASSERT_EQ(responses[i].get(30s), "r" + std::to_string(i));
+}
+
+// Copies of one Response share one outcome, whichever thread settles it.
+TEST(ReplySlot, CopiesWaitedOnFromSeveralThreadsSeeOneOutcome) {
+  ma::Host host("slot-copies");
+  auto echo = host.spawn("echo_actor", "e");
+  for (int round = 0; round < 200; ++round) {
+    auto response = echo.request<std::string>(Echo{"r" + std::to_string(round)});
+    auto copy = response;
+    std::string a, b;
+    std::thread other([&] { a = copy.get(30s); });
+    b = response.get(30s);
+    other.join();
+    ASSERT_EQ(a, "r" + std::to_string(round));
+    ASSERT_EQ(b, a);
+    ASSERT_EQ(response.get(1s), a);  // settled: the same again, the slot long released
+  }
+  // Every slot came back: a full set can be leased by requests in flight.
+  std::vector<ma::Response<std::string>> many;
+  for (std::uint32_t i = 0; i < Mailbox::kReplySlots; ++i) many.push_back(echo.request<std::string>(Echo{"m"}));
+  for (auto& r : many) ASSERT_EQ(r.get(30s), "m");
 }

@@ -33,7 +33,8 @@
 //   releases it; any process fills it, once, for that id (a CAS: a late
 //   reply to a released or re-leased slot fails and goes by the log). A
 //   filler that dies while copying leaves the slot unusable until the
-//   leasing side sees its pid gone.
+//   leasing side, at a later lease, sees its pid gone. Slot headers share
+//   one page; a slot's payload page is touched only when it is used.
 #pragma once
 
 #include <sys/types.h>
@@ -151,7 +152,7 @@ class Mailbox {
 
   // ---- reply slots (see the contract above)
   static constexpr std::uint32_t kReplySlots = 64;
-  static constexpr std::size_t kReplySlotBytes = 4096;
+  static constexpr std::size_t kReplySlotBytes = 4096;  // the largest reply a slot takes
   // The consumer process: a free slot armed for `key` (a request id,
   // unique to this mailbox across incarnations), or nullopt when none is
   // free. Release it with release_reply_slot(index, key).
@@ -171,8 +172,8 @@ class Mailbox {
   // Sleeping for a slot: sample reply_slot_seq(), re-check
   // filled_reply_slot() (and whatever else wakes the waiter), then
   // wait_reply_slot(seq, ...): returns once the slot is filled, at a
-  // wake_reply_slot() (by anyone who changed what the waiter checks), or at
-  // the deadline, whichever is first; it may return early.
+  // wake_reply_slot() (by anyone who changed what the waiter checks), at
+  // the deadline, or at a 20 ms tick, whichever is first.
   [[nodiscard]] std::uint32_t reply_slot_seq(std::uint32_t index) const noexcept;
   void wait_reply_slot(std::uint32_t index, std::uint32_t seq, const Deadline& deadline) const;
   void wake_reply_slot(std::uint32_t index) noexcept;
@@ -189,18 +190,22 @@ class Mailbox {
   void notify_consumer();
   void wait_producers(const Deadline& deadline);
 
+  // Three cache lines: read by every thread; written by the completing
+  // threads (reclaim); written by the consumer's take(). Sharing one made
+  // each take() wait for the line a completion had just written.
   SharedMemory shm_;
   MailboxHeader* header_ = nullptr;
   std::byte* data_ = nullptr;
-  std::mutex reclaim_mutex_;  // free_pos moves under it (threads of the consumer process)
+  alignas(64) std::mutex reclaim_mutex_;  // free_pos moves under it (threads of the consumer process)
   std::atomic<bool> reclaim_requested_{false};  // a completion the lock holder has to sweep again for
   // When take() last returned a record (the consumer's thread only): it
   // yields before sleeping only while records come in a stream. Stamped
   // when take() first finds nothing after records (as late as the caller's
   // handling of what it took: a stream's records come microseconds apart).
-  std::chrono::steady_clock::time_point last_taken_{};
+  alignas(64) std::chrono::steady_clock::time_point last_taken_{};
   std::uint64_t taken_count_ = 0;
   std::uint64_t stamped_count_ = 0;
+  std::uint64_t known_write_pos_ = 0;  // take(): write_pos as last read
   ReplySlot& slot_at(std::uint32_t index) const noexcept;
   std::mutex slots_mutex_;                 // the free list (this process: the consumer)
   std::vector<std::uint32_t> free_slots_;  // filled by attach_consumer()
