@@ -78,15 +78,11 @@ std::function<void()> recording(std::function<void()> target, ExceptionSlot* slo
   return [target = std::move(target), slot] { detail::run_recording(*slot, target); };
 }
 
-bool has_limits(const ProcessLimits& l) {
-  return l.address_space || l.cpu_seconds || l.open_files || l.nice || !l.cpu_affinity.empty() || l.timer_slack;
-}
-
 // The options a host child is started with: the spec's limits, when it has
 // any, and its start method, when set, replace those of its HostOptions.
 HostOptions host_options(const ChildSpec& spec) {
   HostOptions options = spec.host_options;
-  if (has_limits(spec.limits)) options.limits = spec.limits;
+  if (spec.limits != ProcessLimits{}) options.limits = spec.limits;
   if (spec.start_method) options.start_method = spec.start_method;
   return options;
 }

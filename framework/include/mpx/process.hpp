@@ -158,6 +158,9 @@ struct ProcessLimits {
   // [1 ns, 1 s] (a longer slack would delay mpx's own timed waits too).
   std::optional<std::chrono::nanoseconds> timer_slack;
 
+  // Equal to ProcessLimits{}: none set (the parent's limits apply).
+  bool operator==(const ProcessLimits&) const = default;
+
   template <class Archive>
   void serialize(Archive& ar) {
     ar(address_space, cpu_seconds, open_files, nice, cpu_affinity, timer_slack);
