@@ -481,6 +481,10 @@ void Mailbox::complete(std::uint64_t pos) {
   reclaim();
 }
 
+void Mailbox::mark_done(std::uint64_t pos) { record_at(pos).phase.store(kDone, std::memory_order_release); }
+
+void Mailbox::reclaim_done() { reclaim(); }
+
 void Mailbox::reclaim() {
   // A caller that finds the lock held leaves a request: the holder sweeps
   // once more after it lets go, so no completion is missed (a producer

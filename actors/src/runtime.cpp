@@ -783,12 +783,47 @@ caf::actor_system& Endpoint::system() {
 
 namespace {
 
+// The records a batch's handlers finished are reclaimed, and counted off
+// the gateway's in-flight bound, once at the end of the batch instead of
+// per message (the actor's thread, which a stream keeps busy, took a lock
+// and two shared counters per message for it).
+struct BatchCompletions {
+  Mailbox* mailbox = nullptr;
+  std::size_t finished = 0;
+};
+thread_local BatchCompletions* t_batch_completions = nullptr;
+
+class BatchCompletionScope {
+ public:
+  explicit BatchCompletionScope(Mailbox* mailbox) : prev_(t_batch_completions) {
+    own_.mailbox = mailbox;
+    t_batch_completions = &own_;
+  }
+  ~BatchCompletionScope() {
+    t_batch_completions = prev_;
+    if (own_.finished == 0) return;
+    own_.mailbox->reclaim_done();
+    if (Endpoint* endpoint = Endpoint::existing()) endpoint->record_finished(own_.finished);
+  }
+  BatchCompletionScope(const BatchCompletionScope&) = delete;
+  BatchCompletionScope& operator=(const BatchCompletionScope&) = delete;
+
+ private:
+  BatchCompletions own_;
+  BatchCompletions* prev_;
+};
+
 void finish_record(const Delivery& d) {
   if (d.direct) {
     if (Endpoint* endpoint = Endpoint::existing()) endpoint->direct_finished();
     return;
   }
   if (!d.mailbox) return;
+  if (BatchCompletions* batch = t_batch_completions; batch && batch->mailbox == d.mailbox) {
+    d.mailbox->mark_done(d.record_pos);
+    ++batch->finished;
+    return;
+  }
   d.mailbox->complete(d.record_pos);
   if (Endpoint* endpoint = Endpoint::existing()) endpoint->record_finished();
 }
@@ -828,7 +863,6 @@ Delivery::~Delivery() {
 namespace {
 
 void handle_message(caf::event_based_actor* self, ActorCell& cell, Delivery& d) {
-  auto logger = get_logger();
   d.handled = true;
   if (d.mailbox) d.mailbox->mark_handling(d.record_pos);
   const std::uint64_t tag = d.value.object ? d.value.tag : envelope_tag(d.bytes);
@@ -841,7 +875,7 @@ void handle_message(caf::event_based_actor* self, ActorCell& cell, Delivery& d) 
   const Handler* handler = cell.instance.behavior.find(tag);
   if (!handler) {
     std::string type = d.value.object ? std::string(d.value.type_name) : "tag " + std::to_string(tag);
-    logger->warn("mpx actors: {} has no handler for a message of type {}; dropped", cell.ref.to_string(), type);
+    get_logger()->warn("mpx actors: {} has no handler for a message of type {}; dropped", cell.ref.to_string(), type);
     if (d.reply)
       deliver_error(d.reply, "unhandled", type, "mpx actors: " + cell.ref.to_string() + " has no handler for " + type);
     finish_record(d);
@@ -858,7 +892,7 @@ void handle_message(caf::event_based_actor* self, ActorCell& cell, Delivery& d) 
     if (cell.current_reply && !outcome.deferred) deliver_reply(cell.current_reply, outcome.reply);
   } catch (const DecodeFailure& e) {
     // Bad input, not a crash of the actor: the message is dropped.
-    logger->error("mpx actors: {} got a message it cannot decode: {}", cell.ref.to_string(), e.what);
+    get_logger()->error("mpx actors: {} got a message it cannot decode: {}", cell.ref.to_string(), e.what);
     if (cell.current_reply) deliver_error(cell.current_reply, "error", "mpx::DecodeError", e.what);
   } catch (const std::exception& e) {
     crashed = true;
@@ -876,7 +910,7 @@ void handle_message(caf::event_based_actor* self, ActorCell& cell, Delivery& d) 
   cell.current_reply = nullptr;
   finish_record(d);
   if (crashed) {
-    logger->error("mpx actors: {} stopped: {}", cell.ref.to_string(), crash_reason);
+    get_logger()->error("mpx actors: {} stopped: {}", cell.ref.to_string(), crash_reason);
     stop_cell(self, cell, DownKind::exception, crash_reason, caf::exit_reason::unhandled_exception);
   } else if (cell.stop_requested) {
     stop_cell(self, cell, DownKind::normal, "normal", caf::exit_reason::normal);
@@ -902,6 +936,8 @@ caf::behavior cell_actor(caf::event_based_actor* self, std::shared_ptr<ActorCell
     if (Endpoint* endpoint = Endpoint::existing()) endpoint->on_cell_stopped(cell, kind, std::move(text));
   });
   return {[self, cell](const DeliveryBatch& batch) {
+    Endpoint* endpoint = Endpoint::existing();
+    BatchCompletionScope completions(endpoint ? endpoint->mailbox().get() : nullptr);
     for (Delivery& d : *batch.items) {
       if (cell->quitting) return;  // the rest is destroyed unhandled: records completed, requests failed
       switch (d.kind) {
@@ -1447,8 +1483,12 @@ namespace {
 std::size_t resume_mark(std::size_t limit) { return limit - std::max<std::size_t>(1, limit / 4); }
 }  // namespace
 
-void Endpoint::record_finished() {
-  if (in_flight_.fetch_sub(1, std::memory_order_acq_rel) == resume_mark(mailbox_->in_flight_limit()) + 1) {
+void Endpoint::record_finished(std::size_t records) {
+  // The gateway held at the in-flight bound waits for the resume mark: wake
+  // it when these records take the count across it.
+  const std::size_t mark = resume_mark(mailbox_->in_flight_limit());
+  const std::size_t before = in_flight_.fetch_sub(records, std::memory_order_acq_rel);
+  if (before > mark && before - records <= mark) {
     std::lock_guard lock(flight_mutex_);
     gateway_cv_.notify_one();
   }

@@ -304,7 +304,7 @@ class Endpoint {
   void stop_all_actors(std::chrono::milliseconds timeout);
   [[nodiscard]] bool shutdown_requested() const noexcept { return shutdown_.load(); }
   // A message record handed to an actor was completed.
-  void record_finished();
+  void record_finished(std::size_t records = 1);
   // Sweep as soon as `pid` (a host this endpoint waits on) exits, instead of
   // at the next 10 ms tick.
   void watch_death(pid_t pid);

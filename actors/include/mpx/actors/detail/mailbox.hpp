@@ -106,6 +106,10 @@ class Mailbox {
   [[nodiscard]] std::optional<Taken> take(const Deadline& deadline, const std::atomic<bool>* wake = nullptr);
   void mark_handling(std::uint64_t pos);
   void complete(std::uint64_t pos);
+  // complete() in two steps, for a run of records: mark each done, then
+  // reclaim_done() once (until then their bytes stay in the log).
+  void mark_done(std::uint64_t pos);
+  void reclaim_done();
   // Wakes a consumer blocked in take() (which then returns nullopt once).
   void interrupt_consumer();
   // take() wakes producers blocked at `capacity` only once the depth falls to
