@@ -477,7 +477,7 @@ std::int64_t Mailbox::low_water() const noexcept {
 void Mailbox::mark_handling(std::uint64_t pos) { record_at(pos).phase.store(kHandling, std::memory_order_release); }
 
 void Mailbox::complete(std::uint64_t pos) {
-  record_at(pos).phase.store(kDone, std::memory_order_release);
+  mark_done(pos);
   reclaim();
 }
 

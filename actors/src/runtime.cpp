@@ -339,6 +339,14 @@ std::string describe_host_gone(const Mailbox& mailbox, const std::string& host) 
 
 // ---- requests
 
+ErrorInfo decode_error_reply(std::span<const std::byte> payload) {
+  try {
+    return mpx::decode<ErrorInfo>(payload);
+  } catch (const mpx::Error& e) {
+    return ErrorInfo{"error", "", std::string("mpx actors: undecodable error reply: ") + e.what(), ""};
+  }
+}
+
 bool PendingRequest::owns_slot() const noexcept { return slot != 0 && slot_pid == mpx::detail::current_pid(); }
 
 PendingRequest::~PendingRequest() {
@@ -396,11 +404,7 @@ bool settle_from_slot(PendingRequest& pending) {
       pending.encoded.clear();
       pending.error.reset();
       if (reply->kind == static_cast<std::uint8_t>(PacketKind::error)) {
-        try {
-          pending.error = mpx::decode<ErrorInfo>(reply->bytes);
-        } catch (const mpx::Error& e) {
-          pending.error = ErrorInfo{"error", "", std::string("mpx actors: undecodable error reply: ") + e.what(), ""};
-        }
+        pending.error = decode_error_reply(reply->bytes);
       } else {
         pending.encoded.assign(reply->bytes.begin(), reply->bytes.end());
       }
@@ -1236,13 +1240,7 @@ void Endpoint::answer(const Packet& packet) {
     fulfil(pending, {}, Bytes(packet.payload.begin(), packet.payload.end()), std::nullopt);
     return;
   }
-  std::optional<ErrorInfo> info;
-  try {
-    info = mpx::decode<ErrorInfo>(packet.payload);
-  } catch (const mpx::Error& e) {
-    info = ErrorInfo{"error", "", std::string("mpx actors: undecodable error reply: ") + e.what(), ""};
-  }
-  fulfil(pending, {}, {}, std::move(info));
+  fulfil(pending, {}, {}, decode_error_reply(packet.payload));
 }
 
 std::optional<Delivery> Endpoint::message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell) {

@@ -95,6 +95,9 @@ struct ErrorInfo {
   }
 };
 [[noreturn]] void throw_error_info(const ErrorInfo& info);
+// The ErrorInfo of an error packet's payload (by the log or a reply slot);
+// undecodable bytes become an ErrorInfo that says so.
+ErrorInfo decode_error_reply(std::span<const std::byte> payload);
 
 struct SpawnRequest {
   std::string type;

@@ -14,6 +14,7 @@
 
 #include "actor_ledger.hpp"
 #include "child_process.hpp"
+#include "mailbox_test_support.hpp"
 #include "mpx/actors.hpp"
 #include "mpx/actors/detail/mailbox.hpp"
 #include "mpx/event.hpp"
@@ -23,13 +24,9 @@ namespace ma = mpx::actors;
 using ma::detail::Mailbox;
 using mpx::detail::Deadline;
 
-namespace {
-
-std::span<const std::byte> bytes_of(const std::string& s) { return {reinterpret_cast<const std::byte*>(s.data()), s.size()}; }
-std::string text_of(std::span<const std::byte> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
-std::string unique_name(const char* what) { return std::string("mpx-test-") + what + "-" + std::to_string(::getpid()); }
-
-}  // namespace
+using mpx::test::bytes_of;
+using mpx::test::text_of;
+using mpx::test::unique_name;
 
 TEST(MailboxLog, RecordsComeOutInOrderAndSpaceIsReusedAcrossTheWrap) {
   auto mb = Mailbox::create(unique_name("wrap"), ma::MailboxOptions().with_bytes(64 << 10).with_capacity(1000));

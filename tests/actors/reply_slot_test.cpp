@@ -15,6 +15,7 @@
 
 #include "mpx/actors.hpp"
 #include "mpx/actors/detail/mailbox.hpp"
+#include "mailbox_test_support.hpp"
 #include "mpx/event.hpp"
 
 using namespace std::chrono_literals;
@@ -22,18 +23,10 @@ namespace ma = mpx::actors;
 using ma::detail::Mailbox;
 using mpx::detail::Deadline;
 
-namespace {
-
-std::span<const std::byte> bytes_of(const std::string& s) { return {reinterpret_cast<const std::byte*>(s.data()), s.size()}; }
-std::string text_of(std::span<const std::byte> b) { return {reinterpret_cast<const char*>(b.data()), b.size()}; }
-std::string unique_name(const char* what) { return std::string("mpx-test-") + what + "-" + std::to_string(::getpid()); }
-
-struct Unlinker {
-  std::shared_ptr<Mailbox> mailbox;
-  ~Unlinker() { mailbox->unlink(); }
-};
-
-}  // namespace
+using mpx::test::bytes_of;
+using mpx::test::text_of;
+using mpx::test::unique_name;
+using Unlinker = mpx::test::MailboxUnlinker;
 
 TEST(ReplySlot, AFillLandsOnlyForTheKeyItWasLeasedForAndOnlyOnce) {
   auto mb = Mailbox::create(unique_name("slots"), ma::MailboxOptions());
