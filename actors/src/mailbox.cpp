@@ -12,8 +12,18 @@
 //   free_pos <= read_pos <= write_pos <= free_pos + data_bytes
 // [free_pos, read_pos) are records taken and not all completed (or skipped),
 // [read_pos, write_pos) records not taken yet. Only producers holding the
-// lock move write_pos (a record's header is complete before write_pos
-// passes it); only the consumer process moves read_pos and free_pos.
+// lock move write_pos; only the consumer process moves read_pos and free_pos.
+// The header at write_pos is always an empty one (phase 0): a producer
+// clears the header after its record before it publishes its own (release),
+// so the consumer finds the end of the log by the phase at read_pos and
+// never reads write_pos, the producers' line, while it streams. For that a
+// reservation keeps one alignment unit free past its record:
+//   write_pos + kAlign <= free_pos + data_bytes
+// Depth is counted on two lines instead of one both sides write per record:
+//   depth = puts - dropped (producers', under the lock)
+//           - taken_total - depth_offset (the consumer's)
+// and producers keep cached copies of what they read from the consumer's
+// side (the takes, free_pos), refreshed only when the copy says "full".
 #include "mpx/actors/detail/mailbox.hpp"
 
 #include <sched.h>
@@ -38,12 +48,13 @@ using mpx::detail::futex_wait;
 using mpx::detail::futex_wake_all;
 using mpx::detail::process_alive;
 
-constexpr std::uint64_t kMagic = 0x796f626c69616d78ULL;  // "xmailboy": the layout with reply slots
+constexpr std::uint64_t kMagic = 0x7a6f626c69616d78ULL;  // "xmailboz": split depth, an empty header ends the log
 constexpr std::uint64_t kAlign = 64;
 constexpr auto kLivenessTick = std::chrono::milliseconds(20);
 constexpr auto kStreamGap = std::chrono::milliseconds(1);  // take() spins only this soon after its last record
+constexpr int kIdleYields = 64;                              // and at most this many times before it sleeps
 
-enum Phase : std::uint32_t { kWriting = 1, kReady = 2, kTaken = 3, kHandling = 4, kDone = 5, kSkip = 6 };
+enum Phase : std::uint32_t { kEmpty = 0, kWriting = 1, kReady = 2, kTaken = 3, kHandling = 4, kDone = 5, kSkip = 6 };
 constexpr std::uint32_t kFlagRedelivered = 1;
 constexpr std::uint32_t kFlagNoDrop = 2;   // requests and control records
 constexpr std::uint32_t kFlagControl = 4;  // not counted in depth
@@ -60,16 +71,20 @@ struct alignas(64) MailboxHeader {
   std::uint64_t in_flight_limit;
   std::uint32_t policy;
   std::atomic<std::uint32_t> retired;
+  // The producers' line: written under their lock.
   alignas(64) std::atomic<std::uint32_t> lock;  // pid of the producer reserving, 0 when free
   std::atomic<std::uint32_t> lock_waiters;
   std::atomic<std::uint64_t> write_pos;
-  // Apart: the consumer writes read_pos at every take; producers read
-  // free_pos at every put and the completing threads move it.
+  std::atomic<std::uint64_t> puts;          // message and request records reserved, all time
+  std::atomic<std::uint64_t> dropped;       // by drop_oldest
+  std::atomic<std::int64_t> consumed_seen;  // taken_total + depth_offset as a producer last read them
+  std::atomic<std::uint64_t> free_seen;     // free_pos as a producer last read it
+  // The consumer's line: written at every take.
   alignas(64) std::atomic<std::uint64_t> read_pos;
+  std::atomic<std::uint64_t> taken_total;   // message and request records taken, all incarnations
+  std::atomic<std::int64_t> depth_offset;   // records no one will take (a dead writer's) and attach's recount
+  // Moved by the completing threads.
   alignas(64) std::atomic<std::uint64_t> free_pos;
-  alignas(64) std::atomic<std::int64_t> depth;
-  std::atomic<std::uint64_t> dropped;
-  std::atomic<std::uint64_t> taken_total;  // records taken by any incarnation (message rates)
   alignas(64) std::atomic<std::uint32_t> not_empty_seq;
   std::atomic<std::uint32_t> consumer_sleeping;
   alignas(64) std::atomic<std::uint32_t> not_full_seq;
@@ -121,6 +136,8 @@ Mailbox::Mailbox(SharedMemory shm) : shm_(std::move(shm)) {
   auto bytes = shm_.buf();
   header_ = reinterpret_cast<MailboxHeader*>(bytes.data());
   data_ = bytes.data() + kDataOffset;
+  const std::uint64_t size = header_->data_bytes;
+  data_mask_ = (size & (size - 1)) == 0 ? size - 1 : 0;
 }
 
 std::shared_ptr<Mailbox> Mailbox::create(const std::string& name, const MailboxOptions& options) {
@@ -213,7 +230,10 @@ pid_t Mailbox::owner_pid() const noexcept {
 }
 
 RecordHeader& Mailbox::record_at(std::uint64_t pos) const {
-  return *std::launder(reinterpret_cast<RecordHeader*>(data_ + pos % header_->data_bytes));
+  // A mask for a power-of-two log (the default): a division per record
+  // access showed in the stream's profile.
+  const std::uint64_t offset = data_mask_ ? (pos & data_mask_) : pos % header_->data_bytes;
+  return *std::launder(reinterpret_cast<RecordHeader*>(data_ + offset));
 }
 
 // ---- the producers' robust lock
@@ -298,13 +318,38 @@ bool Mailbox::drop_oldest_locked() {
     std::uint32_t phase = kReady;
     if ((r.flags.load(std::memory_order_relaxed) & kFlagNoDrop) == 0 &&
         r.phase.compare_exchange_strong(phase, kSkip, std::memory_order_acq_rel)) {
-      h.depth.fetch_sub(1, std::memory_order_seq_cst);
-      h.dropped.fetch_add(1, std::memory_order_relaxed);
+      h.dropped.fetch_add(1, std::memory_order_seq_cst);
       return true;
     }
     pos += r.total;
   }
   return false;
+}
+
+// Messages waiting, as a producer holding the lock counts them: from its
+// cached copy of the consumer's counters, or (`fresh`) from the counters.
+// The copy only lags, so it never shows room that is not there.
+std::int64_t Mailbox::waiting_locked(bool fresh) {
+  auto& h = *header_;
+  if (fresh) {
+    h.consumed_seen.store(static_cast<std::int64_t>(h.taken_total.load(std::memory_order_seq_cst)) +
+                              h.depth_offset.load(std::memory_order_seq_cst),
+                          std::memory_order_relaxed);
+  }
+  return static_cast<std::int64_t>(h.puts.load(std::memory_order_relaxed) -
+                                   h.dropped.load(std::memory_order_relaxed)) -
+         h.consumed_seen.load(std::memory_order_relaxed);
+}
+
+// Whether a record may end at `end` (its successor's empty header included),
+// as a producer holding the lock sees it; rereads free_pos only when its
+// copy says no.
+bool Mailbox::fits_locked(std::uint64_t end) {
+  auto& h = *header_;
+  if (end + kAlign - h.free_seen.load(std::memory_order_relaxed) <= h.data_bytes) return true;
+  const std::uint64_t f = h.free_pos.load(std::memory_order_acquire);
+  h.free_seen.store(f, std::memory_order_relaxed);
+  return end + kAlign - f <= h.data_bytes;
 }
 
 bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> body, const Deadline& deadline,
@@ -325,7 +370,8 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
   lock_producers();
   for (;;) {
     bool room = true;
-    if (!control && h.depth.load(std::memory_order_seq_cst) >= static_cast<std::int64_t>(h.capacity)) {
+    if (!control && waiting_locked(false) >= static_cast<std::int64_t>(h.capacity) &&
+        waiting_locked(true) >= static_cast<std::int64_t>(h.capacity)) {
       if (policy == MailboxPolicy::fail) {
         unlock_producers();
         return false;
@@ -334,32 +380,29 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
     }
     if (room) {
       const std::uint64_t w = h.write_pos.load(std::memory_order_relaxed);
-      const std::uint64_t f = h.free_pos.load(std::memory_order_acquire);
-      const std::uint64_t offset = w % h.data_bytes;
-      if (offset + total > h.data_bytes) {
-        const std::uint64_t pad = h.data_bytes - offset;
-        if (w + pad - f <= h.data_bytes) {
-          RecordHeader& r = record_at(w);
-          r.writer_pid = me;
-          r.pos = w;
-          r.total = pad;
-          r.length = 0;
-          r.flags.store(0, std::memory_order_relaxed);
-          r.phase.store(kSkip, std::memory_order_relaxed);
-          h.write_pos.store(w + pad, std::memory_order_release);
-          notify_consumer();
-          continue;
-        }
-      } else if (w + total - f <= h.data_bytes) {
+      const std::uint64_t offset = data_mask_ ? (w & data_mask_) : w % h.data_bytes;
+      const bool wraps = offset + total > h.data_bytes;
+      const std::uint64_t size = wraps ? h.data_bytes - offset : total;  // a SKIP pads the tail
+      if (fits_locked(w + size)) {
+        record_at(w + size).phase.store(kEmpty, std::memory_order_relaxed);  // the new end of the log
         RecordHeader& r = record_at(w);
         r.writer_pid = me;
         r.pos = w;
-        r.total = total;
-        r.length = static_cast<std::uint32_t>(length);
-        r.flags.store(flags, std::memory_order_relaxed);
-        r.phase.store(kWriting, std::memory_order_relaxed);
-        if (!control) h.depth.fetch_add(1, std::memory_order_seq_cst);
-        h.write_pos.store(w + total, std::memory_order_release);
+        r.total = size;
+        r.length = wraps ? 0 : static_cast<std::uint32_t>(length);
+        r.flags.store(wraps ? kFlagControl : flags, std::memory_order_relaxed);
+        // A producer killed from here on leaves a reserved record that the
+        // consumer skips once its pid is gone (take()); killed before the
+        // count, it leaves the depth one low (soft: one message over
+        // capacity) rather than one high (a phantom that could fill it).
+        h.write_pos.store(w + size, std::memory_order_release);
+        if (!wraps && !control) h.puts.fetch_add(1, std::memory_order_relaxed);
+        if (wraps) {
+          r.phase.store(kSkip, std::memory_order_seq_cst);
+          notify_consumer();
+          continue;
+        }
+        r.phase.store(kWriting, std::memory_order_release);
         at = w;
         break;
       }
@@ -387,31 +430,33 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
 std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std::atomic<bool>* wake) {
   auto& h = *header_;
   int idle = 0;
+  bool slept = false;
   std::uint32_t watched_pid = 0;
   auto watched_since = Deadline::Clock::now();
   for (;;) {
+    // The end of the log is the empty header at write_pos (see the top):
+    // the phase at read_pos says whether a record is there.
     const std::uint64_t r = h.read_pos.load(std::memory_order_relaxed);
-    // write_pos shares its line with the producers' lock: read it again
-    // only once the records known to be reserved are all taken (a record
-    // below it is reserved for good; its phase says whether it is ready).
-    if (r >= known_write_pos_) known_write_pos_ = h.write_pos.load(std::memory_order_acquire);
-    const std::uint64_t w = known_write_pos_;
-    if (r != w) {
+    {
       RecordHeader& rec = record_at(r);
       std::uint32_t phase = rec.phase.load(std::memory_order_acquire);
       if (phase == kReady) {
-        if (rec.phase.compare_exchange_strong(phase, kTaken, std::memory_order_acq_rel)) {
+        // Only drop_oldest moves a READY record behind the consumer's back.
+        const bool taken = static_cast<MailboxPolicy>(h.policy) != MailboxPolicy::drop_oldest
+                               ? (rec.phase.store(kTaken, std::memory_order_release), true)
+                               : rec.phase.compare_exchange_strong(phase, kTaken, std::memory_order_acq_rel);
+        if (taken) {
           bool room_made = false;
           if ((rec.flags.load(std::memory_order_relaxed) & kFlagControl) == 0) {
-            const std::int64_t left = h.depth.fetch_sub(1, std::memory_order_seq_cst) - 1;
-            h.taken_total.fetch_add(1, std::memory_order_relaxed);
-            room_made = left <= low_water();
+            h.taken_total.fetch_add(1, std::memory_order_seq_cst);
+            // Producers blocked at `capacity` are woken once a slice of it
+            // is free, not at every take: waking them per record made
+            // producer and consumer trade a futex wake-up per message once
+            // the bound was reached (sustained throughput fell to a third).
+            room_made = h.producers_sleeping.load(std::memory_order_seq_cst) != 0 &&
+                        static_cast<std::int64_t>(depth()) <= low_water();
           }
           h.read_pos.store(r + rec.total, std::memory_order_release);
-          // Producers blocked at `capacity` are woken once a slice of it is
-          // free, not at every take: waking them per record made producer
-          // and consumer trade a futex wake-up per message once the bound
-          // was reached (sustained throughput fell to a third).
           if (room_made) notify_producers();
           ++taken_count_;  // stamped when next idle: no clock read per record
           const auto* payload = reinterpret_cast<const std::byte*>(&rec) + sizeof(RecordHeader);
@@ -424,17 +469,20 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
         reclaim();
         continue;
       }
-      if (phase == kWriting) {
-        // A producer is copying; if it died there, the record is skipped.
+      // A producer is copying (WRITING), or has reserved the record and not
+      // yet published it (EMPTY below write_pos, looked at only when idle:
+      // write_pos is the producers' line); if it died there, the record is
+      // skipped.
+      if (phase == kWriting || (phase == kEmpty && (slept || idle >= kIdleYields) &&
+                                h.write_pos.load(std::memory_order_acquire) != r)) {
         if (watched_pid != rec.writer_pid) {
           watched_pid = rec.writer_pid;
           watched_since = Deadline::Clock::now();
         } else if (Deadline::Clock::now() - watched_since >= kLivenessTick &&
                    !process_alive(static_cast<pid_t>(rec.writer_pid))) {
-          std::uint32_t writing = kWriting;
-          if (rec.phase.compare_exchange_strong(writing, kSkip, std::memory_order_acq_rel) &&
+          if (rec.phase.compare_exchange_strong(phase, kSkip, std::memory_order_acq_rel) &&
               (rec.flags.load(std::memory_order_relaxed) & kFlagControl) == 0)
-            h.depth.fetch_sub(1, std::memory_order_seq_cst);
+            h.depth_offset.fetch_add(1, std::memory_order_seq_cst);
           continue;
         }
       }
@@ -450,21 +498,21 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
       stamped_count_ = taken_count_;
       last_taken_ = now;
     }
-    if (++idle < 64 && now - last_taken_ < kStreamGap) {
+    if (++idle < kIdleYields && now - last_taken_ < kStreamGap) {
       sched_yield();
       continue;
     }
     notify_producers();  // about to sleep: no producer may sleep on a mailbox with room
     const std::uint32_t seq = h.not_empty_seq.load(std::memory_order_seq_cst);
     h.consumer_sleeping.store(1, std::memory_order_seq_cst);
-    if (h.read_pos.load(std::memory_order_relaxed) != h.write_pos.load(std::memory_order_seq_cst) &&
-        record_at(h.read_pos.load(std::memory_order_relaxed)).phase.load(std::memory_order_seq_cst) != kWriting)
+    if (const auto phase = record_at(r).phase.load(std::memory_order_seq_cst); phase != kEmpty && phase != kWriting)
       continue;
     // Checked after seq was sampled: a wake set later also bumps seq.
     if (wake && wake->load(std::memory_order_seq_cst)) return std::nullopt;
     auto tick = Deadline::after(kLivenessTick);
     auto left = deadline.remaining();
     auto result = futex_wait(h.not_empty_seq, seq, (left && *left < kLivenessTick) ? deadline : tick);
+    slept = true;
     if (result == mpx::detail::FutexWaitResult::woken && h.read_pos.load() == h.write_pos.load()) return std::nullopt;
   }
 }
@@ -536,7 +584,13 @@ Mailbox::Recovery Mailbox::attach_consumer() {
   }
   // Recounted, not adjusted: a consumer killed between taking a record and
   // decrementing the count cannot leave it off by one.
-  h.depth.store(static_cast<std::int64_t>(waiting), std::memory_order_seq_cst);
+  h.depth_offset.store(static_cast<std::int64_t>(h.puts.load(std::memory_order_relaxed) -
+                                                h.dropped.load(std::memory_order_relaxed) -
+                                                h.taken_total.load(std::memory_order_relaxed) - waiting),
+                       std::memory_order_seq_cst);
+  h.consumed_seen.store(static_cast<std::int64_t>(h.taken_total.load(std::memory_order_relaxed)) +
+                            h.depth_offset.load(std::memory_order_relaxed),
+                        std::memory_order_relaxed);
   h.read_pos.store(start, std::memory_order_release);
   h.consumer_pid.store(static_cast<std::uint32_t>(current_pid()), std::memory_order_release);
   h.incarnation.fetch_add(1, std::memory_order_acq_rel);
@@ -574,7 +628,13 @@ void Mailbox::wait_host_state(HostState seen, const Deadline& deadline) const {
 }
 
 std::size_t Mailbox::depth() const noexcept {
-  auto d = header_->depth.load(std::memory_order_relaxed);
+  auto& h = *header_;
+  // The consumer's side first: a record is counted in puts before it can be taken.
+  const std::int64_t consumed = static_cast<std::int64_t>(h.taken_total.load(std::memory_order_seq_cst)) +
+                                h.depth_offset.load(std::memory_order_seq_cst);
+  const auto d = static_cast<std::int64_t>(h.puts.load(std::memory_order_seq_cst) -
+                                           h.dropped.load(std::memory_order_seq_cst)) -
+                 consumed;
   return d > 0 ? static_cast<std::size_t>(d) : 0;
 }
 std::uint64_t Mailbox::write_position() const noexcept { return header_->write_pos.load(std::memory_order_seq_cst); }

@@ -32,6 +32,7 @@ constexpr std::size_t kBatchRecords = 64;  // the gateway takes at most this man
 struct Globals {
   std::mutex mutex;
   std::unordered_map<std::string, std::shared_ptr<Mailbox>> mailboxes;
+  std::atomic<std::uint64_t> mailboxes_generation{0};  // bumped at every change of `mailboxes`
   std::atomic<Endpoint*> endpoint{nullptr};
 };
 // The process that made the tree: every mailbox name carries its pid, so two
@@ -122,18 +123,49 @@ std::shared_ptr<Mailbox> find_mailbox(const std::string& host) {
   } catch (const FileNotFoundError&) {
     std::lock_guard lock(g.mutex);
     g.mailboxes.erase(host);
+    g.mailboxes_generation.fetch_add(1, std::memory_order_release);
     return nullptr;
   }
   if (opened->retired()) return nullptr;
   std::lock_guard lock(g.mutex);
   g.mailboxes[host] = opened;
+  g.mailboxes_generation.fetch_add(1, std::memory_order_release);
   return opened;
 }
+
+namespace {
+// A thread's last route: posting to the same host again (a stream) skips
+// the table's mutex and lookup while the table has not changed.
+struct RouteCache {
+  const Globals* globals = nullptr;
+  std::uint64_t generation = 0;
+  std::string host;
+  std::shared_ptr<Mailbox> mailbox;
+};
+thread_local RouteCache t_route;
+
+// find_mailbox() through the thread's cache; the mailbox stays valid until
+// this thread looks up another host.
+Mailbox* route_mailbox(const std::string& host) {
+  Globals& g = globals();
+  const std::uint64_t generation = g.mailboxes_generation.load(std::memory_order_acquire);
+  RouteCache& route = t_route;
+  if (route.globals == &g && route.generation == generation && route.mailbox && route.host == host &&
+      !route.mailbox->retired())
+    return route.mailbox.get();
+  route.mailbox = find_mailbox(host);
+  route.globals = &g;
+  route.generation = generation;  // read before the lookup: a change meanwhile misses next time
+  route.host = host;
+  return route.mailbox.get();
+}
+}  // namespace
 
 void remember_mailbox(const std::string& host, std::shared_ptr<Mailbox> mailbox) {
   Globals& g = globals();
   std::lock_guard lock(g.mutex);
   g.mailboxes[host] = std::move(mailbox);
+  g.mailboxes_generation.fetch_add(1, std::memory_order_release);
 }
 
 std::string route_name(const ActorRef& ref) { return ref.node().empty() ? ref.host() : ref.host() + '@' + ref.node(); }
@@ -175,7 +207,7 @@ void post_encoded(const std::string& host, PacketKind kind, std::uint8_t flags, 
                     deadline, block);
     return;
   }
-  auto mailbox = find_mailbox(host);
+  Mailbox* mailbox = route_mailbox(host);
   if (!mailbox) throw ActorDown("mpx actors: there is no host named '" + host + "'", "noproc");
   thread_local Bytes head;
   write_head(head, kind, flags, target_name, target_id, sender, request_id, reply_slot);
@@ -736,6 +768,7 @@ Endpoint& Endpoint::instance() {
   auto mailbox = Mailbox::create(mailbox_name(name), MailboxOptions{});
   mailbox->attach_consumer();
   g.mailboxes[name] = mailbox;
+  g.mailboxes_generation.fetch_add(1, std::memory_order_release);
   // Never destroyed: the gateway is stopped at exit, the object leaks, so
   // nothing runs after main's statics are gone.
   auto* endpoint = new Endpoint(name, mailbox, 0);
@@ -754,6 +787,7 @@ Endpoint& Endpoint::make_host(const std::string& name, std::shared_ptr<Mailbox> 
   Globals& g = globals();
   std::lock_guard lock(g.mutex);
   g.mailboxes[name] = mailbox;
+  g.mailboxes_generation.fetch_add(1, std::memory_order_release);
   auto* endpoint = new Endpoint(name, std::move(mailbox), threads);
   g.endpoint.store(endpoint, std::memory_order_release);
   return *endpoint;
@@ -1243,26 +1277,24 @@ void Endpoint::answer(const Packet& packet) {
   fulfil(pending, {}, {}, decode_error_reply(packet.payload));
 }
 
-std::optional<Delivery> Endpoint::message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell) {
-  std::shared_ptr<ReplyTarget> reply;
+void Endpoint::refuse_message(const Packet& packet) {
+  std::string who =
+      packet.target_name.empty() ? "#" + std::to_string(packet.target_id) : std::string(packet.target_name);
+  get_logger()->debug("mpx actors: message to actor {} in host {} dropped: no such actor", who, name_);
   if (packet.request_id)
-    reply = std::make_shared<ReplyTarget>(
-        ReplyTarget{route_name(packet.sender), packet.request_id, nullptr, packet.reply_slot});
-  if (!cell) cell = find_local(packet.target_name, packet.target_id);
-  if (!cell) {
-    std::string who =
-        packet.target_name.empty() ? "#" + std::to_string(packet.target_id) : std::string(packet.target_name);
-    get_logger()->debug("mpx actors: message to actor {} in host {} dropped: no such actor", who, name_);
-    if (reply)
-      deliver_down_error(reply, "mpx actors: actor " + who + " is not running in host '" + name_ + "' (noproc)",
-                         "noproc");
-    return std::nullopt;
-  }
+    deliver_down_error(
+        std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr, 0}),
+        "mpx actors: actor " + who + " is not running in host '" + name_ + "' (noproc)", "noproc");
+}
+
+Delivery Endpoint::message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell) {
   Delivery delivery;
+  if (packet.request_id)
+    delivery.reply = std::make_shared<ReplyTarget>(
+        ReplyTarget{route_name(packet.sender), packet.request_id, nullptr, packet.reply_slot});
   delivery.cell = std::move(cell);
   delivery.bytes = packet.payload;
   delivery.sender = std::move(packet.sender);
-  delivery.reply = std::move(reply);
   return delivery;
 }
 
@@ -1279,17 +1311,24 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
   // Records in a row for one actor (a stream) skip the table lookup while
   // no actor entered or left it.
   const std::uint64_t generation = cells_generation_.load(std::memory_order_acquire);
-  std::shared_ptr<ActorCell> cell;
-  if (batch_cell_ && generation == batch_generation_ &&
+  const bool same_cell =
+      batch_cell_ && generation == batch_generation_ &&
       (packet.target_name.empty() ? batch_cell_->ref.name().empty() && batch_cell_->ref.id() == packet.target_id
-                                  : batch_cell_->ref.name() == packet.target_name))
-    cell = batch_cell_;
-  else
-    cell = find_local(packet.target_name, packet.target_id);
-  if (cell) {
+                                  : batch_cell_->ref.name() == packet.target_name);
+  if (!same_cell) {
+    auto cell = find_local(packet.target_name, packet.target_id);
+    if (!cell) {
+      refuse_message(packet);
+      mailbox_->complete(taken.pos);
+      return;
+    }
     // What may throw comes before the Delivery exists: once it does, it
     // alone completes the record (the gateway's catch completes it otherwise).
     if (cell != batch_cell_) flush_batch();
+    batch_cell_ = std::move(cell);
+    batch_generation_ = generation;
+  }
+  {
     // Sized for what waits (a stream fills it, a request is alone in it).
     if (batch_.empty() && batch_.capacity() == 0) {
       std::lock_guard lock(spare_batches_mutex_);
@@ -1299,15 +1338,12 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
       }
     }
     if (batch_.empty()) batch_.reserve(std::min<std::size_t>(kBatchRecords, mailbox_->depth() + 1));
-    batch_cell_ = cell;
-    batch_generation_ = generation;
   }
-  auto found = message_delivery(packet, std::move(cell));
-  if (!found) {
-    mailbox_->complete(taken.pos);
-    return;
-  }
-  Delivery& delivery = *found;
+  // A plain message in a batch does without its own reference to the cell
+  // (the batch holds one): the gateway took and the actor's thread dropped
+  // one per message, a shared counter's line between the two threads.
+  // ~Delivery needs it only to answer a request.
+  Delivery delivery = message_delivery(packet, packet.request_id ? batch_cell_ : nullptr);
   if (!delivery.sender) delivery.packet = taken.bytes;
   delivery.mailbox = mailbox_.get();
   delivery.record_pos = taken.pos;
@@ -1338,16 +1374,16 @@ bool Endpoint::dispatch_from_node(Packet& packet, const Deadline& deadline, bool
     }
     ++direct_in_flight_;
   }
-  auto found = message_delivery(packet);
-  if (!found) {
+  auto cell = find_local(packet.target_name, packet.target_id);
+  if (!cell) {
+    refuse_message(packet);
     direct_finished();
     return true;
   }
-  Delivery& delivery = *found;
+  Delivery delivery = message_delivery(packet, cell);
   delivery.owned.assign(packet.payload.begin(), packet.payload.end());
   delivery.bytes = delivery.owned;
   delivery.direct = true;
-  auto cell = delivery.cell;
   (void)enqueue(cell, std::move(delivery));  // a stopped cell: ~Delivery answers and counts it
   return true;
 }

@@ -322,8 +322,13 @@ class Endpoint {
   // longer read); a message's delivery (nullopt, after answering noproc,
   // when its actor does not run here).
   void handle_control(const Packet& packet, const std::function<void()>& release);
-  // `cell`: the target when the caller knows it already (else looked up).
-  std::optional<Delivery> message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell = nullptr);
+  // A message packet's delivery to its actor; `cell` is kept in it for
+  // ~Delivery's answer to an unhandled request (a batch's plain messages
+  // go without: the batch holds the cell).
+  Delivery message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell);
+  // A message packet for an actor not running here: logged, a request
+  // answered with ActorDown (noproc).
+  void refuse_message(const Packet& packet);
   void flush_batch();
   std::shared_ptr<ActorCell> batch_cell_;
   std::uint64_t batch_generation_ = 0;  // cells_generation_ when batch_cell_ was looked up

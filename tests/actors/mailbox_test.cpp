@@ -163,6 +163,43 @@ TEST(MailboxLog, ADeadConsumersTakenAndInHandRecordsAreHandedToTheNextOne) {
   mb->unlink();
 }
 
+TEST(MailboxLog, AProducerThatDiesMidCopyLosesOnlyItsOwnRecord) {
+  // The log ends at an empty header, not at write_pos: a record whose
+  // writer crashed while copying (its body runs into an unmapped page) must
+  // be skipped, the next producer's records must come out, and the depth
+  // must not keep the lost one.
+  const std::string name = unique_name("deadwriter");
+  auto mb = Mailbox::create(name, ma::MailboxOptions().with_capacity(16));
+  ASSERT_TRUE(mb->put(bytes_of("before"), {}, Deadline::never()));
+  {
+    mpx::test::Child writer([name] {
+      auto view = Mailbox::open(name);
+      const long page = ::sysconf(_SC_PAGESIZE);
+      void* area = ::mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (area == MAP_FAILED || ::mprotect(static_cast<char*>(area) + page, page, PROT_NONE) != 0) return 1;
+      // Half readable, half not: the copy into the log faults in the middle.
+      std::span<const std::byte> body(static_cast<const std::byte*>(area) + page / 2, page);
+      (void)view->put({}, body, Deadline::never());
+      return 2;  // not reached
+    });
+    EXPECT_EQ(writer.join(), -SIGSEGV);
+  }
+  EXPECT_EQ(mb->depth(), 2u) << "the dead writer's record counts until the consumer finds it dead";
+  ASSERT_TRUE(mb->put(bytes_of("after"), {}, Deadline::never()));
+  mb->attach_consumer();
+  auto first = mb->take(Deadline::after(5s));
+  ASSERT_TRUE(first);
+  EXPECT_EQ(text_of(first->bytes), "before");
+  mb->complete(first->pos);
+  auto second = mb->take(Deadline::after(5s));  // past the dead writer's record (a 20 ms liveness tick)
+  ASSERT_TRUE(second);
+  EXPECT_EQ(text_of(second->bytes), "after");
+  mb->complete(second->pos);
+  EXPECT_EQ(mb->depth(), 0u);
+  EXPECT_FALSE(mb->take(Deadline::after(20ms)));
+  mb->unlink();
+}
+
 // ---- through a host
 
 namespace {

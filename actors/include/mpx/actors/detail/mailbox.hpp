@@ -189,6 +189,8 @@ class Mailbox {
   void lock_producers();
   void unlock_producers();
   bool drop_oldest_locked();
+  std::int64_t waiting_locked(bool fresh);
+  bool fits_locked(std::uint64_t end);
   void reclaim();
   [[nodiscard]] std::int64_t low_water() const noexcept;
   void notify_consumer();
@@ -200,6 +202,7 @@ class Mailbox {
   SharedMemory shm_;
   MailboxHeader* header_ = nullptr;
   std::byte* data_ = nullptr;
+  std::uint64_t data_mask_ = 0;  // data_bytes - 1 when a power of two
   alignas(64) std::mutex reclaim_mutex_;  // free_pos moves under it (threads of the consumer process)
   std::atomic<bool> reclaim_requested_{false};  // a completion the lock holder has to sweep again for
   // When take() last returned a record (the consumer's thread only): it
@@ -209,7 +212,6 @@ class Mailbox {
   alignas(64) std::chrono::steady_clock::time_point last_taken_{};
   std::uint64_t taken_count_ = 0;
   std::uint64_t stamped_count_ = 0;
-  std::uint64_t known_write_pos_ = 0;  // take(): write_pos as last read
   ReplySlot& slot_at(std::uint32_t index) const noexcept;
   std::mutex slots_mutex_;                 // the free list (this process: the consumer)
   std::vector<std::uint32_t> free_slots_;  // filled by attach_consumer()
