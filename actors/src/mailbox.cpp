@@ -254,8 +254,9 @@ void Mailbox::lock_producers() {
       auto result = futex_wait(word, holder, Deadline::after(kLivenessTick));
       if (result == mpx::detail::FutexWaitResult::timed_out && word.load() == holder &&
           !process_alive(static_cast<pid_t>(holder))) {
-        // The holder died inside its reservation, which it publishes with
-        // its last store: take the lock over.
+        // The holder died inside its reservation: take the lock over. What
+        // it left is consistent at every store (see put()): nothing, or a
+        // reserved record that the consumer skips once it sees the pid gone.
         std::uint32_t dead = holder;
         if (word.compare_exchange_strong(dead, me, std::memory_order_acquire)) {
           header_->lock_waiters.fetch_sub(1, std::memory_order_relaxed);
@@ -297,12 +298,10 @@ void Mailbox::interrupt_consumer() {
   futex_wake_all(header_->not_empty_seq);
 }
 
-// Sleeps until a consumer frees something, a liveness tick, or the deadline.
-// The caller re-checks its condition after the seq was sampled.
-void Mailbox::wait_producers(const Deadline& deadline) {
+// Sleeps until a consumer frees something after `seq` was sampled (and the
+// wait announced: see put()), a liveness tick, or the deadline.
+void Mailbox::wait_producers(std::uint32_t seq, const Deadline& deadline) {
   auto& h = *header_;
-  const std::uint32_t seq = h.not_full_seq.load(std::memory_order_seq_cst);
-  h.producers_sleeping.store(1, std::memory_order_seq_cst);
   auto tick = Deadline::after(kLivenessTick);
   auto left = deadline.remaining();
   futex_wait(h.not_full_seq, seq, (left && *left < kLivenessTick) ? deadline : tick);
@@ -316,10 +315,12 @@ bool Mailbox::drop_oldest_locked() {
   for (std::uint64_t pos = h.read_pos.load(std::memory_order_acquire); pos < end;) {
     RecordHeader& r = record_at(pos);
     std::uint32_t phase = kReady;
-    if ((r.flags.load(std::memory_order_relaxed) & kFlagNoDrop) == 0 &&
-        r.phase.compare_exchange_strong(phase, kSkip, std::memory_order_acq_rel)) {
+    if ((r.flags.load(std::memory_order_relaxed) & kFlagNoDrop) == 0 && phase == r.phase.load(std::memory_order_acquire)) {
+      // Counted first: a producer killed between the two leaves the depth
+      // one low (soft), never one high (a phantom that could fill it).
       h.dropped.fetch_add(1, std::memory_order_seq_cst);
-      return true;
+      if (r.phase.compare_exchange_strong(phase, kSkip, std::memory_order_acq_rel)) return true;
+      h.dropped.fetch_sub(1, std::memory_order_seq_cst);
     }
     pos += r.total;
   }
@@ -347,7 +348,7 @@ std::int64_t Mailbox::waiting_locked(bool fresh) {
 bool Mailbox::fits_locked(std::uint64_t end) {
   auto& h = *header_;
   if (end + kAlign - h.free_seen.load(std::memory_order_relaxed) <= h.data_bytes) return true;
-  const std::uint64_t f = h.free_pos.load(std::memory_order_acquire);
+  const std::uint64_t f = h.free_pos.load(std::memory_order_seq_cst);  // after an announced wait (put)
   h.free_seen.store(f, std::memory_order_relaxed);
   return end + kAlign - f <= h.data_bytes;
 }
@@ -367,6 +368,7 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
   const auto policy = static_cast<MailboxPolicy>(h.policy);
   const auto me = static_cast<std::uint32_t>(current_pid());
   std::uint64_t at = 0;
+  std::optional<std::uint32_t> announced;  // not_full_seq when this producer announced a wait
   lock_producers();
   for (;;) {
     bool room = true;
@@ -379,7 +381,9 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
       room = policy == MailboxPolicy::drop_oldest && drop_oldest_locked();
     }
     if (room) {
-      const std::uint64_t w = h.write_pos.load(std::memory_order_relaxed);
+      // Acquire: after a takeover from a dead holder, its reservation's
+      // fields and empty end header are ours to build on.
+      const std::uint64_t w = h.write_pos.load(std::memory_order_acquire);
       const std::uint64_t offset = data_mask_ ? (w & data_mask_) : w % h.data_bytes;
       const bool wraps = offset + total > h.data_bytes;
       const std::uint64_t size = wraps ? h.data_bytes - offset : total;  // a SKIP pads the tail
@@ -411,8 +415,17 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
       unlock_producers();
       return false;
     }
+    if (!announced) {
+      // Announce the wait, then look once more: a consumer that makes room
+      // after this load sees the flag (its store, then its load; ours the
+      // other way round) and wakes us.
+      announced = h.not_full_seq.load(std::memory_order_seq_cst);
+      h.producers_sleeping.store(1, std::memory_order_seq_cst);
+      continue;
+    }
     unlock_producers();
-    wait_producers(deadline);
+    wait_producers(*announced, deadline);
+    announced.reset();
     lock_producers();
   }
   unlock_producers();
@@ -430,9 +443,6 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
 std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std::atomic<bool>* wake) {
   auto& h = *header_;
   int idle = 0;
-  bool slept = false;
-  std::uint32_t watched_pid = 0;
-  auto watched_since = Deadline::Clock::now();
   for (;;) {
     // The end of the log is the empty header at write_pos (see the top):
     // the phase at read_pos says whether a record is there.
@@ -469,31 +479,15 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
         reclaim();
         continue;
       }
-      // A producer is copying (WRITING), or has reserved the record and not
-      // yet published it (EMPTY below write_pos, looked at only when idle:
-      // write_pos is the producers' line); if it died there, the record is
-      // skipped.
-      if (phase == kWriting || (phase == kEmpty && (slept || idle >= kIdleYields) &&
-                                h.write_pos.load(std::memory_order_acquire) != r)) {
-        if (watched_pid != rec.writer_pid) {
-          watched_pid = rec.writer_pid;
-          watched_since = Deadline::Clock::now();
-        } else if (Deadline::Clock::now() - watched_since >= kLivenessTick &&
-                   !process_alive(static_cast<pid_t>(rec.writer_pid))) {
-          if (rec.phase.compare_exchange_strong(phase, kSkip, std::memory_order_acq_rel) &&
-              (rec.flags.load(std::memory_order_relaxed) & kFlagControl) == 0)
-            h.depth_offset.fetch_add(1, std::memory_order_seq_cst);
-          continue;
-        }
-      }
     }
-    if (deadline.expired()) return std::nullopt;
+    if (deadline.expired()) return std::nullopt;  // Deadline::passed(): no clock read
+    const auto now = Deadline::Clock::now();
+    if (skip_dead_writer(r, now)) continue;
     // A record due within microseconds (a stream, a request's next message)
     // is met by a few yields instead of a sleep and a wake-up. A consumer
     // that took nothing for a while sleeps at once: an idle host's gateway
     // returns here for its 10 ms sweep, and 64 yields each time cost a
     // tree of idle hosts thousands of context switches a second.
-    const auto now = Deadline::Clock::now();
     if (taken_count_ != stamped_count_) {
       stamped_count_ = taken_count_;
       last_taken_ = now;
@@ -512,9 +506,34 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
     auto tick = Deadline::after(kLivenessTick);
     auto left = deadline.remaining();
     auto result = futex_wait(h.not_empty_seq, seq, (left && *left < kLivenessTick) ? deadline : tick);
-    slept = true;
     if (result == mpx::detail::FutexWaitResult::woken && h.read_pos.load() == h.write_pos.load()) return std::nullopt;
   }
+}
+
+// Nothing is ready at `r`. A producer may be copying (WRITING) or have
+// reserved the record and not published it yet (EMPTY below write_pos); if
+// it died there, the record is skipped. Looked at once the consumer has
+// waited at `r` a liveness tick, across take() calls (the gateway's are
+// shorter than a tick).
+bool Mailbox::skip_dead_writer(std::uint64_t r, Deadline::Clock::time_point now) {
+  if (stuck_at_ != r) {
+    stuck_at_ = r;
+    stuck_since_ = now;
+    return false;
+  }
+  if (now - stuck_since_ < kLivenessTick) return false;
+  stuck_since_ = now;  // looked at again after another tick
+  auto& h = *header_;
+  RecordHeader& rec = record_at(r);
+  std::uint32_t phase = rec.phase.load(std::memory_order_acquire);
+  // An EMPTY header below write_pos is reserved: its fields are written
+  // before write_pos moves past it (release).
+  const bool reserved = phase == kWriting || (phase == kEmpty && h.write_pos.load(std::memory_order_acquire) != r);
+  if (!reserved || process_alive(static_cast<pid_t>(rec.writer_pid))) return false;
+  if (rec.phase.compare_exchange_strong(phase, kSkip, std::memory_order_acq_rel) &&
+      (rec.flags.load(std::memory_order_relaxed) & kFlagControl) == 0)
+    h.depth_offset.fetch_add(1, std::memory_order_seq_cst);
+  return true;
 }
 
 std::int64_t Mailbox::low_water() const noexcept {
@@ -553,7 +572,7 @@ void Mailbox::reclaim() {
       f += rec.total;
     }
     if (f != start) {
-      h.free_pos.store(f, std::memory_order_release);
+      h.free_pos.store(f, std::memory_order_seq_cst);  // then the flag's load in notify_producers()
       notify_producers();
     }
   }
@@ -569,6 +588,9 @@ Mailbox::Recovery Mailbox::attach_consumer() {
   for (std::uint64_t pos = start; pos < end;) {
     RecordHeader& r = record_at(pos);
     const std::uint32_t phase = r.phase.load(std::memory_order_acquire);
+    // Reserved, never published: we hold the lock, so its producer was a
+    // holder that died (the lock is taken over only from a dead pid).
+    if (phase == kEmpty) r.phase.store(kSkip, std::memory_order_release);
     if (phase == kTaken || phase == kHandling) {
       if (phase == kHandling) {
         r.flags.fetch_or(kFlagRedelivered, std::memory_order_relaxed);

@@ -1283,7 +1283,7 @@ void Endpoint::refuse_message(const Packet& packet) {
   get_logger()->debug("mpx actors: message to actor {} in host {} dropped: no such actor", who, name_);
   if (packet.request_id)
     deliver_down_error(
-        std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr, 0}),
+        std::make_shared<ReplyTarget>(ReplyTarget{route_name(packet.sender), packet.request_id, nullptr, packet.reply_slot}),
         "mpx actors: actor " + who + " is not running in host '" + name_ + "' (noproc)", "noproc");
 }
 
@@ -1514,7 +1514,7 @@ namespace {
 // A gateway stopped at the in-flight limit takes again once its actors have
 // handled a quarter of it: resuming at limit - 1 made it sleep and wake once
 // per message (a futex wake-up from the actor's thread each time).
-std::size_t resume_mark(std::size_t limit) { return limit - std::max<std::size_t>(1, limit / 4); }
+std::size_t resume_mark(std::size_t limit) { return limit - std::max<std::size_t>(1, limit / 2); }
 }  // namespace
 
 void Endpoint::record_finished(std::size_t records) {

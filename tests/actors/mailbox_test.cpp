@@ -259,6 +259,33 @@ ma::Host blocked_host(const std::string& name, ma::MailboxPolicy policy, ma::Act
 
 }  // namespace
 
+TEST(HostMailbox, ASenderKilledMidCopyDoesNotHoldUpTheMessagesBehindIt) {
+  // The host's gateway takes in 10 ms slices, shorter than the 20 ms the
+  // log waits before it asks whether a writer is alive: the wait must count
+  // across slices, or the dead writer's record blocks the log for good.
+  const std::string name = "deadsender-" + std::to_string(::getpid());
+  ma::Host host(name);
+  auto actor = host.spawn("holder", "h");
+  actor.send(Item{1});
+  {
+    mpx::test::Child writer([name] {
+      auto view = Mailbox::open("mpx." + std::to_string(::getppid()) + "." + name);
+      const long page = ::sysconf(_SC_PAGESIZE);
+      void* area = ::mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (area == MAP_FAILED || ::mprotect(static_cast<char*>(area) + page, page, PROT_NONE) != 0) return 1;
+      std::span<const std::byte> body(static_cast<const std::byte*>(area) + page / 2, page);
+      (void)view->put({}, body, Deadline::never());  // faults mid-copy
+      return 2;
+    });
+    EXPECT_EQ(writer.join(), -SIGSEGV);
+  }
+  actor.send(Item{2});
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(actor.request<std::vector<int>>(Seen{}).get(10s), (std::vector<int>{1, 2}));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_EQ(host.mailbox_depth(), 0u);
+}
+
 TEST(HostMailbox, BlockPolicyAppliesBackpressureAndTimedSendThrowsMailboxFull) {
   ma::ActorRef actor;
   auto host = blocked_host("mb-block", ma::MailboxPolicy::block, actor);

@@ -13,10 +13,11 @@
 // - Producers serialise on a small robust lock in the segment only to reserve
 //   space and write the record header; the payload is copied outside it. A
 //   producer killed while holding the lock is detected by the next one
-//   (liveness of the pid in the lock word) and the lock is taken over: the
-//   reservation is only published by its last store. A producer killed while
-//   copying leaves a WRITING record that the consumer skips once the pid is
-//   gone: that message is lost (it was never sent).
+//   (liveness of the pid in the lock word) and the lock is taken over. A
+//   producer killed after its reservation moved write_pos (holding the lock
+//   or copying) leaves a record that the consumer skips once it has waited
+//   at it a liveness tick (20 ms) and the pid is gone: that message is lost
+//   (it was never sent). Killed before, it left nothing.
 // - put blocks (until the deadline) while `capacity` messages wait or the
 //   log bytes are exhausted; the policy in the header decides (see
 //   mailbox_options.hpp). It returns false for "full"; it throws
@@ -190,11 +191,12 @@ class Mailbox {
   void unlock_producers();
   bool drop_oldest_locked();
   std::int64_t waiting_locked(bool fresh);
+  bool skip_dead_writer(std::uint64_t r, std::chrono::steady_clock::time_point now);
   bool fits_locked(std::uint64_t end);
   void reclaim();
   [[nodiscard]] std::int64_t low_water() const noexcept;
   void notify_consumer();
-  void wait_producers(const Deadline& deadline);
+  void wait_producers(std::uint32_t seq, const Deadline& deadline);
 
   // Three cache lines: read by every thread; written by the completing
   // threads (reclaim); written by the consumer's take(). Sharing one made
@@ -212,6 +214,8 @@ class Mailbox {
   alignas(64) std::chrono::steady_clock::time_point last_taken_{};
   std::uint64_t taken_count_ = 0;
   std::uint64_t stamped_count_ = 0;
+  std::uint64_t stuck_at_ = ~std::uint64_t{0};  // take(): where it last found nothing ready, and since when
+  std::chrono::steady_clock::time_point stuck_since_{};
   ReplySlot& slot_at(std::uint32_t index) const noexcept;
   std::mutex slots_mutex_;                 // the free list (this process: the consumer)
   std::vector<std::uint32_t> free_slots_;  // filled by attach_consumer()
