@@ -400,13 +400,19 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
         // count, it leaves the depth one low (soft: one message over
         // capacity) rather than one high (a phantom that could fill it).
         h.write_pos.store(w + size, std::memory_order_release);
-        if (!wraps && !control) h.puts.fetch_add(1, std::memory_order_relaxed);
+        // Under the lock: a plain increment (a locked one waited for the
+        // stores before it, the cold lines of the record among them).
+        if (!wraps && !control) h.puts.store(h.puts.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
         if (wraps) {
           r.phase.store(kSkip, std::memory_order_seq_cst);
           notify_consumer();
           continue;
         }
         r.phase.store(kWriting, std::memory_order_release);
+        // The next records' lines, last written a lap ago, are fetched for
+        // writing now: a stream's put waited mostly on that miss.
+        for (std::uint64_t ahead = 2 * kAlign; ahead < 6 * kAlign; ahead += kAlign)
+          __builtin_prefetch(&record_at(w + size + ahead), 1);
         at = w;
         break;
       }
