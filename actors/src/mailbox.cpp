@@ -457,10 +457,13 @@ std::optional<Mailbox::Taken> Mailbox::take(const Deadline& deadline, const std:
       RecordHeader& rec = record_at(r);
       std::uint32_t phase = rec.phase.load(std::memory_order_acquire);
       if (phase == kReady) {
-        // Only drop_oldest moves a READY record behind the consumer's back.
-        const bool taken = static_cast<MailboxPolicy>(h.policy) != MailboxPolicy::drop_oldest
-                               ? (rec.phase.store(kTaken, std::memory_order_release), true)
-                               : rec.phase.compare_exchange_strong(phase, kTaken, std::memory_order_acq_rel);
+        // Taken once read_pos passes it. Only drop_oldest moves a READY
+        // record behind the consumer's back: there it is marked TAKEN first
+        // (a CAS the dropping producer loses). Otherwise it stays READY below
+        // read_pos, and the consumer does not write the record's line (the
+        // next to write it is the actor's thread: HANDLING).
+        const bool taken = static_cast<MailboxPolicy>(h.policy) != MailboxPolicy::drop_oldest ||
+                           rec.phase.compare_exchange_strong(phase, kTaken, std::memory_order_acq_rel);
         if (taken) {
           bool room_made = false;
           if ((rec.flags.load(std::memory_order_relaxed) & kFlagControl) == 0) {
@@ -590,6 +593,7 @@ Mailbox::Recovery Mailbox::attach_consumer() {
   lock_producers();
   const std::uint64_t end = h.write_pos.load(std::memory_order_acquire);
   const std::uint64_t start = h.free_pos.load(std::memory_order_acquire);
+  const std::uint64_t taken_below = h.read_pos.load(std::memory_order_acquire);  // the previous consumer's
   std::uint64_t waiting = 0;
   for (std::uint64_t pos = start; pos < end;) {
     RecordHeader& r = record_at(pos);
@@ -597,7 +601,8 @@ Mailbox::Recovery Mailbox::attach_consumer() {
     // Reserved, never published: we hold the lock, so its producer was a
     // holder that died (the lock is taken over only from a dead pid).
     if (phase == kEmpty) r.phase.store(kSkip, std::memory_order_release);
-    if (phase == kTaken || phase == kHandling) {
+    // Taken by the previous consumer: TAKEN, or READY below its read_pos.
+    if (phase == kTaken || phase == kHandling || (phase == kReady && pos < taken_below)) {
       if (phase == kHandling) {
         r.flags.fetch_or(kFlagRedelivered, std::memory_order_relaxed);
         ++recovery.redelivered;
@@ -675,7 +680,7 @@ std::uint64_t Mailbox::in_flight() const noexcept {
   for (std::uint64_t f = header_->free_pos.load(std::memory_order_acquire); f < r;) {
     RecordHeader& rec = record_at(f);
     auto phase = rec.phase.load(std::memory_order_acquire);
-    if (phase == kTaken || phase == kHandling) ++n;
+    if (phase == kReady || phase == kTaken || phase == kHandling) ++n;  // READY below read_pos: taken
     f += rec.total;
   }
   return n;

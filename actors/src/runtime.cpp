@@ -1329,7 +1329,9 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
     batch_generation_ = generation;
   }
   {
-    // Sized for what waits (a stream fills it, a request is alone in it).
+    // A recycled buffer if there is one, else a new one of full size (the
+    // mailbox's depth that sized it is on the senders' cache line: reading
+    // it per batch cost them).
     if (batch_.empty() && batch_.capacity() == 0) {
       std::lock_guard lock(spare_batches_mutex_);
       if (!spare_batches_.empty()) {
@@ -1337,7 +1339,7 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
         spare_batches_.pop_back();
       }
     }
-    if (batch_.empty()) batch_.reserve(std::min<std::size_t>(kBatchRecords, mailbox_->depth() + 1));
+    if (batch_.empty()) batch_.reserve(kBatchRecords);
   }
   // A plain message in a batch does without its own reference to the cell
   // (the batch holds one): the gateway took and the actor's thread dropped

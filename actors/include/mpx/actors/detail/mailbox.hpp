@@ -6,10 +6,12 @@
 //   name), one consumer: the gateway thread of the host process currently
 //   attached (attach_consumer). The segment is created by the host's parent
 //   and outlives the host, so a host that dies loses nothing it had not
-//   finished: records go READY -> TAKEN (handed to an actor's queue) ->
-//   HANDLING (its handler runs) -> DONE, and attach_consumer() of the next
-//   incarnation turns every TAKEN record back to READY and every HANDLING
-//   one to READY flagged `redelivered`, in log order.
+//   finished: records go READY -> taken (read_pos passes it: handed to an
+//   actor's queue; marked TAKEN only under drop_oldest, else it stays READY
+//   below read_pos) -> HANDLING (its handler runs) -> DONE, and
+//   attach_consumer() of the next incarnation requeues every taken record
+//   and turns every HANDLING one to READY flagged `redelivered`, in log
+//   order.
 // - Producers serialise on a small robust lock in the segment only to reserve
 //   space and write the record header; the payload is copied outside it. A
 //   producer killed while holding the lock is detected by the next one
@@ -120,7 +122,7 @@ class Mailbox {
   void notify_producers();
 
   struct Recovery {
-    std::uint64_t requeued = 0;     // TAKEN by a dead consumer, not yet handled
+    std::uint64_t requeued = 0;     // taken by a dead consumer, not yet handled
     std::uint64_t redelivered = 0;  // HANDLING when the consumer died
   };
   // Makes the calling process the consumer (incarnation + 1) and requeues
