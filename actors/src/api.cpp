@@ -58,7 +58,7 @@ const ActorRef& Context::sender() const {
   const detail::Delivery* d = cell_->current;
   if (!d) return none;
   if (!d->sender && !d->packet.empty()) d->sender = detail::packet_sender(d->packet);
-  return d->sender;
+  return d->sender ? *d->sender : none;
 }
 
 bool Context::redelivered() const { return cell_->current && cell_->current->redelivered; }

@@ -1287,15 +1287,13 @@ void Endpoint::refuse_message(const Packet& packet) {
         "mpx actors: actor " + who + " is not running in host '" + name_ + "' (noproc)", "noproc");
 }
 
-Delivery Endpoint::message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell) {
-  Delivery delivery;
+void Endpoint::fill_message_delivery(Delivery& delivery, Packet& packet, std::shared_ptr<ActorCell> cell) {
   if (packet.request_id)
     delivery.reply = std::make_shared<ReplyTarget>(
         ReplyTarget{route_name(packet.sender), packet.request_id, nullptr, packet.reply_slot});
   delivery.cell = std::move(cell);
   delivery.bytes = packet.payload;
-  delivery.sender = std::move(packet.sender);
-  return delivery;
+  if (packet.sender) delivery.sender = std::move(packet.sender);
 }
 
 void Endpoint::dispatch(const Mailbox::Taken& taken) {
@@ -1345,13 +1343,20 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
   // (the batch holds one): the gateway took and the actor's thread dropped
   // one per message, a shared counter's line between the two threads.
   // ~Delivery needs it only to answer a request.
-  Delivery delivery = message_delivery(packet, packet.request_id ? batch_cell_ : nullptr);
+  // Built in place (reserved: emplace_back does not throw); what may throw
+  // while it is filled takes it out again before the record is in its care.
+  Delivery& delivery = batch_.emplace_back();
+  try {
+    fill_message_delivery(delivery, packet, packet.request_id ? batch_cell_ : nullptr);
+  } catch (...) {
+    batch_.pop_back();
+    throw;
+  }
   if (!delivery.sender) delivery.packet = taken.bytes;
   delivery.mailbox = mailbox_.get();
   delivery.record_pos = taken.pos;
   delivery.redelivered = taken.redelivered;
   in_flight_.fetch_add(1, std::memory_order_acq_rel);
-  batch_.push_back(std::move(delivery));  // reserved: does not throw
 }
 
 bool Endpoint::dispatch_from_node(Packet& packet, const Deadline& deadline, bool wait) {
@@ -1382,7 +1387,8 @@ bool Endpoint::dispatch_from_node(Packet& packet, const Deadline& deadline, bool
     direct_finished();
     return true;
   }
-  Delivery delivery = message_delivery(packet, cell);
+  Delivery delivery;
+  fill_message_delivery(delivery, packet, cell);
   delivery.owned.assign(packet.payload.begin(), packet.payload.end());
   delivery.bytes = delivery.owned;
   delivery.direct = true;
@@ -1399,7 +1405,7 @@ void Endpoint::direct_finished() {
 void Endpoint::handle_control(const Packet& packet, const std::function<void()>& release) {
   switch (packet.kind) {
     case PacketKind::message:
-      break;  // message_delivery's
+      break;  // fill_message_delivery's
     case PacketKind::reply:
     case PacketKind::error:
       answer(packet);

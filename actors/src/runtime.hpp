@@ -205,8 +205,11 @@ struct DeliveryFields {
   std::uint64_t record_pos = 0;
   bool redelivered = false;
   // Read on demand: parsed from `packet` (the record's bytes, valid until
-  // the record is completed) the first time a handler asks for it.
-  mutable ActorRef sender;
+  // the record is completed) the first time a handler asks for it. Optional:
+  // a message from the log carries none until then, and an empty optional
+  // costs nothing to build, move and destroy per message (an ActorRef's
+  // strings did).
+  mutable std::optional<ActorRef> sender;
   std::span<const std::byte> packet;
   std::shared_ptr<ReplyTarget> reply;     // a request
   std::function<void()> run;              // continuation
@@ -322,10 +325,10 @@ class Endpoint {
   // longer read); a message's delivery (nullopt, after answering noproc,
   // when its actor does not run here).
   void handle_control(const Packet& packet, const std::function<void()>& release);
-  // A message packet's delivery to its actor; `cell` is kept in it for
-  // ~Delivery's answer to an unhandled request (a batch's plain messages
-  // go without: the batch holds the cell).
-  Delivery message_delivery(Packet& packet, std::shared_ptr<ActorCell> cell);
+  // Fills `delivery` (new) with a message packet for its actor; `cell` is
+  // kept in it for ~Delivery's answer to an unhandled request (a batch's
+  // plain messages go without: the batch holds the cell).
+  void fill_message_delivery(Delivery& delivery, Packet& packet, std::shared_ptr<ActorCell> cell);
   // A message packet for an actor not running here: logged, a request
   // answered with ActorDown (noproc).
   void refuse_message(const Packet& packet);
