@@ -259,6 +259,10 @@ void Mailbox::lock_producers() {
         // reserved record that the consumer skips once it sees the pid gone.
         std::uint32_t dead = holder;
         if (word.compare_exchange_strong(dead, me, std::memory_order_acquire)) {
+          // The dead holder's plain stores (its count of puts) are read by
+          // read-modify-writes first, which see the latest values.
+          header_->puts.fetch_add(0, std::memory_order_acq_rel);
+          header_->write_pos.fetch_add(0, std::memory_order_acq_rel);
           header_->lock_waiters.fetch_sub(1, std::memory_order_relaxed);
           return;
         }
@@ -410,9 +414,16 @@ bool Mailbox::put(std::span<const std::byte> head, std::span<const std::byte> bo
         }
         r.phase.store(kWriting, std::memory_order_release);
         // The next records' lines, last written a lap ago, are fetched for
-        // writing now: a stream's put waited mostly on that miss.
-        for (std::uint64_t ahead = 2 * kAlign; ahead < 6 * kAlign; ahead += kAlign)
-          __builtin_prefetch(&record_at(w + size + ahead), 1);
+        // writing now: a stream's put waited mostly on that miss. Only free
+        // lines (below free_seen + data_bytes): not records still read.
+        const std::uint64_t next = w + size;
+        const std::uint64_t next_offset = data_mask_ ? (next & data_mask_) : next % h.data_bytes;
+        const std::uint64_t free_end = h.free_seen.load(std::memory_order_relaxed) + h.data_bytes;
+        for (std::uint64_t ahead = 2 * kAlign; ahead < 6 * kAlign && next + ahead + kAlign <= free_end; ahead += kAlign) {
+          std::uint64_t offset = next_offset + ahead;
+          if (offset >= h.data_bytes) offset -= h.data_bytes;
+          __builtin_prefetch(data_ + offset, 1);
+        }
         at = w;
         break;
       }
@@ -675,13 +686,24 @@ std::uint64_t Mailbox::read_position() const noexcept { return header_->read_pos
 std::uint64_t Mailbox::taken_total() const noexcept { return header_->taken_total.load(std::memory_order_relaxed); }
 std::uint64_t Mailbox::dropped() const noexcept { return header_->dropped.load(std::memory_order_relaxed); }
 std::uint64_t Mailbox::in_flight() const noexcept {
+  // Any process may ask while the consumer completes and producers refill:
+  // a record that is not the one expected at `f` (reclaimed and written
+  // over meanwhile) moves the walk on to free_pos, or ends it.
+  auto& h = *header_;
   std::uint64_t n = 0;
-  const std::uint64_t r = header_->read_pos.load(std::memory_order_acquire);
-  for (std::uint64_t f = header_->free_pos.load(std::memory_order_acquire); f < r;) {
+  const std::uint64_t r = h.read_pos.load(std::memory_order_acquire);
+  for (std::uint64_t f = h.free_pos.load(std::memory_order_acquire); f < r;) {
     RecordHeader& rec = record_at(f);
-    auto phase = rec.phase.load(std::memory_order_acquire);
+    const auto phase = rec.phase.load(std::memory_order_acquire);
+    const std::uint64_t total = rec.total;
+    if (rec.pos != f || total == 0 || total % kAlign != 0) {
+      const std::uint64_t free_now = h.free_pos.load(std::memory_order_acquire);
+      if (free_now <= f) break;  // not a record and not reclaimed: give up
+      f = free_now;
+      continue;
+    }
     if (phase == kReady || phase == kTaken || phase == kHandling) ++n;  // READY below read_pos: taken
-    f += rec.total;
+    f += total;
   }
   return n;
 }

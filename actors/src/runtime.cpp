@@ -26,6 +26,7 @@ namespace {
 using mpx::detail::Deadline;
 constexpr auto kSweepInterval = std::chrono::milliseconds(10);
 constexpr std::size_t kBatchRecords = 64;  // the gateway takes at most this many records in a row
+constexpr std::size_t kFirstBatchRecords = 8;  // a new batch buffer's size (a request is alone in its batch)
 
 // ---- process globals, replaced (leaked) in a forked child: another thread
 // of the parent may have held their mutexes at the fork.
@@ -1090,7 +1091,7 @@ bool Endpoint::enqueue(const std::shared_ptr<ActorCell>& cell, std::vector<Deliv
 
 void Endpoint::recycle_batch(std::vector<Delivery>& items) noexcept {
   items.clear();  // what was not handled completes its record, fails its request (~Delivery)
-  if (items.capacity() < kBatchRecords) return;
+  if (items.capacity() < kFirstBatchRecords) return;  // not one of the gateway's (a local delivery's)
   std::lock_guard lock(spare_batches_mutex_);
   if (spare_batches_.size() >= 8) return;
   try {
@@ -1327,9 +1328,10 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
     batch_generation_ = generation;
   }
   {
-    // A recycled buffer if there is one, else a new one of full size (the
-    // mailbox's depth that sized it is on the senders' cache line: reading
-    // it per batch cost them).
+    // A recycled buffer if there is one, else a new small one (a request is
+    // alone in its batch; a stream grows it). Not sized by the mailbox's
+    // depth: that is on the senders' cache line, and reading it per batch
+    // cost them.
     if (batch_.empty() && batch_.capacity() == 0) {
       std::lock_guard lock(spare_batches_mutex_);
       if (!spare_batches_.empty()) {
@@ -1337,14 +1339,15 @@ void Endpoint::dispatch(const Mailbox::Taken& taken) {
         spare_batches_.pop_back();
       }
     }
-    if (batch_.empty()) batch_.reserve(kBatchRecords);
+    if (batch_.empty()) batch_.reserve(kFirstBatchRecords);  // grows to kBatchRecords in a stream
   }
   // A plain message in a batch does without its own reference to the cell
   // (the batch holds one): the gateway took and the actor's thread dropped
   // one per message, a shared counter's line between the two threads.
   // ~Delivery needs it only to answer a request.
-  // Built in place (reserved: emplace_back does not throw); what may throw
-  // while it is filled takes it out again before the record is in its care.
+  // Built in place (a reallocation that throws does so before it exists,
+  // and moves are noexcept); what may throw while it is filled takes it out
+  // again before the record is in its care.
   Delivery& delivery = batch_.emplace_back();
   try {
     fill_message_delivery(delivery, packet, packet.request_id ? batch_cell_ : nullptr);
@@ -1388,10 +1391,10 @@ bool Endpoint::dispatch_from_node(Packet& packet, const Deadline& deadline, bool
     return true;
   }
   Delivery delivery;
+  delivery.direct = true;  // from here its destructor gives the slot back, also if what follows throws
   fill_message_delivery(delivery, packet, cell);
   delivery.owned.assign(packet.payload.begin(), packet.payload.end());
   delivery.bytes = delivery.owned;
-  delivery.direct = true;
   (void)enqueue(cell, std::move(delivery));  // a stopped cell: ~Delivery answers and counts it
   return true;
 }
@@ -1443,8 +1446,14 @@ void Endpoint::handle_control(const Packet& packet, const std::function<void()>&
       auto cell = find_local(packet.target_name, packet.target_id);
       release();  // before watch(), which may post and wait for room
       if (!cell) return;  // the sender's own link monitor reports noproc
-      auto monitor = new_monitor(packet.sender, cell, true);
-      watch(*this, monitor, kPacketLink);
+      try {
+        auto monitor = new_monitor(packet.sender, cell, true);
+        watch(*this, monitor, kPacketLink);
+      } catch (const std::exception& e) {
+        // The record is released: the gateway's catch must not complete it again.
+        get_logger()->error("mpx actors: host {} could not link {} to {}: {}", name_, cell->ref.to_string(),
+                            packet.sender.to_string(), e.what());
+      }
       return;
     }
     case PacketKind::kill:

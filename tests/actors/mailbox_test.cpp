@@ -163,6 +163,85 @@ TEST(MailboxLog, ADeadConsumersTakenAndInHandRecordsAreHandedToTheNextOne) {
   mb->unlink();
 }
 
+// Taken records stay READY below the read position unless the policy is
+// drop_oldest (then TAKEN, so that a dropping sender cannot take them back):
+// both must count as in flight, and both must come back after a crash.
+class TakenRecords : public ::testing::TestWithParam<ma::MailboxPolicy> {};
+
+TEST_P(TakenRecords, CountAsInFlightAndAreRequeuedAfterTheConsumerDies) {
+  const std::string name = unique_name("taken");
+  auto mb = Mailbox::create(name, ma::MailboxOptions().with_capacity(10).with_policy(GetParam()));
+  mpx::test::MailboxUnlinker unlinker{mb};
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(mb->put(bytes_of("m" + std::to_string(i)), {}, Deadline::never()));
+  {
+    // Completes m0 and m2, holds m1 in hand, has taken m3 and m4; dies.
+    mpx::test::Child consumer([name] {
+      auto view = Mailbox::open(name);
+      view->attach_consumer();
+      std::vector<std::uint64_t> pos;
+      for (int i = 0; i < 5; ++i) {
+        auto t = view->take(Deadline::after(5s));
+        if (!t) return 1;
+        pos.push_back(t->pos);
+      }
+      if (view->in_flight() != 5) return 3;
+      view->complete(pos[0]);
+      view->mark_handling(pos[1]);
+      view->complete(pos[2]);
+      if (view->in_flight() != 3) return 4;
+      ::kill(::getpid(), SIGKILL);
+      return 2;
+    });
+    EXPECT_EQ(consumer.join(), -SIGKILL);
+  }
+  EXPECT_EQ(mb->in_flight(), 3u) << "seen from another process";
+  auto recovery = mb->attach_consumer();
+  EXPECT_EQ(recovery.redelivered, 1u);
+  EXPECT_EQ(recovery.requeued, 2u);
+  EXPECT_EQ(mb->depth(), 8u);
+  EXPECT_EQ(mb->in_flight(), 0u);
+  for (int i : {1, 3, 4, 5, 6, 7, 8, 9}) {
+    auto t = mb->take(Deadline::after(1s));
+    ASSERT_TRUE(t);
+    EXPECT_EQ(text_of(t->bytes), "m" + std::to_string(i));
+    EXPECT_EQ(t->redelivered, i == 1) << i;
+    mb->complete(t->pos);
+  }
+  EXPECT_FALSE(mb->take(Deadline::after(20ms)));
+  EXPECT_EQ(mb->in_flight(), 0u);
+  EXPECT_EQ(mb->depth(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, TakenRecords,
+                         ::testing::Values(ma::MailboxPolicy::block, ma::MailboxPolicy::drop_oldest),
+                         [](const auto& info) {
+                           return info.param == ma::MailboxPolicy::block ? std::string("block")
+                                                                         : std::string("drop_oldest");
+                         });
+
+TEST(MailboxLog, ATakenRecordIsNotDroppedUnderDropOldest) {
+  // The gateway has taken m0 (not yet handled) when a sender finds the
+  // mailbox full: drop_oldest drops m1, the oldest still waiting, not m0.
+  auto mb = Mailbox::create(unique_name("droptaken"),
+                            ma::MailboxOptions().with_capacity(2).with_policy(ma::MailboxPolicy::drop_oldest));
+  mpx::test::MailboxUnlinker unlinker{mb};
+  mb->attach_consumer();
+  ASSERT_TRUE(mb->put(bytes_of("m0"), {}, Deadline::never()));
+  auto first = mb->take(Deadline::after(1s));
+  ASSERT_TRUE(first);
+  for (int i = 1; i <= 3; ++i) ASSERT_TRUE(mb->put(bytes_of("m" + std::to_string(i)), {}, Deadline::never()));
+  EXPECT_EQ(mb->dropped(), 1u);
+  EXPECT_EQ(text_of(first->bytes), "m0");
+  mb->complete(first->pos);
+  for (const char* expected : {"m2", "m3"}) {
+    auto t = mb->take(Deadline::after(1s));
+    ASSERT_TRUE(t);
+    EXPECT_EQ(text_of(t->bytes), expected);
+    mb->complete(t->pos);
+  }
+  EXPECT_EQ(mb->depth(), 0u);
+}
+
 TEST(MailboxLog, AProducerThatDiesMidCopyLosesOnlyItsOwnRecord) {
   // The log ends at an empty header, not at write_pos: a record whose
   // writer crashed while copying (its body runs into an unmapped page) must
