@@ -242,6 +242,21 @@ TEST(MailboxLog, ATakenRecordIsNotDroppedUnderDropOldest) {
   EXPECT_EQ(mb->depth(), 0u);
 }
 
+namespace {
+// In a child: a put whose body is half readable, half not, so that the copy
+// into the log faults in the middle and the child dies of SIGSEGV there.
+// Returns only if it could not set that up (3) or the put did not fault (2).
+int put_faulting_mid_copy(Mailbox& mailbox) {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  void* area = ::mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (area == MAP_FAILED || ::mprotect(static_cast<char*>(area) + page, page, PROT_NONE) != 0) return 3;
+  std::span<const std::byte> body(static_cast<const std::byte*>(area) + page / 2, page);
+  ::signal(SIGSEGV, SIG_DFL);  // sanitizer builds catch SIGSEGV themselves
+  (void)mailbox.put({}, body, Deadline::never());
+  return 2;
+}
+}  // namespace
+
 TEST(MailboxLog, AProducerThatDiesMidCopyLosesOnlyItsOwnRecord) {
   // The log ends at an empty header, not at write_pos: a record whose
   // writer crashed while copying (its body runs into an unmapped page) must
@@ -251,17 +266,7 @@ TEST(MailboxLog, AProducerThatDiesMidCopyLosesOnlyItsOwnRecord) {
   auto mb = Mailbox::create(name, ma::MailboxOptions().with_capacity(16));
   ASSERT_TRUE(mb->put(bytes_of("before"), {}, Deadline::never()));
   {
-    mpx::test::Child writer([name] {
-      auto view = Mailbox::open(name);
-      const long page = ::sysconf(_SC_PAGESIZE);
-      void* area = ::mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (area == MAP_FAILED || ::mprotect(static_cast<char*>(area) + page, page, PROT_NONE) != 0) return 3;
-      // Half readable, half not: the copy into the log faults in the middle.
-      std::span<const std::byte> body(static_cast<const std::byte*>(area) + page / 2, page);
-      ::signal(SIGSEGV, SIG_DFL);  // sanitizer builds catch SIGSEGV themselves
-      (void)view->put({}, body, Deadline::never());
-      return 2;  // not reached
-    });
+    mpx::test::Child writer([name] { return put_faulting_mid_copy(*Mailbox::open(name)); });
     EXPECT_EQ(writer.join(), -SIGSEGV);
   }
   EXPECT_EQ(mb->depth(), 2u) << "the dead writer's record counts until the consumer finds it dead";
@@ -348,16 +353,8 @@ TEST(HostMailbox, ASenderKilledMidCopyDoesNotHoldUpTheMessagesBehindIt) {
   auto actor = host.spawn("holder", "h");
   actor.send(Item{1});
   {
-    mpx::test::Child writer([name] {
-      auto view = Mailbox::open("mpx." + std::to_string(::getppid()) + "." + name);
-      const long page = ::sysconf(_SC_PAGESIZE);
-      void* area = ::mmap(nullptr, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (area == MAP_FAILED || ::mprotect(static_cast<char*>(area) + page, page, PROT_NONE) != 0) return 3;
-      std::span<const std::byte> body(static_cast<const std::byte*>(area) + page / 2, page);
-      ::signal(SIGSEGV, SIG_DFL);  // sanitizer builds catch SIGSEGV themselves
-      (void)view->put({}, body, Deadline::never());  // faults mid-copy
-      return 2;
-    });
+    mpx::test::Child writer(
+        [name] { return put_faulting_mid_copy(*Mailbox::open("mpx." + std::to_string(::getppid()) + "." + name)); });
     EXPECT_EQ(writer.join(), -SIGSEGV);
   }
   actor.send(Item{2});
